@@ -1,0 +1,159 @@
+"""Re-parameterization: fusion math, the generic RepConvBN block, and exactness of the fused GhostNetV3."""
+import pytest
+import torch
+import torch.nn as nn
+
+from gv3lite.reparam import (RepConvBN, fuse_conv_bn, identity_kernel, pad_kernel, reparameterize)
+
+
+def randomize_bn(model, seed=0):
+    """Give every BN non-trivial running statistics and affine parameters (else fusion is trivially exact)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return model
+
+
+def batchnorms(module):
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+# ---------------------------------------------------------------- fusion math
+
+def test_fuse_conv_bn_matches_conv_then_bn():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True).double()
+    bn = randomize_bn(nn.BatchNorm2d(6).double()).eval()
+    x = torch.randn(2, 4, 7, 5, dtype=torch.float64)
+    kernel, bias = fuse_conv_bn(conv.weight, bn, conv.bias)
+    y = nn.functional.conv2d(x, kernel, bias, padding=1)
+    torch.testing.assert_close(y, bn(conv(x)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("channels,groups", [(6, 1), (6, 2), (6, 6)])
+def test_identity_kernel_is_identity(channels, groups):
+    x = torch.randn(2, channels, 5, 4, dtype=torch.float64)
+    k = identity_kernel(channels, groups, 3, dtype=torch.float64)
+    assert k.shape == (channels, channels // groups, 3, 3)
+    torch.testing.assert_close(nn.functional.conv2d(x, k, padding=1, groups=groups), x, atol=0, rtol=0)
+
+
+def test_pad_kernel_keeps_output_at_stride_2():
+    x = torch.randn(1, 3, 9, 8, dtype=torch.float64)
+    k1 = torch.randn(5, 3, 1, 1, dtype=torch.float64)
+    k5 = pad_kernel(k1, 5)
+    assert k5.shape == (5, 3, 5, 5)
+    torch.testing.assert_close(nn.functional.conv2d(x, k5, stride=2, padding=2),
+                               nn.functional.conv2d(x, k1, stride=2), atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match="centre"):
+        pad_kernel(torch.zeros(1, 1, 3, 3), 4)
+
+
+def test_identity_kernel_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="divisible"):
+        identity_kernel(6, 4, 3)
+    with pytest.raises(ValueError, match="odd"):
+        identity_kernel(4, 1, 2)
+
+
+def test_unfusable_norms_are_refused():
+    conv = nn.Conv2d(3, 4, 1, bias=False)
+    with pytest.raises(ValueError, match="track_running_stats"):
+        fuse_conv_bn(conv.weight, nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(ValueError, match="BatchNorm-like"):
+        fuse_conv_bn(conv.weight, nn.GroupNorm(2, 4))
+    with pytest.raises(ValueError, match="output channels"):
+        fuse_conv_bn(conv.weight, nn.BatchNorm2d(5))
+
+
+def test_bn_subclass_and_timm_batchnormact_fuse():
+    from timm.layers import BatchNormAct2d
+
+    class MyBN(nn.BatchNorm2d):
+        pass
+
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 1, 1, dtype=torch.float64)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    for bn in (MyBN(4), BatchNormAct2d(4, apply_act=False), nn.BatchNorm2d(4, affine=False)):
+        bn = randomize_bn(bn.double()).eval()
+        k, b = fuse_conv_bn(w, bn)
+        torch.testing.assert_close(nn.functional.conv2d(x, k, b), bn(nn.functional.conv2d(x, w)),
+                                   atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="not linear"):
+        fuse_conv_bn(w, BatchNormAct2d(4, act_layer=nn.ReLU))
+
+
+# ---------------------------------------------------------------- RepConvBN
+
+@pytest.mark.parametrize("cfg", [
+    dict(in_ch=8, out_ch=8, kernel_size=3),                                    # all 5 branches
+    dict(in_ch=8, out_ch=8, kernel_size=3, groups=8, act=nn.ReLU()),           # depthwise, MobileNet style
+    dict(in_ch=8, out_ch=16, kernel_size=5, stride=2, groups=4),               # no skip (shapes differ)
+    dict(in_ch=6, out_ch=6, kernel_size=1, num_conv_branches=4),               # 1x1: no scale branch
+    dict(in_ch=6, out_ch=6, kernel_size=3, num_conv_branches=1, use_scale_branch=False,
+         use_identity_branch=False),                                           # plain conv + BN
+])
+def test_repconvbn_fuses_exactly(cfg):
+    torch.manual_seed(0)
+    block = randomize_bn(RepConvBN(**cfg)).double().eval()
+    x = torch.randn(2, cfg["in_ch"], 11, 8, dtype=torch.float64)
+    fused = reparameterize(block)
+    assert block.deploy is False and fused.deploy is True   # inplace=False leaves the original alone
+    assert not batchnorms(fused)
+    assert isinstance(fused.conv, nn.Conv2d) and fused.conv.bias is not None
+    torch.testing.assert_close(fused(x), block(x), atol=1e-12, rtol=0)
+
+
+def test_repconvbn_branch_placement():
+    b = RepConvBN(8, 8, 3)
+    assert len(b.rpr_conv) == 3 and b.rpr_scale is not None and b.rpr_skip is not None
+    b = RepConvBN(8, 16, 3)
+    assert b.rpr_skip is None
+    b = RepConvBN(8, 8, 3, stride=2)
+    assert b.rpr_skip is None and b.rpr_scale.conv.stride == (2, 2)
+    assert RepConvBN(8, 8, 1).rpr_scale is None
+    with pytest.raises(ValueError, match="odd"):
+        RepConvBN(8, 8, 2)
+    with pytest.raises(ValueError, match="num_conv_branches"):
+        RepConvBN(8, 8, 3, num_conv_branches=0)
+    with pytest.raises(ValueError, match="use_scale_branch"):
+        RepConvBN(8, 8, 3, use_scale_branch="yes")
+
+
+def test_repconvbn_deploy_constructor_loads_fused_state_dict():
+    block = randomize_bn(RepConvBN(4, 4, 3)).eval()
+    fused = reparameterize(block)
+    direct = RepConvBN(4, 4, 3, deploy=True)
+    direct.load_state_dict(fused.state_dict(), strict=True)
+    x = torch.randn(1, 4, 6, 6)
+    torch.testing.assert_close(direct(x), block(x), atol=1e-5, rtol=0)
+
+
+def test_reparameterize_warns_in_train_mode_and_uses_running_stats():
+    block = randomize_bn(RepConvBN(4, 4, 3)).double()
+    with pytest.warns(UserWarning, match="train"):
+        fused = reparameterize(block)
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    block.eval()
+    torch.testing.assert_close(fused(x), block(x), atol=1e-12, rtol=0)
+    assert fused.training  # the train/eval flag is kept
+
+
+def test_reparameterize_inplace_twice_is_noop_and_trainable():
+    model = nn.Sequential(RepConvBN(3, 8, 3, stride=2, act=nn.ReLU()), RepConvBN(8, 8, 3)).eval()
+    randomize_bn(model)
+    out = reparameterize(model, inplace=True)
+    assert out is model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    reparameterize(model, inplace=True)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    model.train()
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert all(p.grad is not None and p.requires_grad for p in model.parameters())
