@@ -1,16 +1,151 @@
-"""PLACEHOLDER (being replaced by the model engineer): GhostNetV3 and the model registry."""
+"""The GhostNetV3 network (Liu et al., arXiv 2404.11202), its layer table, widths 0.5/1.0/1.3/1.6, and the model
+registry (``create_model``, ``list_models``).
+
+Layout (GhostNet Table 1; V3 §3.1; reference_implementations.md §1): stem 3x3/2 conv+BN+ReLU -> 16 Ghost
+bottlenecks (``blocks.0`` ... ``blocks.8``) -> ``blocks.9`` 1x1 conv+BN+ReLU -> global average pool -> 1x1
+``conv_head`` to 1280 (+ReLU) -> dropout -> linear classifier. Every channel count is ``make_divisible(c * width,
+4)``; ``conv_head`` is never width-scaled. Layers from index 2 on gate ghost1 with DFC attention (GhostNetV2).
+Names and state_dict keys equal timm 1.0.31's ``ghostnetv3_*`` (train and deploy form), so weights load both ways.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gv3lite.ghost import GhostBottleneckV3
+from gv3lite.layers import ConvBnAct, make_divisible
+
+# One list per stage; each row is a bottleneck: (dw kernel k, expansion width "exp", output width, SE ratio, stride).
+# Values at width 1.0 (GhostNet Table 1).
+LAYER_CFG = [
+    [(3, 16, 16, 0.0, 1)],
+    [(3, 48, 24, 0.0, 2)],
+    [(3, 72, 24, 0.0, 1)],
+    [(5, 72, 40, 0.25, 2)],
+    [(5, 120, 40, 0.25, 1)],
+    [(3, 240, 80, 0.0, 2)],
+    [(3, 200, 80, 0.0, 1), (3, 184, 80, 0.0, 1), (3, 184, 80, 0.0, 1), (3, 480, 112, 0.25, 1),
+     (3, 672, 112, 0.25, 1)],
+    [(5, 672, 160, 0.25, 2)],
+    [(5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1)],
+]
+STEM_CH, FINAL_CH, HEAD_CH = 16, 960, 1280
+
+# Registered names (timm's) -> width multiplier.
+MODEL_WIDTHS = {"ghostnetv3_050": 0.5, "ghostnetv3_100": 1.0, "ghostnetv3_130": 1.3, "ghostnetv3_160": 1.6}
+
+
+class GhostNetV3(nn.Module):
+    """GhostNetV3 classifier. Input (B, in_chans, H, W) with H, W >= 32 -> logits (B, num_classes).
+
+    Args:
+        width: width multiplier (0.5, 1.0, 1.3, 1.6 are the paper's; any positive float works).
+        num_classes: classifier outputs; 0 drops the classifier (forward returns (B, 1280) pre-logits).
+        in_chans: input channels.
+        drop_rate: dropout probability before the classifier (timm's default 0.2; the official code has none).
+        num_conv_branches, use_scale_branch, use_identity_branch: re-parameterization switches of every Ghost
+            module and stride-2 depthwise stage (defaults = the paper's 3 / True / True; ``1, False, False`` = the
+            plain train form without extra branches).
+        deploy: build the fused (deploy) form directly, e.g. to load a deploy state_dict.
+    """
+
+    def __init__(self, width=1.0, num_classes=1000, in_chans=3, drop_rate=0.2, num_conv_branches=3,
+                 use_scale_branch=True, use_identity_branch=True, deploy=False):
+        super().__init__()
+        _check_args(width, num_classes, in_chans, drop_rate)
+        self.width, self.num_classes, self.drop_rate = width, num_classes, drop_rate
+        branch_opts = dict(num_conv_branches=num_conv_branches, use_scale_branch=use_scale_branch,
+                           use_identity_branch=use_identity_branch, deploy=deploy)
+
+        stem_ch = make_divisible(STEM_CH * width, 4)
+        self.conv_stem = nn.Conv2d(in_chans, stem_ch, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_ch)
+        self.act1 = nn.ReLU(inplace=True)
+
+        stages, in_ch, layer_idx = [], stem_ch, 0
+        for stage_cfg in LAYER_CFG:
+            layers = []
+            for k, exp, out, se_ratio, stride in stage_cfg:
+                mid_ch, out_ch = make_divisible(exp * width, 4), make_divisible(out * width, 4)
+                layers.append(GhostBottleneckV3(in_ch, mid_ch, out_ch, k, stride, se_ratio,
+                                                use_dfc=layer_idx > 1, **branch_opts))
+                in_ch, layer_idx = out_ch, layer_idx + 1
+            stages.append(nn.Sequential(*layers))
+        self.num_features = make_divisible(FINAL_CH * width, 4)
+        stages.append(nn.Sequential(ConvBnAct(in_ch, self.num_features, 1)))
+        self.blocks = nn.Sequential(*stages)
+
+        self.head_hidden_size = HEAD_CH
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_head = nn.Conv2d(self.num_features, HEAD_CH, 1, bias=True)
+        self.act2 = nn.ReLU(inplace=True)
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Linear(HEAD_CH, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x):
+        """(B, in_chans, H, W) -> feature map (B, num_features, H/32, W/32)."""
+        return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+
+    def forward_head(self, x, pre_logits=False):
+        """Feature map -> (B, 1280) pre-logits if ``pre_logits`` else (B, num_classes) logits."""
+        x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
+        x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes):
+        """Replace the classifier by a fresh ``Linear(1280, num_classes)`` (Identity for 0), e.g. to fine-tune."""
+        _check_args(self.width, num_classes, 1, self.drop_rate)
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(HEAD_CH, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def _check_args(width, num_classes, in_chans, drop_rate):
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"width must be a positive number, got {width!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0 (0 = no classifier), got {num_classes!r}")
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be an int >= 1, got {in_chans!r}")
+    if not isinstance(drop_rate, (int, float)) or not 0 <= drop_rate < 1:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
 
 
 def list_models():
-    return ["ghostnetv3_050", "ghostnetv3_100", "ghostnetv3_130", "ghostnetv3_160"]
+    """Every model name ``create_model`` accepts: timm's ``ghostnetv3_050/100/130/160``."""
+    return list(MODEL_WIDTHS)
 
 
-def create_model(name, num_classes=1000, deploy=False, **kwargs):
-    import timm
-    if name not in list_models():
-        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    model = timm.create_model(name, num_classes=num_classes, **kwargs)
-    if deploy:
-        from gv3lite.reparam import reparameterize
-        model = reparameterize(model, inplace=True)
+_MODEL_KWARGS = ("in_chans", "drop_rate", "num_conv_branches", "use_scale_branch", "use_identity_branch")
+
+
+def create_model(name, num_classes=1000, deploy=False, checkpoint_path=None, **kwargs):
+    """Build a GhostNetV3 by its timm name, optionally loading local weights.
+
+    Args:
+        name: one of ``list_models()``.
+        num_classes: classifier outputs (output shape (B, num_classes)).
+        deploy: build the fused form directly (load deploy checkpoints into it).
+        checkpoint_path: optional local checkpoint, loaded strictly by ``gv3lite.checkpoint.load_checkpoint``
+            (EMA weights when present).
+        **kwargs: ``in_chans``, ``drop_rate`` (0.2), ``num_conv_branches`` (3), ``use_scale_branch`` (True),
+            ``use_identity_branch`` (True); see ``GhostNetV3``.
+
+    Raises:
+        ValueError: unknown name (lists the valid ones), unknown keyword, or an invalid value.
+    """
+    if name not in MODEL_WIDTHS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
+    if unknown:
+        raise ValueError(f"unknown keyword argument(s) {unknown} for {name}; accepted: "
+                         f"num_classes, deploy, checkpoint_path, {', '.join(_MODEL_KWARGS)}")
+    model = GhostNetV3(MODEL_WIDTHS[name], num_classes=num_classes, deploy=deploy, **kwargs)
+    if checkpoint_path is not None:
+        from gv3lite.checkpoint import load_checkpoint
+        load_checkpoint(model, checkpoint_path)
     return model
+
+
+__all__ = ["GhostNetV3", "LAYER_CFG", "MODEL_WIDTHS", "create_model", "list_models"]
