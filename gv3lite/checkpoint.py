@@ -1,0 +1,175 @@
+"""Loading weights from local checkpoint files, and atomic saving.
+
+Owns: ``read_checkpoint``, ``save_checkpoint``, ``extract_state_dict``, ``clean_state_dict``, ``load_checkpoint``.
+
+Accepted layouts (all load strictly into the matching ``create_model(...)``):
+* the official GhostNetV3 release (``ghostnetv3-1.0.pth.tar``): a dict with ``state_dict`` and ``state_dict_ema``,
+  official key names (``...primary_rpr_conv.0.bn.weight`` where timm and we say ``.bn1.``; renamed here);
+* timm training checkpoints (same two keys) and timm/our bare state_dicts;
+* models saved from ``DataParallel``/``DistributedDataParallel`` (``module.`` prefix) or ``torch.compile``
+  (``_orig_mod.`` prefix), prefixes stripped;
+* our trainer's checkpoints: a dict with ``model`` and optionally ``model_ema``.
+thop's ``total_ops`` / ``total_params`` buffers are dropped.
+
+EMA choice: with ``use_ema=True`` (default) the EMA weights (``state_dict_ema`` / ``model_ema``) are taken when
+present, because the paper's numbers are those of the EMA model (for the 1.0x release, PaddleClas PR #3413 measured
+77.13% top-1 for ``state_dict_ema`` -- the paper's 77.1 -- and 76.93% for ``state_dict``; reference_implementations.md
+§7). ``use_ema=False`` takes the raw weights. Nothing is loaded partially: a checkpoint for another width, number of classes, branch setting or form
+(train vs deploy) raises ``ValueError`` naming the first mismatching key.
+"""
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+EMA_KEYS = ("state_dict_ema", "model_ema")
+RAW_KEYS = ("state_dict", "model")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")
+_THOP_SUFFIXES = ("total_ops", "total_params")
+# official `<x>_rpr_conv.N.bn.*` / `<x>_rpr_scale.bn.*` -> timm's and our `.bn1.`
+_OFFICIAL_BN = re.compile(r"(_rpr_conv\.\d+|_rpr_scale)\.bn\.")
+
+
+def read_checkpoint(path):
+    """Load a checkpoint file on the CPU with ``torch.load(..., weights_only=True)`` (no arbitrary code runs).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message gives the absolute path).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path.resolve()}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_checkpoint(obj, path):
+    """Save ``obj`` with ``torch.save`` atomically: write a temporary file in the same folder, fsync, then
+    ``os.replace`` it onto ``path`` (a crash never leaves a half-written checkpoint). Creates parent folders.
+    Returns the ``Path`` written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def extract_state_dict(checkpoint, use_ema=True):
+    """Pick the weights out of a loaded checkpoint.
+
+    Returns:
+        ``(state_dict, source)`` where source is the key used (``state_dict_ema``, ``model_ema``, ``state_dict``,
+        ``model``) or ``"bare"`` when ``checkpoint`` is itself a state_dict.
+
+    Raises:
+        ValueError: no weights found, or ``use_ema=False`` but only EMA weights are present.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"a checkpoint must be a dict, got {type(checkpoint).__name__}")
+    for key in (EMA_KEYS + RAW_KEYS) if use_ema else RAW_KEYS:
+        if isinstance(checkpoint.get(key), Mapping) and checkpoint[key]:
+            return checkpoint[key], key
+    if not use_ema and any(isinstance(checkpoint.get(k), Mapping) for k in EMA_KEYS):
+        raise ValueError("use_ema=False but the checkpoint holds only EMA weights "
+                         f"({[k for k in EMA_KEYS if k in checkpoint]}); use use_ema=True")
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint, "bare"
+    raise ValueError(f"no weights found in checkpoint with top-level keys {sorted(checkpoint)[:10]}: expected a "
+                     f"state_dict or a dict with one of {list(RAW_KEYS + EMA_KEYS)}")
+
+
+def clean_state_dict(state_dict):
+    """Normalise key names: strip ``module.``/``_orig_mod.`` prefixes, rename official ``.bn.`` to ``.bn1.`` inside
+    the re-parameterization branches, drop thop ``total_ops``/``total_params`` buffers. Returns a new dict.
+
+    Raises:
+        ValueError: a value is not a tensor.
+    """
+    cleaned = {}
+    for key, value in state_dict.items():
+        if key.endswith(_THOP_SUFFIXES):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        for prefix in _STRIP_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[_OFFICIAL_BN.sub(r"\1.bn1.", key)] = value
+    return cleaned
+
+
+def _form(keys):
+    """'train' if the keys hold re-parameterization branches, 'deploy' if fused Ghost convs, else None."""
+    if any("_rpr_conv." in k for k in keys):
+        return "train"
+    if any(".primary_conv.0." in k or ".cheap_operation.0." in k for k in keys):
+        return "deploy"
+    return None
+
+
+def _check_fits(model, state_dict, strict):
+    """Raise ValueError naming the first key that does not fit ``model`` (shape always; names if ``strict``)."""
+    expected = model.state_dict()
+    ckpt_form, model_form = _form(state_dict), _form(expected)
+    hint = ""
+    if ckpt_form == "deploy" and model_form == "train":
+        hint = (" The checkpoint is in deploy (fused) form but the model is in train form: build the model with "
+                "deploy=True, e.g. create_model(name, deploy=True).")
+    elif ckpt_form == "train" and model_form == "deploy":
+        hint = (" The checkpoint is in train form but the model is fused: load it into a train-form model "
+                "(deploy=False) and then call gv3lite.reparameterize(model).")
+    for key, value in state_dict.items():
+        if key in expected and value.shape != expected[key].shape:
+            raise ValueError(f"checkpoint does not fit the model: {key!r} has shape {tuple(value.shape)} in the "
+                             f"checkpoint but {tuple(expected[key].shape)} in the model (a checkpoint for another "
+                             f"width, num_classes or num_conv_branches?).{hint}")
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if strict and (missing or unexpected):
+        first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
+        raise ValueError(f"checkpoint does not fit the model: {first} ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected keys; another width or branch setting?).{hint}")
+    return missing, unexpected
+
+
+def load_checkpoint(model, path_or_dict, use_ema=True, strict=True):
+    """Load weights into ``model`` from a file path or an already loaded checkpoint dict (layouts: module docstring).
+
+    Args:
+        model: e.g. ``create_model('ghostnetv3_100')`` (train form) or ``create_model(..., deploy=True)``.
+        path_or_dict: ``str``/``PathLike`` path, or a dict.
+        use_ema: take EMA weights when present (default; the paper reports EMA); False takes the raw weights.
+        strict: require exactly matching keys (default). With ``strict=False`` missing/unexpected keys are
+            allowed but reported with a ``UserWarning``; shape mismatches are always errors.
+
+    Returns:
+        The key the weights came from (``state_dict_ema``, ``model_ema``, ``state_dict``, ``model`` or ``bare``).
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: no weights found, or the weights do not fit ``model``
+            (message names the first mismatching key and, for a train/deploy mix-up, the fix).
+    """
+    checkpoint = read_checkpoint(path_or_dict) if isinstance(path_or_dict, (str, os.PathLike)) else path_or_dict
+    state_dict, source = extract_state_dict(checkpoint, use_ema)
+    state_dict = clean_state_dict(state_dict)
+    missing, unexpected = _check_fits(model, state_dict, strict)
+    model.load_state_dict(state_dict, strict=strict)
+    if missing or unexpected:
+        warnings.warn(f"load_checkpoint(strict=False): {len(missing)} missing keys (e.g. {missing[:3]}), "
+                      f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}) were not loaded", UserWarning)
+    return source
+
+
+__all__ = ["read_checkpoint", "save_checkpoint", "extract_state_dict", "clean_state_dict", "load_checkpoint"]
