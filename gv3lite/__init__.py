@@ -9,5 +9,8 @@ __version__ = "0.1.0"
 
 from gv3lite.reparam import reparameterize  # noqa: E402
 from gv3lite.ghostnetv3 import create_model, list_models  # noqa: E402
+from gv3lite.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from gv3lite.counting import count_macs, count_params, model_summary  # noqa: E402
 
-__all__ = ["__version__", "create_model", "list_models", "reparameterize"]
+__all__ = ["__version__", "create_model", "list_models", "reparameterize", "load_checkpoint", "save_checkpoint",
+           "count_params", "count_macs", "model_summary"]
