@@ -8,8 +8,9 @@ Owns:
 * cached teacher outputs as dense label maps pooled over the student's crop box (ReLabel, Yun et al. CVPR 2021):
   ``build_label_maps`` / ``TeacherLabelMaps`` and the KD objects the trainer calls, ``CachedKD`` and ``OnlineKD``.
 
-The trainer calls a KD object as ``kd(student_logits, images, targets, info) -> scalar`` and mixes
-``(1 - alpha) * CE + alpha * kd``. ``info`` holds per-sample ``index`` (position in the training dataset),
+The trainer (``gv3lite.train``) calls a KD object as ``kd(student_logits, images, targets, info)``, which returns
+``alpha * KD`` (``kd.alpha`` is the KD weight), and adds ``(1 - alpha) * CE``. ``build_kd(recipe, train_dataset)``
+builds it from ``recipe.teacher`` / ``kd_mode`` / ``kd_alpha`` / ``kd_temperature``. ``info`` holds per-sample ``index`` (position in the training dataset),
 ``box`` ((B, 4) crop box ``[x0, y0, x1, y1]`` normalized to [0, 1] in original-image coordinates) and ``flip``.
 
 Why a cache: a pretrained teacher at its own resolution runs at ~15-20 img/s on a 2-core CPU, while the student
@@ -90,10 +91,7 @@ def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, teach
     or ``'soft_ce'`` (``soft_target_cross_entropy``). Returns a scalar. Raises ``ValueError`` for alpha outside
     [0, 1] or an unknown kd_loss. Source: Hinton et al. 2015 (weighted average of the two objectives).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if kd_loss not in KD_LOSSES:
-        raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
+    _check_kd_args(alpha, temperature, kd_loss)
     ce = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
     if alpha == 0.0:
         return ce
@@ -292,7 +290,7 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
     if not paths:
         raise ValueError("the dataset has no images; nothing to cache")
     if class_names is None:
-        class_names = list(getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes"))
+        class_names = dataset_classes(dataset)
     size = image_size or teacher.input_size or 224
     file = label_maps_cache_file(teacher, paths, class_names, size, cache_root)
     if use_cache and file.is_file():
@@ -318,18 +316,17 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# KD objects the trainer calls: kd(student_logits, images, targets, info) -> scalar
+# KD objects the trainer calls: kd(student_logits, images, targets, info) -> alpha * KD
 # --------------------------------------------------------------------------------------------------------------------
 
 
 def _info_tensors(info) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    missing = [k for k in ("index", "box") if k not in info]
-    if missing:
-        raise KeyError(f"KD needs info[{missing}] from the data pipeline (dataset index and crop box per sample); "
-                       "build the training set with crop-box info")
-    index = torch.as_tensor(info["index"]).long().view(-1)
-    box = torch.as_tensor(info["box"]).float().view(-1, 4)
-    flip = torch.as_tensor(info.get("flip", torch.zeros_like(index))).bool().view(-1)
+    if info is None or any(k not in info for k in ("index", "box")):
+        raise KeyError("KD needs the batch's crop info (info['index'], info['box']); build the training set with "
+                       "return_crop_info=True (gv3lite.data.ImageFolderDataset)")
+    index = torch.as_tensor(info["index"]).long().view(-1).cpu()
+    box = torch.as_tensor(info["box"]).float().view(-1, 4).cpu()
+    flip = torch.as_tensor(info.get("flip", torch.zeros_like(index))).bool().view(-1).cpu()
     return index, box, flip
 
 
@@ -337,71 +334,101 @@ class CachedKD:
     """KD from cached teacher label maps: the teacher's logits for the student's crop are pooled from the map
     (``TeacherLabelMaps.pool``), so a training step costs no teacher forward pass.
 
-    ``kd(student_logits (B, K), images, targets, info) -> scalar``, with the loss ``kd_loss`` ('kl': ``kd_kl_loss``,
-    T^2-scaled; 'soft_ce': ``soft_target_cross_entropy``) at temperature T. ``images`` and ``targets`` are unused.
+    ``kd(student_logits (B, K), images, targets, info) -> alpha * KD`` (a scalar, the trainer's protocol, see
+    ``gv3lite.train``), KD = ``kd_loss`` at temperature T: ``'kl'`` (``kd_kl_loss``, T^2-scaled) or ``'soft_ce'``
+    (``soft_target_cross_entropy``). The trainer adds ``(1 - alpha) * CE``. ``images``/``targets`` are unused.
     """
 
-    def __init__(self, label_maps: TeacherLabelMaps, temperature: float = 1.0, kd_loss: str = "kl"):
-        if kd_loss not in KD_LOSSES:
-            raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
-        self.label_maps, self.temperature, self.kd_loss = label_maps, temperature, kd_loss
+    def __init__(self, label_maps: TeacherLabelMaps, alpha: float = 0.5, temperature: float = 1.0,
+                 kd_loss: str = "kl"):
+        _check_kd_args(alpha, temperature, kd_loss)
+        self.label_maps, self.alpha, self.temperature, self.kd_loss = label_maps, alpha, temperature, kd_loss
 
     def teacher_logits(self, images: torch.Tensor | None, info) -> torch.Tensor:
+        """(B, K) teacher logits for the batch's crops."""
         index, box, _ = _info_tensors(info)
         return self.label_maps.pool(index, box)
 
     def __call__(self, student_logits, images, targets, info) -> torch.Tensor:
         teacher_logits = self.teacher_logits(images, info).to(student_logits.device)
-        return KD_LOSSES[self.kd_loss](student_logits, teacher_logits, self.temperature)
+        return self.alpha * KD_LOSSES[self.kd_loss](student_logits, teacher_logits, self.temperature)
+
+
+def _check_kd_args(alpha: float, temperature: float, kd_loss: str) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if kd_loss not in KD_LOSSES:
+        raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
 
 
 class OnlineKD(CachedKD):
-    """KD with the teacher run on every crop during training (the expensive reference path).
+    """KD with the teacher run on every crop during training (the expensive reference path; same call protocol as
+    ``CachedKD``).
 
-    With ``recrop=True`` (default) each sample's original image is re-read and cut by ``info['box']`` (mirrored if
-    ``info['flip']``) at the teacher's own resolution (``image_size``, default ``teacher.input_size``), so the teacher
-    sees the student's crop at full detail. With ``recrop=False`` the student's input batch is bilinearly resized up to
-    that size instead (cheaper to write, but the teacher then sees the student's low-resolution pixels).
+    With ``recrop=True`` (default) each sample's original image file is re-read and cut by ``info['box']`` (mirrored
+    if ``info['flip']``) at the teacher's own resolution (``image_size``, default ``teacher.input_size``), so the
+    teacher sees the student's crop at full detail. With ``recrop=False`` the student's input batch is bilinearly
+    resized up to that size instead (no file reads, but the teacher then sees the student's low-resolution pixels).
     """
 
-    def __init__(self, teacher: FrozenTeacher, dataset=None, temperature: float = 1.0, kd_loss: str = "kl",
-                 image_size: int | None = None, recrop: bool = True):
-        if kd_loss not in KD_LOSSES:
-            raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
+    def __init__(self, teacher: FrozenTeacher, dataset=None, alpha: float = 0.5, temperature: float = 1.0,
+                 kd_loss: str = "kl", image_size: int | None = None, recrop: bool = True):
+        _check_kd_args(alpha, temperature, kd_loss)
         if recrop and dataset is None:
             raise ValueError("OnlineKD(recrop=True) needs the training dataset to re-read the original images")
-        self.teacher, self.temperature, self.kd_loss, self.recrop = teacher, temperature, kd_loss, recrop
+        self.teacher, self.alpha, self.temperature, self.kd_loss = teacher, alpha, temperature, kd_loss
+        self.recrop = recrop
         self.paths = image_paths(dataset) if recrop else None
         self.image_size = image_size or teacher.input_size or 224
 
     def teacher_logits(self, images: torch.Tensor | None, info) -> torch.Tensor:
+        device = next(self.teacher.parameters()).device
         if not self.recrop:
-            x = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(images.to(device), size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False)
             return self.teacher(x)
         index, box, flip = _info_tensors(info)
         crops = [crop_box(load_image(self.paths[i]), b, self.image_size, bool(f))
                  for i, b, f in zip(index.tolist(), box, flip)]
-        return self.teacher(self.teacher.normalize_unit(torch.stack(crops)))
+        return self.teacher(self.teacher.normalize_unit(torch.stack(crops).to(device)))
 
 
-def make_kd(teacher_name: str, train_dataset, mode: str = "cached", temperature: float = 1.0, kd_loss: str = "kl",
-            student_mean=None, student_std=None, cache_root=None, progress: bool = True):
-    """Build the KD object the trainer calls, from a teacher name or checkpoint path and the training dataset.
+def dataset_classes(dataset) -> list[str]:
+    """The class names (``.classes``) of a dataset or of the dataset a ``Subset``/wrapper holds."""
+    base = dataset
+    while not hasattr(base, "classes") and hasattr(base, "dataset"):
+        base = base.dataset
+    if not hasattr(base, "classes"):
+        raise TypeError(f"{type(dataset).__name__} has no .classes; pass class_names explicitly")
+    return list(base.classes)
 
-    mode ``'cached'`` (``CachedKD``; builds or loads the label maps once) or ``'online'`` (``OnlineKD``, recrop).
-    Class names come from the dataset (``.classes``). Raises ``ValueError`` for an unknown mode.
+
+def make_kd(teacher: str, train_dataset, mode: str = "cached", alpha: float = 0.5, temperature: float = 1.0,
+            kd_loss: str = "kl", device="cpu", cache_root=None, progress: bool = True) -> CachedKD:
+    """Build a KD object (``CachedKD`` or ``OnlineKD``) from a teacher name / checkpoint path and the training set.
+
+    ``teacher``: see ``gv3lite.teachers.create_teacher``; ``mode``: ``'cached'`` (build or load the label maps
+    once, then no teacher cost per step) or ``'online'`` (teacher on every re-cropped crop). The student's input is
+    assumed ImageNet-normalized (``gv3lite.data``). Raises ``ValueError`` for an unknown mode.
     """
     from gv3lite.teachers import IMAGENET_MEAN, IMAGENET_STD, create_teacher
 
     if mode not in ("cached", "online"):
         raise ValueError(f"unknown KD mode {mode!r}; choose 'cached' or 'online'")
-    base = train_dataset
-    while not hasattr(base, "classes") and hasattr(base, "dataset"):
-        base = base.dataset
-    classes = list(base.classes)
-    teacher = create_teacher(teacher_name, classes, student_mean=student_mean or IMAGENET_MEAN,
-                             student_std=student_std or IMAGENET_STD)
+    _check_kd_args(alpha, temperature, kd_loss)
+    classes = dataset_classes(train_dataset)
+    frozen = create_teacher(teacher, classes, student_mean=IMAGENET_MEAN, student_std=IMAGENET_STD)
     if mode == "online":
-        return OnlineKD(teacher, train_dataset, temperature=temperature, kd_loss=kd_loss)
-    maps = build_label_maps(teacher, train_dataset, class_names=classes, cache_root=cache_root, progress=progress)
-    return CachedKD(maps, temperature=temperature, kd_loss=kd_loss)
+        return OnlineKD(frozen.to(device), train_dataset, alpha=alpha, temperature=temperature, kd_loss=kd_loss)
+    maps = build_label_maps(frozen, train_dataset, class_names=classes, cache_root=cache_root, progress=progress)
+    return CachedKD(maps, alpha=alpha, temperature=temperature, kd_loss=kd_loss)
+
+
+def build_kd(recipe, train_dataset, device="cpu") -> CachedKD:
+    """The trainer's entry point (``gv3lite.train.fit`` calls it when ``recipe.teacher`` is set): ``make_kd`` with
+    ``recipe.teacher``, ``recipe.kd_mode``, ``recipe.kd_alpha``, ``recipe.kd_temperature`` and ``recipe.kd_loss``
+    (``'kl'`` if the recipe has none)."""
+    return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, alpha=recipe.kd_alpha,
+                   temperature=recipe.kd_temperature, kd_loss=getattr(recipe, "kd_loss", "kl"), device=device)

@@ -118,31 +118,39 @@ def _file_sha256(path: Path) -> str:
 
 
 def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | None) -> tuple[nn.Module, str]:
-    """Build a gv3lite model from a local checkpoint written by gv3lite; check its classes match the dataset."""
-    import gv3lite
+    """Build the model a gv3lite checkpoint was trained as and load its weights (EMA when present).
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} is not a gv3lite checkpoint (a dict); got {type(ckpt).__name__}")
-    meta = {**ckpt.get("args", {}), **ckpt} if isinstance(ckpt.get("args", {}), dict) else ckpt
-    name = model_name or meta.get("model_name") or meta.get("model") or meta.get("arch")
-    if not isinstance(name, str):
-        raise ValueError(f"{path} does not record its model name; pass model_name=..., e.g. 'ghostnetv3_050'")
-    state = ckpt.get("state_dict_ema") or ckpt.get("state_dict") or ckpt.get("model_state") or ckpt
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    ckpt_classes = meta.get("class_names")
-    if ckpt_classes is not None and list(ckpt_classes) != list(class_names):
-        raise ValueError(f"checkpoint {path} was trained on classes {list(ckpt_classes)[:4]}..., but the dataset has "
-                         f"{list(class_names)[:4]}...; a checkpoint teacher must be trained on the same classes")
-    linear_weights = [v for k, v in state.items() if k.endswith("classifier.weight") and v.ndim == 2]
-    num_classes = linear_weights[-1].shape[0] if linear_weights else meta.get("num_classes")
+    The trainer's checkpoints (``gv3lite.train.fit``) record ``recipe`` (architecture and branch settings),
+    ``num_classes`` and ``classes``; for other layouts pass ``model_name``. Raises ``ValueError`` when the
+    checkpoint's class list or class count differs from the dataset's.
+    """
+    from gv3lite.checkpoint import extract_state_dict, load_checkpoint, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    state, _ = extract_state_dict(ckpt)
+    ckpt_classes = ckpt.get("classes")
+    if ckpt_classes is not None and list(ckpt_classes) != class_names:
+        raise ValueError(f"checkpoint {path} was trained on classes {list(ckpt_classes)[:4]}... but the dataset has "
+                         f"{class_names[:4]}...; a checkpoint teacher must be trained on the same classes")
+    heads = [v for k, v in state.items() if k.endswith("classifier.weight") and v.ndim == 2]
+    num_classes = ckpt.get("num_classes") or (heads[-1].shape[0] if heads else None)
     if num_classes != len(class_names):
         raise ValueError(f"checkpoint {path} has {num_classes} output classes but the dataset has "
                          f"{len(class_names)}; train the teacher on this dataset (same class folders)")
-    width_kwargs = {k: meta[k] for k in ("width",) if k in meta and name not in gv3lite.list_models()}
-    model = gv3lite.create_model(name, num_classes=num_classes, **width_kwargs)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), name
+    if model_name is None and isinstance(ckpt.get("recipe"), dict):
+        from gv3lite.recipe import Recipe
+        from gv3lite.train import build_model
+
+        recipe = Recipe.from_dict(ckpt["recipe"])
+        model, arch = build_model(recipe, num_classes), recipe.model
+    elif model_name is not None:
+        import gv3lite
+
+        model, arch = gv3lite.create_model(model_name, num_classes=num_classes), model_name
+    else:
+        raise ValueError(f"{path} does not record its recipe/model; pass model_name=..., e.g. 'ghostnetv3_050'")
+    load_checkpoint(model, ckpt, use_ema=True, strict=True)
+    return model.eval(), arch
 
 
 def create_teacher(name_or_ckpt: str | Path, class_names: list[str], student_mean=IMAGENET_MEAN,
