@@ -128,15 +128,15 @@ def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | No
 
     ckpt = read_checkpoint(path)
     state, _ = extract_state_dict(ckpt)
-    ckpt_classes = ckpt.get("classes")
-    if ckpt_classes is not None and list(ckpt_classes) != class_names:
-        raise ValueError(f"checkpoint {path} was trained on classes {list(ckpt_classes)[:4]}... but the dataset has "
-                         f"{class_names[:4]}...; a checkpoint teacher must be trained on the same classes")
     heads = [v for k, v in state.items() if k.endswith("classifier.weight") and v.ndim == 2]
     num_classes = ckpt.get("num_classes") or (heads[-1].shape[0] if heads else None)
     if num_classes != len(class_names):
         raise ValueError(f"checkpoint {path} has {num_classes} output classes but the dataset has "
                          f"{len(class_names)}; train the teacher on this dataset (same class folders)")
+    ckpt_classes = ckpt.get("classes")
+    if ckpt_classes is not None and list(ckpt_classes) != class_names:
+        raise ValueError(f"checkpoint {path} was trained on classes {list(ckpt_classes)[:4]}... but the dataset has "
+                         f"{class_names[:4]}...; a checkpoint teacher must be trained on the same classes")
     if model_name is None and isinstance(ckpt.get("recipe"), dict):
         from gv3lite.recipe import Recipe
         from gv3lite.train import build_model
