@@ -157,3 +157,133 @@ def test_reparameterize_inplace_twice_is_noop_and_trainable():
     model.train()
     model(torch.randn(2, 3, 8, 8)).sum().backward()
     assert all(p.grad is not None and p.requires_grad for p in model.parameters())
+
+
+# ---------------------------------------------------------------- Ghost modules and the whole network
+
+from gv3lite import create_model, list_models  # noqa: E402
+from gv3lite.ghost import GhostBottleneckV3, GhostModuleV3  # noqa: E402
+
+
+def fused_blocks_have_no_bn(model):
+    """No BN (and no rpr branch) is left inside the fused parts: primary/cheap convs and the depthwise stage."""
+    for m in model.modules():
+        if isinstance(m, GhostModuleV3):
+            assert m.deploy and not batchnorms(m.primary_conv) and not batchnorms(m.cheap_operation)
+        if isinstance(m, GhostBottleneckV3):
+            assert m.deploy and (m.conv_dw is None or isinstance(m.conv_dw, nn.Conv2d))
+    assert not [n for n, _ in model.named_modules() if "_rpr_" in n]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_network_fusion_is_exact(name):
+    """Randomized BN statistics, eval mode, non-square input: fp32 <= 1e-5, fp64 <= 1e-10."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(name, num_classes=10)).eval()
+    x = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        fused = reparameterize(model)
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=0)
+        model64, x64 = model.double(), x.double()
+        torch.testing.assert_close(reparameterize(model64)(x64), model64(x64), atol=1e-10, rtol=0)
+    fused_blocks_have_no_bn(fused)
+    assert sum(p.numel() for p in fused.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("opts", [dict(num_conv_branches=1), dict(num_conv_branches=2, use_scale_branch=False),
+                                  dict(num_conv_branches=4, use_identity_branch=False)])
+def test_ablation_variants_fuse_exactly(opts):
+    model = randomize_bn(create_model("ghostnetv3_050", num_classes=10, **opts)).double().eval()
+    x = torch.randn(1, 3, 64, 72, dtype=torch.float64)
+    fused = reparameterize(model)
+    torch.testing.assert_close(fused(x), model(x), atol=1e-10, rtol=0)
+    ref = create_model("ghostnetv3_050", num_classes=10, deploy=True)
+    assert set(fused.state_dict()) == set(ref.state_dict())  # every variant fuses to the same deploy graph
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(in_ch=12, out_ch=24, ratio=3),                             # init 8, new 16: no skip branch
+    dict(in_ch=12, out_ch=25, ratio=3, dw_size=5, use_dfc=True),    # out not a multiple of ratio: sliced
+    dict(in_ch=12, out_ch=15, ratio=2, kernel_size=3, stride=2),    # odd out, k > 1 primary with scale branch
+])
+def test_ghost_module_v3_general_ratio(cfg):
+    torch.manual_seed(0)
+    m = randomize_bn(GhostModuleV3(**cfg)).double().eval()
+    assert m.cheap_rpr_skip is None if cfg["ratio"] == 3 else m.cheap_rpr_skip is not None
+    x = torch.randn(2, cfg["in_ch"], 10, 9, dtype=torch.float64)
+    y = m(x)
+    assert y.shape[1] == cfg["out_ch"]
+    fused = reparameterize(m)
+    torch.testing.assert_close(fused(x), y, atol=1e-10, rtol=0)
+    assert not batchnorms(fused.primary_conv) and not batchnorms(fused.cheap_operation)
+
+
+def test_syncbatchnorm_model_fuses_on_cpu_in_eval():
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(create_model("ghostnetv3_050", num_classes=10))
+    model = randomize_bn(model).eval()
+    assert isinstance(model.blocks[1][0].ghost1.cheap_rpr_skip, nn.SyncBatchNorm)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reparameterize(model)(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_bottleneck_reparameterize_converts_itself_fully():
+    block = randomize_bn(GhostBottleneckV3(8, 24, 16, 5, stride=2, se_ratio=0.25, use_dfc=True)).double().eval()
+    x = torch.randn(1, 8, 12, 10, dtype=torch.float64)
+    y = block(x)
+    block.reparameterize()
+    assert block.ghost1.deploy and block.ghost2.deploy and isinstance(block.conv_dw, nn.Conv2d)
+    torch.testing.assert_close(block(x), y, atol=1e-10, rtol=0)
+
+
+def test_network_twice_is_noop_and_deploy_model_trains():
+    model = randomize_bn(create_model("ghostnetv3_050", num_classes=10)).eval()
+    fused = reparameterize(model)
+    again = reparameterize(fused)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in fused.state_dict().items())
+    direct = create_model("ghostnetv3_050", num_classes=10, deploy=True)
+    direct.load_state_dict(fused.state_dict(), strict=True)
+    fused.train()
+    loss = nn.functional.cross_entropy(fused(torch.randn(2, 3, 64, 64)), torch.tensor([1, 2]))
+    loss.backward()
+    grads = [p.grad for p in fused.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_timm_model_converts_through_our_protocol():
+    timm = pytest.importorskip("timm")
+    ref = randomize_bn(timm.create_model("ghostnetv3_050", num_classes=10)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        fused = reparameterize(ref)
+        torch.testing.assert_close(fused(x), ref(x), atol=1e-5, rtol=0)
+    assert set(fused.state_dict()) == set(create_model("ghostnetv3_050", num_classes=10, deploy=True).state_dict())
+
+
+def test_protocol_switch_to_deploy_and_fuse_are_honoured():
+    class SwitchBlock(nn.Module):  # RepVGG / timm style: converts itself in place
+        def __init__(self):
+            super().__init__()
+            self.inner = RepConvBN(4, 4, 3)
+
+        def switch_to_deploy(self):
+            self.inner.reparameterize()
+            self.switched = True
+
+    class FuseBlock(nn.Module):  # timm LeViT style: returns a replacement module
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+        def fuse(self):
+            from gv3lite.reparam import fused_conv
+            return fused_conv(self.conv, *fuse_conv_bn(self.conv.weight, self.bn))
+
+    model = randomize_bn(nn.Sequential(SwitchBlock(), FuseBlock())).eval()
+    fused = reparameterize(model)
+    assert fused[0].switched and fused[0].inner.deploy and isinstance(fused[1], nn.Conv2d)
+    x = torch.randn(1, 4, 5, 5)
+    torch.testing.assert_close(fused[1](x), model[1](x), atol=1e-5, rtol=0)
