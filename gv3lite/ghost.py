@@ -106,8 +106,10 @@ class GhostModuleV3(nn.Module):
         x1 = act( sum_i BN(conv_k_i(x)) [+ BN(conv_1x1(x)) if kernel_size > 1] )                 # primary
         x2 = act( sum_i BN(dwconv_d_i(x1)) + BN(dwconv_1x1(x1)) [+ BN(x1) if init == new] )      # cheap op
         y  = concat(x1, x2)[:, :out_ch]   (* DFC gate of x if use_dfc)
-    The skip (identity) branch of the cheap op exists only when its shapes allow (``init == new``, i.e. ratio 2);
-    like timm, the primary conv has no skip branch. Output (B, out_ch, H/stride, W/stride).
+    The skip (identity) branch of the cheap op exists only when its shapes allow (``init == new``, i.e. ratio 2;
+    timm builds it always and fails for ratio 3). Like timm, the primary conv has no skip branch (the official
+    code's primary skip, reachable only at widths 0.3/0.35, fuses wrongly); its scale branch exists only for
+    ``kernel_size > 1``, which the network never uses. Output (B, out_ch, H/stride, W/stride).
 
     Args:
         in_ch, out_ch, kernel_size, ratio, dw_size, stride, act, use_dfc: as ``GhostModule``.
