@@ -1,0 +1,166 @@
+"""The ``gv3lite`` command line.
+
+Owns: the argparse front end. Each subcommand is one ``add_<name>(subparsers)`` function that registers its
+parser and sets ``func`` to a ``run_<name>(args) -> int`` (exit status); to add one (e.g. ``reproduce``), write
+the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
+
+  gv3lite train [--recipe FILE] [flags]     train a recipe (defaults = the main job), print top-1/top-5, wall time
+  gv3lite eval --checkpoint PATH [--data]   val top-1 of the train form and the re-parameterized (deploy) form
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import yaml
+
+WIDTHS = {0.5: "ghostnetv3_050", 1.0: "ghostnetv3_100", 1.3: "ghostnetv3_130", 1.6: "ghostnetv3_160"}
+
+
+# ------------------------------------------------------------------------------------------------ train
+def add_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train GhostNetV3 on an ImageFolder dataset (default: the main job)",
+                              description="Train a recipe. Values come from the Recipe defaults (the main job), "
+                                          "then --recipe FILE, then --set KEY=VALUE and the flags below.")
+    p.add_argument("--recipe", metavar="FILE", help="a recipe .yaml/.json (gv3lite.recipe.Recipe fields)")
+    p.add_argument("--data", help="ImageFolder root with train/ and val/ (default: $GV3LITE_DATA or "
+                                  "../shared/data/imagenette2-224)")
+    p.add_argument("--download", action="store_true", help="download Imagenette into --data if it is missing")
+    p.add_argument("--out", default="runs/train", help="run directory (metrics.csv, checkpoints); default runs/train")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("recipe overrides (default: the recipe's value)")
+    g.add_argument("--model", help="ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160")
+    g.add_argument("--width", type=float, choices=sorted(WIDTHS), help="width multiplier (sets --model)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--img-size", type=int, help="train/eval input side in px")
+    g.add_argument("--opt", help="sgd | adamw | ... (timm create_optimizer_v2 names)")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--sched", help="onecycle | cosine | step")
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="keep an EMA of the weights")
+    g.add_argument("--ema-decay", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--classes", nargs="+", metavar="WNID", help="train on these class folders only")
+    g.add_argument("--images-per-class-train", type=int, help="class-balanced train subset size")
+    g.add_argument("--images-per-class-val", type=int, help="class-balanced val subset size")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any Recipe field (value parsed as YAML), e.g. --set auto_augment=randaugment")
+    p.set_defaults(func=run_train)
+
+
+def recipe_from_args(args):
+    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags."""
+    from gv3lite.recipe import Recipe
+    recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"gv3lite train: --set expects KEY=VALUE, got {item!r}")
+        changes[key.strip()] = yaml.safe_load(value)
+    if args.width is not None:
+        changes["model"] = WIDTHS[args.width]
+    for name in ("model", "epochs", "batch_size", "img_size", "opt", "lr", "sched", "warmup_epochs", "weight_decay",
+                 "label_smoothing", "ema", "ema_decay", "seed", "classes", "images_per_class_train",
+                 "images_per_class_val"):
+        if getattr(args, name) is not None and not (name == "model" and args.width is not None):
+            changes[name] = getattr(args, name)
+    return recipe.replace(**changes)
+
+
+def run_train(args) -> int:
+    from pathlib import Path
+
+    from gv3lite.data import resolve_data_root
+    from gv3lite.train import fit
+    recipe = recipe_from_args(args)
+    root = resolve_data_root(args.data, download=args.download)
+    if not args.resume and (Path(args.out) / "last.pth").exists():
+        raise SystemExit(f"gv3lite train: {args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
+    t0 = time.perf_counter()
+    history = fit(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet)
+    last = history.iloc[-1]
+    print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
+          f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")
+          + f"  wall time {time.perf_counter() - t0:.0f} s  ->  {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- eval
+def add_eval(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint in train form and re-parameterized form")
+    p.add_argument("--checkpoint", required=True, help="a last.pth / best.pth written by gv3lite train")
+    p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA weights")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--images-per-class", type=int, default=None, help="evaluate on a class-balanced val subset")
+    p.add_argument("--atol", type=float, default=1e-3, help="largest allowed |logit difference| (default 1e-3)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+    import torch
+
+    import gv3lite
+    from gv3lite.checkpoint import load_checkpoint, read_checkpoint
+    from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
+    from gv3lite.recipe import Recipe
+    from gv3lite.train import build_model
+    from gv3lite.utils import resolve_device
+
+    ckpt = read_checkpoint(args.checkpoint)
+    if not isinstance(ckpt, dict) or "recipe" not in ckpt:
+        raise SystemExit(f"gv3lite eval: {args.checkpoint} has no 'recipe' entry; use a checkpoint written by "
+                         "gv3lite train (for other weights use gv3lite.load_checkpoint in Python)")
+    recipe = Recipe.from_dict(ckpt["recipe"])
+    device = resolve_device(args.device)
+    model = build_model(recipe, ckpt["num_classes"])
+    load_checkpoint(model, ckpt, use_ema=not args.no_ema)
+    model = model.to(device).eval()
+    deploy = gv3lite.reparameterize(model).to(device).eval()
+    val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
+                             per_class=args.images_per_class, seed=recipe.seed)
+    correct, max_diff, n = [0, 0], 0.0, 0
+    with torch.no_grad():
+        for images, targets in build_loader(val, args.batch_size, train=False):
+            images, targets = images.to(device), targets.to(device)
+            a, b = model(images), deploy(images)
+            max_diff = max(max_diff, (a - b).abs().max().item())
+            correct[0] += (a.argmax(1) == targets).sum().item()
+            correct[1] += (b.argmax(1) == targets).sum().item()
+            n += len(targets)
+    top1 = [100.0 * c / n for c in correct]
+    ok = max_diff <= args.atol
+    print(f"{args.checkpoint}: {n} val images  train-form top-1 {top1[0]:.2f}%  re-parameterized top-1 "
+          f"{top1[1]:.2f}%  max |logit diff| {max_diff:.2e}  ({'OK' if ok else 'MISMATCH'}, atol {args.atol:g})")
+    return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------------------------- main
+SUBCOMMANDS = [add_train, add_eval]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gv3lite", description="GhostNetV3 (arXiv 2404.11202) on a CPU: "
+                                     "train, evaluate, re-parameterize.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``gv3lite`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

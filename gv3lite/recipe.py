@@ -1,0 +1,168 @@
+"""The training recipe: one `Recipe` dataclass with one switch per paper ingredient.
+
+Owns: `Recipe` (defaults = the main job: GhostNetV3-0.5× on full Imagenette at 64 px, AdamW + one-cycle,
+8 epochs, sized for a 2-core CPU), its validation, and YAML/JSON round trips (`to_dict`, `from_dict`,
+`save`, `load`). Presets for the paper's ablations are added here by issue 3.
+
+Field groups (paper, arXiv 2404.11202, Sec. 4 "training strategies"):
+  model / re-parameterization: ``model``, ``num_conv_branches``, ``use_scale_branch``, ``use_identity_branch``,
+  ``drop_rate``; optimization: ``opt``, ``lr``, ``momentum``, ``weight_decay``, ``sched``, ``warmup_epochs``,
+  ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``ema``, ``ema_decay``; augmentation: ``auto_augment``,
+  ``mixup_alpha``, ``cutmix_alpha``, ``random_erasing``, ``min_crop_scale``; knowledge distillation:
+  ``teacher``, ``kd_alpha``, ``kd_temperature``, ``kd_mode``, ``kd_loss``; data: ``img_size``, ``classes``,
+  ``images_per_class_train``, ``images_per_class_val``, ``cache``, ``num_workers``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+OPTIMIZERS = ("sgd", "momentum", "adamw", "adam", "lamb", "rmsproptf")  # names timm's create_optimizer_v2 knows
+SCHEDULES = ("cosine", "step", "onecycle")
+AUTO_AUGMENT = ("none", "randaugment", "autoaugment")
+KD_MODES = ("online", "cached")
+KD_LOSSES = ("kl", "soft_ce")  # gv3lite.distill.KD_LOSSES
+
+
+@dataclass
+class Recipe:
+    """Everything one training run needs. Defaults are the main job (``make main``).
+
+    Units: ``lr``/``warmup_lr``/``min_lr`` are learning rates for the whole batch (no scaling rule is applied);
+    ``*_epochs`` may be fractional; ``img_size`` is the square train/eval input side in px.
+    ``num_classes=None`` means "take it from the data". Raises ``ValueError`` on invalid values.
+    """
+    # model and structural re-parameterization (paper Sec. 4.1; num_conv_branches = paper's N)
+    model: str = "ghostnetv3_050"
+    num_classes: int | None = None
+    num_conv_branches: int = 3
+    use_scale_branch: bool = True
+    use_identity_branch: bool = True
+    drop_rate: float = 0.2
+    # data
+    img_size: int = 64
+    classes: list[str] | None = None
+    images_per_class_train: int | None = None
+    images_per_class_val: int | None = None
+    cache: bool = True
+    num_workers: int = 0
+    # optimization
+    epochs: int = 8
+    batch_size: int = 64
+    opt: str = "adamw"
+    lr: float = 4e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    sched: str = "onecycle"
+    warmup_epochs: float = 1.5
+    warmup_lr: float = 1e-4
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.999
+    seed: int = 0
+    # augmentation (paper Sec. 4.4)
+    min_crop_scale: float = 0.25
+    auto_augment: str = "none"
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    random_erasing: float = 0.0
+    # knowledge distillation (paper Sec. 4.2; implemented in gv3lite/distill.py)
+    teacher: str | None = None
+    kd_alpha: float = 0.5
+    kd_temperature: float = 1.0
+    kd_mode: str = "online"
+    kd_loss: str = "kl"
+
+    def __post_init__(self):
+        if self.classes is not None:
+            self.classes = [str(c) for c in self.classes]
+        self.validate()
+
+    def validate(self) -> "Recipe":
+        """Raise ``ValueError`` naming the first bad field and its allowed values."""
+        def choice(name, options):
+            if getattr(self, name) not in options:
+                raise ValueError(f"recipe.{name}={getattr(self, name)!r} is not one of {list(options)}")
+
+        def check(ok, name, what):
+            if not ok:
+                raise ValueError(f"recipe.{name}={getattr(self, name)!r}: must be {what}")
+
+        choice("opt", OPTIMIZERS)
+        choice("sched", SCHEDULES)
+        choice("auto_augment", AUTO_AUGMENT)
+        choice("kd_mode", KD_MODES)
+        choice("kd_loss", KD_LOSSES)
+        for name in ("img_size", "epochs", "batch_size", "num_conv_branches"):
+            check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("num_classes", "images_per_class_train", "images_per_class_val"):
+            value = getattr(self, name)
+            check(value is None or (isinstance(value, int) and value >= 1), name, "None or an integer >= 1")
+        for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "mixup_alpha",
+                     "cutmix_alpha", "num_workers"):
+            check(getattr(self, name) >= 0, name, ">= 0")
+        check(self.lr > 0, "lr", "> 0")
+        check(self.warmup_epochs <= self.epochs, "warmup_epochs", f"<= epochs ({self.epochs})")
+        for name in ("drop_rate", "label_smoothing", "random_erasing", "kd_alpha", "ema_decay"):
+            check(0 <= getattr(self, name) < 1 or (name == "kd_alpha" and self.kd_alpha == 1), name, "in [0, 1)")
+        check(0 < self.min_crop_scale <= 1, "min_crop_scale", "in (0, 1]")
+        check(self.kd_temperature > 0, "kd_temperature", "> 0")
+        return self
+
+    # ---------------------------------------------------------------- serialization
+    def to_dict(self) -> dict:
+        """A plain ``dict`` of all fields (JSON/YAML-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        """Build a recipe from a dict; unknown keys raise ``KeyError`` listing them and the valid keys."""
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise KeyError(f"unknown recipe keys {unknown}; valid keys are {[f.name for f in dataclasses.fields(cls)]}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with some fields changed (validated; unknown names raise ``KeyError``)."""
+        return Recipe.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path) -> Path:
+        """Write the recipe as YAML (``.yaml``/``.yml``) or JSON (``.json``), chosen by the suffix."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_dump(self.to_dict(), path))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Recipe":
+        """Read a recipe written by `save` (or by hand); missing keys keep their defaults."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
+        text = path.read_text()
+        if _is_yaml(path):
+            import yaml
+            d = yaml.safe_load(text) or {}
+        else:
+            d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"recipe file {str(path)!r} must hold a mapping of field: value")
+        return cls.from_dict(d)
+
+
+def _is_yaml(path: Path) -> bool:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return True
+    if path.suffix.lower() == ".json":
+        return False
+    raise ValueError(f"recipe file {str(path)!r}: use a .yaml, .yml or .json suffix")
+
+
+def _dump(d: dict, path: Path) -> str:
+    if _is_yaml(path):
+        import yaml
+        return yaml.safe_dump(d, sort_keys=False)
+    return json.dumps(d, indent=2) + "\n"

@@ -1,0 +1,82 @@
+"""Small helpers shared by the data, training and CLI modules.
+
+Owns: seeding (`seed_everything`), the run budget (`budget`, from ``GV3LITE_BUDGET``), the user cache
+directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit` and
+`resolve_device`. Nothing here imports torchvision or timm.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BUDGETS = ("smoke", "quick", "full")
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) and return a CPU ``torch.Generator`` seeded with ``seed``.
+
+    With ``deterministic=True`` torch is asked for deterministic kernels
+    (``torch.use_deterministic_algorithms(True, warn_only=True)``: ops without a deterministic version
+    warn instead of failing) and cuDNN autotuning is switched off.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def budget() -> str:
+    """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a laptop CPU,
+    under an hour) or ``full`` (a GPU). Raises ``ValueError`` for any other value."""
+    value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
+    if value not in BUDGETS:
+        raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGETS}")
+    return value
+
+
+def cache_dir() -> Path:
+    """The user cache directory: ``GV3LITE_CACHE`` or ``~/.cache/gv3lite`` (created if missing; never the repo)."""
+    path = Path(os.environ.get("GV3LITE_CACHE") or Path.home() / ".cache" / "gv3lite").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (the folder that holds ``gv3lite/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_data_root() -> Path:
+    """Where this repository's data lies when neither ``--data`` nor ``GV3LITE_DATA`` is given:
+    ``<repo>/../shared/data/imagenette2-224``."""
+    return repo_root().parent / "shared" / "data" / "imagenette2-224"
+
+
+def git_commit() -> str:
+    """The short git commit of the checkout, ``+dirty`` appended when files changed; ``"unknown"`` outside git."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=repo_root(), capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        commit = run("rev-parse", "--short", "HEAD")
+        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises ``RuntimeError``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu")
+    return device
