@@ -432,3 +432,39 @@ def build_kd(recipe, train_dataset, device="cpu") -> CachedKD:
     (``'kl'`` if the recipe has none)."""
     return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, alpha=recipe.kd_alpha,
                    temperature=recipe.kd_temperature, kd_loss=getattr(recipe, "kd_loss", "kl"), device=device)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Small experiment: cached (ReLabel) KD vs online KD vs no KD
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teacher: str = "efficientnet_lite0",
+                     per_class: int = 25, per_class_val: int = 50, img_size: int = 40, epochs: int = 5,
+                     alpha: float = 0.5, temperature: float = 1.0, data_root=None, quiet: bool = True, **recipe_kw):
+    """Train the same small student with no KD (``'plain'``), cached KD and online KD, for several seeds.
+
+    A class-balanced subset (``per_class`` train / ``per_class_val`` val images per class) at ``img_size`` px keeps
+    it small; online KD runs the teacher on every crop at its own resolution, so it dominates the cost (about
+    ``per_class * 10 * epochs`` teacher passes per seed). Returns a ``pandas.DataFrame`` with one row per
+    (mode, seed): ``mode``, ``seed``, ``val_top1`` (% after the last epoch), ``train_seconds`` (sum of epoch times).
+    The label maps are cached on disk, so their one-off cost is not in ``train_seconds``.
+    """
+    import pandas as pd
+
+    from gv3lite.data import build_datasets, resolve_data_root
+    from gv3lite.recipe import Recipe
+    from gv3lite.train import fit
+
+    datasets = build_datasets(resolve_data_root(data_root), img_size, images_per_class_train=per_class,
+                              images_per_class_val=per_class_val, return_crop_info=True)
+    kds = {m: None if m == "plain" else make_kd(teacher, datasets[0], mode=m, alpha=alpha, temperature=temperature,
+                                                 progress=not quiet) for m in modes}
+    rows = []
+    for seed in seeds:
+        for mode in modes:
+            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, **recipe_kw)
+            history = fit(recipe, datasets=datasets, kd=kds[mode], quiet=quiet)
+            rows.append({"mode": mode, "seed": seed, "val_top1": float(history["val_top1"].iloc[-1]),
+                         "train_seconds": float(history["seconds"].sum())})
+    return pd.DataFrame(rows)
