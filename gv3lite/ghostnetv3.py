@@ -113,8 +113,10 @@ def _check_args(width, num_classes, in_chans, drop_rate):
 
 
 def list_models():
-    """Every model name ``create_model`` accepts: timm's ``ghostnetv3_050/100/130/160``."""
-    return list(MODEL_WIDTHS)
+    """Every model name ``create_model`` accepts: timm's ``ghostnetv3_050/100/130/160``, then the other
+    architectures of ``gv3lite.convert`` (MobileNetV2, ShuffleNetV2, GhostNetV2; plain and ``*_rep``)."""
+    from gv3lite.convert import MODEL_BUILDERS  # lazy: convert imports this module
+    return list(MODEL_WIDTHS) + list(MODEL_BUILDERS)
 
 
 _MODEL_KWARGS = ("in_chans", "drop_rate", "num_conv_branches", "use_scale_branch", "use_identity_branch")
@@ -135,13 +137,15 @@ def create_model(name, num_classes=1000, deploy=False, checkpoint_path=None, **k
     Raises:
         ValueError: unknown name (lists the valid ones), unknown keyword, or an invalid value.
     """
-    if name not in MODEL_WIDTHS:
+    from gv3lite.convert import MODEL_BUILDERS, build_model  # other architectures (see convert.build_model)
+    if name not in MODEL_WIDTHS and name not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
     if unknown:
         raise ValueError(f"unknown keyword argument(s) {unknown} for {name}; accepted: "
                          f"num_classes, deploy, checkpoint_path, {', '.join(_MODEL_KWARGS)}")
-    model = GhostNetV3(MODEL_WIDTHS[name], num_classes=num_classes, deploy=deploy, **kwargs)
+    model = (build_model(name, num_classes, deploy, **kwargs) if name in MODEL_BUILDERS else
+             GhostNetV3(MODEL_WIDTHS[name], num_classes=num_classes, deploy=deploy, **kwargs))
     if checkpoint_path is not None:
         from gv3lite.checkpoint import load_checkpoint
         load_checkpoint(model, checkpoint_path)

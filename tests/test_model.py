@@ -23,7 +23,7 @@ EXPECTED = {
 
 
 def test_registry_and_errors():
-    assert list_models() == ["ghostnetv3_050", "ghostnetv3_100", "ghostnetv3_130", "ghostnetv3_160"]
+    assert list_models()[:4] == ["ghostnetv3_050", "ghostnetv3_100", "ghostnetv3_130", "ghostnetv3_160"]
     with pytest.raises(ValueError, match="ghostnetv3_050, ghostnetv3_100"):
         create_model("ghostnetv3_075")
     with pytest.raises(ValueError, match="unknown keyword.*pretrained"):
@@ -61,7 +61,7 @@ def test_dropout_before_classifier_like_timm():
     assert torch.equal(model.forward_head(feats, pre_logits=True), feats)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (convert.py adds others)
 def test_parity_with_timm(name):
     """timm weights load strictly into ours and back; eval outputs agree in train form and deploy form."""
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def test_parity_with_timm_at_224():
 
 
 def test_counts_at_224_match_reference():
-    table = gv3lite.model_summary(img_size=224)
+    table = gv3lite.model_summary(list_models()[:4], img_size=224)
     assert list(table.columns[:4]) == ["name", "form", "params", "macs"]
     assert len(table) == 8
     for row in table.itertuples():
