@@ -164,3 +164,16 @@ def test_model_names():
     assert not torch.allclose(dropped, nn.functional.linear(feats, model.fc.weight, model.fc.bias))
     model.eval()
     torch.testing.assert_close(model.fc(feats), nn.functional.linear(feats, model.fc.weight, model.fc.bias))
+
+
+def test_names_reach_create_model_and_recipe():
+    import gv3lite
+    from gv3lite.recipe import Recipe
+    from gv3lite.train import build_model as build_from_recipe
+    assert set(MODEL_BUILDERS) <= set(gv3lite.list_models())
+    model = gv3lite.create_model("mobilenetv2_050_rep", num_classes=10, num_conv_branches=2)
+    assert len(model.features[1].conv[0][0].rep.rpr_conv) == 2
+    with pytest.raises(ValueError, match="unknown keyword.*pretrained"):
+        gv3lite.create_model("mobilenetv2_050", pretrained=True)
+    recipe = Recipe(model="shufflenetv2_050", drop_rate=0.0)  # the recipe's branch switches (3, True, True) apply
+    assert params(build_from_recipe(recipe, 10)) == params(build_model("shufflenetv2_050_rep", 10))
