@@ -4,8 +4,8 @@ and cached (ReLabel) soft labels against the online teacher on the same crops.
 What "equal" means here: the dense map is pooled *before* the classifier, so for the whole-image box the cached logits
 equal the teacher's global-pooled logits exactly (up to the map's float16 storage: |diff| < 0.02 on logits of size
 ~10). For a smaller crop the map is an approximation of running the teacher on that crop (the receptive field sees
-context outside the box), so we test the top-1 agreement rate on random crops (measured here ~96% on this sample;
-asserted >= 85%).
+context outside the box), so we test the top-1 agreement rate on random crops: measured here on these 100 images
+(200 crops) 99.5% for crop scale (0.25, 1) and 96% for (0.08, 1); the test draws 40 crops and asserts >= 85%.
 """
 import pytest
 import torch
@@ -116,6 +116,7 @@ def test_checkpoint_teacher_loads_and_checks_classes(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(teacher(x), model(x))
     assert teacher.name.startswith("ghostnetv3_050:sha256=")
+    assert teacher.dense_logits(x).shape == (2, 3, 2, 2)  # GhostNetV3 head applied per position (stride 32)
     with pytest.raises(ValueError, match="3 output classes but the dataset has 10"):
         create_teacher(path, [f"n{i:08d}" for i in range(10)])
     with pytest.raises(ValueError, match="same classes"):
