@@ -92,6 +92,8 @@ def test_which_layers_and_which_branches():
     assert (dw_s2.rpr_scale is not None, dw_s2.rpr_skip is None) == (True, True)       # stride 2: no skip
     assert (expand.rpr_scale is None, expand.rpr_skip is None) == (True, True)         # 1x1, 16 -> 96
     assert isinstance(mb.features[1].conv[0][1], DeferredBatchNorm)
+    twin = copy.deepcopy(mb)  # the BN placeholder must follow its own RepConv2d into a copy
+    assert twin.features[1].conv[0][1].source is twin.features[1].conv[0][0]
 
     sh = torchvision.models.shufflenet_v2_x1_0(weights=None)
     _, layers = add_rep_branches(sh, inplace=True)
