@@ -6,7 +6,7 @@ layer-selection rule, and the model names ``mobilenetv2_*``, ``shufflenetv2_*``,
 ``ghostnetv2_*`` (``MODEL_BUILDERS``, ``build_model``) that ``gv3lite.create_model`` dispatches to.
 
 Why: the paper claims its training strategy is not GhostNet-specific -- it also lifts GhostNetV2, MobileNetV2 and
-ShuffleNetV2 (arXiv 2404.11202, abstract and §4.6). Its re-parameterization part (§3.1) replaces a conv+BN by a sum
+ShuffleNetV2 (arXiv 2404.11202, abstract). Its re-parameterization part (§3.1) replaces a conv+BN by a sum
 of branches during training: ``num_conv_branches`` k x k conv+BN branches, a 1x1 conv+BN "scale" branch when k > 1,
 and a BN-only "skip" (identity) branch when the shapes allow it (stride 1, in == out channels, "same" padding).
 
@@ -57,7 +57,7 @@ from gv3lite.ghostnetv3 import MODEL_WIDTHS, GhostNetV3
 from gv3lite.layers import ConvBnAct
 from gv3lite.reparam import RepConvBN, check_branch_options, fuse_branches
 
-# Building blocks whose Conv2d -> BatchNorm2d pairs ``default_include`` converts (module docstring).
+# Building blocks whose Conv2d -> BatchNorm2d pairs the default rule converts (module docstring).
 BLOCK_TYPES = (MobileNetV2Block, ShuffleNetV2Block)
 
 
@@ -250,13 +250,14 @@ def add_rep_branches(model, num_conv_branches=3, use_scale_branch=True, use_iden
         raise ValueError(f"no convertible layer in {type(model).__name__} under {rule} ({len(pairs)} "
                          f"Conv2d->BatchNorm2d pairs found in total); pass include=lambda name, conv: ... to choose")
 
+    for p in chosen_pairs:  # check everything before changing anything
+        problem = _pair_problem(p.parent._modules[p.conv_key], p.parent._modules[p.bn_key])
+        if problem:
+            raise ValueError(f"cannot convert layer {p.name}: {problem}; exclude it with include=")
     for s in chosen_slots:
         _fill_slot(s, num_conv_branches, use_scale_branch, use_identity_branch)
     for p in chosen_pairs:
         conv, bn = p.parent._modules[p.conv_key], p.parent._modules[p.bn_key]
-        problem = _pair_problem(conv, bn)
-        if problem:
-            raise ValueError(f"cannot convert layer {p.name}: {problem}; exclude it with include=")
         rep = RepConv2d(conv, bn, num_conv_branches, use_scale_branch, use_identity_branch)
         deferred = DeferredBatchNorm(rep).train(bn.training)
         setattr(p.parent, p.conv_key, rep)
