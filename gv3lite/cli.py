@@ -30,7 +30,7 @@ def add_train(subparsers) -> None:
     p.add_argument("--out", default="runs/train", help="run directory (metrics.csv, checkpoints); default runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", help="ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160")
     g.add_argument("--width", type=float, choices=sorted(WIDTHS), help="width multiplier (sets --model)")

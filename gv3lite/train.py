@@ -86,7 +86,10 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_
 
 def scheduler_step(scheduler, global_step: int) -> None:
     """Advance the schedule after optimizer step number ``global_step`` (1-based)."""
-    if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        if scheduler.last_epoch < scheduler.total_steps - 1:  # OneCycleLR has total_steps lr values: 0 .. total-1
+            scheduler.step()
+    elif isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
         scheduler.step()
     else:
         scheduler.step_update(num_updates=global_step)
