@@ -28,7 +28,7 @@ def add_train(subparsers) -> None:
                                   "../shared/data/imagenette2-224)")
     p.add_argument("--download", action="store_true", help="download Imagenette into --data if it is missing")
     p.add_argument("--out", default="runs/train", help="run directory (metrics.csv, checkpoints); default runs/train")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth (recipe: OUT/recipe.yaml)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
@@ -79,6 +79,8 @@ def run_train(args) -> int:
 
     from gv3lite.data import resolve_data_root
     from gv3lite.train import fit
+    if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
+        args.recipe = str(Path(args.out) / "recipe.yaml")  # resume the run's own recipe unless told otherwise
     recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
     if not args.resume and (Path(args.out) / "last.pth").exists():

@@ -32,6 +32,8 @@ def test_train_then_eval(data_root, tmp_path, capsys):
     assert "val top-1" in printed and "top-5" in printed and "wall time" in printed
     with pytest.raises(SystemExit, match="--resume"):
         main(argv)  # refuses to overwrite a run
+    assert main(["train", "--data", str(data_root), "--out", str(out), "--resume", "--quiet"]) == 0  # recipe.yaml
+    capsys.readouterr()
     ckpt = str(out / "last.pth")
     assert main(["eval", "--checkpoint", ckpt, "--data", str(data_root), "--images-per-class", "4"]) == 0
     printed = capsys.readouterr().out
