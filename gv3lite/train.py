@@ -26,7 +26,6 @@ Mixup/CutMix together with KD raises ``NotImplementedError`` for now.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time

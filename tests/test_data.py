@@ -101,3 +101,12 @@ def test_data_root_resolution_order(data_root, monkeypatch, tmp_path):
     else:
         with pytest.raises(FileNotFoundError, match="imagenette2-224"):
             resolve_data_root()
+
+
+@pytest.mark.parametrize("auto_augment", ["randaugment", "autoaugment"])
+def test_train_augmentations_keep_shape_and_dtype(data_root, auto_augment):
+    train = ImageFolderDataset(data_root, "train", 64, per_class=1, auto_augment=auto_augment, random_erasing=0.5)
+    x, y = train[3]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="auto_augment"):
+        ImageFolderDataset(data_root, "train", 64, per_class=1, auto_augment="trivial")

@@ -145,3 +145,11 @@ def test_utils_budget_cache_dir_and_seeding(monkeypatch, tmp_path):
     g = seed_everything(5)
     assert torch.equal(a[0], torch.rand(3)) and torch.equal(a[1], torch.randint(10, (3,), generator=g))
     assert resolve_device("cpu").type == "cpu" and isinstance(git_commit(), str)
+
+
+def test_augmentation_switches_train(data_root):
+    """RandAugment (torchvision v2), random erasing, Mixup/CutMix (timm) all run through fit with finite losses."""
+    recipe = Recipe(**{**TINY, "epochs": 1, "sched": "cosine"}, auto_augment="randaugment", random_erasing=0.25,
+                    mixup_alpha=0.2, cutmix_alpha=1.0)
+    history = fit(recipe, data_root, None, quiet=True)
+    assert len(history) == 1 and 0 < history.train_loss.iloc[0] < 10
