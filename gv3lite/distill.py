@@ -467,4 +467,6 @@ def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teach
             history = fit(recipe, datasets=datasets, kd=kds[mode], quiet=quiet)
             rows.append({"mode": mode, "seed": seed, "val_top1": float(history["val_top1"].iloc[-1]),
                          "train_seconds": float(history["seconds"].sum())})
+            if not quiet:
+                print(rows[-1], flush=True)
     return pd.DataFrame(rows)
