@@ -61,14 +61,15 @@ def savefig(fig, name: str, *, budget: str | None = None, command: str | None = 
     return path
 
 
-def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None):
+def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, paper_cells: dict | None = None):
     """One ablation grid as a figure; returns the matplotlib ``Figure`` (save it with `savefig`).
 
     ``summary``: rows of this grid with ``cell``, ``top1_mean``, ``top1_std``, ``n`` (``gv3lite.ablation.summarize``);
     ``runs``: per-run rows with ``grid``, ``cell``, ``seed``, ``top1``; ``paper``: the grid's rows of
     ``gv3lite.paper.paper_results`` (``None`` = look them up). Left axis: our top-1 (%) per cell, mean ± std with
     each seed as a dot. Right panel: per cell, the paper's top-1 where known, else its claimed direction
-    against the baseline and "value unknown". Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
+    against the baseline and "value unknown". ``paper_cells`` maps our cell name to ``(paper cell, paper model
+    label or None)`` where the two differ (``gv3lite.ablation.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
     """
     import matplotlib.pyplot as plt
 
@@ -103,7 +104,10 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None):
     ax_paper.set_title("paper (GhostNetV3, arXiv 2404.11202)", fontsize=9)
     lines = []
     for cell in cells:
-        rows = paper[(paper["cell"] == cell) & (paper["metric"] == "top1")] if paper is not None else []
+        paper_cell, model = (paper_cells or {}).get(cell, (cell, None))
+        rows = paper[(paper["cell"] == paper_cell) & (paper["metric"] == "top1")] if paper is not None else []
+        if model is not None and len(rows):
+            rows = rows[rows["model"] == model]
         if len(rows) == 0:
             lines.append(f"{cell}: not in the paper table")
             continue

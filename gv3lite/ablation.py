@@ -1,0 +1,421 @@
+"""The ablation engine behind ``gv3lite reproduce``: budgets, grids, resumable runs, results, report, figures.
+
+Owns:
+* `BUDGETS` — one table: how big a run is under ``smoke`` (CI), ``quick`` (a 2-core CPU, < 1 h) and ``full`` (a GPU);
+* `GRIDS` — one table: the paper's ablation sections (arXiv 2404.11202, Sec. 4) as cells; each cell is a preset
+  (``gv3lite.recipe.PRESETS``) plus a few changed fields, and the budgets it runs in. The first cell of a grid is its
+  baseline. Cell names are the contract with ``gv3lite/paper_results.csv``;
+* `plan` (every (grid, cell, seed) with its resolved `Recipe` and run id), `reproduce` (train what is missing),
+  `summarize` (mean ± std per cell), `verdicts` / `write_report` (agreement with the paper's claims), and the
+  ``reproduce`` subcommand (`add_reproduce`, hooked into ``gv3lite.cli``).
+
+Runs are keyed by a hash of the resolved recipe (seed included), so a config shared by several grids (e.g. the
+``ghostnetv3`` recipe is the ``recipe`` grid's cell, ``reparam/full``, ``kd/teacher`` and ``schedule/ema``) trains
+once. Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``fit``'s run directory plus ``result.json``),
+``runs.csv`` (one row per grid, cell and seed), ``summary.csv`` / ``summary.md``, ``report.md``. A run with
+``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it (``fit(resume=True)``).
+
+Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
+reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gv3lite.recipe import Recipe, preset
+from gv3lite.utils import BUDGETS as BUDGET_NAMES
+from gv3lite.utils import git_commit
+
+# --------------------------------------------------------------------------------------------------- budgets
+# Applied on top of every cell's recipe. Sized by measurement (see README / the issue 3 report):
+# quick: 10 classes x 100 train images, 50 val images per class, 48 px, 16 epochs, 2 seeds, 14 trainings.
+BUDGETS = {
+    #          images/class  images/class                  batch  warm-up  EMA      seeds  model
+    #          train         val        px   epochs        size   epochs   decay
+    "smoke": dict(images_per_class_train=6, images_per_class_val=4, img_size=48, epochs=1, batch_size=16,
+                  warmup_epochs=0.0, ema_decay=0.9, seeds=1, model="ghostnetv3_050"),
+    "quick": dict(images_per_class_train=100, images_per_class_val=50, img_size=48, epochs=16, batch_size=32,
+                  warmup_epochs=1.0, ema_decay=0.98, seeds=2, model="ghostnetv3_050"),
+    "full": dict(images_per_class_train=None, images_per_class_val=None, img_size=224, epochs=100, batch_size=128,
+                 warmup_epochs=3.0, ema_decay=0.9998, seeds=3, model="ghostnetv3_050"),
+}
+# EMA decay per budget: about 1 - 10 / (total optimizer steps), so the average spans the last ~tenth of training
+# (the paper's decay was not recovered). quick: 31 steps/epoch x 16 epochs ~ 500 steps -> 0.98.
+
+SMOKE, QUICK, FULL = {"smoke", "quick", "full"}, {"quick", "full"}, {"full"}
+PLAIN = dict(num_conv_branches=1, use_scale_branch=False, use_identity_branch=False)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a grid: ``preset`` with ``changes``, run under the budgets in ``budgets``."""
+    name: str
+    preset: str = "ghostnetv3"
+    changes: dict = field(default_factory=dict)
+    budgets: frozenset = frozenset(FULL)
+    model: str | None = None  # overrides the budget's model (architectures grid)
+
+
+def _cells(*cells) -> list[Cell]:
+    return [Cell(c[0], c[1], c[2], frozenset(c[3]), *(c[4:] or [None])) for c in cells]
+
+
+# grid -> cells (the first is the baseline). Columns: cell name, preset, changed fields, budgets[, model].
+GRIDS = {
+    "recipe": _cells(  # paper Sec. 4 overall: conventional recipe vs the GhostNetV3 recipe
+        ("conventional", "conventional", {}, SMOKE),
+        ("ghostnetv3", "ghostnetv3", {}, SMOKE)),
+    "reparam": _cells(  # paper Sec. 4.1: structural re-parameterization
+        ("plain", "ghostnetv3", PLAIN, SMOKE),
+        ("branches", "ghostnetv3", dict(num_conv_branches=3, use_scale_branch=False, use_identity_branch=False), FULL),
+        ("scale_branch", "ghostnetv3", dict(num_conv_branches=1, use_scale_branch=True, use_identity_branch=False), FULL),
+        ("n2", "ghostnetv3", dict(num_conv_branches=2), FULL),
+        ("full", "ghostnetv3", {}, SMOKE),
+        ("n4", "ghostnetv3", dict(num_conv_branches=4), FULL)),
+    "kd": _cells(  # paper Sec. 4.2: knowledge distillation
+        ("none", "ghostnetv3", dict(teacher=None), SMOKE),
+        ("teacher", "ghostnetv3", {}, SMOKE),
+        ("temperature4", "ghostnetv3", dict(kd_temperature=4.0, kd_loss="kl"), FULL),
+        ("teacher_lite2", "ghostnetv3", dict(teacher="efficientnet_lite2"), FULL)),
+    "augment": _cells(  # paper Sec. 4.4; no KD in this grid: Mixup/CutMix + KD is not supported by the trainer
+        ("basic", "ghostnetv3", dict(teacher=None), QUICK),
+        ("mixup", "ghostnetv3", dict(teacher=None, mixup_alpha=0.8), QUICK),
+        ("cutmix", "ghostnetv3", dict(teacher=None, cutmix_alpha=1.0), QUICK),
+        ("randaugment", "ghostnetv3", dict(teacher=None, auto_augment="randaugment"), FULL),
+        ("random_erasing", "ghostnetv3", dict(teacher=None, random_erasing=0.2), FULL)),
+    "schedule": _cells(  # paper Sec. 4.3: learning schedule and EMA
+        ("no_ema", "ghostnetv3", dict(ema=False), QUICK),
+        ("ema", "ghostnetv3", {}, QUICK),
+        ("step", "ghostnetv3", dict(sched="step"), FULL),
+        ("onecycle", "ghostnetv3", dict(sched="onecycle"), FULL)),
+    "architectures": _cells(  # paper: the recipe on other compact models (issue 5); every budget but smoke
+        ("ghostnetv2_100/conventional", "conventional", {}, FULL, "ghostnetv2_100"),
+        ("ghostnetv2_100/ghostnetv3", "ghostnetv3", {}, FULL, "ghostnetv2_100_rep"),
+        ("mobilenetv2_100/conventional", "conventional", {}, FULL, "mobilenetv2_100"),
+        ("mobilenetv2_100/ghostnetv3", "ghostnetv3", {}, FULL, "mobilenetv2_100_rep"),
+        ("shufflenetv2_100/conventional", "conventional", {}, FULL, "shufflenetv2_100"),
+        ("shufflenetv2_100/ghostnetv3", "ghostnetv3", {}, FULL, "shufflenetv2_100_rep")),
+}
+# paper_results.csv names the architectures grid's cells conventional / ghostnetv3 and tells models apart by label
+ARCH_LABELS = {"ghostnetv2_100": "GhostNetV2 1.0x", "mobilenetv2_100": "MobileNetV2 1.0",
+               "shufflenetv2_100": "ShuffleNetV2 1.0"}
+
+
+def paper_key(grid: str, cell: str) -> tuple[str, str | None]:
+    """``(paper cell, paper model label or None)`` under which ``paper_results.csv`` lists our ``grid``/``cell``."""
+    if "/" in cell:
+        arch, recipe_name = cell.split("/", 1)
+        return recipe_name, ARCH_LABELS.get(arch)
+    return cell, None
+
+
+# ------------------------------------------------------------------------------------------------------ plan
+def _check_budget(budget: str) -> dict:
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {list(BUDGET_NAMES)}")
+    return BUDGETS[budget]
+
+
+def cell_recipe(budget: str, grid: str, cell: Cell | str, seed: int = 0) -> Recipe:
+    """The resolved `Recipe` of one cell under ``budget`` for ``seed`` (preset ← cell changes ← budget sizes)."""
+    b = _check_budget(budget)
+    if isinstance(cell, str):
+        cell = next((c for c in GRIDS[grid] if c.name == cell), None) or _unknown_cell(grid, cell)
+    sizes = {k: v for k, v in b.items() if k != "seeds"}
+    sizes["model"] = cell.model or b["model"]
+    return preset(cell.preset, **{**cell.changes, **sizes, "seed": seed})
+
+
+def _unknown_cell(grid, cell):
+    raise KeyError(f"grid {grid!r} has no cell {cell!r}; cells: {[c.name for c in GRIDS[grid]]}")
+
+
+def run_id(recipe: Recipe) -> str:
+    """A 12-hex-digit hash of the resolved recipe (all fields, seed included): equal configs share one run."""
+    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan(budget: str, grids=None, seeds: int | None = None) -> list[dict]:
+    """Every (grid, cell, seed) of ``budget`` as dicts ``grid, cell, seed, recipe, run_id``, in grid order.
+
+    ``grids``: names to keep (default: all grids with a cell in this budget); ``seeds``: number of seeds
+    (default: the budget's), seeds are 0..seeds-1. Raises ``KeyError`` for an unknown grid name.
+    """
+    b = _check_budget(budget)
+    names = list(GRIDS) if grids is None else list(grids)
+    unknown = [g for g in names if g not in GRIDS]
+    if unknown:
+        raise KeyError(f"unknown grid(s) {unknown}; choose from {list(GRIDS)}")
+    n_seeds = b["seeds"] if seeds is None else int(seeds)
+    if n_seeds < 1:
+        raise ValueError(f"seeds={seeds}: need at least 1")
+    items = []
+    for grid in names:
+        for cell in GRIDS[grid]:
+            if budget in cell.budgets:
+                for seed in range(n_seeds):
+                    recipe = cell_recipe(budget, grid, cell, seed)
+                    items.append({"grid": grid, "cell": cell.name, "seed": seed, "recipe": recipe,
+                                  "run_id": run_id(recipe)})
+    return items
+
+
+# ------------------------------------------------------------------------------------------------------- run
+def _dataset_key(r: Recipe) -> tuple:
+    return (r.img_size, tuple(r.classes or ()), r.images_per_class_train, r.images_per_class_val, r.seed,
+            r.auto_augment, r.random_erasing, r.min_crop_scale, r.cache)
+
+
+def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool = True, command: str = "") -> dict:
+    """Train one recipe into ``run_dir`` (resuming ``last.pth`` if there) and write ``run_dir/result.json``.
+
+    Returns the result dict: ``top1`` (EMA weights if ``recipe.ema``), ``top1_raw``, ``top1_ema`` (NaN without
+    EMA), ``top5``, ``train_seconds`` (wall time of all epochs incl. evaluation, summed over resumes),
+    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``.
+    """
+    from gv3lite.train import fit
+    resume = (run_dir / "last.pth").is_file()
+    cpu0 = time.process_time()
+    history = fit(recipe, data_root, run_dir, resume=resume, quiet=quiet, datasets=datasets)
+    last = history.iloc[-1]
+    result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1), "top5": float(last.val_top5),
+              "train_seconds": float(history["seconds"].sum()), "cpu_seconds": time.process_time() - cpu0,
+              "epochs": int(last.epoch), "resumed": resume, "git_commit": git_commit(), "command": command}
+    result["top1"] = result["top1_ema"] if recipe.ema else result["top1_raw"]
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, data=None, figures: bool = True,
+              quiet: bool = True, command: str | None = None, log=print) -> dict:
+    """Run (or resume) every cell of ``budget`` and write runs.csv, summary.csv/.md, report.md and the figures.
+
+    ``out``: results root; files go to ``<out>/<budget>/``. ``data``: ImageFolder root (``gv3lite.data``'s
+    resolution order). Returns ``dict(trained, skipped, resumed, out_dir, runs, summary, verdicts, figures)``:
+    ``trained`` counts trainings started by this call (``resumed`` of them continued a checkpoint), ``skipped``
+    the unique runs already finished. Raises like `plan` for bad names.
+    """
+    from gv3lite.data import build_datasets, resolve_data_root
+    items = plan(budget, grids, seeds)
+    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
+    out_dir = Path(out) / budget
+    root = resolve_data_root(data)
+    unique = {it["run_id"]: it["recipe"] for it in items}
+    counts = {"trained": 0, "skipped": 0, "resumed": 0}
+    datasets, t0 = {}, time.perf_counter()
+    for i, (rid, recipe) in enumerate(unique.items()):
+        run_dir = out_dir / "runs" / rid
+        if (run_dir / "result.json").is_file():
+            counts["skipped"] += 1
+            continue
+        where = [f"{it['grid']}/{it['cell']}" for it in items if it["run_id"] == rid]
+        log(f"[{i + 1}/{len(unique)}] run {rid} seed {recipe.seed}: {', '.join(where)}")
+        key = _dataset_key(recipe)
+        if key not in datasets:
+            if budget == "full":
+                datasets.clear()  # full-size datasets: keep one in memory at a time
+            datasets[key] = build_datasets(
+                root, recipe.img_size, classes=recipe.classes, images_per_class_train=recipe.images_per_class_train,
+                images_per_class_val=recipe.images_per_class_val, seed=recipe.seed, cache=recipe.cache,
+                auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing, return_crop_info=True,
+                scale=(recipe.min_crop_scale, 1.0))
+        counts["resumed"] += (run_dir / "last.pth").is_file()
+        result = run_one(recipe, run_dir, root, datasets[key], quiet=quiet, command=command)
+        counts["trained"] += 1
+        log(f"    top-1 {result['top1']:.2f}%  {result['train_seconds']:.0f} s train, {result['cpu_seconds']:.0f} s CPU")
+    runs = collect(items, out_dir, budget)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    summary = summarize(runs)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    table = verdicts(runs)
+    write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=time.perf_counter() - t0,
+                 counts=counts)
+    paths = plot_grids(runs, summary, budget, command) if figures else []
+    return {**counts, "out_dir": out_dir, "runs": runs, "summary": summary, "verdicts": table, "figures": paths}
+
+
+def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
+    """One row per (grid, cell, seed): ``grid, cell, seed, run_id``, the result, ``budget`` and every recipe field
+    (lists as JSON). Rows of runs without ``result.json`` are left out (they are not finished)."""
+    rows = []
+    for it in items:
+        file = out_dir / "runs" / it["run_id"] / "result.json"
+        if not file.is_file():
+            continue
+        result = json.loads(file.read_text())
+        config = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in it["recipe"].to_dict().items()
+                  if k != "seed"}
+        rows.append({"grid": it["grid"], "cell": it["cell"], "seed": it["seed"], "run_id": it["run_id"],
+                     "top1": result["top1"], "top5": result["top5"], "top1_raw": result["top1_raw"],
+                     "top1_ema": result["top1_ema"], "train_seconds": result["train_seconds"],
+                     "cpu_seconds": result["cpu_seconds"], "git_commit": result["git_commit"], "budget": budget,
+                     "command": result["command"], **config})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std (sample std, ddof=1; NaN for one seed) of top-1 and top-5 per (grid, cell), in run order,
+    with ``n`` (seeds) and the paper's claim for the cell."""
+    from gv3lite.paper import paper_claim
+    grouped = runs.groupby(["grid", "cell"], sort=False)
+    summary = grouped.agg(n=("top1", "size"), top1_mean=("top1", "mean"), top1_std=("top1", "std"),
+                          top5_mean=("top5", "mean"), top5_std=("top5", "std"),
+                          train_seconds=("train_seconds", "mean")).reset_index()
+    summary["paper_claim"] = [_claim(g, c, paper_claim) for g, c in zip(summary["grid"], summary["cell"])]
+    return summary
+
+
+def _claim(grid, cell, paper_claim):
+    paper_cell, _ = paper_key(grid, cell)
+    try:
+        return paper_claim(grid, paper_cell)
+    except KeyError:
+        return "unknown"
+
+
+def summary_markdown(summary: pd.DataFrame, budget: str) -> str:
+    """The summary as a Markdown table (top-1 / top-5 as mean ± std in %)."""
+    lines = [f"# Ablation summary ({budget} budget)", "",
+             "| grid | cell | n | top-1 (%) | top-5 (%) | paper claim | train s / run |", "|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.grid} | {r.cell} | {r.n} | {_pm(r.top1_mean, r.top1_std)} | {_pm(r.top5_mean, r.top5_std)} "
+                     f"| {r.paper_claim} | {r.train_seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean, std) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std == std else " (1 seed)")
+
+
+def judge(diff: float, spread: float, claim: str) -> str:
+    """Our direction against the paper's ``claim`` (``better``/``worse``): ``agrees`` / ``disagrees`` when
+    ``|diff| > spread``, ``inconclusive`` when the difference is within the spread (or the spread is unknown, e.g.
+    one seed), ``no paper claim`` when the paper states no direction."""
+    if claim not in ("better", "worse"):
+        return "no paper claim"
+    if not (spread == spread) or abs(diff) <= spread:
+        return "inconclusive"
+    return "agrees" if (diff > 0) == (claim == "better") else "disagrees"
+
+
+def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per grid and non-baseline cell: ``diff`` = mean top-1 of the cell minus the grid's baseline (pp),
+    ``spread`` = sqrt(std_cell² + std_baseline²) (pp), ``n`` seeds of each, the paper's claim and `judge`'s verdict.
+    The baseline is the grid's first cell (``GRIDS``) that has runs."""
+    summary = summarize(runs)
+    rows = []
+    for grid, part in summary.groupby("grid", sort=False):
+        base_name = next((c.name for c in GRIDS.get(grid, []) if c.name in set(part["cell"])), part["cell"].iloc[0])
+        for r in part.itertuples():
+            if "/" in r.cell:  # architectures: each model against its own conventional cell
+                base_name = r.cell.split("/")[0] + "/conventional"
+            if r.cell == base_name or base_name not in set(part["cell"]):
+                continue
+            base = part[part["cell"] == base_name].iloc[0]
+            diff = r.top1_mean - base.top1_mean
+            spread = math.sqrt(r.top1_std ** 2 + base.top1_std ** 2)
+            rows.append({"grid": grid, "cell": r.cell, "baseline": base_name, "diff": diff, "spread": spread,
+                         "n_cell": r.n, "n_baseline": int(base.n), "paper_claim": r.paper_claim,
+                         "verdict": judge(diff, spread, r.paper_claim)})
+    return pd.DataFrame(rows, columns=["grid", "cell", "baseline", "diff", "spread", "n_cell", "n_baseline",
+                                       "paper_claim", "verdict"])
+
+
+def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
+                 wall_seconds: float | None = None, counts: dict | None = None) -> Path:
+    """``report.md``: per ingredient, our direction against the paper's claim with its spread (see `verdicts`)."""
+    path = Path(path)
+    seeds = sorted(set(runs["seed"])) if len(runs) else []
+    lines = [f"# gv3lite reproduce — {budget} budget", "",
+             f"Command: `{command}`  ", f"Commit: {git_commit()}  ",
+             f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
+             + (f"; this call trained {counts['trained']}, skipped {counts['skipped']}" if counts else "")
+             + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else ""), "",
+             "Verdict rule: diff = mean top-1 of the cell − mean top-1 of the grid's baseline; spread = "
+             "sqrt(std_cell² + std_baseline²) over seeds. |diff| ≤ spread (or one seed) → **inconclusive**; "
+             "otherwise the direction **agrees** or **disagrees** with the paper's claim "
+             "(gv3lite/paper_results.csv, each claim with its source). Small data, low resolution and few epochs: "
+             "a disagreement here says how the ingredient behaves at this scale, not that the paper is wrong.", "",
+             "| grid | ingredient (cell vs baseline) | diff (pp) | spread (pp) | n | paper claim | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.diff:+.2f} | "
+                     f"{'n/a' if r.spread != r.spread else f'{r.spread:.2f}'} | {r.n_cell} / {r.n_baseline} | "
+                     f"{r.paper_claim} | {r.verdict} |")
+    if table.empty:
+        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- figures
+def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str) -> list[Path]:
+    """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``."""
+    import matplotlib.pyplot as plt
+
+    from gv3lite.paper import paper_results
+    from gv3lite.plots import plot_grid, savefig
+    paths = []
+    for grid in summary["grid"].unique():
+        try:
+            paper = paper_results(grid)
+        except KeyError:
+            paper = None
+        seeds = int(summary[summary["grid"] == grid]["n"].max())
+        fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
+                        title=f"{grid} — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}")
+        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command))
+        plt.close(fig)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def add_reproduce(subparsers) -> None:
+    """Register ``gv3lite reproduce`` (see `reproduce`)."""
+    p = subparsers.add_parser("reproduce", help="run the paper's ablation grids under a budget; write results, "
+                                                "report and figures",
+                              description="Train every cell of the ablation grids (gv3lite.ablation.GRIDS) for each "
+                                          "seed under a budget (gv3lite.ablation.BUDGETS). Finished runs are skipped, "
+                                          "interrupted ones resume from their checkpoint.")
+    p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | full (default: "
+                                                                          "$GV3LITE_BUDGET, else smoke)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
+    p.add_argument("--out", default="results", help="results root; files go to OUT/<budget>/ (default results)")
+    p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
+    p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
+    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else runs/figures "
+                                                   "for smoke and figures/ otherwise)")
+    p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
+    p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines")
+    p.set_defaults(func=run_reproduce)
+
+
+def run_reproduce(args) -> int:
+    import os
+
+    from gv3lite.utils import budget as env_budget
+    budget = args.budget or env_budget()
+    grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids else None
+    if args.list:
+        for it in plan(budget, grids, args.seeds):
+            print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
+        return 0
+    if args.figures:
+        os.environ["GV3LITE_FIGURES"] = args.figures
+    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose)
+    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs")
+    print(result["summary"].to_string(index=False))
+    print(f"-> {result['out_dir']}/runs.csv, summary.csv, summary.md, report.md; figures: "
+          + ", ".join(str(p) for p in result["figures"]))
+    return 0
