@@ -6,6 +6,7 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 
   gv3lite train [--recipe FILE] [flags]     train a recipe (defaults = the main job), print top-1/top-5, wall time
   gv3lite eval --checkpoint PATH [--data]   val top-1 of the train form and the re-parameterized (deploy) form
+  gv3lite reproduce --budget smoke|quick|full   the paper's ablation grids (gv3lite.ablation)
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def add_train(subparsers) -> None:
                               description="Train a recipe. Values come from the Recipe defaults (the main job), "
                                           "then --recipe FILE, then --set KEY=VALUE and the flags below.")
     p.add_argument("--recipe", metavar="FILE", help="a recipe .yaml/.json (gv3lite.recipe.Recipe fields)")
+    p.add_argument("--preset", help="start from a named recipe: default | conventional | ghostnetv3 "
+                                    "(gv3lite.recipe.PRESETS); --recipe FILE replaces it")
     p.add_argument("--data", help="ImageFolder root with train/ and val/ (default: $GV3LITE_DATA or "
                                   "../shared/data/imagenette2-224)")
     p.add_argument("--download", action="store_true", help="download Imagenette into --data if it is missing")
@@ -57,7 +60,8 @@ def add_train(subparsers) -> None:
 def recipe_from_args(args):
     """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags."""
     from gv3lite.recipe import Recipe
-    recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
+    from gv3lite.recipe import preset
+    recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
     changes = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -146,7 +150,12 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-SUBCOMMANDS = [add_train, add_eval]
+def add_reproduce(subparsers) -> None:
+    from gv3lite.ablation import add_reproduce as add
+    add(subparsers)
+
+
+SUBCOMMANDS = [add_train, add_eval, add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:
