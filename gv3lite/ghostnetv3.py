@@ -35,7 +35,9 @@ MODEL_WIDTHS = {"ghostnetv3_050": 0.5, "ghostnetv3_100": 1.0, "ghostnetv3_130": 
 
 
 class GhostNetV3(nn.Module):
-    """GhostNetV3 classifier. Input (B, in_chans, H, W) with H, W >= 32 -> logits (B, num_classes).
+    """GhostNetV3 classifier. Input (B, in_chans, H, W) with H, W >= 33 -> logits (B, num_classes).
+
+    (At 32 px the last stage is 1x1 and the DFC attention's 2x2 average pooling has nothing to pool.)
 
     Args:
         width: width multiplier (0.5, 1.0, 1.3, 1.6 are the paper's; any positive float works).

@@ -314,5 +314,26 @@ def reparameterize(model, inplace=False):
     return _convert(model)
 
 
+def randomize_batchnorm(model, seed=0):
+    """Give every BatchNorm in ``model`` random running statistics and affine parameters, in place; return it.
+
+    The check used to verify a fusion (as RepVGG's ``tools/verify.py`` does): with default statistics
+    (mean 0, var 1, gamma 1, beta 0) a BN is nearly the identity, so a wrong fusion would still look exact.
+    Draws mean ~ N(0, 0.2^2), var ~ U(0.5, 2), gamma ~ U(0.5, 1.5), beta ~ N(0, 0.2^2) from a generator seeded
+    with ``seed``. Compare train and deploy forms in ``eval()`` mode afterwards.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+    return model
+
+
 __all__ = ["batchnorm_statistics", "fuse_conv_bn", "identity_kernel", "pad_kernel", "fuse_branch",
-           "fuse_branches", "fused_conv", "check_branch_options", "RepConvBN", "reparameterize"]
+           "fuse_branches", "fused_conv", "check_branch_options", "RepConvBN", "reparameterize", "randomize_batchnorm"]

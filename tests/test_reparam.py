@@ -3,21 +3,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gv3lite.reparam import (RepConvBN, fuse_conv_bn, identity_kernel, pad_kernel, reparameterize)
+from gv3lite.reparam import (RepConvBN, fuse_conv_bn, identity_kernel, pad_kernel, randomize_batchnorm,
+                             reparameterize)
 
 
-def randomize_bn(model, seed=0):
-    """Give every BN non-trivial running statistics and affine parameters (else fusion is trivially exact)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            if m.affine:
-                m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
+randomize_bn = randomize_batchnorm  # short name used throughout these tests
 
 
 def batchnorms(module):
