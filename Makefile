@@ -1,5 +1,5 @@
 # gv3lite: two commands for a new user (see README.md).
-#   make main   -- the main job (installs first if needed)
+#   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/ (installs first if needed)
 #   make test   -- the whole test suite: pytest + every notebook under nbval (installs first if needed)
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 main: install
-	$(VENV)/bin/gv3lite train --data $(GV3LITE_DATA) --out runs/main
+	$(VENV)/bin/gv3lite reproduce --budget quick --data $(GV3LITE_DATA) --out results --figures figures
 
 test: install
 	GV3LITE_BUDGET=smoke $(VENV)/bin/python -m pytest
