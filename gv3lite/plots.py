@@ -114,7 +114,8 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
         for _, row in rows.iterrows():
             claim = row["claim"] if isinstance(row["claim"], str) else "unknown"
             value = "value unknown" if row["value"] != row["value"] else f"{row['value']:g}%"  # NaN check
-            lines.append(f"{cell} ({row['model']}): {value}, {claim}")
+            said = "baseline" if claim == "baseline" else f"claims {claim}"
+            lines.append(f"{cell} ({row['model']}): {value}, {said}")
     ax_paper.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace",
                   transform=ax_paper.transAxes, wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
