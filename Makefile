@@ -1,5 +1,6 @@
 # gv3lite: two commands for a new user (see README.md).
 #   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/ (installs first if needed)
+#   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
 #   make test   -- the whole test suite: pytest + every notebook under nbval (installs first if needed)
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -9,7 +10,7 @@ DATA ?= $(abspath ../shared/data/imagenette2-224)
 export GV3LITE_DATA ?= $(DATA)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install main test
+.PHONY: install main train test
 
 install: $(VENV)/.installed
 
@@ -23,6 +24,11 @@ $(VENV)/.installed: pyproject.toml
 
 main: install
 	$(VENV)/bin/gv3lite reproduce --budget quick --data $(GV3LITE_DATA) --out results --figures figures
+
+# one model: GhostNetV3-0.5x on all of Imagenette at 64 px (the trainer's defaults), then train vs deploy form
+train: install
+	$(VENV)/bin/gv3lite train --data $(GV3LITE_DATA) --out runs/main
+	$(VENV)/bin/gv3lite eval --data $(GV3LITE_DATA) --checkpoint runs/main/last.pth
 
 test: install
 	GV3LITE_BUDGET=smoke $(VENV)/bin/python -m pytest
