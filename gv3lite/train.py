@@ -210,8 +210,7 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     if datasets is None:
         datasets = build_datasets(resolve_data_root(data_root), recipe.img_size, classes=recipe.classes,
                                   images_per_class_train=recipe.images_per_class_train,
-                                  images_per_class_val=recipe.images_per_class_val,
-                                  seed=0,  # the subset is data: fixed across training seeds (and teacher caches)
+                                  images_per_class_val=recipe.images_per_class_val, seed=recipe.seed,
                                   cache=recipe.cache, auto_augment=recipe.auto_augment,
                                   random_erasing=recipe.random_erasing, return_crop_info=use_kd,
                                   scale=(recipe.min_crop_scale, 1.0), progress=not quiet)
