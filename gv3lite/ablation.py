@@ -152,13 +152,25 @@ def plan(budget: str, grids=None, seeds: int | None = None) -> list[dict]:
     """Every (grid, cell, seed) of ``budget`` as dicts ``grid, cell, seed, recipe, run_id``, in grid order.
 
     ``grids``: names to keep (default: all grids with a cell in this budget); ``seeds``: number of seeds
-    (default: the budget's), seeds are 0..seeds-1. Raises ``KeyError`` for an unknown grid name.
+    (default: the budget's), seeds are 0..seeds-1. Raises ``KeyError`` for an unknown grid name and ``ValueError``
+    for an empty ``grids``, a grid named twice, or a grid without cells in this budget (the message lists the grids
+    that have cells in it). The returned plan is never empty.
     """
     b = _check_budget(budget)
-    names = list(GRIDS) if grids is None else list(grids)
+    available = [g for g in GRIDS if any(budget in c.budgets for c in GRIDS[g])]
+    names = available if grids is None else list(grids)
     unknown = [g for g in names if g not in GRIDS]
     if unknown:
         raise KeyError(f"unknown grid(s) {unknown}; choose from {list(GRIDS)}")
+    if not names:
+        raise ValueError(f"no grid given; choose one or more of {available} (budget {budget!r})")
+    repeated = sorted({g for g in names if names.count(g) > 1})
+    if repeated:
+        raise ValueError(f"grid(s) {repeated} listed more than once; list each grid once")
+    empty = [g for g in names if g not in available]
+    if empty:
+        raise ValueError(f"grid(s) {empty} have no cells in the {budget!r} budget; grids with cells in it: "
+                         f"{available} (or use a larger --budget)")
     n_seeds = b["seeds"] if seeds is None else int(seeds)
     if n_seeds < 1:
         raise ValueError(f"seeds={seeds}: need at least 1")
@@ -410,7 +422,8 @@ def run_reproduce(args) -> int:
 
     from gv3lite.utils import budget as env_budget
     budget = args.budget or env_budget()
-    grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids else None
+    # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
+    grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids is not None else None
     if args.list:
         for it in plan(budget, grids, args.seeds):
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")

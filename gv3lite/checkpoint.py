@@ -39,11 +39,20 @@ def read_checkpoint(path):
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message gives the absolute path).
+        ValueError: ``path`` is a directory, or a file torch cannot load (not a checkpoint, truncated, or holding
+            objects other than tensors and plain containers); the message names the file and torch's error.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint path {path.resolve()} is a directory; pass a file in it, e.g. {path}/last.pth")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path.resolve()}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises KeyError, RuntimeError, UnpicklingError, EOFError ... for bad files
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}); pass a .pth "
+                         "file written by torch.save (e.g. gv3lite train's last.pth), and re-copy it if it was "
+                         "truncated") from err
 
 
 def save_checkpoint(obj, path):

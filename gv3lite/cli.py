@@ -11,6 +11,7 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -58,7 +59,9 @@ def add_train(subparsers) -> None:
 
 
 def recipe_from_args(args):
-    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags."""
+    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags.
+
+    Raises ``ValueError`` (a malformed ``--set``, a bad value) and ``KeyError`` (an unknown field or preset)."""
     from gv3lite.recipe import Recipe
     from gv3lite.recipe import preset
     recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
@@ -66,8 +69,11 @@ def recipe_from_args(args):
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"gv3lite train: --set expects KEY=VALUE, got {item!r}")
-        changes[key.strip()] = yaml.safe_load(value)
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            changes[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({err}); fix or quote it") from err
     if args.width is not None:
         changes["model"] = WIDTHS[args.width]
     for name in ("model", "epochs", "batch_size", "img_size", "opt", "lr", "sched", "warmup_epochs", "weight_decay",
@@ -79,16 +85,20 @@ def recipe_from_args(args):
 
 
 def run_train(args) -> int:
+    """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is a file, or holds a run and ``--resume`` is
+    not given (both before any data is read), and what `recipe_from_args` and ``fit`` raise."""
     from pathlib import Path
 
     from gv3lite.data import resolve_data_root
     from gv3lite.train import fit
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise FileExistsError(f"--out {args.out} is an existing file, not a run directory; choose a new --out")
+    if not args.resume and (Path(args.out) / "last.pth").exists():
+        raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
     if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
         args.recipe = str(Path(args.out) / "recipe.yaml")  # resume the run's own recipe unless told otherwise
     recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
-    if not args.resume and (Path(args.out) / "last.pth").exists():
-        raise SystemExit(f"gv3lite train: {args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
     t0 = time.perf_counter()
     history = fit(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet)
     last = history.iloc[-1]
@@ -112,6 +122,10 @@ def add_eval(subparsers) -> None:
 
 
 def run_eval(args) -> int:
+    """``gv3lite eval``: 0 when both forms agree within ``--atol``, else 1. Raises ``ValueError`` for a negative
+    ``--atol`` or a file that is not a gv3lite checkpoint, ``FileNotFoundError`` for a missing one."""
+    if not args.atol >= 0:
+        raise ValueError(f"--atol {args.atol}: must be >= 0 (the largest allowed |logit difference|, e.g. 1e-3)")
     import torch
 
     import gv3lite
@@ -123,9 +137,9 @@ def run_eval(args) -> int:
 
     ckpt = read_checkpoint(args.checkpoint)
     if not isinstance(ckpt, dict) or "recipe" not in ckpt:
-        raise SystemExit(f"gv3lite eval: {args.checkpoint} has no 'recipe' entry; use a checkpoint written by "
+        raise ValueError(f"{args.checkpoint} has no 'recipe' entry; use a checkpoint written by "
                          "gv3lite train (for other weights use gv3lite.load_checkpoint in Python)")
-    recipe = Recipe.from_dict(ckpt["recipe"])
+    recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # eval needs no teacher; its file may be gone
     device = resolve_device(args.device)
     model = build_model(recipe, ckpt["num_classes"])
     load_checkpoint(model, ckpt, use_ema=not args.no_ema)
@@ -167,10 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what the package raises for bad input (a bad flag, recipe value, path or file); anything else is a bug: traceback
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError, TypeError)
+
+
 def main(argv=None) -> int:
-    """Entry point of the ``gv3lite`` command; returns the exit status."""
+    """Entry point of the ``gv3lite`` command; returns the exit status.
+
+    A user error (`USER_ERRORS`) prints ``gv3lite <command>: error: <message>`` to stderr and returns 2 (as
+    argparse does for bad flags); with ``GV3LITE_DEBUG=1`` it is raised with its traceback instead. Other
+    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback.
+    """
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if os.environ.get("GV3LITE_DEBUG") == "1":
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err  # no KeyError quotes
+        hint = "\n(a TypeError may be a bug: set GV3LITE_DEBUG=1 for the traceback)" if type(err) is TypeError else ""
+        print(f"gv3lite {args.command}: error: {message}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

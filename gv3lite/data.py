@@ -58,9 +58,13 @@ HOW_TO_GET_DATA = (
 def check_data_root(root: str | os.PathLike) -> Path:
     """Return ``root`` as a ``Path`` after checking it holds non-empty ``train/`` and ``val/`` class folders.
 
-    Raises ``FileNotFoundError`` (missing root, missing split, split without images) with how to get the data.
+    Raises ``FileNotFoundError`` (missing root, a file instead of a folder, missing split, split without images)
+    with how to get the data.
     """
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"data root {str(root)!r} is a file, not a folder; pass the folder that holds "
+                                f"train/ and val/ (an archive must be unpacked first). {HOW_TO_GET_DATA}")
     if not root.is_dir():
         raise FileNotFoundError(f"data root {str(root)!r} does not exist. {HOW_TO_GET_DATA}")
     for split in ("train", "val"):
@@ -105,11 +109,12 @@ def resolve_data_root(data: str | os.PathLike | None = None, download: bool = Fa
 
 
 # --------------------------------------------------------------------------------------------- subsets
-def balanced_subset(targets: Sequence[int], per_class: int | None, seed: int = 0) -> list[int]:
+def balanced_subset(targets: Sequence[int], per_class: int | None, seed: int = 0,
+                    class_names: Sequence[str] | None = None) -> list[int]:
     """Indices of ``per_class`` samples of every class, drawn without replacement with a fixed ``seed``.
 
     Returned in increasing index order. ``per_class=None`` keeps everything. Raises ``ValueError`` when a class
-    has fewer than ``per_class`` samples.
+    has fewer than ``per_class`` samples, naming it (``class_names[c]`` when given, e.g. the class folder) and the fix.
     """
     if per_class is None:
         return list(range(len(targets)))
@@ -121,7 +126,10 @@ def balanced_subset(targets: Sequence[int], per_class: int | None, seed: int = 0
     for c in targets.unique().tolist():
         idx = (targets == c).nonzero().flatten()
         if len(idx) < per_class:
-            raise ValueError(f"class {c} has only {len(idx)} images, fewer than the {per_class} per class asked for")
+            name = f"class {class_names[c]!r} (index {c})" if class_names is not None else f"class {c}"
+            raise ValueError(f"{name} has only {len(idx)} images, fewer than the {per_class} per class asked for; "
+                             f"lower images_per_class_train / images_per_class_val to at most {len(idx)}, or use "
+                             "None for all images")
         chosen.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     return sorted(torch.cat(chosen).tolist())
 
@@ -134,9 +142,18 @@ def stored_size(img_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> int:
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file (PIL) to a uint8 tensor of shape (3, H, W); grayscale and CMYK become RGB."""
-    with Image.open(path) as img:
-        return F.pil_to_tensor(img.convert("RGB"))
+    """Decode an image file (PIL) to a uint8 tensor of shape (3, H, W); grayscale and CMYK become RGB.
+
+    Raises ``ValueError`` naming ``path`` when PIL cannot decode the file (not an image, corrupt or truncated).
+    """
+    try:
+        with Image.open(path) as img:
+            return F.pil_to_tensor(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError/truncated (OSError), bad headers
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"cannot decode image {str(path)!r} ({type(err).__name__}: {err}); the file is corrupt, "
+                         "truncated or not an image: replace or delete it") from err
 
 
 class ImageFolderDataset(Dataset):
@@ -180,7 +197,8 @@ class ImageFolderDataset(Dataset):
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         samples = make_dataset(str(split_dir), self.class_to_idx, extensions=IMG_EXTENSIONS)
-        keep = balanced_subset([t for _, t in samples], per_class, seed)
+        keep = balanced_subset([t for _, t in samples], per_class, seed,
+                               class_names=[f"{split}/{c}" for c in self.classes])
         self.samples = [samples[i] for i in keep]
         self.targets = [t for _, t in self.samples]
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +39,18 @@ from torch import nn
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _check_temperature(temperature) -> None:
+    """Raise ``ValueError`` unless ``temperature`` is a finite real number > 0 (not a bool, string or tensor)."""
+    ok = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+    if not (ok and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+
+
 def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> None:
     if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
         raise ValueError(f"student and teacher logits must both be (B, K); got {tuple(student_logits.shape)} and "
                          f"{tuple(teacher_logits.shape)} (map the teacher's classes onto the dataset's first)")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
 
 
 def kd_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -357,8 +365,7 @@ class CachedKD:
 def _check_kd_args(alpha: float, temperature: float, kd_loss: str) -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
     if kd_loss not in KD_LOSSES:
         raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,24 @@ SCHEDULES = ("cosine", "step", "onecycle")
 AUTO_AUGMENT = ("none", "randaugment", "autoaugment")
 KD_MODES = ("online", "cached")
 KD_LOSSES = ("kl", "soft_ce")  # gv3lite.distill.KD_LOSSES
+MIN_IMG_SIZE = 33  # stride 32: at 32 px the last stage is 1x1 and its DFC attention pooling fails
+BOOL_FIELDS = ("use_scale_branch", "use_identity_branch", "cache", "ema")
+INT_FIELDS = ("num_classes", "num_conv_branches", "img_size", "images_per_class_train", "images_per_class_val",
+              "num_workers", "epochs", "batch_size", "seed")
+OPTIONAL_FIELDS = ("num_classes", "images_per_class_train", "images_per_class_val")  # None allowed
+FLOAT_FIELDS = ("drop_rate", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr",
+                "label_smoothing", "ema_decay", "min_crop_scale", "mixup_alpha", "cutmix_alpha", "random_erasing",
+                "kd_alpha", "kd_temperature")
+
+
+def _is_int(value) -> bool:
+    """An integer, but not a bool (``True`` is an ``int`` in Python)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """A finite real number (ints allowed, YAML writes ``1`` for ``1.0``), but not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -78,12 +98,18 @@ class Recipe:
     kd_loss: str = "kl"
 
     def __post_init__(self):
-        if self.classes is not None:
-            self.classes = [str(c) for c in self.classes]
+        if isinstance(self.classes, (list, tuple)):  # plain str keeps YAML dumps safe (e.g. numpy.str_ names)
+            self.classes = [str(c) if isinstance(c, str) else c for c in self.classes]
         self.validate()
 
     def validate(self) -> "Recipe":
-        """Raise ``ValueError`` naming the first bad field and its allowed values."""
+        """Check every field's type and value; return ``self``.
+
+        Raises ``ValueError`` naming the first bad field, its value and what it must be: a wrong type (e.g.
+        ``ema='maybe'``, ``epochs=True``, ``lr='abc'``), a value out of range, an unknown name (``opt``, ``model``,
+        ``teacher``, ...), a bad ``classes`` list, or a combination the trainer does not support (a teacher with
+        Mixup/CutMix).
+        """
         def choice(name, options):
             if getattr(self, name) not in options:
                 raise ValueError(f"recipe.{name}={getattr(self, name)!r} is not one of {list(options)}")
@@ -92,26 +118,83 @@ class Recipe:
             if not ok:
                 raise ValueError(f"recipe.{name}={getattr(self, name)!r}: must be {what}")
 
+        # types first, so that the range checks below never meet a string or None
+        for name in BOOL_FIELDS:
+            check(isinstance(getattr(self, name), bool), name, "true or false")
+        for name in INT_FIELDS:
+            value = getattr(self, name)
+            optional = name in OPTIONAL_FIELDS
+            check(_is_int(value) or (optional and value is None), name,
+                  "None or an integer" if optional else "an integer")
+        for name in FLOAT_FIELDS:
+            check(_is_real(getattr(self, name)), name, "a finite number")
+        for name in ("model", "opt", "sched", "auto_augment", "kd_mode", "kd_loss"):
+            check(isinstance(getattr(self, name), str), name, "a string")
+
         choice("opt", OPTIMIZERS)
         choice("sched", SCHEDULES)
         choice("auto_augment", AUTO_AUGMENT)
         choice("kd_mode", KD_MODES)
         choice("kd_loss", KD_LOSSES)
-        for name in ("img_size", "epochs", "batch_size", "num_conv_branches"):
-            check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an integer >= 1")
+        from gv3lite.ghostnetv3 import list_models  # lazy, like gv3lite.teachers below: both import torch/timm
+        choice("model", list_models())
+        for name in ("epochs", "batch_size", "num_conv_branches"):
+            check(getattr(self, name) >= 1, name, "an integer >= 1")
+        check(self.img_size >= MIN_IMG_SIZE, "img_size",
+              f"an integer >= {MIN_IMG_SIZE} (the network downsamples 32x: at 32 px its last stage is 1x1 and the "
+              "attention pooling there fails)")
         for name in ("num_classes", "images_per_class_train", "images_per_class_val"):
             value = getattr(self, name)
-            check(value is None or (isinstance(value, int) and value >= 1), name, "None or an integer >= 1")
-        for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "mixup_alpha",
-                     "cutmix_alpha", "num_workers"):
+            check(value is None or value >= 1, name, "None or an integer >= 1")
+        for name in ("seed", "num_workers"):
+            check(getattr(self, name) >= 0, name, "an integer >= 0")
+        for name in ("lr", "warmup_lr", "min_lr", "warmup_epochs", "mixup_alpha", "cutmix_alpha"):
             check(getattr(self, name) >= 0, name, ">= 0")
         check(self.lr > 0, "lr", "> 0")
+        check(self.min_lr <= self.lr, "min_lr", f"<= lr ({self.lr:g})")
+        check(self.warmup_lr <= self.lr, "warmup_lr", f"<= lr ({self.lr:g})")
         check(self.warmup_epochs <= self.epochs, "warmup_epochs", f"<= epochs ({self.epochs})")
+        check(0 <= self.momentum < 1, "momentum", "in [0, 1) (typical: 0.9)")
+        check(0 <= self.weight_decay < 1, "weight_decay", "in [0, 1) (typical: 0.05 for AdamW, 1e-4 for SGD)")
         for name in ("drop_rate", "label_smoothing", "random_erasing", "kd_alpha", "ema_decay"):
             check(0 <= getattr(self, name) < 1 or (name == "kd_alpha" and self.kd_alpha == 1), name, "in [0, 1)")
         check(0 < self.min_crop_scale <= 1, "min_crop_scale", "in (0, 1]")
         check(self.kd_temperature > 0, "kd_temperature", "> 0")
+        self._validate_classes()
+        self._validate_teacher()
         return self
+
+    def _validate_classes(self) -> None:
+        classes = self.classes
+        if classes is None:
+            return
+        if not isinstance(classes, list):
+            raise ValueError(f"recipe.classes={classes!r}: must be a list of class folder names, e.g. "
+                             f"[{classes!r}] (or None for all classes)")
+        if not classes:
+            raise ValueError("recipe.classes=[]: name at least one class folder, or use None for all classes")
+        bad = [c for c in classes if not isinstance(c, str) or not c.strip()]
+        if bad:
+            raise ValueError(f"recipe.classes={classes!r}: every class must be a non-empty folder name string; "
+                             f"bad entries {bad} (quote numeric names in YAML, e.g. ['001'])")
+        repeated = sorted({c for c in classes if classes.count(c) > 1})
+        if repeated:
+            raise ValueError(f"recipe.classes lists {repeated} more than once; list each class folder once")
+
+    def _validate_teacher(self) -> None:
+        if self.teacher is None:
+            return
+        from gv3lite.teachers import list_teachers
+        if not isinstance(self.teacher, str):
+            raise ValueError(f"recipe.teacher={self.teacher!r}: must be None, a teacher name ({list_teachers()}) "
+                             "or a checkpoint path as a string")
+        if not (self.teacher in list_teachers() or Path(self.teacher).expanduser().is_file()):
+            raise ValueError(f"recipe.teacher={self.teacher!r} is neither a pretrained teacher name "
+                             f"({list_teachers()}) nor an existing checkpoint file; use None for no distillation")
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            raise ValueError(f"recipe.teacher={self.teacher!r} with mixup_alpha={self.mixup_alpha:g} / "
+                             f"cutmix_alpha={self.cutmix_alpha:g}: knowledge distillation together with Mixup/CutMix "
+                             "is not supported by the trainer; set mixup_alpha=0 and cutmix_alpha=0, or teacher=None")
 
     # ---------------------------------------------------------------- serialization
     def to_dict(self) -> dict:
@@ -139,16 +222,29 @@ class Recipe:
 
     @classmethod
     def load(cls, path) -> "Recipe":
-        """Read a recipe written by `save` (or by hand); missing keys keep their defaults."""
+        """Read a recipe written by `save` (or by hand); missing keys keep their defaults.
+
+        Raises ``FileNotFoundError`` (missing file), ``ValueError`` (a directory, a bad suffix, malformed YAML/JSON
+        -- naming the file and the parser's message --, not a mapping, or a bad value; see `validate`) and
+        ``KeyError`` (unknown keys).
+        """
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"recipe file {str(path)!r} is a directory; pass the .yaml/.json file inside it")
         if not path.is_file():
             raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
         text = path.read_text()
         if _is_yaml(path):
             import yaml
-            d = yaml.safe_load(text) or {}
+            try:
+                d = yaml.safe_load(text) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"recipe file {str(path)!r} is not valid YAML: {err}") from err
         else:
-            d = json.loads(text)
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"recipe file {str(path)!r} is not valid JSON: {err}") from err
         if not isinstance(d, dict):
             raise ValueError(f"recipe file {str(path)!r} must hold a mapping of field: value")
         return cls.from_dict(d)

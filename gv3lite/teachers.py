@@ -141,7 +141,7 @@ def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | No
         from gv3lite.recipe import Recipe
         from gv3lite.train import build_model
 
-        recipe = Recipe.from_dict(ckpt["recipe"])
+        recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # its own teacher's file may be gone
         model, arch = build_model(recipe, num_classes), recipe.model
     elif model_name is not None:
         import gv3lite
@@ -167,9 +167,12 @@ def create_teacher(name_or_ckpt: str | Path, class_names: list[str], student_mea
 
     Returns a ``FrozenTeacher``: ``teacher(x)`` maps (B, 3, H, W) student-normalized images to (B, K) logits,
     K = len(class_names). Raises ``ValueError`` if the teacher's classes cannot be mapped onto ``class_names``
-    (no wnid match, or a checkpoint with another class count), ``FileNotFoundError`` for a missing file/name.
+    (no wnid match, or a checkpoint with another class count) or ``class_names`` is empty, ``FileNotFoundError``
+    for a missing file/name.
     """
     class_names = list(class_names)
+    if not class_names:
+        raise ValueError("class_names is empty: a teacher needs the dataset's classes (e.g. dataset.classes)")
     key = str(name_or_ckpt)
     if key in PRETRAINED_TEACHERS:
         model = load_efficientnet_lite(key)

@@ -73,10 +73,16 @@ def git_commit() -> str:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises ``RuntimeError``."""
+    """``None``/``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises ``RuntimeError``.
+
+    Raises ``ValueError`` for a string torch does not know as a device (e.g. ``'gpu'``), listing cpu, cuda, auto.
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:N') or 'auto'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu")
     return device

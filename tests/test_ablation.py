@@ -86,6 +86,25 @@ def test_plan_errors():
         ablation.plan("smoke", seeds=0)
 
 
+@pytest.mark.parametrize("grids, message", [
+    ([], "no grid given; choose one or more of \\['recipe', 'reparam', 'kd'\\]"),
+    (["kd", "kd"], "\\['kd'\\] listed more than once"),
+    (["kd", "schedule"], "\\['schedule'\\] have no cells in the 'smoke' budget; grids with cells in it: \\['recipe'"),
+])
+def test_plan_rejects_empty_repeated_and_cell_less_grids(grids, message):
+    with pytest.raises(ValueError, match=message):
+        ablation.plan("smoke", grids=grids)
+    with pytest.raises(ValueError, match=message):
+        ablation.reproduce("smoke", grids=grids, data="/nonexistent")  # fails before data, training or pandas
+
+
+@pytest.mark.parametrize("flag", ["", ",,", "kd,kd"])
+def test_reproduce_cli_rejects_bad_grids(flag, capsys):
+    from gv3lite.cli import main
+    assert main(["reproduce", "--budget", "smoke", "--grids", flag, "--list"]) == 2
+    assert capsys.readouterr().err.startswith("gv3lite reproduce: error: ")
+
+
 # ------------------------------------------------------------------------------------------ report logic
 def test_judge():
     assert ablation.judge(+2.0, 1.0, "better") == "agrees"

@@ -109,6 +109,20 @@ def test_non_strict_load_warns_and_bad_inputs(weights, tmp_path):
         read_checkpoint(tmp_path / "nope.pth")
 
 
+def test_unreadable_checkpoint_files_name_the_file(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("these are not weights\n")
+    with pytest.raises(ValueError, match="notes.pth is not a readable PyTorch checkpoint \\(\\w+Error"):
+        read_checkpoint(text)
+    good = save_checkpoint({"model": {"w": torch.zeros(1000)}}, tmp_path / "good.pth")
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(ValueError, match="truncated.pth is not a readable PyTorch checkpoint"):
+        load_checkpoint(create_model(NAME, num_classes=10), truncated)
+    with pytest.raises(ValueError, match="is a directory"):
+        read_checkpoint(tmp_path)
+
+
 def test_save_checkpoint_is_atomic_and_readable(tmp_path):
     path = save_checkpoint({"x": torch.arange(3)}, tmp_path / "a" / "b.pt")
     save_checkpoint({"x": torch.arange(4)}, path)  # overwrite

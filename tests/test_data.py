@@ -50,6 +50,24 @@ def test_balanced_subset_is_balanced_seeded_and_validated(tiny_datasets):
         balanced_subset(targets, 8)
 
 
+def test_too_few_images_names_the_class_folder_and_the_fix():
+    with pytest.raises(ValueError, match="class 'train/n02' \\(index 1\\) has only 7 images.*lower images_per_class"):
+        balanced_subset([0] * 10 + [1] * 7, 8, class_names=["train/n01", "train/n02"])
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+    good = tmp_path / "good.JPEG"
+    F.to_pil_image(torch.zeros(3, 8, 8, dtype=torch.uint8)).save(good, format="JPEG")
+    truncated = tmp_path / "truncated.JPEG"
+    truncated.write_bytes(good.read_bytes()[:60])
+    text = tmp_path / "text.JPEG"
+    text.write_text("not an image")
+    assert read_image(good).shape == (3, 8, 8)
+    for path in (truncated, text):
+        with pytest.raises(ValueError, match=f"cannot decode image '{path}'.*corrupt"):
+            read_image(path)
+
+
 def test_crop_info_reproduces_the_sample(data_root):
     train = ImageFolderDataset(data_root, "train", 64, per_class=2, cache=False, return_crop_info=True)
     torch.manual_seed(0)
@@ -83,6 +101,9 @@ def test_missing_and_empty_roots_raise_clear_errors(tmp_path):
         resolve_data_root(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="no train/ folder"):
         check_data_root(tmp_path)
+    (tmp_path / "data.tgz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="data.tgz' is a file, not a folder"):
+        check_data_root(tmp_path / "data.tgz")
     (tmp_path / "train" / "a").mkdir(parents=True)
     (tmp_path / "val").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no images"):

@@ -68,6 +68,11 @@ def test_bad_arguments_raise():
         distillation_loss(S, Y, T_, alpha=1.5)
     with pytest.raises(ValueError, match="temperature"):
         kd_kl_loss(S, T_, 0.0)
+    for bad in (float("nan"), float("inf"), "4", None, True):
+        with pytest.raises(ValueError, match=f"temperature must be a finite number > 0, got {bad!r}"):
+            soft_target_cross_entropy(S, T_, bad)
+        with pytest.raises(ValueError, match="temperature"):
+            distillation_loss(S, Y, T_, temperature=bad)
     with pytest.raises(ValueError, match=r"\(B, K\)"):
         kd_kl_loss(S, T_[:, :2])
     with pytest.raises(ValueError, match="kd_loss"):

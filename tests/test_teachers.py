@@ -51,6 +51,8 @@ def test_unmappable_classes_raise():
         create_teacher("efficientnet_lite0", ["dog"])
     with pytest.raises(FileNotFoundError, match="neither a pretrained teacher"):
         create_teacher("efficientnet_b7", ["n01440764"])
+    with pytest.raises(ValueError, match="class_names is empty"):
+        create_teacher("efficientnet_lite0", [])
 
 
 def test_wheel_weights_load_into_timm_in_order():
