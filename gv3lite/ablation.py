@@ -11,7 +11,8 @@ Owns:
 
 Runs are keyed by a hash of the resolved recipe (seed included), so a config shared by several grids (e.g. the
 ``ghostnetv3`` recipe is the ``recipe`` grid's cell, ``reparam/full``, ``kd/teacher`` and ``schedule/ema``) trains
-once. Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``fit``'s run directory plus ``result.json``),
+once; so does a cell without EMA (trained as its EMA twin, whose raw weights it reads: `trained_as`), and the
+architectures grid's GhostNetV2 cells (GhostNetV3's architecture: the recipe's switches decide the branches). Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``fit``'s run directory plus ``result.json``),
 ``runs.csv`` (one row per grid, cell and seed), ``summary.csv`` / ``summary.md``, ``report.md``. A run with
 ``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it (``fit(resume=True)``).
 
@@ -36,24 +37,28 @@ from gv3lite.utils import BUDGETS as BUDGET_NAMES
 from gv3lite.utils import git_commit
 
 # --------------------------------------------------------------------------------------------------- budgets
-# Applied on top of every cell's recipe. Sized by measurement (issue 3; shared 2-core CPU under load, one thread,
-# process CPU time): at 48 px, 16 epochs of 1,000 images cost ~140 s for the plain graph and ~320 s for the
-# re-parameterized train form with cached KD (incl. evaluating 500 val images twice per epoch); the teacher cache
-# (EfficientNet-Lite0, 1,000 images) ~60 s once per seed. quick = 12 trainings (2 seeds x 6 configs) ~ 54 min of
-# one loaded core, estimated ~30-40 min on an idle 2-core machine with 2 threads.
-# quick: 10 classes x 100 train images, 50 val images per class, 48 px, 16 epochs, 2 seeds.
+# Applied on top of every cell's recipe. quick is sized by measurement on the 2-core CPU (torch, 2 threads, batch 32,
+# 48 px, train step per image): ghostnetv3_050 plain 4.7 ms / with branches 8.5 ms; mobilenetv2_050 2.8 / 8.1 ms;
+# shufflenetv2_050 1.6 / 4.8 ms (the x1.0 models cost 2.6-11 / 7.8-21 ms, too much for an hour: quick runs the
+# architectures grid at width x0.5, full at x1.0 as in the paper). quick = 9 unique configs x 2 seeds = 18 trainings
+# of 2,000 images x 10 epochs, plus one teacher cache of the 2,000 images (the subset is the same for both seeds,
+# `Recipe.data_seed`), about 50 min on an idle 2-core machine. Val: 100 images per class, evaluated once, after
+# the last epoch (eval_every = epochs), to keep the binomial noise of top-1 near 1.5 pp at little cost.
 BUDGETS = {
-    #          images/class  images/class                  batch  warm-up  EMA      seeds  model
-    #          train         val        px   epochs        size   epochs   decay
+    #          images/class  images/class                  batch  warm-up  EMA          eval   seeds  model   width
+    #          train         val        px   epochs        size   epochs   decay        every                 (arch grid)
     "smoke": dict(images_per_class_train=6, images_per_class_val=4, img_size=48, epochs=1, batch_size=16,
-                  warmup_epochs=0.0, ema_decay=0.9, seeds=1, model="ghostnetv3_050"),
-    "quick": dict(images_per_class_train=100, images_per_class_val=50, img_size=48, epochs=16, batch_size=32,
-                  warmup_epochs=1.0, ema_decay=0.98, seeds=2, model="ghostnetv3_050"),
+                  warmup_epochs=0.0, ema_decay=0.9, eval_every=1, seeds=1, model="ghostnetv3_050", arch_width="050"),
+    "quick": dict(images_per_class_train=200, images_per_class_val=100, img_size=48, epochs=10, batch_size=32,
+                  warmup_epochs=1.0, ema_decay=0.985, eval_every=10, seeds=2, model="ghostnetv3_050",
+                  arch_width="050"),
     "full": dict(images_per_class_train=None, images_per_class_val=None, img_size=224, epochs=100, batch_size=128,
-                 warmup_epochs=3.0, ema_decay=0.9998, seeds=3, model="ghostnetv3_050"),
+                 warmup_epochs=3.0, ema_decay=0.9998, eval_every=5, seeds=3, model="ghostnetv3_050",
+                 arch_width="100"),
 }
 # EMA decay per budget: about 1 - 10 / (total optimizer steps), so the average spans the last ~tenth of training
-# (the paper's decay was not recovered). quick: 31 steps/epoch x 16 epochs ~ 500 steps -> 0.98.
+# (the paper's decay was not recovered). quick: 62 steps/epoch x 10 epochs = 620 steps -> 0.985.
+NOT_RECIPE_FIELDS = ("seeds", "arch_width")
 
 SMOKE, QUICK, FULL = {"smoke", "quick", "full"}, {"quick", "full"}, {"full"}
 PLAIN = dict(num_conv_branches=1, use_scale_branch=False, use_identity_branch=False)
@@ -101,17 +106,17 @@ GRIDS = {
         ("ema", "ghostnetv3", {}, QUICK),
         ("step", "ghostnetv3", dict(sched="step"), FULL),
         ("onecycle", "ghostnetv3", dict(sched="onecycle"), FULL)),
-    "architectures": _cells(  # paper: the recipe on other compact models (issue 5); every budget but smoke
-        ("ghostnetv2_100/conventional", "conventional", {}, FULL, "ghostnetv2_100"),
-        ("ghostnetv2_100/ghostnetv3", "ghostnetv3", {}, FULL, "ghostnetv2_100_rep"),
-        ("mobilenetv2_100/conventional", "conventional", {}, FULL, "mobilenetv2_100"),
-        ("mobilenetv2_100/ghostnetv3", "ghostnetv3", {}, FULL, "mobilenetv2_100_rep"),
-        ("shufflenetv2_100/conventional", "conventional", {}, FULL, "shufflenetv2_100"),
-        ("shufflenetv2_100/ghostnetv3", "ghostnetv3", {}, FULL, "shufflenetv2_100_rep")),
+    "architectures": _cells(  # paper: the recipe on other compact models (issue 5); {width} = budget's arch_width
+        ("ghostnetv2/conventional", "conventional", {}, SMOKE, "ghostnetv2_{width}"),
+        ("ghostnetv2/ghostnetv3", "ghostnetv3", {}, SMOKE, "ghostnetv2_{width}_rep"),
+        ("mobilenetv2/conventional", "conventional", {}, SMOKE, "mobilenetv2_{width}"),
+        ("mobilenetv2/ghostnetv3", "ghostnetv3", {}, SMOKE, "mobilenetv2_{width}_rep"),
+        ("shufflenetv2/conventional", "conventional", {}, SMOKE, "shufflenetv2_{width}"),
+        ("shufflenetv2/ghostnetv3", "ghostnetv3", {}, SMOKE, "shufflenetv2_{width}_rep")),
 }
 # paper_results.csv names the architectures grid's cells conventional / ghostnetv3 and tells models apart by label
-ARCH_LABELS = {"ghostnetv2_100": "GhostNetV2 1.0x", "mobilenetv2_100": "MobileNetV2 1.0",
-               "shufflenetv2_100": "ShuffleNetV2 1.0"}
+# (the paper's numbers are for width x1.0)
+ARCH_LABELS = {"ghostnetv2": "GhostNetV2 1.0x", "mobilenetv2": "MobileNetV2 1.0", "shufflenetv2": "ShuffleNetV2 1.0"}
 
 
 def paper_key(grid: str, cell: str) -> tuple[str, str | None]:
@@ -134,9 +139,22 @@ def cell_recipe(budget: str, grid: str, cell: Cell | str, seed: int = 0) -> Reci
     b = _check_budget(budget)
     if isinstance(cell, str):
         cell = next((c for c in GRIDS[grid] if c.name == cell), None) or _unknown_cell(grid, cell)
-    sizes = {k: v for k, v in b.items() if k != "seeds"}
-    sizes["model"] = cell.model or b["model"]
+    sizes = {k: v for k, v in b.items() if k not in NOT_RECIPE_FIELDS}
+    sizes["model"] = cell.model.format(width=b["arch_width"]) if cell.model else b["model"]
+    if sizes["model"].startswith("ghostnetv2_"):
+        # GhostNetV2 is GhostNetV3's architecture without the training-time branches, and a recipe's switches decide
+        # the branches: train it under its GhostNetV3 name, so that it shares runs with the other grids
+        sizes["model"] = "ghostnetv3_" + sizes["model"].removeprefix("ghostnetv2_").removesuffix("_rep")
     return preset(cell.preset, **{**cell.changes, **sizes, "seed": seed})
+
+
+def trained_as(recipe: Recipe) -> Recipe:
+    """The recipe that is actually trained for ``recipe``: itself, or with ``ema=True`` when it has no EMA.
+
+    An EMA only observes training (it reads the weights after each step and draws no random numbers), so a run
+    with EMA follows exactly the trajectory of the same run without it; its raw weights *are* the no-EMA run
+    (checked by ``tests/test_train.py``). ``schedule/no_ema`` therefore reads ``top1_raw`` of the EMA run."""
+    return recipe if recipe.ema else recipe.replace(ema=True)
 
 
 def _unknown_cell(grid, cell):
@@ -149,7 +167,8 @@ def run_id(recipe: Recipe) -> str:
 
 
 def plan(budget: str, grids=None, seeds: int | None = None) -> list[dict]:
-    """Every (grid, cell, seed) of ``budget`` as dicts ``grid, cell, seed, recipe, run_id``, in grid order.
+    """Every (grid, cell, seed) of ``budget`` as dicts ``grid, cell, seed, recipe, trained_as, run_id``, in grid
+    order (``trained_as``: the recipe that is trained, see `trained_as`; ``run_id`` is its hash).
 
     ``grids``: names to keep (default: all grids with a cell in this budget); ``seeds``: number of seeds
     (default: the budget's), seeds are 0..seeds-1. Raises ``KeyError`` for an unknown grid name and ``ValueError``
@@ -181,13 +200,13 @@ def plan(budget: str, grids=None, seeds: int | None = None) -> list[dict]:
                 for seed in range(n_seeds):
                     recipe = cell_recipe(budget, grid, cell, seed)
                     items.append({"grid": grid, "cell": cell.name, "seed": seed, "recipe": recipe,
-                                  "run_id": run_id(recipe)})
+                                  "trained_as": trained_as(recipe), "run_id": run_id(trained_as(recipe))})
     return items
 
 
 # ------------------------------------------------------------------------------------------------------- run
 def _dataset_key(r: Recipe) -> tuple:
-    return (r.img_size, tuple(r.classes or ()), r.images_per_class_train, r.images_per_class_val, r.seed,
+    return (r.img_size, tuple(r.classes or ()), r.images_per_class_train, r.images_per_class_val, r.data_seed,
             r.auto_augment, r.random_erasing, r.min_crop_scale, r.cache)
 
 
@@ -225,7 +244,7 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
     out_dir = Path(out) / budget
     root = resolve_data_root(data)
-    unique = {it["run_id"]: it["recipe"] for it in items}
+    unique = {it["run_id"]: it["trained_as"] for it in items}
     counts = {"trained": 0, "skipped": 0, "resumed": 0}
     datasets, t0 = {}, time.perf_counter()
     for i, (rid, recipe) in enumerate(unique.items()):
@@ -241,7 +260,7 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
                 datasets.clear()  # full-size datasets: keep one in memory at a time
             datasets[key] = build_datasets(
                 root, recipe.img_size, classes=recipe.classes, images_per_class_train=recipe.images_per_class_train,
-                images_per_class_val=recipe.images_per_class_val, seed=recipe.seed, cache=recipe.cache,
+                images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed, cache=recipe.cache,
                 auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing, return_crop_info=True,
                 scale=(recipe.min_crop_scale, 1.0))
         counts["resumed"] += (run_dir / "last.pth").is_file()
@@ -271,8 +290,9 @@ def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
         result = json.loads(file.read_text())
         config = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in it["recipe"].to_dict().items()
                   if k != "seed"}
+        top1 = result["top1_ema"] if it["recipe"].ema else result["top1_raw"]  # see `trained_as`
         rows.append({"grid": it["grid"], "cell": it["cell"], "seed": it["seed"], "run_id": it["run_id"],
-                     "top1": result["top1"], "top5": result["top5"], "top1_raw": result["top1_raw"],
+                     "top1": top1, "top5": result["top5"], "top1_raw": result["top1_raw"],
                      "top1_ema": result["top1_ema"], "train_seconds": result["train_seconds"],
                      "cpu_seconds": result["cpu_seconds"], "git_commit": result["git_commit"], "budget": budget,
                      "command": result["command"], **config})
@@ -389,8 +409,11 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: 
         except KeyError:
             paper = None
         seeds = int(summary[summary["grid"] == grid]["n"].max())
+        title = f"{grid} — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
+        if grid == "architectures":
+            title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
         fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
-                        title=f"{grid} — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}")
+                        title=title)
         paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command))
         plt.close(fig)
     return paths

@@ -146,7 +146,7 @@ def run_eval(args) -> int:
     model = model.to(device).eval()
     deploy = gv3lite.reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
-                             per_class=args.images_per_class, seed=recipe.seed)
+                             per_class=args.images_per_class, seed=recipe.data_seed)
     correct, max_diff, n = [0, 0], 0.0, 0
     with torch.no_grad():
         for images, targets in build_loader(val, args.batch_size, train=False):

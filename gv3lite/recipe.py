@@ -11,7 +11,8 @@ Field groups (paper, arXiv 2404.11202, Sec. 4 "training strategies"):
   ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``ema``, ``ema_decay``; augmentation: ``auto_augment``,
   ``mixup_alpha``, ``cutmix_alpha``, ``random_erasing``, ``min_crop_scale``; knowledge distillation:
   ``teacher``, ``kd_alpha``, ``kd_temperature``, ``kd_mode``, ``kd_loss``; data: ``img_size``, ``classes``,
-  ``images_per_class_train``, ``images_per_class_val``, ``cache``, ``num_workers``.
+  ``images_per_class_train``, ``images_per_class_val``, ``data_seed``, ``cache``, ``num_workers``; evaluation:
+  ``eval_every``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ KD_LOSSES = ("kl", "soft_ce")  # gv3lite.distill.KD_LOSSES
 MIN_IMG_SIZE = 33  # stride 32: at 32 px the last stage is 1x1 and its DFC attention pooling fails
 BOOL_FIELDS = ("use_scale_branch", "use_identity_branch", "cache", "ema")
 INT_FIELDS = ("num_classes", "num_conv_branches", "img_size", "images_per_class_train", "images_per_class_val",
-              "num_workers", "epochs", "batch_size", "seed")
+              "data_seed", "num_workers", "epochs", "batch_size", "eval_every", "seed")
 OPTIONAL_FIELDS = ("num_classes", "images_per_class_train", "images_per_class_val")  # None allowed
 FLOAT_FIELDS = ("drop_rate", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr",
                 "label_smoothing", "ema_decay", "min_crop_scale", "mixup_alpha", "cutmix_alpha", "random_erasing",
@@ -67,6 +68,8 @@ class Recipe:
     classes: list[str] | None = None
     images_per_class_train: int | None = None
     images_per_class_val: int | None = None
+    data_seed: int = 0  # which balanced subset (images_per_class_*) is drawn; kept apart from `seed` so that seeds
+    #                     vary initialization and batch order on the same images
     cache: bool = True
     num_workers: int = 0
     # optimization
@@ -83,6 +86,7 @@ class Recipe:
     label_smoothing: float = 0.1
     ema: bool = False
     ema_decay: float = 0.999
+    eval_every: int = 1  # evaluate on val every N epochs and always after the last one
     seed: int = 0
     # augmentation (paper Sec. 4.4)
     min_crop_scale: float = 0.35
@@ -138,7 +142,7 @@ class Recipe:
         choice("kd_loss", KD_LOSSES)
         from gv3lite.ghostnetv3 import list_models  # lazy, like gv3lite.teachers below: both import torch/timm
         choice("model", list_models())
-        for name in ("epochs", "batch_size", "num_conv_branches"):
+        for name in ("epochs", "batch_size", "num_conv_branches", "eval_every"):
             check(getattr(self, name) >= 1, name, "an integer >= 1")
         check(self.img_size >= MIN_IMG_SIZE, "img_size",
               f"an integer >= {MIN_IMG_SIZE} (the network downsamples 32x: at 32 px its last stage is 1x1 and the "
@@ -146,7 +150,7 @@ class Recipe:
         for name in ("num_classes", "images_per_class_train", "images_per_class_val"):
             value = getattr(self, name)
             check(value is None or value >= 1, name, "None or an integer >= 1")
-        for name in ("seed", "num_workers"):
+        for name in ("seed", "data_seed", "num_workers"):
             check(getattr(self, name) >= 0, name, "an integer >= 0")
         for name in ("lr", "warmup_lr", "min_lr", "warmup_epochs", "mixup_alpha", "cutmix_alpha"):
             check(getattr(self, name) >= 0, name, ">= 0")

@@ -177,7 +177,8 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     """Train ``recipe`` on ``data_root`` (see `gv3lite.data.resolve_data_root`) and return the per-epoch history.
 
     Columns: ``epoch`` (1-based), ``train_loss``, ``val_loss``, ``val_top1``, ``val_top5`` (%), ``ema_top1``
-    (% or NaN), ``lr`` (last step), ``seconds`` (wall time of the epoch incl. evaluation).
+    (% or NaN), ``lr`` (last step), ``seconds`` (wall time of the epoch incl. evaluation). The val columns are NaN
+    on epochs that ``recipe.eval_every`` skips (the last epoch is always evaluated).
     ``out_dir`` (None = write nothing) receives ``recipe.yaml``, ``run_info.json``, ``metrics.csv``, ``last.pth``
     (each epoch) and ``best.pth`` (best val top-1 of the EMA weights if ``recipe.ema`` else of the model).
     ``resume=True`` continues from ``out_dir/last.pth`` (raises ``FileNotFoundError`` if missing).
@@ -210,7 +211,7 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     if datasets is None:
         datasets = build_datasets(resolve_data_root(data_root), recipe.img_size, classes=recipe.classes,
                                   images_per_class_train=recipe.images_per_class_train,
-                                  images_per_class_val=recipe.images_per_class_val, seed=recipe.seed,
+                                  images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
                                   cache=recipe.cache, auto_augment=recipe.auto_augment,
                                   random_erasing=recipe.random_erasing, return_crop_info=use_kd,
                                   scale=(recipe.min_crop_scale, 1.0), progress=not quiet)
@@ -281,8 +282,12 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
                                 start_step=epoch * len(train_loader), label_smoothing=recipe.label_smoothing,
                                 ema=ema, mixup=mixup, kd=kd, quiet=quiet)
-        val = evaluate(_unwrap(model), val_loader, device)
-        ema_top1 = evaluate(ema.module, val_loader, device)["top1"] if ema is not None else float("nan")
+        last_epoch = min(recipe.epochs, max_epochs or recipe.epochs)
+        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == last_epoch:
+            val = evaluate(_unwrap(model), val_loader, device)
+            ema_top1 = evaluate(ema.module, val_loader, device)["top1"] if ema is not None else float("nan")
+        else:  # recipe.eval_every skips this epoch: metrics stay NaN (and no best.pth update)
+            val, ema_top1 = {"loss": float("nan"), "top1": float("nan"), "top5": float("nan")}, float("nan")
         row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "val_loss": val["loss"], "val_top1": val["top1"],
                "val_top5": val["top5"], "ema_top1": ema_top1, "lr": stats["lr"],
                "seconds": time.perf_counter() - t0}

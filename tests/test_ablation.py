@@ -65,6 +65,17 @@ def test_shared_configs_run_once_and_cells_differ():
                   ids[("schedule", "ema", seed)]}
         assert len(shared) == 1
         assert ids[("kd", "none", seed)] == ids[("augment", "basic", seed)]
+        # no EMA = the EMA run's raw weights; GhostNetV2 + a recipe = GhostNetV3's architecture with its switches
+        assert ids[("schedule", "no_ema", seed)] == ids[("schedule", "ema", seed)]
+        assert ids[("architectures", "ghostnetv2/conventional", seed)] == ids[("recipe", "conventional", seed)]
+        assert ids[("architectures", "ghostnetv2/ghostnetv3", seed)] == ids[("recipe", "ghostnetv3", seed)]
+    by_cell = {(it["grid"], it["cell"]): it for it in items if it["seed"] == 0}
+    assert not by_cell[("schedule", "no_ema")]["recipe"].ema and by_cell[("schedule", "no_ema")]["trained_as"].ema
+    # quick runs the other architectures at width x0.5, full at the paper's x1.0
+    assert by_cell[("architectures", "mobilenetv2/ghostnetv3")]["recipe"].model == "mobilenetv2_050_rep"
+    full = {(it["grid"], it["cell"]): it["recipe"] for it in ablation.plan("full", ["architectures"], seeds=1)}
+    assert full[("architectures", "shufflenetv2/conventional")].model == "shufflenetv2_100"
+    assert full[("architectures", "ghostnetv2/ghostnetv3")].model == "ghostnetv3_100"
     assert ids[("recipe", "ghostnetv3", 0)] != ids[("recipe", "ghostnetv3", 1)]
     assert ids[("kd", "none", 0)] != ids[("kd", "teacher", 0)]
     # every grid's baseline and cells have a row (maybe value unknown) in the paper table
@@ -87,7 +98,7 @@ def test_plan_errors():
 
 
 @pytest.mark.parametrize("grids, message", [
-    ([], "no grid given; choose one or more of \\['recipe', 'reparam', 'kd'\\]"),
+    ([], "no grid given; choose one or more of \\['recipe', 'reparam', 'kd', 'architectures'\\]"),
     (["kd", "kd"], "\\['kd'\\] listed more than once"),
     (["kd", "schedule"], "\\['schedule'\\] have no cells in the 'smoke' budget; grids with cells in it: \\['recipe'"),
 ])
@@ -168,7 +179,8 @@ def test_smoke_budget_end_to_end(smoke_run):
     assert (runs["top5"] >= runs["top1"]).all() and (runs["train_seconds"] > 0).all()
     assert set(runs["budget"]) == {"smoke"} and set(runs["command"]) == {"pytest smoke"}
     # runs shared by several cells report the same numbers
-    assert runs.groupby("run_id")["top1"].nunique().max() == 1
+    assert runs.groupby(["run_id", "ema"])["top1"].nunique().max() == 1
+    assert {"ghostnetv2/ghostnetv3", "mobilenetv2/ghostnetv3", "shufflenetv2/conventional"} <= set(runs["cell"])
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == len({(it["grid"], it["cell"]) for it in items})
     assert {"top1_mean", "top1_std", "n", "paper_claim"} <= set(summary.columns)

@@ -166,6 +166,30 @@ def test_same_seed_same_metrics_and_resume_is_exact(data_root, tmp_path):
         fit(recipe, data_root, tmp_path / "nothing", quiet=True, resume=True)
 
 
+def test_ema_only_observes_training_and_eval_every_skips_epochs(data_root, tmp_path):
+    """An EMA run's raw weights are the run without EMA (gv3lite.ablation.trained_as relies on it); eval_every
+    leaves skipped epochs NaN and always evaluates the last; the subset depends on data_seed, not on seed."""
+    from gv3lite.checkpoint import read_checkpoint
+    recipe = Recipe(**{**TINY, "epochs": 3}, ema=False)
+    plain = fit(recipe, data_root, tmp_path / "plain", quiet=True)
+    with_ema = fit(recipe.replace(ema=True, ema_decay=0.9), data_root, tmp_path / "ema", quiet=True)
+    for column in ("train_loss", "val_loss", "val_top1", "val_top5", "lr"):
+        assert with_ema[column].tolist() == plain[column].tolist(), column
+    assert with_ema["ema_top1"].notna().all() and plain["ema_top1"].isna().all()
+    a, b = read_checkpoint(tmp_path / "plain" / "last.pth"), read_checkpoint(tmp_path / "ema" / "last.pth")
+    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+
+    sparse = fit(recipe.replace(eval_every=2), data_root, None, quiet=True)
+    assert sparse["val_top1"].isna().tolist() == [True, False, False]  # epochs 1 (skipped), 2 (every 2nd), 3 (last)
+    assert sparse["val_top1"].iloc[-1] == plain["val_top1"].iloc[-1]  # evaluating never changes training
+    with pytest.raises(ValueError, match="eval_every"):
+        recipe.replace(eval_every=0)
+
+    from gv3lite.ablation import _dataset_key, plan
+    keys = {_dataset_key(it["recipe"]) for it in plan("quick", ["recipe"]) if it["cell"] == "ghostnetv3"}
+    assert len(keys) == 1  # both seeds train on the same images
+
+
 class RecordingKD:
     """A stand-in KD object following the protocol in gv3lite.train: records what the trainer passes."""
     alpha = 0.5
