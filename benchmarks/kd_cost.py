@@ -9,14 +9,16 @@ Usage:
     python benchmarks/kd_cost.py                     # 40 img/class subset, 64 px, 2 epochs each
     python benchmarks/kd_cost.py --per-class 100 --img-size 64 --online-batches 3
 
-Prints a table and writes ``runs/benchmarks/kd_cost.json``. Not a test: wall-clock numbers depend on the machine
+Prints a table and writes ``results/kd_cost/kd_cost.json`` (with the command and the git commit). Not a test: wall-clock numbers depend on the machine
 and on its load.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from gv3lite.distill import CachedKD, OnlineKD, build_label_maps, dataset_classe
 from gv3lite.recipe import Recipe
 from gv3lite.teachers import create_teacher
 from gv3lite.train import build_model, build_optimizer, build_scheduler, train_one_epoch
+from gv3lite.utils import git_commit
 
 
 def main(argv=None):
@@ -39,7 +42,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per side (plain and KD alternate)")
     parser.add_argument("--online-batches", type=int, default=0, help="also time this many online-KD steps")
-    parser.add_argument("--out", default="runs/benchmarks/kd_cost.json")
+    parser.add_argument("--out", default="results/kd_cost/kd_cost.json")
     args = parser.parse_args(argv)
 
     train_ds, _ = build_datasets(resolve_data_root(args.data), args.img_size, images_per_class_train=args.per_class,
@@ -76,6 +79,7 @@ def main(argv=None):
         "caching_s": caching_s, "caching_img_per_s": len(train_ds) / caching_s,
         "caching_s_full_imagenette_train_est": 9469 * caching_s / len(train_ds),
         "label_map_shape": list(maps.maps.shape),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "git_commit": git_commit(),
     }
     if args.online_batches:
         online = OnlineKD(teacher, train_ds, alpha=0.5)

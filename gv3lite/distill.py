@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gv3lite.data import apply_crop_info, read_image
+
 # --------------------------------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------------------------------
@@ -205,29 +207,6 @@ def image_paths(dataset) -> list[str]:
                     "or a list of paths")
 
 
-def load_image(path: str) -> torch.Tensor:
-    """Decode one image file as RGB uint8 (3, H, W) (grayscale images are expanded to 3 channels)."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    return decode_image(str(path), mode=ImageReadMode.RGB)
-
-
-def crop_box(image: torch.Tensor, box, size: int, flip: bool = False) -> torch.Tensor:
-    """Cut the normalized box ``[x0, y0, x1, y1]`` (fractions of width/height) out of a (3, H, W) uint8 image,
-    resize it to (size, size) (bilinear, antialiased) and mirror it if ``flip``. Returns float (3, size, size) in [0, 1].
-    """
-    from torchvision.transforms.v2 import functional as TF
-
-    _, height, width = image.shape
-    x0, y0, x1, y1 = [float(v) for v in box]
-    left, top = round(x0 * width), round(y0 * height)
-    crop_w, crop_h = max(1, round((x1 - x0) * width)), max(1, round((y1 - y0) * height))
-    out = TF.resized_crop(image, top, left, crop_h, crop_w, [size, size], antialias=True)
-    if flip:
-        out = out.flip(-1)
-    return out.float() / 255.0
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Cached dense label maps (ReLabel)
 # --------------------------------------------------------------------------------------------------------------------
@@ -311,7 +290,7 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
         from tqdm.auto import tqdm
         batches = tqdm(batches, desc=f"teacher label maps ({teacher.name.split(':')[0]}, {size}px)", unit="batch")
     for start in batches:
-        images = [TF.resize(load_image(p), [size, size], antialias=True) for p in paths[start:start + batch_size]]
+        images = [TF.resize(read_image(p), [size, size], antialias=True) for p in paths[start:start + batch_size]]
         x = teacher.normalize_unit(torch.stack(images).float() / 255.0)
         chunks.append(teacher.dense_logits(x).half())
     maps = torch.cat(chunks)
@@ -397,9 +376,9 @@ class OnlineKD(CachedKD):
                               align_corners=False)
             return self.teacher(x)
         index, box, flip = _info_tensors(info)
-        crops = [crop_box(load_image(self.paths[i]), b, self.image_size, bool(f))
+        crops = [apply_crop_info(read_image(self.paths[i]), b, bool(f), self.image_size)
                  for i, b, f in zip(index.tolist(), box, flip)]
-        return self.teacher(self.teacher.normalize_unit(torch.stack(crops).to(device)))
+        return self.teacher(self.teacher.normalize_unit(torch.stack(crops).float().to(device) / 255.0))
 
 
 def dataset_classes(dataset) -> list[str]:
@@ -433,12 +412,13 @@ def make_kd(teacher: str, train_dataset, mode: str = "cached", alpha: float = 0.
     return CachedKD(maps, alpha=alpha, temperature=temperature, kd_loss=kd_loss)
 
 
-def build_kd(recipe, train_dataset, device="cpu") -> CachedKD:
+def build_kd(recipe, train_dataset, device="cpu", progress: bool = True) -> CachedKD:
     """The trainer's entry point (``gv3lite.train.fit`` calls it when ``recipe.teacher`` is set): ``make_kd`` with
     ``recipe.teacher``, ``recipe.kd_mode``, ``recipe.kd_alpha``, ``recipe.kd_temperature`` and ``recipe.kd_loss``
-    (``'kl'`` if the recipe has none)."""
+    (``'kl'`` if the recipe has none); ``progress``: a progress bar while the teacher fills the cache."""
     return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, alpha=recipe.kd_alpha,
-                   temperature=recipe.kd_temperature, kd_loss=getattr(recipe, "kd_loss", "kl"), device=device)
+                   temperature=recipe.kd_temperature, kd_loss=getattr(recipe, "kd_loss", "kl"), device=device,
+                   progress=progress)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -448,12 +428,14 @@ def build_kd(recipe, train_dataset, device="cpu") -> CachedKD:
 
 def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teacher: str = "efficientnet_lite0",
                      per_class: int = 25, per_class_val: int = 50, img_size: int = 40, epochs: int = 5,
-                     alpha: float = 0.5, temperature: float = 1.0, data_root=None, quiet: bool = True, **recipe_kw):
+                     alpha: float = 0.5, temperature: float = 1.0, data_root=None, quiet: bool = True, classes=None,
+                     **recipe_kw):
     """Train the same small student with no KD (``'plain'``), cached KD and online KD, for several seeds.
 
-    A class-balanced subset (``per_class`` train / ``per_class_val`` val images per class) at ``img_size`` px keeps
-    it small; online KD runs the teacher on every crop at its own resolution, so it dominates the cost (about
-    ``per_class * 10 * epochs`` teacher passes per seed). Returns a ``pandas.DataFrame`` with one row per
+    A class-balanced subset (``per_class`` train / ``per_class_val`` val images per class of ``classes``, default
+    all) at ``img_size`` px keeps it small; the subset is the same for every seed (seeds vary initialization and
+    batch order); online KD runs the teacher on every crop at its own resolution, so it dominates the cost (about
+    ``per_class * len(classes) * epochs`` teacher passes per seed). Returns a ``pandas.DataFrame`` with one row per
     (mode, seed): ``mode``, ``seed``, ``val_top1`` (% after the last epoch), ``train_seconds`` (sum of epoch times).
     The label maps are cached on disk, so their one-off cost is not in ``train_seconds``.
     """
@@ -463,14 +445,15 @@ def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teach
     from gv3lite.recipe import Recipe
     from gv3lite.train import fit
 
-    datasets = build_datasets(resolve_data_root(data_root), img_size, images_per_class_train=per_class,
-                              images_per_class_val=per_class_val, return_crop_info=True)
+    datasets = build_datasets(resolve_data_root(data_root), img_size, classes=classes,
+                              images_per_class_train=per_class, images_per_class_val=per_class_val,
+                              return_crop_info=True)
     kds = {m: None if m == "plain" else make_kd(teacher, datasets[0], mode=m, alpha=alpha, temperature=temperature,
                                                  progress=not quiet) for m in modes}
     rows = []
     for seed in seeds:
         for mode in modes:
-            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, **recipe_kw)
+            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, classes=classes, **recipe_kw)
             history = fit(recipe, datasets=datasets, kd=kds[mode], quiet=quiet)
             rows.append({"mode": mode, "seed": seed, "val_top1": float(history["val_top1"].iloc[-1]),
                          "train_seconds": float(history["seconds"].sum())})

@@ -224,7 +224,7 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
             from gv3lite.distill import build_kd
         except ImportError as err:
             raise NotImplementedError("recipe.teacher is set but gv3lite.distill.build_kd is not available") from err
-        kd = build_kd(recipe, train_ds, device)
+        kd = build_kd(recipe, train_ds, device, progress=not quiet)
 
     sampler = None
     if world > 1:

