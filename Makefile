@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 main: install
-	$(VENV)/bin/gv3lite reproduce --budget quick --data $(GV3LITE_DATA) --out results --figures figures
+	$(VENV)/bin/gv3lite reproduce --budget quick --jobs 2 --data $(GV3LITE_DATA) --out results --figures figures
 
 # one model: GhostNetV3-0.5x on all of Imagenette at 64 px (the trainer's defaults), then train vs deploy form
 train: install

@@ -230,3 +230,16 @@ def test_figures_dir_and_savefig(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="plain file stem"):
         plots.savefig(fig, "../escape")
     plt.close(fig)
+
+
+def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
+    """--jobs 2: two trainings at once in their own processes give the runs (and top-1) of the sequential run."""
+    _, first, _ = smoke_run
+    result = ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, figures=False, jobs=2,
+                                command="pytest jobs", log=lambda *a: None)
+    assert result["trained"] == 2 and result["skipped"] == 0
+    sequential = first["runs"].set_index(["grid", "cell"])["top1"]
+    for row in result["runs"].itertuples():
+        assert abs(row.top1 - sequential[(row.grid, row.cell)]) <= 2.5  # at most one of 40 val images differs
+    with pytest.raises(ValueError, match="jobs"):
+        ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, jobs=0)
