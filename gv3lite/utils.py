@@ -62,12 +62,16 @@ def default_data_root() -> Path:
 
 
 def git_commit() -> str:
-    """The short git commit of the checkout, ``+dirty`` appended when files changed; ``"unknown"`` outside git."""
+    """The short git commit of the checkout, ``+dirty`` appended when tracked files changed; ``"unknown"`` outside git.
+
+    Changes under ``results/`` and ``figures/`` do not count: they are what our own commands write (``gv3lite
+    reproduce`` rewrites ``results/quick/runs.csv`` and the figures before it records the commit in the report)."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=repo_root(), capture_output=True, text=True,  # noqa: E731
                                         timeout=10, check=True).stdout.strip()
         commit = run("rev-parse", "--short", "HEAD")
-        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+        changed = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures")
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
