@@ -440,12 +440,12 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
     seeds = sorted(set(runs["seed"])) if len(runs) else []
     lines = [f"# gv3lite reproduce — {budget} budget", "",
              f"Command: `{command}`  ", f"Commit: {git_commit()} (runs trained at "
-             f"{', '.join(sorted(set(runs['git_commit']))) if len(runs) else '-'})  ",
+             f"{', '.join(sorted(set(runs['git_commit'].astype(str)))) if 'git_commit' in runs else 'unknown'})  ",
              f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
              + (f"; this call trained {counts['trained']}, skipped {counts['skipped']}" if counts else "")
              + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "")
              + (f"; training time of all runs {runs.drop_duplicates('run_id')['train_seconds'].sum() / 60:.1f} min "
-                "(summed over runs)" if len(runs) else ""), "",
+                "(summed over runs)" if len(runs) and "train_seconds" in runs else ""), "",
              "Verdict rule: diff = mean top-1 of the cell − mean top-1 of the grid's baseline; spread = "
              "sqrt(std_cell² + std_baseline²) over seeds. |diff| ≤ spread (or one seed) → **inconclusive**; "
              "otherwise the direction **agrees** or **disagrees** with the paper's claim "
