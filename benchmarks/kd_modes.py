@@ -47,11 +47,22 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="results/kd_modes")
     args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        parser.error(f"--seeds {args.seeds}: give distinct seeds >= 0 (at least 2 to measure the seed spread)")
+    for name in ("per_class", "per_class_val", "epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    classes = None if args.classes == "all" else [c.strip() for c in args.classes.split(",") if c.strip()]
+    if classes is not None and len(classes) < 2:
+        parser.error(f"--classes {args.classes!r}: name at least 2 class folders (comma-separated), or 'all'")
 
-    runs = compare_kd_modes(seeds=tuple(args.seeds), teacher=args.teacher, per_class=args.per_class,
-                            per_class_val=args.per_class_val, img_size=args.img_size, epochs=args.epochs,
-                            data_root=args.data, quiet=False, batch_size=args.batch_size,
-                            classes=None if args.classes == "all" else args.classes.split(","))
+    try:
+        runs = compare_kd_modes(seeds=tuple(args.seeds), teacher=args.teacher, per_class=args.per_class,
+                                per_class_val=args.per_class_val, img_size=args.img_size, epochs=args.epochs,
+                                data_root=args.data, quiet=False, batch_size=args.batch_size, classes=classes,
+                                warmup_epochs=min(1.5, args.epochs / 2))
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        parser.error(str(err).strip('"'))
     runs["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     runs["commit"] = git_commit()
     summary = runs.groupby("mode")["val_top1"].agg(["mean", "std", "count"]).reset_index()
@@ -66,8 +77,11 @@ def main(argv=None):
     summary.to_csv(out / "summary.csv", index=False)
     print(summary.to_string(index=False))
     diff = summary["cached_minus_online"].iloc[0]
-    print(f"cached - online = {diff:+.2f} pp; largest seed std = {spread:.2f} pp -> "
-          f"{'within' if abs(diff) <= spread else 'outside'} seed noise")
+    if spread != spread:  # one seed: no spread to compare against
+        print(f"cached - online = {diff:+.2f} pp; one seed gives no seed spread: run 2 or more seeds to judge")
+    else:
+        print(f"cached - online = {diff:+.2f} pp; largest seed std = {spread:.2f} pp -> "
+              f"{'within' if abs(diff) <= spread else 'outside'} seed noise")
     print(f"written {out}/runs.csv, {out}/summary.csv")
     return summary
 

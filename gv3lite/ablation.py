@@ -242,7 +242,9 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     outputs every cached-KD run needs are computed once and stored on disk (`prepare_teachers`).
     Returns ``dict(trained, skipped, resumed, out_dir, runs, summary, verdicts, figures)``: ``trained`` counts
     trainings started by this call (``resumed`` of them continued a checkpoint), ``skipped`` the unique runs already
-    finished. Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1.
+    finished. ``grids`` limits what is trained (and drawn); the results files cover every finished run of the
+    budget. Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1 a script must
+    call this under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the script).
     """
     from gv3lite.data import resolve_data_root
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -271,22 +273,12 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
             datasets = _datasets_for(recipe, root, keep_one=budget == "full")
             done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command))
     elif todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        import torch
-        threads = max(1, torch.get_num_threads() // jobs)
+        threads = _threads_per_job(jobs, log)
         log(f"{len(todo)} trainings, {jobs} at once with {threads} thread{'s' if threads > 1 else ''} each")
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                   initargs=(threads,))
-        try:
-            futures = {pool.submit(_worker_train, r.to_dict(), str(out_dir / "runs" / rid), str(root), command,
-                                   budget == "full"): rid for rid, r in todo.items()}
-            for k, future in enumerate(as_completed(futures), 1):
-                done(k, futures[future], future.result())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    runs = collect(items, out_dir, budget)
+        _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done)
+    # the results files cover every finished run of the budget, not only the grids trained by this call
+    runs = collect(plan(budget, None, seeds), out_dir, budget)
+    out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
     summary = summarize(runs)
     summary.to_csv(out_dir / "summary.csv", index=False)
@@ -294,8 +286,11 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     table = verdicts(runs)
     write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=time.perf_counter() - t0,
                  counts=counts)
-    paths = plot_grids(runs, summary, budget, command) if figures else []
-    return {**counts, "out_dir": out_dir, "runs": runs, "summary": summary, "verdicts": table, "figures": paths}
+    mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
+    pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
+    paths = plot_grids(pick(runs), pick(summary), budget, command) if figures else []
+    return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": pick(table),
+            "figures": paths}
 
 
 def prepare_teachers(recipes: list[Recipe], root, log=print, quiet: bool = True) -> None:
@@ -334,14 +329,56 @@ def _datasets_for(recipe: Recipe, root, keep_one: bool = False):
     return _DATASETS[key]
 
 
-def _worker_init(threads: int) -> None:
+def _threads_per_job(jobs: int, log) -> int:
+    import os
+
     import torch
+    cores = os.cpu_count() or 1
+    if jobs > cores:
+        log(f"warning: --jobs {jobs} is more than the {cores} CPU cores; trainings will slow each other down")
+    return max(1, torch.get_num_threads() // jobs)
+
+
+def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, command: str, keep_one: bool, done):
+    """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes. Ctrl-C or SIGTERM stops the workers at
+    once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
+    import multiprocessing
+    import signal
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        tasks = [(rid, r.to_dict(), str(out_dir / "runs" / rid), str(root), command, keep_one) for rid, r in todo.items()]
+        for k, (rid, result) in enumerate(pool.imap_unordered(_worker_train, tasks), 1):
+            done(k, rid, result)
+    except BaseException:
+        for process in getattr(pool, "_pool", []):  # kill the workers first: Pool.terminate alone can hang here
+            process.kill()
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+        pool.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _worker_init(threads: int) -> None:
+    import signal
+
+    import torch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
     torch.set_num_threads(threads)
 
 
-def _worker_train(recipe: dict, run_dir: str, root: str, command: str, keep_one: bool) -> dict:
+def _worker_train(task: tuple) -> tuple[str, dict]:
+    rid, recipe, run_dir, root, command, keep_one = task
     recipe = Recipe.from_dict(recipe)
-    return run_one(recipe, Path(run_dir), root, _datasets_for(recipe, root, keep_one), quiet=True, command=command)
+    return rid, run_one(recipe, Path(run_dir), root, _datasets_for(recipe, root, keep_one), quiet=True,
+                        command=command)
 
 
 def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
@@ -388,6 +425,8 @@ def _claim(grid, cell, paper_claim):
 def summary_markdown(summary: pd.DataFrame, budget: str) -> str:
     """The summary as a Markdown table (top-1 / top-5 as mean ± std in %)."""
     lines = [f"# Ablation summary ({budget} budget)", "",
+             "top-1: of the EMA weights where the cell keeps an EMA, else of the raw weights; top-5: raw weights. "
+             "Cells with the same run id (runs.csv) are one training.", "",
              "| grid | cell | n | top-1 (%) | top-5 (%) | paper claim | train s / run |", "|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
         lines.append(f"| {r.grid} | {r.cell} | {r.n} | {_pm(r.top1_mean, r.top1_std)} | {_pm(r.top5_mean, r.top5_std)} "
@@ -450,7 +489,10 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              "sqrt(std_cell² + std_baseline²) over seeds. |diff| ≤ spread (or one seed) → **inconclusive**; "
              "otherwise the direction **agrees** or **disagrees** with the paper's claim "
              "(gv3lite/paper_results.csv, each claim with its source). Small data, low resolution and few epochs: "
-             "a disagreement here says how the ingredient behaves at this scale, not that the paper is wrong.", "",
+             "a disagreement here says how the ingredient behaves at this scale, not that the paper is wrong. "
+             "Cells with the same run id in runs.csv are one training (the same resolved recipe), e.g. "
+             "architectures/ghostnetv2/* and recipe/*; schedule/no_ema reads the raw weights of the EMA run. "
+             "top-1 is of the EMA weights when the cell keeps an EMA, top-5 always of the raw weights.", "",
              "| grid | ingredient (cell vs baseline) | diff (pp) | spread (pp) | n | paper claim | verdict |",
              "|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
@@ -506,7 +548,7 @@ def add_reproduce(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
-    p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines")
+    p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines (with --jobs 1 only)")
     p.set_defaults(func=run_reproduce)
 
 

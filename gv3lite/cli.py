@@ -190,7 +190,8 @@ def main(argv=None) -> int:
 
     A user error (`USER_ERRORS`) prints ``gv3lite <command>: error: <message>`` to stderr and returns 2 (as
     argparse does for bad flags); with ``GV3LITE_DEBUG=1`` it is raised with its traceback instead. Other
-    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback.
+    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback. An interrupt (Ctrl-C) prints how to
+    resume and returns 130.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -202,6 +203,10 @@ def main(argv=None) -> int:
         hint = "\n(a TypeError may be a bug: set GV3LITE_DEBUG=1 for the traceback)" if type(err) is TypeError else ""
         print(f"gv3lite {args.command}: error: {message}{hint}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM during `reproduce --jobs`): no traceback, say how to go on
+        print(f"gv3lite {args.command}: interrupted; finished epochs and runs are kept in their run directories: "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

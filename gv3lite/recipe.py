@@ -157,7 +157,8 @@ class Recipe:
         check(self.lr > 0, "lr", "> 0")
         check(self.min_lr <= self.lr, "min_lr", f"<= lr ({self.lr:g})")
         check(self.warmup_lr <= self.lr, "warmup_lr", f"<= lr ({self.lr:g})")
-        check(self.warmup_epochs <= self.epochs, "warmup_epochs", f"<= epochs ({self.epochs})")
+        check(self.warmup_epochs <= self.epochs, "warmup_epochs",
+              f"<= epochs ({self.epochs}); lower it too, e.g. --set warmup_epochs=0")
         check(0 <= self.momentum < 1, "momentum", "in [0, 1) (typical: 0.9)")
         check(0 <= self.weight_decay < 1, "weight_decay", "in [0, 1) (typical: 0.05 for AdamW, 1e-4 for SGD)")
         for name in ("drop_rate", "label_smoothing", "random_erasing", "kd_alpha", "ema_decay"):

@@ -200,6 +200,10 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
                                log=lambda *a: None)
     assert again["trained"] == 0 and again["skipped"] == first["trained"]
     assert again["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
+    # --grids limits what is trained and returned; the results files keep every finished run of the budget
+    only_kd = ablation.reproduce("smoke", out=out, grids=["kd"], data=data_root, figures=False, log=lambda *a: None)
+    assert set(only_kd["runs"]["grid"]) == {"kd"}
+    assert len(pd.read_csv(out / "smoke" / "runs.csv")) == len(first["runs"])
     # an interrupted run (checkpoint, no result.json) continues from its checkpoint instead of starting over
     rid = first["runs"]["run_id"].iloc[0]
     (out / "smoke" / "runs" / rid / "result.json").unlink()
