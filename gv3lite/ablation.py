@@ -316,16 +316,12 @@ _DATASETS: dict = {}  # per process: decoded datasets by `_dataset_key`, reused 
 
 
 def _datasets_for(recipe: Recipe, root, keep_one: bool = False):
-    from gv3lite.data import build_datasets
+    from gv3lite.train import recipe_datasets
     key = _dataset_key(recipe)
     if key not in _DATASETS:
         if keep_one:
             _DATASETS.clear()  # full-size datasets: keep one in memory at a time
-        _DATASETS[key] = build_datasets(
-            root, recipe.img_size, classes=recipe.classes, images_per_class_train=recipe.images_per_class_train,
-            images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed, cache=recipe.cache,
-            auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing, return_crop_info=True,
-            scale=(recipe.min_crop_scale, 1.0))
+        _DATASETS[key] = recipe_datasets(recipe, root, return_crop_info=True)
     return _DATASETS[key]
 
 

@@ -51,6 +51,16 @@ def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
                                 use_identity_branch=recipe.use_identity_branch, drop_rate=recipe.drop_rate)
 
 
+def recipe_datasets(recipe: Recipe, root, return_crop_info: bool = False, progress: bool = False):
+    """The (train, val) pair ``gv3lite.data.build_datasets`` gives for the recipe's data fields (size, classes,
+    subset sizes drawn with ``data_seed``, cache, augmentation, crop scale) from the ImageFolder ``root``."""
+    return build_datasets(root, recipe.img_size, classes=recipe.classes,
+                          images_per_class_train=recipe.images_per_class_train,
+                          images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed, cache=recipe.cache,
+                          auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
+                          return_crop_info=return_crop_info, scale=(recipe.min_crop_scale, 1.0), progress=progress)
+
+
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     """timm ``create_optimizer_v2`` (no weight decay on biases and norm parameters)."""
     from timm.optim import create_optimizer_v2
@@ -209,12 +219,7 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
                                   "set mixup_alpha=cutmix_alpha=0 or teacher=None")
     generator = seed_everything(recipe.seed)
     if datasets is None:
-        datasets = build_datasets(resolve_data_root(data_root), recipe.img_size, classes=recipe.classes,
-                                  images_per_class_train=recipe.images_per_class_train,
-                                  images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
-                                  cache=recipe.cache, auto_augment=recipe.auto_augment,
-                                  random_erasing=recipe.random_erasing, return_crop_info=use_kd,
-                                  scale=(recipe.min_crop_scale, 1.0), progress=not quiet)
+        datasets = recipe_datasets(recipe, resolve_data_root(data_root), return_crop_info=use_kd, progress=not quiet)
     train_ds, val_ds = datasets
     num_classes = recipe.num_classes or len(train_ds.classes)
     if num_classes != len(train_ds.classes):
@@ -273,7 +278,8 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
                 "val_images": len(val_ds), "data_root": str(getattr(train_ds, "root", data_root))}
         (out_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    for epoch in range(start_epoch, min(recipe.epochs, max_epochs or recipe.epochs)):
+    last_epoch = min(recipe.epochs, max_epochs or recipe.epochs)
+    for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
         _reseed(_epoch_seed(recipe.seed, epoch, rank))
         generator.manual_seed(_epoch_seed(recipe.seed, epoch))
@@ -282,7 +288,6 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
                                 start_step=epoch * len(train_loader), label_smoothing=recipe.label_smoothing,
                                 ema=ema, mixup=mixup, kd=kd, quiet=quiet)
-        last_epoch = min(recipe.epochs, max_epochs or recipe.epochs)
         if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == last_epoch:
             val = evaluate(_unwrap(model), val_loader, device)
             ema_top1 = evaluate(ema.module, val_loader, device)["top1"] if ema is not None else float("nan")
