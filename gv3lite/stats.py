@@ -265,7 +265,8 @@ def _arms(runs: pd.DataFrame, contrasts) -> dict:
             reading = tuple(rows["ema"]) if "ema" in rows else ()
             key = (tuple(sorted(zip(rows["seed"], rows["run_id"]))), reading)
             family = str(rows["model"].iloc[0]).removesuffix("_rep") if "model" in rows else "all"
-            arms[(c.grid, name)] = {"top1": rows.set_index("seed")["top1"], "key": key, "family": family}
+            arms[(c.grid, name)] = {"top1": rows.set_index("seed")["top1"], "key": key, "family": family,
+                                    "run_ids": rows.set_index("seed")["run_id"]}
     return arms
 
 
@@ -300,7 +301,8 @@ def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: f
             seen[pair_key]["same_as"] += (", " if seen[pair_key]["same_as"] else "") + f"{c.grid}/{c.cell}"
             continue
         seen[pair_key] = row
-        if a["key"][0] == b["key"][0]:  # the same trainings read two ways
+        common = a["run_ids"].index.intersection(b["run_ids"].index)
+        if len(common) and (a["run_ids"][common] == b["run_ids"][common]).any():  # the same trainings, read two ways
             if c.within_run is None:
                 raise ValueError(f"{c.grid}/{c.cell} and {c.baseline} are the same trainings; give the contrast "
                                  "within_run=(column_a, column_b) to compare two readings of them")
