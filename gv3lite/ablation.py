@@ -21,9 +21,9 @@ reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import math
 import shlex
 import sys
 import time
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
+from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table
 from gv3lite.utils import BUDGETS as BUDGET_NAMES
 from gv3lite.utils import git_commit
 
@@ -401,7 +403,6 @@ def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (sample std, ddof=1; NaN for one seed) of top-1 and top-5 per (grid, cell), in run order,
     with ``n`` (seeds) and the paper's claim for the cell."""
-    from gv3lite.paper import paper_claim
     grouped = runs.groupby(["grid", "cell"], sort=False)
     summary = grouped.agg(n=("top1", "size"), top1_mean=("top1", "mean"), top1_std=("top1", "std"),
                           top5_mean=("top5", "mean"), top5_std=("top5", "std"),
@@ -434,43 +435,89 @@ def _pm(mean, std) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if std == std else " (1 seed)")
 
 
-def judge(diff: float, spread: float, claim: str) -> str:
-    """Our direction against the paper's ``claim`` (``better``/``worse``): ``agrees`` / ``disagrees`` when
-    ``|diff| > spread``, ``inconclusive`` when the difference is within the spread (or the spread is unknown, e.g.
-    one seed), ``no paper claim`` when the paper states no direction."""
-    if claim not in ("better", "worse"):
-        return "no paper claim"
-    if not (spread == spread) or abs(diff) <= spread:
-        return "inconclusive"
-    return "agrees" if (diff > 0) == (claim == "better") else "disagrees"
-
-
-def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per grid and non-baseline cell: ``diff`` = mean top-1 of the cell minus the grid's baseline (pp),
-    ``spread`` = sqrt(std_cell² + std_baseline²) (pp), ``n`` seeds of each, the paper's claim and `judge`'s verdict.
-    The baseline is the grid's first cell (``GRIDS``) that has runs."""
-    summary = summarize(runs)
-    rows = []
-    for grid, part in summary.groupby("grid", sort=False):
-        base_name = next((c.name for c in GRIDS.get(grid, []) if c.name in set(part["cell"])), part["cell"].iloc[0])
-        for r in part.itertuples():
-            if "/" in r.cell:  # architectures: each model against its own conventional cell
-                base_name = r.cell.split("/")[0] + "/conventional"
-            if r.cell == base_name or base_name not in set(part["cell"]):
+def contrasts(runs: pd.DataFrame) -> list[Contrast]:
+    """The study's contrasts among the cells in ``runs``: every non-baseline cell against its grid's baseline (the
+    grid's first cell in ``GRIDS`` that has runs; in the architectures grid each model's ``conventional`` cell), with
+    the paper's claim and claimed differences (`paper_diffs`). A cell that differs from its baseline only in
+    ``ema`` reads the same trainings, so it is compared within-run (EMA minus raw top-1 of every training)."""
+    out = []
+    present = runs.groupby("grid", sort=False)["cell"].unique() if len(runs) else {}
+    for grid, cells in (present.items() if len(runs) else []):
+        cells = list(cells)
+        order = [c.name for c in GRIDS.get(grid, [])]
+        base_name = next((c for c in order if c in cells), cells[0])
+        for cell in cells:
+            base = cell.split("/")[0] + "/conventional" if "/" in cell else base_name
+            if cell == base or base not in cells:
                 continue
-            base = part[part["cell"] == base_name].iloc[0]
-            diff = r.top1_mean - base.top1_mean
-            spread = math.sqrt(r.top1_std ** 2 + base.top1_std ** 2)
-            rows.append({"grid": grid, "cell": r.cell, "baseline": base_name, "diff": diff, "spread": spread,
-                         "n_cell": r.n, "n_baseline": int(base.n), "paper_claim": r.paper_claim,
-                         "verdict": judge(diff, spread, r.paper_claim)})
-    return pd.DataFrame(rows, columns=["grid", "cell", "baseline", "diff", "spread", "n_cell", "n_baseline",
-                                       "paper_claim", "verdict"])
+            changed = set(differing_fields(runs, grid, cell, base))
+            out.append(Contrast(grid, cell, base, _claim(grid, cell, paper_claim), paper_diffs(grid, cell, base),
+                                ("top1_ema", "top1_raw") if changed == {"ema"} else None))
+    return out
+
+
+def paper_diffs(grid: str, cell: str, baseline: str) -> tuple:
+    """The paper's top-1 differences cell − baseline (pp), one per model width that both rows of
+    ``paper_results.csv`` report (e.g. the recipe: +1.8 / +2.2 / +2.6 at 1.0x / 1.3x / 1.6x); () when unknown."""
+    (paper_cell, label), (paper_base, _) = paper_key(grid, cell), paper_key(grid, baseline)
+    try:
+        rows = paper_results(grid)
+    except KeyError:
+        return ()
+    rows = rows[(rows["metric"] == "top1") & rows["value"].notna()]
+    if label is not None:
+        rows = rows[rows["model"] == label]
+    width = rows["model"].str.split().str[-1]  # "GhostNetV2 1.3x" and "GhostNetV3 1.3x" pair by width
+    a = dict(zip(width[rows["cell"] == paper_cell], rows.loc[rows["cell"] == paper_cell, "value"]))
+    b = dict(zip(width[rows["cell"] == paper_base], rows.loc[rows["cell"] == paper_base, "value"]))
+    return tuple(round(a[w] - b[w], 3) for w in a if w in b)
+
+
+def differing_fields(runs: pd.DataFrame, grid: str, cell: str, baseline: str) -> dict:
+    """``field -> (baseline value, cell value)`` for every recipe field (``gv3lite.recipe.Recipe``, seed excepted)
+    in which the resolved recipes of ``cell`` and ``baseline`` differ, read from the recipe columns of ``runs``
+    (what was trained). Raises ``KeyError`` when either cell has no rows."""
+    rows = {}
+    for name in (cell, baseline):
+        part = runs[(runs["grid"] == grid) & (runs["cell"] == name)]
+        if part.empty:
+            raise KeyError(f"runs has no rows for {grid}/{name}")
+        rows[name] = part.iloc[0]
+    fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "seed" and f.name in runs.columns]
+    return {f: (rows[baseline][f], rows[cell][f]) for f in fields if not _same(rows[baseline][f], rows[cell][f])}
+
+
+def _same(x, y) -> bool:
+    return bool(pd.isna(x) and pd.isna(y)) or x == y  # a CSV reads None as NaN
+
+
+def verdicts(runs: pd.DataFrame, pool: bool = True) -> pd.DataFrame:
+    """The verdict table (``gv3lite.stats.contrast_table`` on `contrasts`): per distinct contrast the paired per-seed
+    differences, mean, 95% interval, Holm-adjusted p, minimum detectable effect and verdict, plus ``differs`` (the
+    recipe fields that differ from the baseline, ``field: baseline -> cell``)."""
+    items = contrasts(runs)
+    table = contrast_table(runs, items, pool=pool)
+    table["differs"] = ["; ".join(f"{k}: {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in
+                                  differing_fields(runs, r.grid, r.cell, r.baseline).items())
+                        if r.note[:6] != "no run" else "" for r in table.itertuples()]
+    return table
+
+
+def _fmt(value) -> str:
+    return "None" if pd.isna(value) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _ci(r) -> str:
+    if r.low != r.low:
+        return "n/a"
+    return f"[{r.low:+.2f}, {r.high:+.2f}]"
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
                  wall_seconds: float | None = None, counts: dict | None = None) -> Path:
-    """``report.md``: per ingredient, our direction against the paper's claim with its spread (see `verdicts`)."""
+    """``report.md``: per contrast the fields that differ, the paired per-seed differences, the mean with its 95%
+    interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.stats``).
+    """
     path = Path(path)
     seeds = sorted(set(runs["seed"])) if len(runs) else []
     lines = [f"# gv3lite reproduce — {budget} budget", "",
@@ -481,23 +528,27 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "")
              + (f"; training time of all runs {runs.drop_duplicates('run_id')['train_seconds'].sum() / 60:.1f} min "
                 "(summed over runs)" if len(runs) and "train_seconds" in runs else ""), "",
-             "Verdict rule: diff = mean top-1 of the cell − mean top-1 of the grid's baseline; spread = "
-             "sqrt(std_cell² + std_baseline²) over seeds. |diff| ≤ spread (or one seed) → **inconclusive**; "
-             "otherwise the direction **agrees** or **disagrees** with the paper's claim "
-             "(gv3lite/paper_results.csv, each claim with its source). Small data, low resolution and few epochs: "
-             "a disagreement here says how the ingredient behaves at this scale, not that the paper is wrong. "
-             "Cells with the same run id in runs.csv are one training (the same resolved recipe), e.g. "
-             "architectures/ghostnetv2/* and recipe/*; schedule/no_ema reads the raw weights of the EMA run. "
-             "top-1 is of the EMA weights when the cell keeps an EMA, top-5 always of the raw weights.", "",
-             "| grid | ingredient (cell vs baseline) | diff (pp) | spread (pp) | n | paper claim | verdict |",
-             "|---|---|---|---|---|---|---|"]
+             f"Analysis (declared before the runs; `gv3lite/stats.py`): the seed is the unit. diff = mean of the "
+             f"paired per-seed differences cell − baseline (top-1, pp); its 95% interval comes from a seed-blocked "
+             f"model (cell + seed) whose residual variance is pooled over the cells of one architecture, or from "
+             f"the paired differences alone where pooling is not possible (see `method`). p is Holm-adjusted across "
+             f"the paper's claims. Smallest effect of interest δ = {DELTA:g} pp. **agrees** / **disagrees**: "
+             f"adjusted p < {ALPHA:g}, in / against the paper's direction; **no effect >= {DELTA:g} pp**: the "
+             f"interval lies inside ±δ; **underpowered**: neither (MDE = the difference this design would detect "
+             f"with {POWER:.0%} power). EMA is judged within-run: EMA minus raw top-1 of every training. Paper "
+             "values are ImageNet differences (gv3lite/paper_results.csv); ours are on Imagenette at this budget's "
+             "size: compare directions, not magnitudes. Cells with the same run id in runs.csv are one training.",
+             "", "| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | Holm p | MDE (pp) | paper (pp) "
+             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.diff:+.2f} | "
-                     f"{'n/a' if r.spread != r.spread else f'{r.spread:.2f}'} | {r.n_cell} / {r.n_baseline} | "
-                     f"{r.paper_claim} | {r.verdict} |")
+        paper = r.paper_diff or r.claim
+        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} | {r.per_seed if len(r.per_seed) < 60 else r.per_seed[:57] + '...'} "
+                     f"| {r.diff:+.2f} | {_ci(r)} | {r.p_holm:.3f} | {r.mde:.1f} | {paper} | **{r.verdict}** |")
     if table.empty:
-        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | |")
-    path.write_text("\n".join(lines) + "\n")
+        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | |")
+    notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
+             + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
+    path.write_text("\n".join(lines + ["", "Method per contrast:", ""] + notes) + "\n")
     return path
 
 
@@ -506,7 +557,6 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: 
     """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``."""
     import matplotlib.pyplot as plt
 
-    from gv3lite.paper import paper_results
     from gv3lite.plots import plot_grid, savefig
     paths = []
     for grid in summary["grid"].unique():

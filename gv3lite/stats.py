@@ -289,7 +289,7 @@ def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: f
     rows, seen = [], {}
     for c in contrasts:
         row = {"grid": c.grid, "cell": c.cell, "baseline": c.baseline, "claim": c.claim,
-               "paper_diff": "/".join(f"{v:+g}" for v in c.paper_diff), "diff": np.nan, "se": np.nan, "df": np.nan,
+               "paper_diff": "/".join(f"{v:+.1f}" for v in c.paper_diff), "diff": np.nan, "se": np.nan, "df": np.nan,
                "n": 0, "seeds": "", "per_seed": "", "method": "", "same_as": "", "note": ""}
         a, b = arms.get((c.grid, c.cell)), arms.get((c.grid, c.baseline))
         if a is None or b is None:

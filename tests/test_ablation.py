@@ -3,11 +3,13 @@ and the figure-saving contract of `gv3lite.plots`."""
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from gv3lite import ablation
 from gv3lite.recipe import PRESET_NOTES, PRESETS, Recipe, preset
+from gv3lite.utils import repo_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -117,38 +119,49 @@ def test_reproduce_cli_rejects_bad_grids(flag, capsys):
 
 
 # ------------------------------------------------------------------------------------------ report logic
-def test_judge():
-    assert ablation.judge(+2.0, 1.0, "better") == "agrees"
-    assert ablation.judge(-2.0, 1.0, "worse") == "agrees"
-    assert ablation.judge(-2.0, 1.0, "better") == "disagrees"
-    assert ablation.judge(+0.5, 1.0, "better") == "inconclusive"
-    assert ablation.judge(+5.0, float("nan"), "better") == "inconclusive"  # one seed: no spread
-    assert ablation.judge(+5.0, 1.0, "unknown") == "no paper claim"
-
-
 def _synthetic(rows):
     return pd.DataFrame([{"grid": g, "cell": c, "seed": s, "top1": t, "top5": 90.0, "train_seconds": 1.0,
-                          "run_id": f"{g}{c}{s}"} for g, c, s, t in rows])
+                          "run_id": f"{g}{c}{s}", "mixup_alpha": 0.8 if c == "mixup" else 0.0,
+                          "teacher": "efficientnet_lite0" if c == "teacher" else None} for g, c, s, t in rows])
 
 
 def test_verdicts_and_report_on_synthetic_results(tmp_path):
-    runs = _synthetic([
-        ("kd", "none", 0, 50.0), ("kd", "none", 1, 52.0), ("kd", "teacher", 0, 60.0), ("kd", "teacher", 1, 62.0),
-        ("augment", "basic", 0, 50.0), ("augment", "basic", 1, 52.0),
-        ("augment", "mixup", 0, 57.0), ("augment", "mixup", 1, 59.0),  # paper: worse -> we disagree
-        ("augment", "cutmix", 0, 49.0), ("augment", "cutmix", 1, 53.0),  # within the spread
-    ])
+    top1 = {("kd", "none"): [50, 52, 54], ("kd", "teacher"): [60, 61, 65],  # +10, +9, +11: paper better -> agrees
+            ("augment", "basic"): [50, 53, 51], ("augment", "mixup"): [57, 59, 58],  # +7 +6 +7: paper worse
+            ("augment", "cutmix"): [49, 54, 51]}  # -1 +1 0
+    runs = _synthetic([(g, c, s, float(v)) for (g, c), values in top1.items() for s, v in enumerate(values)])
     table = ablation.verdicts(runs).set_index(["grid", "cell"])
-    assert table.loc[("kd", "teacher"), "verdict"] == "agrees"
+    assert len(table) == 3 and (table["baseline"] == ["none", "basic", "basic"]).all()
     assert table.loc[("kd", "teacher"), "diff"] == pytest.approx(10.0)
-    assert table.loc[("kd", "teacher"), "spread"] == pytest.approx(math.sqrt(2 + 2))
+    assert table.loc[("augment", "mixup"), "diff"] == pytest.approx(20 / 3)
+    assert table.loc[("kd", "teacher"), "per_seed"] == "+10.00 +9.00 +11.00"
+    # 5 cells x 3 seeds, residual variance pooled (df 8), checked against an independent two-way ANOVA
+    y = np.array(list(top1.values()), float)
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    assert table["df"].tolist() == [8, 8, 8]
+    assert table.loc[("kd", "teacher"), "se"] == pytest.approx(math.sqrt((resid ** 2).sum() / 8 * 2 / 3))
+    assert table.loc[("kd", "teacher"), "verdict"] == "agrees"
     assert table.loc[("augment", "mixup"), "verdict"] == "disagrees"
-    assert table.loc[("augment", "cutmix"), "verdict"] == "inconclusive"
-    assert table.loc[("augment", "cutmix"), "baseline"] == "basic"
-    report = ablation.write_report(runs, ablation.verdicts(runs), tmp_path / "report.md", "quick", "cmd").read_text()
-    assert "| kd | teacher vs none | +10.00 | 2.00 | 2 / 2 | better | agrees |" in report
-    assert "| augment | mixup vs basic | +7.00 |" in report and "disagrees" in report
-    assert "inconclusive" in report
+    assert table.loc[("augment", "cutmix"), "verdict"] in ("underpowered", "no effect >= 1 pp")
+    assert table.loc[("augment", "mixup"), "differs"] == "mixup_alpha: 0 -> 0.8"
+    assert table.loc[("kd", "teacher"), "differs"] == "teacher: None -> efficientnet_lite0"
+    report = ablation.write_report(runs, table.reset_index(), tmp_path / "report.md", "quick", "cmd").read_text()
+    assert "| kd | teacher vs none | teacher: None -> efficientnet_lite0 | +10.00 +9.00 +11.00 | +10.00 |" in report
+    assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 |" in report and "**disagrees**" in report
+
+
+def test_contrasts_of_the_committed_quick_results():
+    runs = pd.read_csv(repo_root() / "results" / "quick" / "runs.csv")
+    by_cell = {(c.grid, c.cell): c for c in ablation.contrasts(runs)}
+    assert by_cell[("recipe", "ghostnetv3")].paper_diff == (1.8, 2.2, 2.6)  # from paper_results.csv, not typed
+    assert by_cell[("schedule", "ema")].within_run == ("top1_ema", "top1_raw")
+    assert by_cell[("schedule", "ema")].paper_diff == pytest.approx((0.204,))
+    assert by_cell[("architectures", "mobilenetv2/ghostnetv3")].baseline == "mobilenetv2/conventional"
+    assert by_cell[("kd", "teacher")].within_run is None
+    assert ablation.differing_fields(runs, "augment", "mixup", "basic") == {"mixup_alpha": (0.0, 0.8)}
+    table = ablation.verdicts(runs).set_index("cell")
+    assert table.loc["ema", "diff"] == pytest.approx(-0.317, abs=1e-3)
+    assert table.loc["ema", "verdict"] == "no effect >= 1 pp"
 
 
 # ------------------------------------------------------------------------------------- smoke end to end
@@ -186,7 +199,7 @@ def test_smoke_budget_end_to_end(smoke_run):
     assert {"top1_mean", "top1_std", "n", "paper_claim"} <= set(summary.columns)
     assert "| recipe | conventional | 1 |" in (out / "summary.md").read_text()
     report = (out / "report.md").read_text()
-    assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "inconclusive" in report
+    assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "underpowered" in report
     for grid in sorted(set(runs["grid"])):
         png = tmp / "figures" / f"ablation_{grid}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
