@@ -290,7 +290,7 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
                  counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
-    paths = plot_grids(pick(runs), pick(summary), budget, command) if figures else []
+    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table) if figures else []
     return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": pick(table),
             "figures": paths}
 
@@ -553,12 +553,21 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
 
 
 # ------------------------------------------------------------------------------------------------- figures
-def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str) -> list[Path]:
-    """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``."""
+def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
+               table: pd.DataFrame | None = None) -> list[Path]:
+    """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``, and,
+    given the verdict ``table`` (`verdicts`), the forest plot of all claims as ``ablation_forest.png``
+    (``gv3lite.plots.plot_forest``)."""
     import matplotlib.pyplot as plt
 
-    from gv3lite.plots import plot_grid, savefig
+    from gv3lite.plots import plot_forest, plot_grid, savefig
     paths = []
+    if table is not None and len(table):
+        seeds = int(runs["seed"].nunique())
+        fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
+                                       " (Imagenette); paired differences with 95% intervals, Holm-adjusted verdicts")
+        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command))
+        plt.close(fig)
     for grid in summary["grid"].unique():
         try:
             paper = paper_results(grid)

@@ -101,7 +101,16 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
     ax.legend(fontsize=7, loc="best")
 
     ax_paper.axis("off")
-    ax_paper.set_title("paper (GhostNetV3, arXiv 2404.11202)", fontsize=9)
+    ax_paper.set_title("paper (ImageNet; arXiv 2404.11202)", fontsize=9)
+    ax_paper.text(0.0, 1.0, "\n".join(_paper_lines(cells, paper, paper_cells)), va="top", ha="left", fontsize=7,
+                  family="monospace", transform=ax_paper.transAxes, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _paper_lines(cells, paper, paper_cells) -> list[str]:
+    """Per cell the paper's claimed direction and, where both numbers are known, its difference to the baseline in
+    pp -- never its absolute ImageNet top-1, which is not comparable with our Imagenette accuracies."""
     lines = []
     for cell in cells:
         paper_cell, model = (paper_cells or {}).get(cell, (cell, None))
@@ -111,12 +120,66 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
         if len(rows) == 0:
             lines.append(f"{cell}: not in the paper table")
             continue
-        for _, row in rows.iterrows():
-            claim = row["claim"] if isinstance(row["claim"], str) else "unknown"
-            value = "value unknown" if row["value"] != row["value"] else f"{row['value']:g}%"  # NaN check
-            said = "baseline" if claim == "baseline" else f"claims {claim}"
-            lines.append(f"{cell} ({row['model']}): {value}, {said}")
-    ax_paper.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace",
-                  transform=ax_paper.transAxes, wrap=True)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+        claim = next((c for c in rows["claim"] if isinstance(c, str)), "unknown")
+        note = next((n for n in rows["notes"] if isinstance(n, str) and " pp" in n), "") if "notes" in rows else ""
+        lines.append(f"{cell}: baseline" if claim == "baseline" else f"{cell}: claims {claim}"
+                     + (f" ({note.split(' over')[0].split(' from')[0]})" if note else ""))
+    return lines
+
+
+def plot_forest(table, title: str | None = None, delta: float | None = None):
+    """A forest plot of the study's claims; returns the matplotlib ``Figure`` (save it with `savefig`).
+
+    ``table``: `gv3lite.ablation.verdicts` / `gv3lite.stats.contrast_table` rows (``grid``, ``cell``,
+    ``baseline``, ``diff``, ``low``, ``high``, ``per_seed``, ``paper_diff``, ``claim``, ``verdict``). One row per
+    contrast: the paired difference (pp) with its 95% interval, each seed's (or, within-run, each training's)
+    difference as a dot, the +-``delta`` band of no practical effect (default ``gv3lite.stats.DELTA``), and the
+    paper's claimed difference (a diamond, one per model width) or, when only its direction is known, an arrow.
+    Only differences are drawn: the paper's are ImageNet differences, ours Imagenette ones at a small budget.
+    Raises ``ValueError`` for an empty table.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    from gv3lite.stats import DELTA
+    if len(table) == 0:
+        raise ValueError("no contrasts to draw; run `gv3lite reproduce` with at least a baseline and one other cell")
+    delta = DELTA if delta is None else delta
+    rows = table.reset_index(drop=True)
+    seeds = [[float(v) for v in s.split()] if isinstance(s, str) else [] for s in rows["per_seed"]]
+    claimed = [[float(v) for v in s.split("/") if v.strip()] if isinstance(s, str) else [] for s in rows["paper_diff"]]
+    values = [v for r, d, c in zip(rows.itertuples(), seeds, claimed) for v in (r.low, r.high, r.diff, *d, *c)]
+    finite = [abs(v) for v in values if np.isfinite(v)]
+    span = max(finite + [2 * delta]) * 1.1
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.8))
+    ax.axvspan(-delta, delta, color="0.88")
+    ax.axvline(0, color="0.4", lw=0.8)
+    for i, r in rows.iterrows():
+        y = len(rows) - 1 - i
+        ax.plot(seeds[i], [y + 0.2] * len(seeds[i]), ".", color="C1", alpha=0.6, ms=4)
+        if r["low"] == r["low"]:
+            ax.plot([r["low"], r["high"]], [y, y], color="C0", lw=2)
+        ax.plot([r["diff"]], [y], "o", color="C0", ms=6)
+        ax.plot(claimed[i], [y - 0.2] * len(claimed[i]), "D", color="C3", ms=5, mfc="none")
+        if not claimed[i] and r["claim"] in ("better", "worse"):
+            sign = 1 if r["claim"] == "better" else -1
+            ax.annotate("", xy=(sign * 0.15 * span, y - 0.2), xytext=(0, y - 0.2),
+                        arrowprops=dict(arrowstyle="->", color="C3", lw=1.2))
+        ax.text(1.01, y, r["verdict"], transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{r.grid}: {r.cell} vs {r.baseline}" for r in rows[::-1].itertuples()],
+                  fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlim(-span, span)
+    ax.set_xlabel("top-1 difference, cell − baseline (pp)")
+    ax.set_title(title or "claims: paired differences with 95% intervals", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
+               Line2D([], [], color="C0", lw=2, marker="o", label="ours: mean paired difference, 95% interval"),
+               Line2D([], [], color="C1", ls="", marker=".", label="ours: each seed (EMA: each training)"),
+               Line2D([], [], color="C3", ls="", marker="D", mfc="none", label="paper's difference (ImageNet)"),
+               Line2D([], [], color="C3", marker=">", label="paper's direction (value unknown)")]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.3, -1.2 / (len(rows) + 2)), ncol=3,
+              frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 0.9, 1))
     return fig

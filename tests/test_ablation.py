@@ -260,3 +260,17 @@ def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
         assert abs(row.top1 - sequential[(row.grid, row.cell)]) <= 2.5  # at most one of 40 val images differs
     with pytest.raises(ValueError, match="jobs"):
         ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, jobs=0)
+
+
+def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
+    from gv3lite.plots import plot_forest, savefig
+    monkeypatch.setenv("GV3LITE_FIGURES", str(tmp_path))
+    table = ablation.verdicts(pd.read_csv(repo_root() / "results" / "quick" / "runs.csv"))
+    fig = plot_forest(table)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[-1] == "recipe: ghostnetv3 vs conventional" and len(labels) == len(table) == 7
+    assert [t.get_text() for t in fig.axes[0].texts].count("underpowered") == 6
+    png = savefig(fig, "forest", budget="quick", command="pytest")
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    with pytest.raises(ValueError, match="no contrasts"):
+        plot_forest(table.iloc[:0])
