@@ -6,8 +6,8 @@ Owns:
 * `savefig(fig, name, *, budget=None, command=None)`: stamps a footer (budget, git commit, command) and writes
   ``<figures_dir>/<name>.png``. Notebooks and ``gv3lite reproduce`` both use it.
 * `plot_grid(summary, runs, grid, paper)`: one ablation grid — our mean ± std per cell (error bar, each seed a
-  dot) beside the paper's reported number or claimed direction (``gv3lite.paper``); unknown paper values are
-  written as such on the figure, never filled in.
+  dot) beside the direction the paper claims (``gv3lite.paper``; its ImageNet accuracies are not drawn beside ours);
+* `plot_forest(table)`: all claims as paired differences with 95% intervals beside the paper's differences.
 
 Committed figures in ``figures/`` must come from real runs of the package's own commands.
 """
@@ -67,8 +67,8 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
     ``summary``: rows of this grid with ``cell``, ``top1_mean``, ``top1_std``, ``n`` (``gv3lite.ablation.summarize``);
     ``runs``: per-run rows with ``grid``, ``cell``, ``seed``, ``top1``; ``paper``: the grid's rows of
     ``gv3lite.paper.paper_results`` (``None`` = look them up). Left axis: our top-1 (%) per cell, mean ± std with
-    each seed as a dot. Right panel: per cell, the paper's top-1 where known, else its claimed direction
-    against the baseline and "value unknown". ``paper_cells`` maps our cell name to ``(paper cell, paper model
+    each seed as a dot. Right panel: per cell, the direction the paper claims against the baseline (not
+    its ImageNet top-1: absolute accuracies of the two datasets are not comparable). ``paper_cells`` maps our cell name to ``(paper cell, paper model
     label or None)`` where the two differ (``gv3lite.ablation.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
     """
     import matplotlib.pyplot as plt
@@ -109,8 +109,8 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
 
 
 def _paper_lines(cells, paper, paper_cells) -> list[str]:
-    """Per cell the paper's claimed direction and, where both numbers are known, its difference to the baseline in
-    pp -- never its absolute ImageNet top-1, which is not comparable with our Imagenette accuracies."""
+    """Per cell the direction the paper claims against the grid's baseline -- never its absolute ImageNet top-1,
+    which is not comparable with our Imagenette accuracies (the claimed differences are in the forest plot)."""
     lines = []
     for cell in cells:
         paper_cell, model = (paper_cells or {}).get(cell, (cell, None))
@@ -121,9 +121,7 @@ def _paper_lines(cells, paper, paper_cells) -> list[str]:
             lines.append(f"{cell}: not in the paper table")
             continue
         claim = next((c for c in rows["claim"] if isinstance(c, str)), "unknown")
-        note = next((n for n in rows["notes"] if isinstance(n, str) and " pp" in n), "") if "notes" in rows else ""
-        lines.append(f"{cell}: baseline" if claim == "baseline" else f"{cell}: claims {claim}"
-                     + (f" ({note.split(' over')[0].split(' from')[0]})" if note else ""))
+        lines.append(f"{cell}: baseline" if claim == "baseline" else f"{cell}: claims {claim}")
     return lines
 
 
