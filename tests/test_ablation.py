@@ -25,7 +25,13 @@ def test_presets_round_trip(tmp_path, name, suffix):
 def test_presets_differ_in_the_papers_ingredients_and_every_choice_has_a_note():
     conv, gv3 = preset("conventional"), preset("ghostnetv3")
     assert (conv.num_conv_branches, conv.use_scale_branch, conv.teacher) == (1, False, None)
-    assert conv.mixup_alpha > 0 and conv.cutmix_alpha > 0 and conv.auto_augment == "randaugment"
+    # conventional = GhostNetV2's published recipe: RandAugment and random erasing 0.2, no Mixup/CutMix (issue 11)
+    assert conv.mixup_alpha == conv.cutmix_alpha == 0 and conv.auto_augment == "randaugment"
+    assert conv.random_erasing == 0.2
+    # KD: KL * T^2 at T = 4; the unused KD fields of conventional equal ghostnetv3's (no spurious differences)
+    assert (gv3.kd_loss, gv3.kd_temperature, gv3.kd_alpha) == ("kl", 4.0, 0.5)
+    kd_fields = ("kd_loss", "kd_temperature", "kd_alpha", "kd_mode")
+    assert [getattr(conv, f) for f in kd_fields] == [getattr(gv3, f) for f in kd_fields]
     assert (gv3.num_conv_branches, gv3.use_scale_branch, gv3.use_identity_branch) == (3, True, True)
     assert gv3.teacher is not None and gv3.ema and gv3.mixup_alpha == gv3.cutmix_alpha == 0
     for name in ("conventional", "ghostnetv3"):
@@ -33,6 +39,12 @@ def test_presets_differ_in_the_papers_ingredients_and_every_choice_has_a_note():
             "use_scale_branch", "use_identity_branch", "kd_loss", "kd_alpha", "kd_temperature", "kd_mode", "sched"}
     with pytest.raises(KeyError, match="unknown preset"):
         preset("nope")
+
+
+def test_soft_ce_with_a_temperature_is_refused():
+    assert preset("ghostnetv3", kd_loss="soft_ce", kd_temperature=1.0).kd_loss == "soft_ce"
+    with pytest.raises(ValueError, match="no T² factor.*kd_loss='kl'"):
+        preset("ghostnetv3", kd_loss="soft_ce", kd_temperature=4.0)
 
 
 def test_cli_train_preset():
