@@ -261,7 +261,10 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     out_dir = Path(out) / budget
     root = resolve_data_root(data)
     unique = {it["run_id"]: it["trained_as"] for it in items}
-    todo = {rid: r for rid, r in unique.items() if not (out_dir / "runs" / rid / "result.json").is_file()}
+    # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
+    recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
+    todo = {rid: r for rid, r in unique.items()
+            if not (out_dir / "runs" / rid / "result.json").is_file() and rid not in recorded}
     counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0}
     t0 = time.perf_counter()
     prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
@@ -283,10 +286,14 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
         threads = _threads_per_job(jobs, log)
         log(f"{len(todo)} trainings, {jobs} at once with {threads} thread{'s' if threads > 1 else ''} each")
         _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done)
-    # the results files cover every finished run of the budget, not only the grids trained by this call
-    runs = collect(plan(budget, None, seeds), out_dir, budget)
+    # the results files cover every finished run of the budget, not only the grids trained by this call (and every
+    # recorded seed, also when this call asked for fewer)
+    n_seeds = max(len({it["seed"] for it in items}), 1 + max((r["seed"] for r in recorded.values()), default=-1))
+    runs = collect(plan(budget, None, n_seeds), out_dir, budget, recorded)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
+    history = gather_run_files(out_dir, runs["run_id"].unique() if len(runs) else [], "metrics.csv", "history.csv")
+    history.to_csv(out_dir / "history.csv", index=False)
     summary = summarize(runs)
     summary.to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
@@ -295,7 +302,7 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
                  counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
-    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table) if figures else []
+    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table, history=history) if figures else []
     return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": pick(table),
             "figures": paths}
 
@@ -384,15 +391,60 @@ def _worker_train(task: tuple) -> tuple[str, dict]:
                         command=command)
 
 
-def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
+RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
+
+
+def recorded_results(out_dir) -> dict:
+    """``run_id -> result`` (``RESULT_FIELDS`` and ``seed``) of every training recorded in ``<out_dir>/runs.csv``.
+
+    The committed results hold runs.csv but not the run directories, so a budget can be completed over several
+    sittings (or on another machine) without retraining what is recorded: a run id is the hash of the trained
+    recipe, so an equal id is the same training. Empty without runs.csv; raises ``ValueError`` naming missing
+    columns."""
+    file = Path(out_dir) / "runs.csv"
+    if not file.is_file():
+        return {}
+    runs = pd.read_csv(file)
+    missing = [c for c in ("run_id", "seed", *RESULT_FIELDS[:4]) if c not in runs]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
+    rows = runs.drop_duplicates("run_id").to_dict("records")
+    return {r["run_id"]: {k: r.get(k) for k in ("seed", *RESULT_FIELDS)} for r in rows}
+
+
+def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame:
+    """One table of the per-run file ``runs/<id>/<name>`` (e.g. ``metrics.csv``) of each of ``run_ids``, with a
+    ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
+    copy); a run in neither has no rows."""
+    out_dir = Path(out_dir)
+    old = pd.read_csv(out_dir / combined) if (out_dir / combined).is_file() else pd.DataFrame(columns=["run_id"])
+    parts = []
+    for rid in run_ids:
+        file = out_dir / "runs" / rid / name
+        if file.is_file():
+            parts.append(pd.read_csv(file).assign(run_id=rid))
+        else:
+            parts.append(old[old["run_id"] == rid])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["run_id"])
+    table = pd.concat(parts, ignore_index=True)
+    return table[["run_id", *[c for c in table.columns if c != "run_id"]]]
+
+
+def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None = None) -> pd.DataFrame:
     """One row per (grid, cell, seed): ``grid, cell, seed, run_id``, the result, ``budget`` and every recipe field
-    (lists as JSON). Rows of runs without ``result.json`` are left out (they are not finished)."""
+    (lists as JSON). The result comes from ``runs/<id>/result.json``, else from ``recorded`` (`recorded_results`);
+    rows of runs in neither are left out (they are not finished)."""
     rows = []
     for it in items:
         file = out_dir / "runs" / it["run_id"] / "result.json"
-        if not file.is_file():
+        if file.is_file():
+            result = json.loads(file.read_text())
+        elif it["run_id"] in (recorded or {}):
+            result = recorded[it["run_id"]]
+        else:
             continue
-        result = json.loads(file.read_text())
         config = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in it["recipe"].to_dict().items()
                   if k != "seed"}
         top1 = result["top1_ema"] if it["recipe"].ema else result["top1_raw"]  # see `trained_as`
@@ -559,14 +611,20 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
 
 # ------------------------------------------------------------------------------------------------- figures
 def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
-               table: pd.DataFrame | None = None) -> list[Path]:
-    """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``, and,
+               table: pd.DataFrame | None = None, history: pd.DataFrame | None = None) -> list[Path]:
+    """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``;
     given the verdict ``table`` (`verdicts`), the forest plot of all claims as ``ablation_forest.png``
-    (``gv3lite.plots.plot_forest``)."""
+    (``gv3lite.plots.plot_forest``); given per-epoch ``history`` (``history.csv``), the learning curves per cell as
+    ``ablation_learning_curves.png`` (``gv3lite.plots.plot_learning_curves``; skipped when no run has one)."""
     import matplotlib.pyplot as plt
 
-    from gv3lite.plots import plot_forest, plot_grid, savefig
+    from gv3lite.plots import plot_forest, plot_grid, plot_learning_curves, savefig
     paths = []
+    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
+        history is not None and len(history)) else None
+    if fig is not None:
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command))
+        plt.close(fig)
     if table is not None and len(table):
         seeds = int(runs["seed"].nunique())
         fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"

@@ -181,3 +181,39 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
               frameon=False)
     fig.tight_layout(rect=(0, 0.04, 0.9, 1))
     return fig
+
+
+def plot_learning_curves(history, runs, title: str | None = None):
+    """Learning curves per cell; returns the matplotlib ``Figure`` (save it with `savefig`), or ``None`` when
+    ``history`` holds no run of ``runs`` (e.g. results recorded before histories were kept).
+
+    ``history``: per-epoch rows with ``run_id``, ``epoch``, ``train_loss`` and ``val_top1`` / ``ema_top1`` (%, NaN on
+    epochs without evaluation) -- ``history.csv`` beside a budget's results; ``runs``: ``runs.csv`` rows (``grid``,
+    ``cell``, ``seed``, ``run_id``). One column per grid: top, the training loss per epoch (one colour per cell, one
+    line per seed); bottom, the evaluated val top-1 of the EMA weights (raw weights where a run keeps none).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = runs[["grid", "cell", "seed", "run_id"]].merge(history, on="run_id")
+    if rows.empty:
+        return None
+    grids = list(dict.fromkeys(rows["grid"]))
+    fig, axes = plt.subplots(2, len(grids), figsize=(3.6 * len(grids), 5.4), squeeze=False, sharex="col")
+    for j, grid in enumerate(grids):
+        part = rows[rows["grid"] == grid]
+        for k, (cell, cell_rows) in enumerate(part.groupby("cell", sort=False)):
+            for i, (seed, r) in enumerate(cell_rows.groupby("seed")):
+                label = cell if i == 0 else None
+                axes[0, j].plot(r["epoch"], r["train_loss"], color=f"C{k}", lw=1, alpha=0.8, label=label)
+                top1 = r["ema_top1"].where(r["ema_top1"].notna(), r["val_top1"]) if "ema_top1" in r else r["val_top1"]
+                axes[1, j].plot(r["epoch"], top1, "o-", color=f"C{k}", ms=3, lw=0.8, alpha=0.8)
+        axes[0, j].set_title(grid, fontsize=9)
+        axes[0, j].legend(fontsize=6)
+        axes[1, j].set_xlabel("epoch")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("training loss")
+    axes[1, 0].set_ylabel("val top-1 (%), EMA weights")
+    fig.suptitle(title or "learning curves (one line per seed)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig

@@ -212,7 +212,7 @@ def test_smoke_budget_end_to_end(smoke_run):
     assert "| recipe | conventional | 1 |" in (out / "summary.md").read_text()
     report = (out / "report.md").read_text()
     assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "underpowered" in report
-    for grid in sorted(set(runs["grid"])):
+    for grid in [*sorted(set(runs["grid"])), "forest", "learning_curves"]:
         png = tmp / "figures" / f"ablation_{grid}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     assert json.loads((out / "runs" / runs["run_id"][0] / "result.json").read_text())["epochs"] == 1
@@ -236,6 +236,16 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
                                log=lambda *a: None)
     assert (third["trained"], third["resumed"]) == (1, 1)
     assert third["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
+    # a run recorded in runs.csv whose directory is gone (committed results) is not retrained, and keeps its row,
+    # its history and its place in the results files
+    import shutil
+    shutil.rmtree(out / "smoke" / "runs" / rid)
+    fourth = ablation.reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
+                                log=lambda *a: None)
+    assert fourth["trained"] == 0 and fourth["skipped"] == first["trained"]
+    assert fourth["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
+    history = pd.read_csv(out / "smoke" / "history.csv")
+    assert set(history["run_id"]) == set(first["runs"]["run_id"]) and (history["epoch"] == 1).all()
 
 
 # ------------------------------------------------------------------------------------------------ plots
