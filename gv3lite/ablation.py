@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -43,27 +44,35 @@ from gv3lite.utils import git_commit
 # 48 px, train step per image): ghostnetv3_050 plain 4.7 ms / with branches 8.5 ms; mobilenetv2_050 2.8 / 8.1 ms;
 # shufflenetv2_050 1.6 / 4.8 ms (the x1.0 models cost 2.6-11 / 7.8-21 ms, too much for an hour: quick runs the
 # architectures grid at width x0.5, full at x1.0 as in the paper). Two 1-thread trainings at once (`make main` uses
-# ``--jobs 2``) each run at ~1.5x the 2-thread time, i.e. ~1.8x the throughput. quick = 9 unique configs x 2 seeds =
-# 18 trainings of 3,000 images x 10 epochs, plus one teacher pass over the 3,000 images (the subset is the same for
-# both seeds, `Recipe.data_seed`): about 45-50 min with --jobs 2. Val: 100 images per class, evaluated once, after the
-# last epoch (eval_every = epochs), which keeps the binomial noise of top-1 near 1.5 pp at little cost.
+# ``--jobs 2``) each run at ~1.5x the 2-thread time, i.e. ~1.8x the throughput. Measured at 4a61a24: 9 unique configs
+# x 2 seeds = 18 trainings of 3,000 images x 10 epochs plus one teacher pass took 41:45 wall with --jobs 2, i.e.
+# ~4.4 ms wall per image-epoch over the mix of models. quick now has 11 unique configs (the kd_control cell and CutMix
+# added) and evaluates every val image (3,925, once, after the last epoch: eval_every = epochs), estimated ~52 min.
+# medium: all 9,469 train images; 11 configs x 3 seeds x 6 epochs, estimated from the same rate at ~6,900 s of
+# training + a teacher pass over 9,469 images (~6 min) + evaluation: ~125-140 min with --jobs 2, resumable over
+# several sittings (`recorded_results`). Both are estimates from one measured run, to be re-sized with the seed SD
+# from benchmarks/variance_pilot.py (issue 11).
 BUDGETS = {
     #          images/class  images/class                  batch  warm-up  EMA          eval   seeds  model   width
     #          train         val        px   epochs        size   epochs   decay        every                 (arch grid)
     "smoke": dict(images_per_class_train=6, images_per_class_val=4, img_size=48, epochs=1, batch_size=16,
                   warmup_epochs=0.0, ema_decay=0.9, eval_every=1, seeds=1, model="ghostnetv3_050", arch_width="050"),
-    "quick": dict(images_per_class_train=300, images_per_class_val=100, img_size=48, epochs=10, batch_size=32,
+    "quick": dict(images_per_class_train=300, images_per_class_val=None, img_size=48, epochs=10, batch_size=32,
                   warmup_epochs=1.0, ema_decay=0.99, eval_every=10, seeds=2, model="ghostnetv3_050",
                   arch_width="050"),
+    "medium": dict(images_per_class_train=None, images_per_class_val=None, img_size=48, epochs=6, batch_size=32,
+                   warmup_epochs=0.5, ema_decay=0.994, eval_every=6, seeds=3, model="ghostnetv3_050",
+                   arch_width="050"),
     "full": dict(images_per_class_train=None, images_per_class_val=None, img_size=224, epochs=100, batch_size=128,
                  warmup_epochs=3.0, ema_decay=0.9998, eval_every=5, seeds=3, model="ghostnetv3_050",
                  arch_width="100"),
 }
 # EMA decay per budget: about 1 - 10 / (total optimizer steps), so the average spans the last ~tenth of training
-# (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99.
+# (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99; medium: 295 x 6 = 1,770
+# steps -> 0.994.
 NOT_RECIPE_FIELDS = ("seeds", "arch_width")
 
-SMOKE, QUICK, FULL = {"smoke", "quick", "full"}, {"quick", "full"}, {"full"}
+SMOKE, QUICK, FULL = {"smoke", "quick", "medium", "full"}, {"quick", "medium", "full"}, {"full"}
 PLAIN = dict(num_conv_branches=1, use_scale_branch=False, use_identity_branch=False)
 
 
@@ -238,11 +247,15 @@ def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool
     return result
 
 
-def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, data=None, figures: bool = True,
-              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1) -> dict:
-    """Run (or resume) every cell of ``budget`` and write runs.csv, summary.csv/.md, report.md and the figures.
+def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids=None, data=None, figures: bool = True,
+              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1, figures_dir=None) -> dict:
+    """Run (or resume) every cell of ``budget`` and write runs.csv, history.csv, summary.csv/.md, report.md and the
+    figures.
 
-    ``out``: results root; files go to ``<out>/<budget>/``. ``data``: ImageFolder root (``gv3lite.data``'s
+    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored: only
+    ``make main`` / ``make medium`` write the committed ``results/`` and ``figures/``). ``figures_dir``: where the
+    figures go (default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``).
+    ``data``: ImageFolder root (``gv3lite.data``'s
     resolution order). ``jobs``: trainings run at once, each in its own process with ``torch.get_num_threads() //
     jobs`` threads (on a 2-core CPU, ``jobs=2`` with one thread each trains ~1.8x more images per second than one
     run with two threads: small convolutions do not split well over threads). Before any training, the teacher
@@ -302,7 +315,9 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
                  counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
-    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table, history=history) if figures else []
+    folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
+    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table, history=history,
+                       folder=folder) if figures else []
     return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": pick(table),
             "figures": paths}
 
@@ -340,8 +355,6 @@ def _datasets_for(recipe: Recipe, root, keep_one: bool = False):
 
 
 def _threads_per_job(jobs: int, log) -> int:
-    import os
-
     import torch
     cores = os.cpu_count() or 1
     if jobs > cores:
@@ -611,11 +624,12 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
 
 # ------------------------------------------------------------------------------------------------- figures
 def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
-               table: pd.DataFrame | None = None, history: pd.DataFrame | None = None) -> list[Path]:
+               table: pd.DataFrame | None = None, history: pd.DataFrame | None = None, folder=None) -> list[Path]:
     """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``;
     given the verdict ``table`` (`verdicts`), the forest plot of all claims as ``ablation_forest.png``
     (``gv3lite.plots.plot_forest``); given per-epoch ``history`` (``history.csv``), the learning curves per cell as
-    ``ablation_learning_curves.png`` (``gv3lite.plots.plot_learning_curves``; skipped when no run has one)."""
+    ``ablation_learning_curves.png`` (``gv3lite.plots.plot_learning_curves``; skipped when no run has one).
+    ``folder``: where they go (default ``gv3lite.plots.figures_dir(budget)``)."""
     import matplotlib.pyplot as plt
 
     from gv3lite.plots import plot_forest, plot_grid, plot_learning_curves, savefig
@@ -623,13 +637,13 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: 
     fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
         history is not None and len(history)) else None
     if fig is not None:
-        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command))
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, folder=folder))
         plt.close(fig)
     if table is not None and len(table):
         seeds = int(runs["seed"].nunique())
         fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
                                        " (Imagenette); paired differences with 95% intervals, Holm-adjusted verdicts")
-        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command))
+        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, folder=folder))
         plt.close(fig)
     for grid in summary["grid"].unique():
         try:
@@ -642,7 +656,7 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: 
             title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
         fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
                         title=title)
-        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command))
+        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, folder=folder))
         plt.close(fig)
     return paths
 
@@ -658,11 +672,12 @@ def add_reproduce(subparsers) -> None:
     p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | full (default: "
                                                                           "$GV3LITE_BUDGET, else smoke)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
-    p.add_argument("--out", default="results", help="results root; files go to OUT/<budget>/ (default results)")
+    p.add_argument("--out", default="runs/reproduce", help="results root; files go to OUT/<budget>/ (default "
+                                                           "runs/reproduce; `make main` writes the committed results/)")
     p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
     p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
-    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else runs/figures "
-                                                   "for smoke and figures/ otherwise)")
+    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else OUT/<budget>/figures;"
+                                                   " `make main` writes the committed figures/)")
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
@@ -671,8 +686,6 @@ def add_reproduce(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    import os
-
     from gv3lite.utils import budget as env_budget
     budget = args.budget or env_budget()
     # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
@@ -681,9 +694,8 @@ def run_reproduce(args) -> int:
         for it in plan(budget, grids, args.seeds):
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
-    if args.figures:
-        os.environ["GV3LITE_FIGURES"] = args.figures
-    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs)
+    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
+                       figures_dir=args.figures)
     print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs")
     print(result["summary"].to_string(index=False))
     print(f"-> {result['out_dir']}/runs.csv, summary.csv, summary.md, report.md; figures: "

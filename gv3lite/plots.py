@@ -43,12 +43,12 @@ def _default_command() -> str:
     return " ".join([argv0, *sys.argv[1:]]).strip() or "python"
 
 
-def savefig(fig, name: str, *, budget: str | None = None, command: str | None = None) -> Path:
+def savefig(fig, name: str, *, budget: str | None = None, command: str | None = None, folder=None) -> Path:
     """Stamp a footer (budget, commit, command) on ``fig`` and save it as ``<figures_dir(budget)>/<name>.png``.
 
     ``name``: a file stem of letters, digits, ``_``, ``-``, ``.`` (no folders, no suffix). ``budget`` defaults to
     ``GV3LITE_BUDGET`` (``smoke`` when unset); ``command`` defaults to the running command line (``"notebook"``
-    inside Jupyter). Returns the written path. Raises ``ValueError`` for a bad ``name``.
+    inside Jupyter); ``folder`` (created if missing) replaces ``figures_dir(budget)``. Returns the written path. Raises ``ValueError`` for a bad ``name``.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or "") or name.endswith(".png"):
         raise ValueError(f"figure name {name!r}: use a plain file stem such as 'kd_grid' (no folder, no .png)")
@@ -56,7 +56,9 @@ def savefig(fig, name: str, *, budget: str | None = None, command: str | None = 
     command = command if command is not None else _default_command()
     footer = f"gv3lite · budget {budget} · commit {git_commit()} · {command}"
     fig.text(0.005, 0.005, footer, fontsize=FOOTER_FONTSIZE, color="0.4", ha="left", va="bottom")
-    path = figures_dir(budget) / f"{name}.png"
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    path = (Path(folder) if folder is not None else figures_dir(budget)) / f"{name}.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
 
