@@ -311,6 +311,7 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     summary.to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
     table = verdicts(runs)
+    table.to_csv(out_dir / "verdicts.csv", index=False)
     write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=time.perf_counter() - t0,
                  counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
@@ -622,6 +623,35 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
     return path
 
 
+def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True) -> dict:
+    """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv`` if there)
+    and write ``summary.csv``/``.md``, ``report.md`` and the figures (default folder ``<results_dir>/figures``).
+
+    Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
+    uses the per-seed top-1 it has). Returns ``dict(runs, summary, verdicts, figures)``. Raises
+    ``FileNotFoundError`` when runs.csv is missing and ``ValueError`` when it has no rows.
+    """
+    results_dir = Path(results_dir)
+    file = results_dir / "runs.csv"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; give the folder `gv3lite reproduce` wrote (e.g. results/quick)")
+    runs = pd.read_csv(file)
+    if runs.empty:
+        raise ValueError(f"{file} has no runs; train some with `gv3lite reproduce` first")
+    budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
+    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
+    history = pd.read_csv(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
+    summary = summarize(runs)
+    summary.to_csv(results_dir / "summary.csv", index=False)
+    (results_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    table = verdicts(runs, pool=pool)
+    table.to_csv(results_dir / "verdicts.csv", index=False)
+    write_report(runs, table, results_dir / "report.md", budget, command)
+    paths = plot_grids(runs, summary, budget, command, table=table, history=history,
+                       folder=Path(figures_dir or results_dir / "figures"))
+    return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
+
+
 # ------------------------------------------------------------------------------------------------- figures
 def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
                table: pd.DataFrame | None = None, history: pd.DataFrame | None = None, folder=None) -> list[Path]:
@@ -683,6 +713,28 @@ def add_reproduce(subparsers) -> None:
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
     p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines (with --jobs 1 only)")
     p.set_defaults(func=run_reproduce)
+
+
+def add_report(subparsers) -> None:
+    """Register ``gv3lite report`` (see `report`)."""
+    p = subparsers.add_parser("report", help="re-analyse recorded results (runs.csv) without training",
+                              description="Read RESULTS/runs.csv and rewrite summary, verdicts.csv, report.md and "
+                                          "the figures with the current statistics (gv3lite.stats).")
+    p.add_argument("results", help="a folder gv3lite reproduce wrote, e.g. results/quick")
+    p.add_argument("--figures", default=None, help="figure folder (default RESULTS/figures)")
+    p.add_argument("--no-pool", action="store_true", help="a paired t interval per contrast instead of the "
+                                                          "seed-blocked model with pooled residual variance")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args) -> int:
+    result = report(args.results, args.figures, pool=not args.no_pool)
+    table = result["verdicts"]
+    shown = table[["grid", "cell", "baseline", "diff", "low", "high", "p_holm", "mde", "verdict"]].round(
+        {"diff": 2, "low": 2, "high": 2, "p_holm": 3, "mde": 1})
+    print(shown.to_string(index=False))
+    print(f"-> {args.results}/report.md, verdicts.csv; figures: " + ", ".join(str(p) for p in result["figures"]))
+    return 0
 
 
 def run_reproduce(args) -> int:

@@ -169,7 +169,12 @@ def add_reproduce(subparsers) -> None:
     add(subparsers)
 
 
-SUBCOMMANDS = [add_train, add_eval, add_reproduce]
+def add_report(subparsers) -> None:
+    from gv3lite.ablation import add_report as add
+    add(subparsers)
+
+
+SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

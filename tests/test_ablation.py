@@ -296,3 +296,18 @@ def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     with pytest.raises(ValueError, match="no contrasts"):
         plot_forest(table.iloc[:0])
+
+
+def test_report_reanalyses_the_committed_quick_results(tmp_path):
+    from gv3lite.cli import main
+    import shutil
+    shutil.copy(repo_root() / "results" / "quick" / "runs.csv", tmp_path / "runs.csv")
+    assert main(["report", str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| schedule | ema vs no_ema | ema: False -> True |" in report and "**no effect >= 1 pp**" in report
+    assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 | -2.30 -2.70 | -2.50 |" in report
+    verdicts = pd.read_csv(tmp_path / "verdicts.csv")
+    assert len(verdicts) == 7 and set(verdicts["verdict"]) == {"underpowered", "no effect >= 1 pp"}
+    assert (tmp_path / "fig" / "ablation_forest.png").stat().st_size > 5000
+    assert not (tmp_path / "fig" / "ablation_learning_curves.png").exists()  # old results: no histories
+    assert main(["report", str(tmp_path / "nope")]) == 2
