@@ -405,6 +405,7 @@ def _worker_train(task: tuple) -> tuple[str, dict]:
                         command=command)
 
 
+PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
 RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
 
 
@@ -562,12 +563,13 @@ def _same(x, y) -> bool:
     return bool(pd.isna(x) and pd.isna(y)) or x == y  # a CSV reads None as NaN
 
 
-def verdicts(runs: pd.DataFrame, pool: bool = True) -> pd.DataFrame:
+def verdicts(runs: pd.DataFrame, pool: bool = True, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """The verdict table (``gv3lite.stats.contrast_table`` on `contrasts`): per distinct contrast the paired per-seed
     differences, mean, 95% interval, Holm-adjusted p, minimum detectable effect and verdict, plus ``differs`` (the
-    recipe fields that differ from the baseline, ``field: baseline -> cell``)."""
+    recipe fields that differ from the baseline, ``field: baseline -> cell``). ``predictions``: per-image predictions
+    of the runs (``predictions.csv.gz``); where present the intervals include the image-sampling variance."""
     items = contrasts(runs)
-    table = contrast_table(runs, items, pool=pool)
+    table = contrast_table(runs, items, pool=pool, predictions=predictions)
     table["differs"] = ["; ".join(f"{k}: {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in
                                   differing_fields(runs, r.grid, r.cell, r.baseline).items())
                         if r.note[:6] != "no run" else "" for r in table.itertuples()]
@@ -641,10 +643,11 @@ def report(results_dir, figures_dir=None, command: str | None = None, pool: bool
     budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
     command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
     history = pd.read_csv(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
+    predictions = (pd.read_csv(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None)
     summary = summarize(runs)
     summary.to_csv(results_dir / "summary.csv", index=False)
     (results_dir / "summary.md").write_text(summary_markdown(summary, budget))
-    table = verdicts(runs, pool=pool)
+    table = verdicts(runs, pool=pool, predictions=predictions)
     table.to_csv(results_dir / "verdicts.csv", index=False)
     write_report(runs, table, results_dir / "report.md", budget, command)
     paths = plot_grids(runs, summary, budget, command, table=table, history=history,

@@ -4,7 +4,7 @@ Owns the pre-declared analysis plan (`DELTA`, `ALPHA`, `POWER`), the seed-blocke
 and test helpers (`t_interval`, `equivalence_p`, `holm`, `min_detectable_effect`, `seeds_for_half_width`), the
 verdict rule (`verdict`, `judge`), the contrast table of an ablation study (`contrast_table`), the within-run
 comparison of two readings of the same trainings (`within_run`, e.g. EMA vs raw weights) and the per-image paired
-analysis (`per_image_contrast`, `mcnemar_p`). Distributions come from scipy. Accuracies are in percent, differences
+analysis (`per_image_contrast`, `image_variance`, `mcnemar_p`). Distributions come from scipy. Accuracies are in percent, differences
 in percentage points (pp). Nothing here trains or reads files.
 
 The unit of replication is the **seed** (one training). Two cells trained with the same seed form a pair; the
@@ -265,13 +265,14 @@ def _arms(runs: pd.DataFrame, contrasts) -> dict:
             reading = tuple(rows["ema"]) if "ema" in rows else ()
             key = (tuple(sorted(zip(rows["seed"], rows["run_id"]))), reading)
             family = str(rows["model"].iloc[0]).removesuffix("_rep") if "model" in rows else "all"
+            column = "pred_ema" if "ema" in rows and bool(rows["ema"].iloc[0]) else "pred_raw"
             arms[(c.grid, name)] = {"top1": rows.set_index("seed")["top1"], "key": key, "family": family,
-                                    "run_ids": rows.set_index("seed")["run_id"]}
+                                    "run_ids": rows.set_index("seed")["run_id"], "pred": column}
     return arms
 
 
 def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: float = ALPHA,
-                   pool: bool = True) -> pd.DataFrame:
+                   pool: bool = True, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """The verdict table of a study: one row per distinct contrast (contrasts that compare the same runs, e.g.
     recipe/ghostnetv3 vs conventional and architectures/ghostnetv2/*, are one row, listed in ``same_as``).
 
@@ -279,6 +280,9 @@ def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: f
     family: cells of one architecture, ``_rep`` suffix ignored), ``ema`` (which weights ``top1`` reads) and
     ``top1_ema``/``top1_raw`` (within-run contrasts). ``contrasts``: `Contrast` objects. ``pool``: pool the residual
     variance over each family (see the module docstring); False = a paired t interval per contrast.
+    ``predictions``: per-image predictions (``run_id, val_index, target, pred_raw, pred_ema``); where they cover
+    every paired run of a contrast, the variance of which val images were drawn is added (`image_variance`), so the
+    interval speaks about the image distribution, not only this val set (df: Welch-Satterthwaite).
 
     Columns: ``grid, cell, baseline, claim, paper_diff, diff, se, df, n`` (pairs or trainings), ``seeds`` (paired
     seeds), ``per_seed`` (the paired differences, pp, in seed order), ``method``, ``same_as``, ``note``, then
@@ -312,6 +316,9 @@ def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: f
                        per_seed=" ".join(f"{v:+.2f}" for v in w["diffs"]),
                        note=f"{w['n_negative']} of {w['n']} negative"
                        + (f"; {w['n_missing']} trainings without both readings" if w["n_missing"] else ""))
+            if predictions is not None:
+                ids = list(w["diffs"].index)
+                _add_image_term(row, _correct(predictions, ids, "pred_ema"), _correct(predictions, ids, "pred_raw"))
             rows.append(row)
             continue
         d = (a["top1"] - b["top1"]).dropna()
@@ -322,7 +329,49 @@ def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: f
         row["_arms"] = (c.grid, c.cell), (c.grid, c.baseline)
     table = pd.DataFrame(rows)
     _fill_between_run(table, arms, runs, pool)
+    if predictions is not None and "_arms" in table:
+        for i, pair in table["_arms"].dropna().items():
+            (x, y), seeds = pair, [int(s) for s in table.loc[i, "seeds"].split()]
+            row = table.loc[i].to_dict()
+            _add_image_term(row, _correct(predictions, [arms[x]["run_ids"][s] for s in seeds], arms[x]["pred"]),
+                            _correct(predictions, [arms[y]["run_ids"][s] for s in seeds], arms[y]["pred"]))
+            table.loc[i, ["se", "df", "method"]] = row["se"], row["df"], row["method"]
     return judge(table.drop(columns="_arms", errors="ignore"), delta, alpha)
+
+
+def _correct(predictions: pd.DataFrame, run_ids: list, column: str):
+    """(len(run_ids), images) bool array of per-image correctness of ``column`` (``pred_raw``/``pred_ema``) in
+    val-index order, or None when a run has no predictions (e.g. results recorded before they were kept)."""
+    out = []
+    for rid in run_ids:
+        part = predictions[predictions["run_id"] == rid].sort_values("val_index")
+        if part.empty or column not in part or part[column].isna().any():
+            return None
+        out.append((part[column] == part["target"]).to_numpy())
+    if not out or len({len(o) for o in out}) != 1:
+        return None
+    return np.stack(out)
+
+
+def image_variance(correct_a, correct_b) -> float:
+    """Variance (pp²) that drawing the val images adds to a difference of accuracies, from paired per-image
+    correctness (runs, images) bool arrays: the variance over images of the per-image difference averaged over the
+    runs, divided by the number of images (the image term of `per_image_contrast`)."""
+    d = 100.0 * (np.asarray(correct_a, float) - np.asarray(correct_b, float)).mean(0)
+    return float(d.var(ddof=1) / d.size) if d.size > 1 else 0.0
+
+
+def _add_image_term(row: dict, correct_a, correct_b) -> None:
+    """Add the image-sampling variance to ``row``'s ``se`` and Satterthwaite ``df`` (in place); no-op without
+    predictions or a seed-level variance."""
+    if correct_a is None or correct_b is None or correct_a.shape != correct_b.shape or not np.isfinite(row["se"]):
+        return
+    var_seed, var_image = row["se"] ** 2, image_variance(correct_a, correct_b)
+    images = correct_a.shape[1]
+    denom = (var_seed ** 2 / row["df"] if var_seed > 0 else 0) + (var_image ** 2 / (images - 1) if var_image > 0 else 0)
+    row["df"] = (var_seed + var_image) ** 2 / denom if denom > 0 else row["df"]
+    row["se"] = math.sqrt(var_seed + var_image)
+    row["method"] += f"; + image sampling over {images} val images (per-image predictions)"
 
 
 def _fill_between_run(table: pd.DataFrame, arms: dict, runs: pd.DataFrame, pool: bool) -> None:
@@ -406,7 +455,7 @@ def per_image_contrast(correct_a, correct_b, alpha: float = ALPHA) -> dict:
                          "seed-to-seed training noise; train another seed of both cells")
     d = 100.0 * (a.astype(float) - b.astype(float))
     var_seed = d.mean(1).var(ddof=1) / seeds
-    var_image = d.mean(0).var(ddof=1) / images if images > 1 else 0.0
+    var_image = image_variance(a, b)
     se = math.sqrt(var_seed + var_image)
     terms = [(var_seed, seeds - 1), (var_image, images - 1)]
     denom = sum(v ** 2 / k for v, k in terms if k > 0 and v > 0)

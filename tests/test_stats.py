@@ -252,3 +252,27 @@ def test_power_simulation_matches_the_minimum_detectable_effect():
     model, fitted = _simulate([0.0, 2.0, 0.0, 0.0, 0.0], 2, sims, seed_sd=2.0, noise_sd=3.5, rng=rng)
     v, _ = _verdicts(model, fitted, QUICK_PAIRS, QUICK_CLAIMS)
     assert (v[:, 0] == "agrees").mean() < 0.10
+
+
+def test_contrast_table_adds_the_image_term_from_per_image_predictions():
+    # two cells x 3 seeds; per seed both runs score the same 50%, on different images in seed 0 only
+    runs = pd.DataFrame({"grid": "g", "cell": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "run_id": list("uvwxyz"),
+                         "top1": [50.0, 51, 52, 50.5, 51, 53], "ema": False})
+    target = np.zeros(8, int)
+    right = {"u": [1, 1, 1, 1, 0, 0, 0, 0], "x": [0, 0, 0, 0, 1, 1, 1, 1]}
+    predictions = pd.concat([pd.DataFrame({"run_id": rid, "val_index": range(8), "target": target,
+                                           "pred_raw": 1 - np.array(right.get(rid, [1, 1, 0, 0, 1, 1, 0, 0]))})
+                             for rid in "uvwxyz"])
+    contrast = [stats.Contrast("g", "b", "a", "better")]
+    plain = stats.contrast_table(runs, contrast).iloc[0]
+    with_images = stats.contrast_table(runs, contrast, predictions=predictions).iloc[0]
+    # per-image differences b - a averaged over seeds: seed 0 gives -100 / +100, seeds 1-2 give 0 -> +-33.3 pp,
+    # variance over the 8 images 1269.8 / 8 = 158.7 pp^2 added to the seed-level variance
+    correct_b = np.array([[0, 0, 0, 0, 1, 1, 1, 1], [1, 1, 0, 0, 1, 1, 0, 0], [1, 1, 0, 0, 1, 1, 0, 0]], bool)
+    correct_a = np.array([[1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 1, 1, 0, 0], [1, 1, 0, 0, 1, 1, 0, 0]], bool)
+    var_image = stats.image_variance(correct_b, correct_a)
+    assert var_image == pytest.approx(np.var([-100 / 3] * 4 + [100 / 3] * 4, ddof=1) / 8)
+    assert with_images["se"] == pytest.approx(math.sqrt(plain["se"] ** 2 + var_image))
+    assert with_images["diff"] == plain["diff"] and "image sampling over 8 val images" in with_images["method"]
+    # old results without predictions: unchanged
+    assert stats.contrast_table(runs, contrast, predictions=predictions.iloc[:0]).iloc[0]["se"] == plain["se"]
