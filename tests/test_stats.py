@@ -276,3 +276,18 @@ def test_contrast_table_adds_the_image_term_from_per_image_predictions():
     assert with_images["diff"] == plain["diff"] and "image sampling over 8 val images" in with_images["method"]
     # old results without predictions: unchanged
     assert stats.contrast_table(runs, contrast, predictions=predictions.iloc[:0]).iloc[0]["se"] == plain["se"]
+
+
+def test_pooling_falls_back_to_paired_t_when_variances_differ():
+    # 3 cells x 5 seeds: contrast b - a has paired differences with SD ~0.1 pp, c - a with SD ~10 pp: Bartlett's test
+    # rejects equal variances, so each contrast keeps its own paired t interval (4 df) instead of the pooled one
+    a = np.array([50.0, 52, 54, 51, 53])
+    runs = pd.DataFrame({"grid": "g", "cell": ["a"] * 5 + ["b"] * 5 + ["c"] * 5, "seed": list(range(5)) * 3,
+                         "run_id": [f"r{i}" for i in range(15)],
+                         "top1": np.concatenate([a, a + [2.0, 2.1, 1.9, 2.0, 2.1], a + [10.0, -12, 15, -8, 3]])})
+    contrasts = [stats.Contrast("g", "b", "a", "better"), stats.Contrast("g", "c", "a", "better")]
+    table = stats.contrast_table(runs, contrasts).set_index("cell")
+    assert (table["df"] == 4).all() and table["method"].str.startswith("paired t").all()
+    assert table["note"].str.contains("Bartlett").all()
+    assert table.loc["b", "se"] == pytest.approx(np.std([2.0, 2.1, 1.9, 2.0, 2.1], ddof=1) / math.sqrt(5))
+    assert table.loc["b", "verdict"] == "agrees" and table.loc["c", "verdict"] == "underpowered"
