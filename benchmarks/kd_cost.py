@@ -27,8 +27,8 @@ import torch
 from gv3lite.data import build_datasets, build_loader, resolve_data_root
 from gv3lite.distill import CachedKD, OnlineKD, build_label_maps, dataset_classes
 from gv3lite.recipe import Recipe
-from gv3lite.teachers import create_teacher
-from gv3lite.train import build_model, build_optimizer, build_scheduler, train_one_epoch
+from gv3lite.teacher import create_teacher
+from gv3lite.experiment import build_model, build_optimizer, build_scheduler, train_one_epoch
 from gv3lite.utils import git_commit
 
 

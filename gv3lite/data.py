@@ -33,6 +33,7 @@ from typing import Sequence
 
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms import v2
@@ -40,8 +41,7 @@ from torchvision.transforms.v2 import functional as F
 
 from gv3lite.utils import default_data_root
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # the student input normalization (timm)
 DEFAULT_CROP_PCT = 0.875
 IMAGENETTE_CLASSES = {  # wnid -> name, in ImageFolder (sorted wnid) order
     "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",

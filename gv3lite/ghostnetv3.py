@@ -1,5 +1,5 @@
-"""The GhostNetV3 network (Liu et al., arXiv 2404.11202), its layer table, widths 0.5/1.0/1.3/1.6, and the model
-registry (``create_model``, ``list_models``).
+"""The GhostNetV3 network (Liu et al., arXiv 2404.11202), its layer table and its widths 0.5/1.0/1.3/1.6
+(the registry that builds it by name is ``gv3lite.models``).
 
 Layout (GhostNet Table 1; V3 §3.1; reference_implementations.md §1): stem 3x3/2 conv+BN+ReLU -> 16 Ghost
 bottlenecks (``blocks.0`` ... ``blocks.8``) -> ``blocks.9`` 1x1 conv+BN+ReLU -> global average pool -> 1x1
@@ -114,44 +114,4 @@ def _check_args(width, num_classes, in_chans, drop_rate):
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
 
 
-def list_models():
-    """Every model name ``create_model`` accepts: timm's ``ghostnetv3_050/100/130/160``, then the other
-    architectures of ``gv3lite.convert`` (MobileNetV2, ShuffleNetV2, GhostNetV2; plain and ``*_rep``)."""
-    from gv3lite.convert import MODEL_BUILDERS  # lazy: convert imports this module
-    return list(MODEL_WIDTHS) + list(MODEL_BUILDERS)
-
-
-_MODEL_KWARGS = ("in_chans", "drop_rate", "num_conv_branches", "use_scale_branch", "use_identity_branch")
-
-
-def create_model(name, num_classes=1000, deploy=False, checkpoint_path=None, **kwargs):
-    """Build a GhostNetV3 by its timm name, optionally loading local weights.
-
-    Args:
-        name: one of ``list_models()``.
-        num_classes: classifier outputs (output shape (B, num_classes)).
-        deploy: build the fused form directly (load deploy checkpoints into it).
-        checkpoint_path: optional local checkpoint, loaded strictly by ``gv3lite.checkpoint.load_checkpoint``
-            (EMA weights when present).
-        **kwargs: ``in_chans``, ``drop_rate`` (0.2), ``num_conv_branches`` (3), ``use_scale_branch`` (True),
-            ``use_identity_branch`` (True); see ``GhostNetV3``.
-
-    Raises:
-        ValueError: unknown name (lists the valid ones), unknown keyword, or an invalid value.
-    """
-    from gv3lite.convert import MODEL_BUILDERS, build_model  # other architectures (see convert.build_model)
-    if name not in MODEL_WIDTHS and name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
-    if unknown:
-        raise ValueError(f"unknown keyword argument(s) {unknown} for {name}; accepted: "
-                         f"num_classes, deploy, checkpoint_path, {', '.join(_MODEL_KWARGS)}")
-    model = (build_model(name, num_classes, deploy, **kwargs) if name in MODEL_BUILDERS else
-             GhostNetV3(MODEL_WIDTHS[name], num_classes=num_classes, deploy=deploy, **kwargs))
-    if checkpoint_path is not None:
-        from gv3lite.checkpoint import load_checkpoint
-        load_checkpoint(model, checkpoint_path)
-    return model
-
-
-__all__ = ["GhostNetV3", "LAYER_CFG", "MODEL_WIDTHS", "create_model", "list_models"]
+__all__ = ["GhostNetV3", "LAYER_CFG", "MODEL_WIDTHS"]

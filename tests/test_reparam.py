@@ -165,7 +165,7 @@ def fused_blocks_have_no_bn(model):
     assert not [n for n, _ in model.named_modules() if "_rpr_" in n]
 
 
-@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (convert.py adds others)
+@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (models.py registers others)
 def test_network_fusion_is_exact(name):
     """Randomized BN statistics, eval mode, non-square input: fp32 <= 1e-5, fp64 <= 1e-10."""
     torch.manual_seed(0)

