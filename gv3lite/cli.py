@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 import yaml
 
-import gv3lite
 from gv3lite.ablation import add_reproduce
 from gv3lite.checkpoint import load_checkpoint, read_checkpoint
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
 from gv3lite.experiment import build_model, run
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, preset
+from gv3lite.reparam import reparameterize
 from gv3lite.utils import resolve_device
 
 WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
@@ -141,7 +141,7 @@ def run_eval(args) -> int:
     model = build_model(recipe, ckpt["num_classes"])
     load_checkpoint(model, ckpt, use_ema=not args.no_ema)
     model = model.to(device).eval()
-    deploy = gv3lite.reparameterize(model).to(device).eval()
+    deploy = reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
                              per_class=args.images_per_class, seed=recipe.data_seed)
     correct, max_diff, n = [0, 0], 0.0, 0

@@ -10,9 +10,10 @@ Names and state_dict keys equal timm 1.0.31's ``ghostnetv3_*`` (train and deploy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import make_divisible
 
 from gv3lite.ghost import GhostBottleneckV3
-from gv3lite.layers import ConvBnAct, make_divisible
+from gv3lite.layers import ConvBnAct
 
 # One list per stage; each row is a bottleneck: (dw kernel k, expansion width "exp", output width, SE ratio, stride).
 # Values at width 1.0 (GhostNet Table 1).
