@@ -40,6 +40,8 @@ math is written here; it is all ``gv3lite.reparam``.
 Rule for the deploy form: ``reparameterize(add_rep_branches(m).model)`` has the architecture of
 ``reparameterize(m)``: the torchvision model itself, and for GhostNetV2 the fused GhostNetV3 (``deploy=True``).
 """
+from __future__ import annotations
+
 import copy
 from typing import NamedTuple
 
@@ -72,7 +74,8 @@ class RepConv2d(nn.Module):
     conv's settings holding the fused kernel; the fused bias goes to the ``DeferredBatchNorm``.
     """
 
-    def __init__(self, conv, bn, num_conv_branches=3, use_scale_branch=True, use_identity_branch=True):
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, num_conv_branches: int = 3, use_scale_branch: bool = True,
+                 use_identity_branch: bool = True):
         super().__init__()
         k = conv.kernel_size[0]
         self.rep = RepConvBN(conv.in_channels, conv.out_channels, k, conv.stride[0], conv.padding[0], conv.groups,
@@ -84,15 +87,15 @@ class RepConv2d(nn.Module):
         self.rep.rpr_conv[0].bn1.load_state_dict(bn.state_dict())
         self.rep.to(device=conv.weight.device, dtype=conv.weight.dtype).train(conv.training)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rep(x)
 
-    def fused_kernel_bias(self):
+    def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kernel (C_out, C_in/groups, k, k), bias (C_out,))`` of the one conv equal to the sum of branches."""
         return fuse_branches(self.rep.branches(), self.rep.kernel_size, self.rep.groups)
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> nn.Conv2d:
         """Return the deploy conv: a copy of branch 0's bias-free conv holding the fused kernel."""
         conv = copy.deepcopy(self.rep.rpr_conv[0].conv)
         conv.weight.copy_(self.fused_kernel_bias()[0])
@@ -115,11 +118,11 @@ class DeferredBatchNorm(nn.Module):
         super().__init__()
         self.__dict__["source"] = source  # bypass nn.Module.__setattr__, which would register a submodule
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> nn.BatchNorm2d:
         """Return the deploy BatchNorm2d (see class docstring); it has the train/eval flag of this module."""
         bn = copy.deepcopy(self.source.rep.rpr_conv[0].bn1)
         bn.weight.fill_(1.0)
@@ -193,8 +196,8 @@ class RepConversion(NamedTuple):
     layers: list
 
 
-def add_rep_branches(model, num_conv_branches=3, use_scale_branch=True, use_identity_branch=True, include=None,
-                     inplace=False):
+def add_rep_branches(model: nn.Module, num_conv_branches: int = 3, use_scale_branch: bool = True,
+                     use_identity_branch: bool = True, include=None, inplace: bool = False) -> "RepConversion":
     """Add GhostNetV3's re-parameterizable training-time branches (§3.1) to the convs of an ordinary model.
 
     Every selected Conv2d -> BatchNorm2d pair becomes ``RepConv2d`` + ``DeferredBatchNorm`` (torchvision models);

@@ -1,12 +1,15 @@
 """The GhostNetV3 network (Liu et al., arXiv 2404.11202), its layer table and its widths 0.5/1.0/1.3/1.6
 (the registry that builds it by name is ``gv3lite.models``).
 
-Layout (GhostNet Table 1; V3 §3.1; reference_implementations.md §1): stem 3x3/2 conv+BN+ReLU -> 16 Ghost
+Layout (GhostNet Table 1; V3 §3.1; timm 1.0.31 ``timm/models/ghostnet.py``: ``GhostNet`` line 645, the
+layer table ``cfgs`` in ``_create_ghostnet`` line 893): stem 3x3/2 conv+BN+ReLU -> 16 Ghost
 bottlenecks (``blocks.0`` ... ``blocks.8``) -> ``blocks.9`` 1x1 conv+BN+ReLU -> global average pool -> 1x1
 ``conv_head`` to 1280 (+ReLU) -> dropout -> linear classifier. Every channel count is ``make_divisible(c * width,
 4)``; ``conv_head`` is never width-scaled. Layers from index 2 on gate ghost1 with DFC attention (GhostNetV2).
 Names and state_dict keys equal timm 1.0.31's ``ghostnetv3_*`` (train and deploy form), so weights load both ways.
 """
+from __future__ import annotations
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -51,8 +54,9 @@ class GhostNetV3(nn.Module):
         deploy: build the fused (deploy) form directly, e.g. to load a deploy state_dict.
     """
 
-    def __init__(self, width=1.0, num_classes=1000, in_chans=3, drop_rate=0.2, num_conv_branches=3,
-                 use_scale_branch=True, use_identity_branch=True, deploy=False):
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
+                 num_conv_branches: int = 3, use_scale_branch: bool = True, use_identity_branch: bool = True,
+                 deploy: bool = False):
         super().__init__()
         _check_args(width, num_classes, in_chans, drop_rate)
         self.width, self.num_classes, self.drop_rate = width, num_classes, drop_rate
@@ -84,20 +88,20 @@ class GhostNetV3(nn.Module):
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Linear(HEAD_CH, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> feature map (B, num_features, H/32, W/32)."""
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
-    def forward_head(self, x, pre_logits=False):
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Feature map -> (B, 1280) pre-logits if ``pre_logits`` else (B, num_classes) logits."""
         x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
         x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes):
+    def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh ``Linear(1280, num_classes)`` (Identity for 0), e.g. to fine-tune."""
         _check_args(self.width, num_classes, 1, self.drop_rate)
         self.num_classes = num_classes

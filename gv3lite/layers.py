@@ -7,6 +7,8 @@ always called with ``divisor=4`` as GhostNet does (``timm/models/ghostnet.py`` l
 Attribute names (``conv``, ``bn1``, ``conv_reduce``, ``conv_expand``) are chosen so that state_dict keys equal
 those of timm's GhostNet (timm 1.0.31 ``ghostnet.py``), which lets timm weights load strictly into our models.
 """
+from __future__ import annotations
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -52,7 +54,8 @@ class ConvBnAct(nn.Module):
         act: ``True`` for ReLU, ``None``/``False`` for none, or an ``nn.Module`` instance.
     """
 
-    def __init__(self, in_ch, out_ch, kernel_size=1, stride=1, padding=None, groups=1, act=True):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, padding: int | None = None,
+                 groups: int = 1, act: bool | nn.Module | None = True):
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=False)
@@ -61,7 +64,7 @@ class ConvBnAct(nn.Module):
             act = nn.ReLU(inplace=True)
         self.act = act if isinstance(act, nn.Module) else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn1(self.conv(x)))
 
 

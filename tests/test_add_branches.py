@@ -6,40 +6,17 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from conftest import randomize_bn_around_activations
 from gv3lite import reparameterize
 from gv3lite.add_branches import DeferredBatchNorm, RepConv2d, add_rep_branches
-from gv3lite.models import MODEL_BUILDERS, create_model
 from gv3lite.ghostnetv3 import GhostNetV3
+from gv3lite.models import MODEL_BUILDERS, create_model
 
 NUM_CLASSES = 10
 
 
 def params(model):
     return sum(p.numel() for p in model.parameters())
-
-
-def randomize_bn(model, seed=0):
-    """Random BN affine params and running stats randomized *around* real activation statistics.
-
-    Running stats come from a train-mode pass over 8 random images, then var x U(0.5, 2) and mean + 0.1 std N(0, 1);
-    gamma U(0.5, 1.5), beta N(0, 0.1^2). Purely random stats (mean N(0, 0.1^2), var U(0.5, 2)) do not normalize
-    the randomly initialized torchvision nets: MobileNetV2's activations then grow block by block and the *train
-    form's own* fp32 error (vs fp64) reaches 1e-4 -- the tolerance would test float noise, not the fusion.
-    """
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-        m.momentum = None  # cumulative average: running stats = this batch's stats
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, 3, 64, 64, generator=g))
-    for m in bns:
-        m.momentum = 0.1
-        m.running_var.mul_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-        m.running_mean.add_(torch.randn(m.num_features, generator=g) * 0.1 * m.running_var.sqrt())
-    return model.eval()
 
 
 # name -> (plain model builder, converted layers, train-form params, deploy/original params) at 10 classes
@@ -60,7 +37,7 @@ def test_round_trip_is_exact_and_restores_the_original(arch):
     rep, layers = add_rep_branches(original)
     assert len(layers) == n_layers
     assert params(original) == n_plain and params(rep) == n_train
-    randomize_bn(rep)
+    randomize_bn_around_activations(rep)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         y = rep(x)

@@ -11,7 +11,7 @@ timm = pytest.importorskip("timm")
 from timm.layers import make_divisible  # noqa: E402
 from timm.utils.model import reparameterize_model as timm_reparameterize  # noqa: E402
 
-from test_reparam import randomize_bn  # noqa: E402
+from gv3lite.reparam import randomize_batchnorm  # noqa: E402
 
 # timm 1.0.31 (timm/models/ghostnet.py) and the official code agree: params, conv+linear MACs (M) at 224
 EXPECTED = {
@@ -81,7 +81,7 @@ def test_dropout_before_classifier_like_timm():
 def test_parity_with_timm(name):
     """timm weights load strictly into ours and back; eval outputs agree in train form and deploy form."""
     torch.manual_seed(0)
-    ref = randomize_bn(timm.create_model(name, num_classes=10)).eval()
+    ref = randomize_batchnorm(timm.create_model(name, num_classes=10)).eval()
     ours = create_model(name, num_classes=10).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     ref.load_state_dict(ours.state_dict(), strict=True)
@@ -98,7 +98,7 @@ def test_parity_with_timm(name):
 
 def test_parity_with_timm_at_224():
     torch.manual_seed(1)
-    ref = randomize_bn(timm.create_model("ghostnetv3_100")).eval()
+    ref = randomize_batchnorm(timm.create_model("ghostnetv3_100")).eval()
     ours = create_model("ghostnetv3_100").eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, 224, 224)
