@@ -23,6 +23,8 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from gv3lite.distill import KD_LOSSES, KD_MODES, check_kd_with_mixup
 from gv3lite.models import list_models
 from gv3lite.teacher import list_teachers
@@ -237,7 +239,6 @@ class Recipe:
             raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
         text = path.read_text()
         if _is_yaml(path):
-            import yaml
             try:
                 d = yaml.safe_load(text) or {}
             except yaml.YAMLError as err:
@@ -262,7 +263,6 @@ def _is_yaml(path: Path) -> bool:
 
 def _dump(d: dict, path: Path) -> str:
     if _is_yaml(path):
-        import yaml
         return yaml.safe_dump(d, sort_keys=False)
     return json.dumps(d, indent=2) + "\n"
 

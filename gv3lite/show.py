@@ -15,9 +15,8 @@ import torch
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD
 
 
-
 def _plt():
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and sets up a backend
     return plt
 
 

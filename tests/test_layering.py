@@ -87,11 +87,27 @@ def layer_violations(graph: dict[str, set[str]], layers: list[str]) -> list[str]
     return problems
 
 
+def function_level_imports(path: Path) -> list[str]:
+    """``gv3lite`` imports inside functions of ``path`` (as ``"function: module"``): none are allowed, so that the
+    module-level imports alone show what a module depends on."""
+    found = []
+    for func in ast.walk(ast.parse(path.read_text())):
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(func):
+                if isinstance(node, ast.Import):
+                    found += [f"{func.name}: {a.name}" for a in node.names if a.name.split(".")[0] == "gv3lite"]
+                elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "gv3lite":
+                    found.append(f"{func.name}: {node.module}")
+    return found
+
+
 def test_package_has_no_import_cycle_and_respects_the_layers():
     graph = import_graph()
     assert set(graph) == set(LAYERS) | {TOP}, "LAYERS must list every module of gv3lite/"
     assert find_cycle(graph) is None, find_cycle(graph)
     assert layer_violations(graph, LAYERS) == []
+    hidden = {p.name: function_level_imports(p) for p in PACKAGE.glob("*.py") if function_level_imports(p)}
+    assert hidden == {}, "import gv3lite modules at module level, not inside functions"
 
 
 @pytest.mark.parametrize("graph, cycle", [
@@ -122,3 +138,4 @@ def test_import_walk_sees_function_level_imports(tmp_path, monkeypatch):
         (tmp_path / f"{name}.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     assert gv3lite_imports(tmp_path / "a.py") == {"b", "c", "d", TOP}
+    assert function_level_imports(tmp_path / "a.py") == ["f: gv3lite.b", "f: gv3lite.c", "f: gv3lite"]

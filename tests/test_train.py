@@ -1,18 +1,21 @@
-"""gv3lite.recipe, gv3lite.experiment and gv3lite.train: recipe round trips, the schedule, learning on real images, determinism,
-exact resume, the KD hook."""
+"""gv3lite.recipe, gv3lite.experiment and gv3lite.train: recipe round trips, the schedule, learning on real images,
+determinism, exact resume, the KD hook."""
 import json
 
 import pandas as pd
 import pytest
 import torch
 
-from gv3lite.recipe import Recipe
+from gv3lite.data import build_datasets
 from gv3lite.experiment import build_optimizer, build_scheduler, run
+from gv3lite.recipe import Recipe
 from gv3lite.train import scheduler_step
 
 from conftest import FOUR_CLASSES
 
-TINY = dict(classes=FOUR_CLASSES, images_per_class_train=16, images_per_class_val=5, img_size=64, epochs=2,
+TWO_CLASSES = [FOUR_CLASSES[0], FOUR_CLASSES[3]]  # tench, parachute
+
+TINY = dict(classes=FOUR_CLASSES, images_per_class_train=16, images_per_class_val=5, img_size=40, epochs=2,
             batch_size=16, warmup_epochs=0.5)
 
 
@@ -124,16 +127,26 @@ def test_schedule_warms_up_peaks_and_decays(sched):
 
 
 # --------------------------------------------------------------------------------------------- training
-def test_short_training_beats_chance_on_real_images(tiny_datasets, tmp_path):
-    """4 Imagenette classes, 100 train images each, 64 px, 6 epochs: val top-1 well above chance (25%)."""
-    recipe = Recipe(classes=FOUR_CLASSES, images_per_class_train=100, images_per_class_val=20, img_size=64,
-                    epochs=6, batch_size=16, lr=3e-3, warmup_epochs=1, drop_rate=0.0, label_smoothing=0.0)
-    history = run(recipe, out_dir=tmp_path, quiet=True, datasets=tiny_datasets)
+@pytest.fixture(scope="module")
+def two_classes(data_root):
+    """Tench and parachute: 50 train and 20 val images per class at 40 px (decoded once for this module)."""
+    return build_datasets(data_root, 40, classes=TWO_CLASSES, images_per_class_train=50, images_per_class_val=20,
+                          seed=0, scale=(0.25, 1.0))
+
+
+def test_short_training_beats_chance_on_real_images(two_classes, tmp_path):
+    """2 Imagenette classes, 50 train images each, 40 px, 8 epochs of the plain GhostNetV3-0.5x (a few seconds):
+    val top-1 clearly above chance (50%): >= 70% is 28 of 40 val images, P <= 1% for a coin. Measured for seeds
+    0 / 1 / 2: 92.5 / 77.5 / 85.0%."""
+    recipe = Recipe(classes=TWO_CLASSES, images_per_class_train=50, images_per_class_val=20, img_size=40,
+                    epochs=8, batch_size=16, lr=5e-3, warmup_epochs=0.5, drop_rate=0.0, label_smoothing=0.0,
+                    num_conv_branches=1, use_scale_branch=False, use_identity_branch=False)
+    history = run(recipe, out_dir=tmp_path, quiet=True, datasets=two_classes)
     assert list(history.columns) == ["epoch", "train_loss", "train_kd", "val_loss", "val_top1", "val_top5",
                                      "ema_top1", "lr", "seconds"]
     assert history.train_kd.isna().all()  # no teacher, no KD term
-    assert history.epoch.tolist() == list(range(1, 7))
-    assert history.val_top1.iloc[-1] >= 45.0, history
+    assert history.epoch.tolist() == list(range(1, 9))
+    assert history.val_top1.iloc[-1] >= 70.0, history
     assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
     saved = pd.read_csv(tmp_path / "metrics.csv")
     pd.testing.assert_frame_equal(saved, history, check_dtype=False)
@@ -211,7 +224,7 @@ def test_kd_hook_receives_images_and_crop_info_and_logs_kd_term(data_root):
     history = run(recipe, data_root, None, quiet=True, kd=kd)
     assert len(kd.calls) == 4  # 64 images / batch 16
     images_shape, info = kd.calls[0]
-    assert images_shape == (16, 3, 64, 64)
+    assert images_shape == (16, 3, 40, 40)
     assert info["box"].shape == (16, 4) and info["flip"].shape == (16,) and info["index"].shape == (16,)
     assert 0 < history.train_kd.iloc[0] < history.train_loss.iloc[0] * 2  # KL(uniform || student) > 0 is logged
     indices = torch.cat([c[1]["index"] for c in kd.calls])
