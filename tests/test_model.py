@@ -77,7 +77,7 @@ def test_dropout_before_classifier_like_timm():
     assert torch.equal(model.forward_head(feats, pre_logits=True), feats)
 
 
-@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (convert.py adds others)
+@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (models.py registers others)
 def test_parity_with_timm(name):
     """timm weights load strictly into ours and back; eval outputs agree in train form and deploy form."""
     torch.manual_seed(0)
