@@ -12,9 +12,11 @@ Owns:
 Runs are keyed by a hash of the resolved recipe (seed included), so a config shared by several grids (e.g. the
 ``ghostnetv3`` recipe is the ``recipe`` grid's cell, ``reparam/full``, ``kd/teacher`` and ``schedule/ema``) trains
 once; so does a cell without EMA (trained as its EMA twin, whose raw weights it reads: `trained_as`), and the
-architectures grid's GhostNetV2 cells (GhostNetV3's architecture: the recipe's switches decide the branches). Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``),
+architectures grid's GhostNetV2 cells (GhostNetV3's architecture: the recipe's switches decide the branches).
+Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``),
 ``runs.csv`` (one row per grid, cell and seed), ``summary.csv`` / ``summary.md``, ``report.md``. A run with
-``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it (``gv3lite.experiment.run(resume=True)``).
+``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it
+(``gv3lite.experiment.run(resume=True)``).
 
 Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
 reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).

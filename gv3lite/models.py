@@ -56,7 +56,7 @@ MODEL_BUILDERS = {**{n: (1, False, False) for n in _PLAIN_NAMES}, **{f"{n}_rep":
 
 
 def _build_other(name, num_classes=1000, deploy=False, in_chans=3, drop_rate=None, num_conv_branches=None,
-                use_scale_branch=None, use_identity_branch=None):
+                 use_scale_branch=None, use_identity_branch=None):
     """Build ``mobilenetv2_{050,100}``, ``shufflenetv2_{050,100}`` or ``ghostnetv2_{050,100,130,160}``
     (width multiplier x100), plain or with branches. Called by `create_model`.
 
