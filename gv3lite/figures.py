@@ -18,6 +18,10 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from gv3lite import paper as paper_mod
+from gv3lite.stats import DELTA
 from gv3lite.utils import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
 
@@ -73,9 +77,7 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
     its ImageNet top-1: absolute accuracies of the two datasets are not comparable). ``paper_cells`` maps our cell name to ``(paper cell, paper model
     label or None)`` where the two differ (``gv3lite.ablation.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
     """
-    import matplotlib.pyplot as plt
-
-    from gv3lite import paper as paper_mod
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import; `import gv3lite.figures` stays light
 
     ours = summary[summary["grid"] == grid].reset_index(drop=True) if "grid" in summary else summary
     if ours.empty:
@@ -139,10 +141,8 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     Raises ``ValueError`` for an empty table.
     """
     import matplotlib.pyplot as plt
-    import numpy as np
     from matplotlib.lines import Line2D
 
-    from gv3lite.stats import DELTA
     if len(table) == 0:
         raise ValueError("no contrasts to draw; run `gv3lite reproduce` with at least a baseline and one other cell")
     delta = DELTA if delta is None else delta
