@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gv3lite import experiment
 from gv3lite.data import build_datasets
 from gv3lite.experiment import build_optimizer, build_scheduler, run
 from gv3lite.recipe import Recipe
@@ -258,3 +259,45 @@ def test_augmentation_switches_train(data_root):
                     mixup_alpha=0.2, cutmix_alpha=1.0)
     history = run(recipe, data_root, None, quiet=True)
     assert len(history) == 1 and 0 < history.train_loss.iloc[0] < 10
+
+
+# ------------------------------------------------------------------------------------ common random numbers
+def _recorder(monkeypatch):
+    """Wrap experiment.build_model (the original, restored when ``monkeypatch`` ends): keep the student's initial
+    weights and its first three training inputs."""
+    seen = {"init": None, "batches": []}
+    real = experiment.build_model
+    assert real.__module__ == "gv3lite.experiment", "wrap the original build_model, not a wrapper"
+
+    def build(recipe, num_classes):
+        model = real(recipe, num_classes)
+        seen["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+        model.register_forward_pre_hook(
+            lambda m, args: seen["batches"].append(args[0].clone()) if m.training and len(seen["batches"]) < 3 else None)
+        return model
+
+    monkeypatch.setattr(experiment, "build_model", build)
+    return seen
+
+
+def test_common_random_numbers_across_cells(data_root, monkeypatch, tmp_path):
+    """For one seed, a KD cell and a no-KD cell start from the same student weights and see the same crops, although
+    the KD cell builds a teacher (whose own initialization draws random numbers) before the student."""
+    monkeypatch.setenv("GV3LITE_CACHE", str(tmp_path))
+    tiny = dict(TINY, epochs=1, warmup_epochs=0.0, sched="cosine")
+    datasets = build_datasets(data_root, 40, classes=FOUR_CLASSES, images_per_class_train=16,
+                              images_per_class_val=5, return_crop_info=True)
+    runs = {}
+    for name, changes in [("none", dict(teacher=None)), ("teacher", dict(teacher="efficientnet_lite0",
+                                                                        kd_mode="online")),
+                          ("other seed", dict(teacher=None, seed=1))]:
+        with pytest.MonkeyPatch.context() as mp:
+            seen = _recorder(mp)
+            run(Recipe(**tiny, **changes), datasets=datasets, quiet=True)
+        runs[name] = seen
+    none, teacher, other = runs["none"], runs["teacher"], runs["other seed"]
+    assert all(torch.equal(none["init"][k], teacher["init"][k]) for k in none["init"])
+    assert len(none["batches"]) == 3 and all(torch.equal(a, b) for a, b in zip(none["batches"], teacher["batches"]))
+    # the control: another seed gives other weights and other batches
+    assert not all(torch.equal(none["init"][k], other["init"][k]) for k in none["init"])
+    assert not torch.equal(none["batches"][0], other["batches"][0])
