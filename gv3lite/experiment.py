@@ -25,7 +25,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from gv3lite.data import build_datasets, resolve_data_root
-from gv3lite.distill import CachedKD, check_kd_with_mixup, make_kd
+from gv3lite.distill import CachedKD, make_kd
 from gv3lite.models import create_model_from_config
 from gv3lite.recipe import Recipe
 from gv3lite.train import LoopSettings, check_resumable, fit, setup_distributed
@@ -109,13 +109,12 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     ``kd``: a prebuilt KD object (default: built from ``recipe.teacher``, or none); ``datasets``: a prebuilt
     ``(train, val)`` pair (skips data loading); ``out_dir``, ``resume``, ``max_epochs``, ``quiet``: see
     ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume). Raises
-    ``FileNotFoundError`` (resume without ``last.pth``), ``NotImplementedError`` (KD with Mixup/CutMix),
+    ``FileNotFoundError`` (resume without ``last.pth``),
     ``ValueError`` (``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
     """
     check_resumable(out_dir, resume)
     device = setup_distributed(device)
     uses_kd = kd is not None or recipe.teacher is not None
-    check_kd_with_mixup(uses_kd, recipe.mixup_alpha, recipe.cutmix_alpha)
     seed_everything(recipe.seed)
     if datasets is None:
         datasets = recipe_datasets(recipe, resolve_data_root(data_root), return_crop_info=uses_kd, progress=not quiet)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from gv3lite.distill import KD_LOSSES, KD_MODES, check_kd_with_mixup
+from gv3lite.distill import KD_LOSSES, KD_MODES
 from gv3lite.models import list_models
 from gv3lite.teacher import list_teachers
 
@@ -115,8 +115,7 @@ class Recipe:
 
         Raises ``ValueError`` naming the first bad field, its value and what it must be: a wrong type (e.g.
         ``ema='maybe'``, ``epochs=True``, ``lr='abc'``), a value out of range, an unknown name (``opt``, ``model``,
-        ``teacher``, ...), a bad ``classes`` list, or a combination the trainer does not support (a teacher with
-        Mixup/CutMix).
+        ``teacher``, ...), a bad ``classes`` list, or ``kd_loss='soft_ce'`` with a temperature other than 1.
         """
         def choice(name, options):
             if getattr(self, name) not in options:
@@ -202,7 +201,6 @@ class Recipe:
         if not (self.teacher in list_teachers() or Path(self.teacher).expanduser().is_file()):
             raise ValueError(f"recipe.teacher={self.teacher!r} is neither a pretrained teacher name "
                              f"({list_teachers()}) nor an existing checkpoint file; use None for no distillation")
-        check_kd_with_mixup(True, self.mixup_alpha, self.cutmix_alpha, error=ValueError)
 
     # ---------------------------------------------------------------- serialization
     def to_dict(self) -> dict:

@@ -24,13 +24,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
+from timm.data.mixup import mixup_target
 from timm.utils import accuracy, unwrap_model
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from gv3lite.checkpoint import read_checkpoint, save_checkpoint
 from gv3lite.data import build_loader
-from gv3lite.distill import training_loss
+from gv3lite.distill import mix_teacher_logits, training_loss
 from gv3lite.utils import git_commit, resolve_device, seed_everything
 
 
@@ -82,6 +83,21 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
 
 
+def mix_batch(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """timm ``Mixup`` / CutMix on one batch, also returning its weight lam (what the KD target of a mixed image needs).
+
+    ``mixup``: a timm ``Mixup`` in its default ``'batch'`` mode (one lam per batch, image b mixed with image B-1-b,
+    CutMix's lam corrected to the pasted area); ``images`` (B, 3, H, W) are mixed in place; ``targets`` (B,) class
+    indices. Returns ``(images, soft targets (B, K), lam)``: the same as ``mixup(images, targets)`` (timm
+    ``data/mixup.py``, ``Mixup.__call__``), plus lam. Raises ``ValueError`` for another mode or an odd batch.
+    """
+    if mixup.mode != "batch" or len(images) % 2:
+        raise ValueError(f"mix_batch needs timm Mixup in 'batch' mode and an even batch (got mode {mixup.mode!r}, "
+                         f"batch {len(images)}); build Mixup(mode='batch') and use an even batch_size")
+    lam = float(mixup._mix_batch(images))  # timm: draws lam (and the CutMix box) and mixes the images in place
+    return images, mixup_target(targets, mixup.num_classes, lam, mixup.label_smoothing, mixup.multi_label), lam
+
+
 # ------------------------------------------------------------------------------------------ one epoch
 def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0, start_step: int = 0,
                     label_smoothing: float = 0.0, ema=None, mixup=None, kd=None, quiet: bool = False) -> dict:
@@ -89,7 +105,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
 
     ``loader`` yields ``(images (B,3,H,W), targets (B,))`` or ``(images, targets, info)``. The loss is
     ``gv3lite.distill.training_loss``: cross-entropy with ``label_smoothing`` (soft-target CE when ``mixup`` -- a timm
-    ``Mixup`` -- is given), mixed with ``kd``'s teacher logits when ``kd`` is given. ``train_loss`` is the batch-size
+    ``Mixup`` -- is given), mixed with ``kd``'s teacher logits when ``kd`` is given; with both, the teacher's logits of
+    the unmixed crops are mixed like the labels (`mix_batch`, ``gv3lite.distill.mix_teacher_logits``). ``train_loss`` is the batch-size
     weighted mean of that loss, ``train_kd`` of its KD term (NaN without ``kd``). ``start_step`` is the global step
     count before this epoch (for the schedule and the EMA). ``lr`` is the learning rate of the last step.
     """
@@ -99,10 +116,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
     for batch in bar:
         images, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         info = batch[2] if len(batch) > 2 else None
+        # the teacher sees the unmixed crops (cached: their label maps; online: the crops themselves)
+        teacher = None if kd is None else kd.teacher_logits(images, info).to(device)
         if mixup is not None:
-            images, targets = mixup(images, targets)
+            images, targets, lam = mix_batch(mixup, images, targets)
+            if teacher is not None:
+                teacher = mix_teacher_logits(teacher, lam, kd.temperature)
         logits = model(images)
-        teacher = None if kd is None else kd.teacher_logits(images, info).to(logits.device)
         parts = training_loss(logits, targets, teacher, alpha=getattr(kd, "alpha", 0.0),
                               temperature=getattr(kd, "temperature", 1.0), label_smoothing=label_smoothing,
                               kd_loss=getattr(kd, "kd_loss", "kl"))

@@ -76,9 +76,9 @@ def test_shared_configs_run_once_and_cells_differ():
     ids = {(it["grid"], it["cell"], it["seed"]): it["run_id"] for it in items}
     for seed in (0, 1):
         shared = {ids[("recipe", "ghostnetv3", seed)], ids[("reparam", "full", seed)], ids[("kd", "teacher", seed)],
-                  ids[("schedule", "ema", seed)]}
-        assert len(shared) == 1
-        assert ids[("kd", "none", seed)] == ids[("augment", "basic", seed)]
+                  ids[("schedule", "ema", seed)], ids[("augment", "basic", seed)], ids[("kd_control", "teacher", seed)]}
+        assert len(shared) == 1  # every grid's GhostNetV3-recipe cell is one training
+        assert ids[("augment", "mixup", seed)] != ids[("augment", "basic", seed)]
         # no EMA = the EMA run's raw weights; GhostNetV2 + a recipe = GhostNetV3's architecture with its switches
         assert ids[("schedule", "no_ema", seed)] == ids[("schedule", "ema", seed)]
         assert ids[("architectures", "ghostnetv2/conventional", seed)] == ids[("recipe", "conventional", seed)]
