@@ -314,12 +314,15 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     runs = collect(plan(budget, None, n_seeds), out_dir, budget, recorded)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
-    history = gather_run_files(out_dir, runs["run_id"].unique() if len(runs) else [], "metrics.csv", "history.csv")
+    run_ids = runs["run_id"].unique() if len(runs) else []
+    history = gather_run_files(out_dir, run_ids, "metrics.csv", "history.csv")
     history.to_csv(out_dir / "history.csv", index=False)
+    predictions = gather_run_files(out_dir, run_ids, "predictions.csv", PREDICTIONS)
+    predictions.to_csv(out_dir / PREDICTIONS, index=False)  # gzip: ~4 kB per run and 1,000 val images
     summary = summarize(runs)
     summary.to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
-    table = verdicts(runs)
+    table = verdicts(runs, predictions=predictions if len(predictions) else None)
     table.to_csv(out_dir / "verdicts.csv", index=False)
     write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=time.perf_counter() - t0,
                  counts=counts)

@@ -216,6 +216,16 @@ def test_smoke_budget_end_to_end(smoke_run):
         png = tmp / "figures" / f"ablation_{grid}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     assert json.loads((out / "runs" / runs["run_id"][0] / "result.json").read_text())["epochs"] == 1
+    # every val image's prediction, per run and compactly beside the results; the report's intervals use them
+    predictions = pd.read_csv(out / "predictions.csv.gz")
+    val_images = 10 * ablation.BUDGETS["smoke"]["images_per_class_val"]
+    assert len(predictions) == val_images * runs["run_id"].nunique()
+    assert set(predictions.columns) >= {"run_id", "val_index", "target", "pred_raw", "correct_raw", "pred_ema"}
+    one = predictions[predictions["run_id"] == runs["run_id"][0]]
+    assert sorted(one["val_index"]) == list(range(val_images))
+    top1_raw = runs.drop_duplicates("run_id").set_index("run_id")["top1_raw"]
+    assert (predictions.groupby("run_id")["correct_raw"].mean() * 100).round(6).to_dict() == top1_raw.round(6).to_dict()
+    assert (out / "runs" / runs["run_id"][0] / "predictions.csv").is_file()
 
 
 def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root):
