@@ -45,6 +45,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from gv3lite.data import resolve_data_root
+from gv3lite.experiment import recipe_datasets, run
 from gv3lite.recipe import preset
 from gv3lite.stats import seeds_for_half_width
 from gv3lite.utils import git_commit
@@ -90,13 +92,12 @@ def _cost(recipe) -> float:
 
 
 def _train(recipe, data, datasets_cache: dict) -> dict:
-    from gv3lite.train import fit, recipe_datasets
     key = (recipe.img_size, recipe.images_per_class_train, recipe.images_per_class_val, recipe.data_seed)
     if key not in datasets_cache:
         datasets_cache.clear()  # keep one decoded dataset in memory
         datasets_cache[key] = recipe_datasets(recipe, data)
     t0 = time.perf_counter()
-    history = fit(recipe, data, out_dir=None, quiet=True, datasets=datasets_cache[key])
+    history = run(recipe, data, out_dir=None, quiet=True, datasets=datasets_cache[key])
     last = history.iloc[-1]
     return {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1),
             "train_seconds": time.perf_counter() - t0}
@@ -137,7 +138,6 @@ def main(argv=None) -> int:
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0 or len(args.seeds) < 2:
         parser.error(f"--seeds {args.seeds}: give at least 2 distinct seeds >= 0 (one seed has no spread)")
     try:
-        from gv3lite.data import resolve_data_root
         data = resolve_data_root(args.data)
         configs = configurations(args.set, DEFAULT_VARY if args.vary is None else args.vary)
     except (KeyError, ValueError, FileNotFoundError) as err:
