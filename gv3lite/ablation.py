@@ -328,10 +328,15 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
                  counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
+    # a contrast of the asked grids may be listed under another grid that compares the same runs (`same_as`)
+    table_mine = table
+    if len(table):
+        shared = table["same_as"].map(lambda v: any(x.split("/")[0] in mine for x in v.split(", ") if x))
+        table_mine = table[table["grid"].isin(mine) | shared].reset_index(drop=True)
     folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
-    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table, history=history,
+    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table_mine, history=history,
                        folder=folder) if figures else []
-    return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": pick(table),
+    return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": table_mine,
             "figures": paths}
 
 

@@ -271,6 +271,10 @@ def _arms(runs: pd.DataFrame, contrasts) -> dict:
     return arms
 
 
+ROW_COLUMNS = ("grid", "cell", "baseline", "claim", "paper_diff", "diff", "se", "df", "n", "seeds", "per_seed",
+               "method", "same_as", "note")
+
+
 def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: float = ALPHA,
                    pool: bool = True, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """The verdict table of a study: one row per distinct contrast (contrasts that compare the same runs, e.g.
@@ -327,7 +331,7 @@ def contrast_table(runs: pd.DataFrame, contrasts, delta: float = DELTA, alpha: f
                    note=f"seeds without a pair: {unpaired}" if unpaired else "")
         rows.append(row)
         row["_arms"] = (c.grid, c.cell), (c.grid, c.baseline)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "_arms"])
     _fill_between_run(table, arms, runs, pool)
     if predictions is not None and "_arms" in table:
         for i, pair in table["_arms"].dropna().items():

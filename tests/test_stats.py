@@ -291,3 +291,9 @@ def test_pooling_falls_back_to_paired_t_when_variances_differ():
     assert table["note"].str.contains("Bartlett").all()
     assert table.loc["b", "se"] == pytest.approx(np.std([2.0, 2.1, 1.9, 2.0, 2.1], ddof=1) / math.sqrt(5))
     assert table.loc["b", "verdict"] == "agrees" and table.loc["c", "verdict"] == "underpowered"
+
+
+def test_contrast_table_without_contrasts_is_empty_with_its_columns():
+    runs = pd.DataFrame({"grid": ["g"], "cell": ["a"], "seed": [0], "run_id": ["r"], "top1": [50.0]})
+    table = stats.contrast_table(runs, [])
+    assert table.empty and {"diff", "low", "high", "p_holm", "verdict", "same_as"} <= set(table.columns)
