@@ -601,7 +601,7 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
     """
     path = Path(path)
     seeds = sorted(set(runs["seed"])) if len(runs) else []
-    lines = [f"# gv3lite reproduce — {budget} budget", "",
+    lines = [f"# gv3lite ablation report — {budget} budget", "",
              f"Command: `{command}`  ", f"Commit: {git_commit()} (runs trained at "
              f"{', '.join(sorted(set(runs['git_commit'].astype(str)))) if 'git_commit' in runs else 'unknown'})  ",
              f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
@@ -609,14 +609,15 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "")
              + (f"; training time of all runs {runs.drop_duplicates('run_id')['train_seconds'].sum() / 60:.1f} min "
                 "(summed over runs)" if len(runs) and "train_seconds" in runs else ""), "",
-             f"Analysis (declared before the runs; `gv3lite/stats.py`): the seed is the unit. diff = mean of the "
+             f"Analysis (`gv3lite/stats.py`, fixed in code before the runs it is meant for; runs recorded by older "
+             f"versions are re-analysed with it): the seed is the unit. diff = mean of the "
              f"paired per-seed differences cell − baseline (top-1, pp); its 95% interval comes from a seed-blocked "
              f"model (cell + seed) whose residual variance is pooled over the cells of one architecture, or from "
              f"the paired differences alone where pooling is not possible (see `method`). p is Holm-adjusted across "
              f"the paper's claims. Smallest effect of interest δ = {DELTA:g} pp. **agrees** / **disagrees**: "
              f"adjusted p < {ALPHA:g}, in / against the paper's direction; **no effect >= {DELTA:g} pp**: the "
              f"interval lies inside ±δ; **underpowered**: neither (MDE = the difference this design would detect "
-             f"with {POWER:.0%} power). EMA is judged within-run: EMA minus raw top-1 of every training. Paper "
+             f"with {POWER:.0%} power at the strictest Holm level). EMA is judged within-run: EMA minus raw top-1 of every training. Paper "
              "values are ImageNet differences (gv3lite/paper_results.csv); ours are on Imagenette at this budget's "
              "size: compare directions, not magnitudes. Cells with the same run id in runs.csv are one training.",
              "", "| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | Holm p | MDE (pp) | paper (pp) "
