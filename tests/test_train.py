@@ -302,16 +302,21 @@ def _recorder(monkeypatch):
     return seen
 
 
-def test_common_random_numbers_across_cells(data_root, monkeypatch, tmp_path):
+def test_common_random_numbers_across_cells(data_root, tmp_path):
     """For one seed, a KD cell and a no-KD cell start from the same student weights and see the same crops, although
     the KD cell builds a teacher (whose own initialization draws random numbers) before the student."""
-    monkeypatch.setenv("GV3LITE_CACHE", str(tmp_path))
+    from gv3lite.checkpoint import save_checkpoint
     tiny = dict(TINY, epochs=1, warmup_epochs=0.0, sched="cosine")
     datasets = build_datasets(data_root, 40, classes=FOUR_CLASSES, images_per_class_train=16,
                               images_per_class_val=5, return_crop_info=True)
+    # a small checkpoint teacher: building it initializes a network (random draws) before loading its weights
+    teacher_recipe = Recipe(model="ghostnetv3_050", num_conv_branches=1, use_scale_branch=False,
+                            use_identity_branch=False)
+    path = save_checkpoint({"model": experiment.build_model(teacher_recipe, 4).state_dict(),
+                            "recipe": teacher_recipe.to_dict(), "num_classes": 4, "classes": FOUR_CLASSES},
+                           tmp_path / "teacher.pth")
     runs = {}
-    for name, changes in [("none", dict(teacher=None)), ("teacher", dict(teacher="efficientnet_lite0",
-                                                                        kd_mode="online")),
+    for name, changes in [("none", dict(teacher=None)), ("teacher", dict(teacher=str(path), kd_mode="online")),
                           ("other seed", dict(teacher=None, seed=1))]:
         with pytest.MonkeyPatch.context() as mp:
             seen = _recorder(mp)
