@@ -206,7 +206,7 @@ def plot_learning_curves(history, runs, title: str | None = None):
         for k, (cell, cell_rows) in enumerate(part.groupby("cell", sort=False)):
             for i, (seed, r) in enumerate(cell_rows.groupby("seed")):
                 label = cell if i == 0 else None
-                axes[0, j].plot(r["epoch"], r["train_loss"], color=f"C{k}", lw=1, alpha=0.8, label=label)
+                axes[0, j].plot(r["epoch"], r["train_loss"], ".-", color=f"C{k}", ms=3, lw=1, alpha=0.8, label=label)
                 top1 = r["ema_top1"].where(r["ema_top1"].notna(), r["val_top1"]) if "ema_top1" in r else r["val_top1"]
                 axes[1, j].plot(r["epoch"], top1, "o-", color=f"C{k}", ms=3, lw=0.8, alpha=0.8)
         axes[0, j].set_title(grid, fontsize=9)
