@@ -588,6 +588,11 @@ def _fmt(value) -> str:
     return "None" if pd.isna(value) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _num(value, spec: str) -> str:
+    """``value`` formatted with ``spec`` ("n/a" for NaN, never "-0.00")."""
+    return "n/a" if value != value else format(value + 0.0, spec).replace("-0.00", "+0.00")
+
+
 def _ci(r) -> str:
     if r.low != r.low:
         return "n/a"
@@ -625,7 +630,8 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
     for r in table.itertuples():
         paper = r.paper_diff or r.claim
         lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} | {r.per_seed if len(r.per_seed) < 60 else r.per_seed[:57] + '...'} "
-                     f"| {r.diff:+.2f} | {_ci(r)} | {r.p_holm:.3f} | {r.mde:.1f} | {paper} | **{r.verdict}** |")
+                     f"| {_num(r.diff, '+.2f')} | {_ci(r)} | {_num(r.p_holm, '.3f')} | {_num(r.mde, '.1f')} | {paper} "
+                     f"| **{r.verdict}** |")
     if table.empty:
         lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | |")
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
