@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from gv3lite.ablation import add_reproduce
+from gv3lite.ablation import add_report, add_reproduce
 from gv3lite.checkpoint import load_checkpoint, read_checkpoint
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
 from gv3lite.experiment import build_model, run
@@ -161,7 +161,7 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-SUBCOMMANDS = [add_train, add_eval, add_reproduce]
+SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

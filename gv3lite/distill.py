@@ -8,8 +8,7 @@ Owns:
 * cached teacher outputs as dense label maps pooled over the student's crop box (ReLabel, Yun et al. CVPR 2021):
   ``build_label_maps`` / ``TeacherLabelMaps`` and the KD objects the trainer receives, ``CachedKD`` and ``OnlineKD``
   (``make_kd`` builds one from a teacher name, see ``gv3lite.teacher``);
-* the names ``KD_MODES`` / ``KD_LOSSES`` and the one rule on combining KD with Mixup/CutMix
-  (``check_kd_with_mixup``).
+* the names ``KD_MODES`` / ``KD_LOSSES`` and the teacher target of a Mixup/CutMix image (``mix_teacher_logits``).
 
 KD object protocol (what ``gv3lite.train`` needs): ``kd.alpha`` (KD weight in [0, 1]), ``kd.temperature``,
 ``kd.kd_loss`` (a ``KD_LOSSES`` name) and ``kd.teacher_logits(images, info) -> (B, K)``. ``info`` holds per-sample
@@ -135,14 +134,27 @@ def training_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_l
     return LossParts((1.0 - alpha) * ce + alpha * kd, ce, kd)
 
 
-def check_kd_with_mixup(uses_kd: bool, mixup_alpha: float, cutmix_alpha: float,
-                        error: type[Exception] = NotImplementedError) -> None:
-    """The one rule on KD with Mixup/CutMix: not supported together (the teacher would need the mixed images).
-    Raises ``error`` naming both settings and the fix when ``uses_kd`` and ``mixup_alpha`` or ``cutmix_alpha`` > 0."""
-    if uses_kd and (mixup_alpha > 0 or cutmix_alpha > 0):
-        raise error(f"knowledge distillation with mixup_alpha={mixup_alpha:g} / cutmix_alpha={cutmix_alpha:g}: "
-                    "KD together with Mixup/CutMix is not supported by the trainer; set mixup_alpha=0 and "
-                    "cutmix_alpha=0, or teacher=None")
+def mix_teacher_logits(teacher_logits: torch.Tensor, lam: float, temperature: float) -> torch.Tensor:
+    """The teacher's logits for a Mixup/CutMix batch (timm ``Mixup``, batch mode: image b mixed with image B-1-b).
+
+    The target of a mixed image is the same lam-mixture of the two source images' *teacher distributions* that
+    Mixup/CutMix uses for their labels: ``p = lam * softmax(z_b / T) + (1 - lam) * softmax(z_{B-1-b} / T)``, with
+    CutMix's lam the area share of image b. Why: Mixup/CutMix define a mixed image's label as that mixture of the
+    labels; replacing each label by the teacher's distribution keeps the rule, and the teacher's output on the mixed
+    image itself is out of reach for cached KD (its label maps are of the unmixed images) and would cost an extra
+    teacher pass per step online. (For CutMix, pooling each source's label map over its own region would be closer;
+    the area rule matches the labels and treats both KD modes alike.)
+
+    Args: teacher_logits (B, K) of the *unmixed* batch; lam in [0, 1]; temperature T > 0. Returns (B, K) logits
+    ``T * log p``, so that ``softmax(result / T) = p``, which is what ``kd_kl_loss`` and
+    ``soft_target_cross_entropy`` use. Raises ``ValueError`` for lam outside [0, 1] or T <= 0.
+    """
+    _check_temperature(temperature)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam={lam!r}: the Mixup/CutMix weight must lie in [0, 1]")
+    p = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
+    mixed = lam * p + (1.0 - lam) * p.flip(0)
+    return temperature * mixed.clamp_min(torch.finfo(mixed.dtype).tiny).log()
 
 
 # --------------------------------------------------------------------------------------------------------------------

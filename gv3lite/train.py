@@ -24,13 +24,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
+from timm.data.mixup import mixup_target
 from timm.utils import accuracy, unwrap_model
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from gv3lite.checkpoint import read_checkpoint, save_checkpoint
 from gv3lite.data import build_loader
-from gv3lite.distill import training_loss
+from gv3lite.distill import mix_teacher_logits, training_loss
 from gv3lite.utils import git_commit, resolve_device, seed_everything
 
 
@@ -82,6 +83,21 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
 
 
+def mix_batch(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """timm ``Mixup`` / CutMix on one batch, also returning its weight lam (what the KD target of a mixed image needs).
+
+    ``mixup``: a timm ``Mixup`` in its default ``'batch'`` mode (one lam per batch, image b mixed with image B-1-b,
+    CutMix's lam corrected to the pasted area); ``images`` (B, 3, H, W) are mixed in place; ``targets`` (B,) class
+    indices. Returns ``(images, soft targets (B, K), lam)``: the same as ``mixup(images, targets)`` (timm
+    ``data/mixup.py``, ``Mixup.__call__``), plus lam. Raises ``ValueError`` for another mode or an odd batch.
+    """
+    if mixup.mode != "batch" or len(images) % 2:
+        raise ValueError(f"mix_batch needs timm Mixup in 'batch' mode and an even batch (got mode {mixup.mode!r}, "
+                         f"batch {len(images)}); build Mixup(mode='batch') and use an even batch_size")
+    lam = float(mixup._mix_batch(images))  # timm: draws lam (and the CutMix box) and mixes the images in place
+    return images, mixup_target(targets, mixup.num_classes, lam, mixup.label_smoothing, mixup.multi_label), lam
+
+
 # ------------------------------------------------------------------------------------------ one epoch
 def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0, start_step: int = 0,
                     label_smoothing: float = 0.0, ema=None, mixup=None, kd=None, quiet: bool = False) -> dict:
@@ -89,7 +105,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
 
     ``loader`` yields ``(images (B,3,H,W), targets (B,))`` or ``(images, targets, info)``. The loss is
     ``gv3lite.distill.training_loss``: cross-entropy with ``label_smoothing`` (soft-target CE when ``mixup`` -- a timm
-    ``Mixup`` -- is given), mixed with ``kd``'s teacher logits when ``kd`` is given. ``train_loss`` is the batch-size
+    ``Mixup`` -- is given), mixed with ``kd``'s teacher logits when ``kd`` is given; with both, the teacher's logits of
+    the unmixed crops are mixed like the labels (`mix_batch`, ``gv3lite.distill.mix_teacher_logits``). ``train_loss`` is the batch-size
     weighted mean of that loss, ``train_kd`` of its KD term (NaN without ``kd``). ``start_step`` is the global step
     count before this epoch (for the schedule and the EMA). ``lr`` is the learning rate of the last step.
     """
@@ -99,10 +116,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
     for batch in bar:
         images, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         info = batch[2] if len(batch) > 2 else None
+        # the teacher sees the unmixed crops (cached: their label maps; online: the crops themselves)
+        teacher = None if kd is None else kd.teacher_logits(images, info).to(device)
         if mixup is not None:
-            images, targets = mixup(images, targets)
+            images, targets, lam = mix_batch(mixup, images, targets)
+            if teacher is not None:
+                teacher = mix_teacher_logits(teacher, lam, kd.temperature)
         logits = model(images)
-        teacher = None if kd is None else kd.teacher_logits(images, info).to(logits.device)
         parts = training_loss(logits, targets, teacher, alpha=getattr(kd, "alpha", 0.0),
                               temperature=getattr(kd, "temperature", 1.0), label_smoothing=label_smoothing,
                               kd_loss=getattr(kd, "kd_loss", "kl"))
@@ -125,21 +145,27 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
 
 @torch.no_grad()
 def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (eval mode).
+    """Top-1 / top-5 accuracy (%), mean cross-entropy and per-image predictions of ``model`` over ``loader`` (eval
+    mode, in the loader's order).
 
-    Returns ``dict(top1, top5, loss)``; top-5 is top-k with k = min(5, num_classes).
+    Returns ``dict(top1, top5, loss, predictions, targets)``: top-5 is top-k with k = min(5, num_classes);
+    ``predictions`` / ``targets`` are (N,) int64 CPU tensors (predicted and true class of each image).
     """
     model.eval()
     correct1 = correct5 = loss = n = 0
+    predictions, labels = [], []
     for batch in tqdm(loader, desc="eval", disable=quiet, leave=False):
         images, targets = batch[0].to(device), batch[1].to(device)
         logits = model(images)
+        predictions.append(logits.argmax(dim=1).cpu())
+        labels.append(targets.cpu())
         loss += F.cross_entropy(logits, targets, reduction="sum").item()
         top1, top5 = accuracy(logits, targets, topk=(1, 5))  # timm: % of the batch; k capped at num_classes
         correct1 += round(top1.item() * len(targets) / 100)
         correct5 += round(top5.item() * len(targets) / 100)
         n += len(targets)
-    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n}
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n,
+            "predictions": torch.cat(predictions), "targets": torch.cat(labels)}
 
 
 # ----------------------------------------------------------------------------------------------- fit
@@ -152,8 +178,10 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
     ``val_top1``, ``val_top5`` (%), ``ema_top1`` (% or NaN), ``lr`` (last step), ``seconds`` (wall time of the epoch
     incl. evaluation). Val columns are NaN on epochs that ``settings.eval_every`` skips (the last is always evaluated).
     ``make_scheduler(steps_per_epoch)`` builds the per-step schedule (see `scheduler_step`). ``out_dir`` (None =
-    write nothing) receives ``recipe.yaml``, ``run_info.json``, ``metrics.csv``, ``last.pth`` (each epoch) and ``best.pth`` (best val
-    top-1 of the EMA weights if ``ema`` else of the model); ``config`` (a plain dict, e.g. the recipe) is stored in
+    write nothing) receives ``recipe.yaml``, ``run_info.json``, ``metrics.csv``, ``last.pth`` (each epoch), ``best.pth`` (best val
+    top-1 of the EMA weights if ``ema`` else of the model) and ``predictions.csv`` (every val image at the last
+    evaluation: ``val_index`` (position in the val dataset), ``target``, ``pred_raw``, ``correct_raw``, ``pred_ema``,
+    ``correct_ema``; the EMA columns empty without ``ema``); ``config`` (a plain dict, e.g. the recipe) is stored in
     them as ``recipe`` (and in ``recipe.yaml``) and must match on ``resume=True``, which continues from ``out_dir/last.pth`` (raises
     ``FileNotFoundError`` if missing, ``ValueError`` for another config). ``max_epochs`` stops after that many epochs
     in total (the schedule still follows ``settings.epochs``). Under ``torchrun`` the run is data-parallel (DDP;
@@ -184,7 +212,10 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
                                 ema=ema, mixup=mixup, kd=kd, quiet=quiet)
         evaluated = (epoch + 1) % settings.eval_every == 0 or epoch + 1 == last_epoch
         val = evaluate(unwrap_model(model), val_loader, device) if evaluated else dict.fromkeys(_VAL, float("nan"))
-        ema_top1 = evaluate(ema.module, val_loader, device)["top1"] if ema is not None and evaluated else float("nan")
+        val_ema = evaluate(ema.module, val_loader, device) if ema is not None and evaluated else None
+        ema_top1 = val_ema["top1"] if val_ema is not None else float("nan")
+        if writer and evaluated:
+            _save_predictions(out_dir / "predictions.csv", val, val_ema)
         history.append({"epoch": epoch + 1, "train_loss": stats["train_loss"], "train_kd": stats["train_kd"],
                         "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
                         "ema_top1": ema_top1, "lr": stats["lr"], "seconds": time.perf_counter() - t0})
@@ -249,6 +280,19 @@ def _write_run_info(out_dir: Path, config, device, world: int, train_ds, val_ds)
             "num_classes": _num_classes(train_ds), "classes": train_ds.classes, "train_images": len(train_ds),
             "val_images": len(val_ds), "data_root": str(getattr(train_ds, "root", None))}
     (out_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _save_predictions(path: Path, val: dict, val_ema: dict | None) -> None:
+    """``predictions.csv``: per val image its index, true class, and the raw (and EMA) weights' prediction."""
+    table = pd.DataFrame({"val_index": range(len(val["targets"])), "target": val["targets"].numpy(),
+                          "pred_raw": val["predictions"].numpy()})
+    table["correct_raw"] = (table["pred_raw"] == table["target"]).astype(int)
+    if val_ema is not None:
+        table["pred_ema"] = val_ema["predictions"].numpy()
+        table["correct_ema"] = (table["pred_ema"] == table["target"]).astype(int)
+    else:
+        table["pred_ema"] = table["correct_ema"] = pd.NA
+    table.to_csv(path, index=False)
 
 
 def _save_epoch(out_dir: Path, state: dict, history: list, is_best: bool) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BUDGET_NAMES = ("smoke", "quick", "full")  # the sizes of each: gv3lite.ablation.BUDGETS
+BUDGET_NAMES = ("smoke", "quick", "medium", "full")  # the sizes of each: gv3lite.ablation.BUDGETS
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
@@ -36,7 +36,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
 def budget() -> str:
     """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a laptop CPU,
-    under an hour) or ``full`` (a GPU). Raises ``ValueError`` for any other value."""
+    under an hour), ``medium`` (all of Imagenette on a 2-core CPU, ~2.5 h over one or more sittings) or ``full`` (a
+    GPU). Raises ``ValueError`` for any other value."""
     value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
     if value not in BUDGET_NAMES:
         raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGET_NAMES}")
