@@ -196,7 +196,7 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     simulate an interrupted run. ``datasets`` = an optional prebuilt ``(train, val)`` pair (skips data loading). Under ``torchrun``
     (``WORLD_SIZE`` > 1) the run is data-parallel (DDP; ``batch_size`` is the global batch; rank 0 writes).
     """
-    from gv3lite.checkpoint import read_checkpoint, save_checkpoint
+    from gv3lite.checkpoint import read_training_checkpoint, restore_training_state, save_checkpoint
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     device = resolve_device(device)
     if world > 1:
@@ -258,16 +258,12 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
 
     history, start_epoch, best = [], 0, -1.0
     if resume:
-        ckpt = read_checkpoint(out_dir / "last.pth")
+        ckpt = read_training_checkpoint(out_dir / "last.pth")
         if ckpt.get("recipe") != recipe.to_dict():
             raise ValueError(f"{out_dir}/last.pth was written by a different recipe; resume with the same one "
                              f"(see {out_dir}/recipe.yaml) or use a new --out")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None:
-            ema.module.load_state_dict(ckpt["model_ema"])
-        history, start_epoch, best = list(ckpt["history"]), int(ckpt["epoch"]), float(ckpt["best_top1"])
+        history, start_epoch, best = restore_training_state(ckpt, out_dir / "last.pth", model, optimizer, scheduler,
+                                                            ema.module if ema is not None else None)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if writer:
