@@ -62,8 +62,7 @@ def recipe_from_args(args):
     """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags.
 
     Raises ``ValueError`` (a malformed ``--set``, a bad value) and ``KeyError`` (an unknown field or preset)."""
-    from gv3lite.recipe import Recipe
-    from gv3lite.recipe import preset
+    from gv3lite.recipe import Recipe, load_yaml, preset
     recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
     changes = {}
     for item in args.set:
@@ -71,7 +70,7 @@ def recipe_from_args(args):
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            changes[key.strip()] = yaml.safe_load(value)
+            changes[key.strip()] = load_yaml(value)
         except yaml.YAMLError as err:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({err}); fix or quote it") from err
     if args.width is not None:
