@@ -34,7 +34,7 @@ import pandas as pd
 
 from gv3lite.recipe import Recipe, preset
 from gv3lite.utils import BUDGETS as BUDGET_NAMES
-from gv3lite.utils import git_commit
+from gv3lite.utils import check_output_dir, git_commit
 
 # --------------------------------------------------------------------------------------------------- budgets
 # Applied on top of every cell's recipe. quick is sized by measurement on the 2-core CPU (torch, 2 threads, batch 32,
@@ -559,6 +559,7 @@ def run_reproduce(args) -> int:
         for it in plan(budget, grids, args.seeds):
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
+    check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read
     if args.figures:
         os.environ["GV3LITE_FIGURES"] = args.figures
     result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs)

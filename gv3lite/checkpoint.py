@@ -238,6 +238,12 @@ def load_checkpoint(model, path_or_dict, use_ema=True, strict=True):
     return source
 
 
+def non_finite_tensors(state_dict) -> list[str]:
+    """Names of the floating-point tensors in ``state_dict`` that hold a NaN or an infinity (a diverged model)."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 # --------------------------------------------------------------------------------- the trainer's checkpoints
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "recipe", "history", "best_top1")
 
@@ -288,4 +294,4 @@ def restore_training_state(ckpt, path, model, optimizer, scheduler, ema_model=No
 
 
 __all__ = ["read_checkpoint", "save_checkpoint", "remove_stale_temp_files", "extract_state_dict",
-           "clean_state_dict", "load_checkpoint", "read_training_checkpoint", "restore_training_state"]
+           "clean_state_dict", "load_checkpoint", "non_finite_tensors", "read_training_checkpoint", "restore_training_state"]

@@ -11,9 +11,13 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import shlex
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -84,14 +88,14 @@ def recipe_from_args(args):
 
 
 def run_train(args) -> int:
-    """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is a file, or holds a run and ``--resume`` is
-    not given (both before any data is read), and what `recipe_from_args` and ``fit`` raise."""
-    from pathlib import Path
-
+    """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is (inside) a file or holds a run and ``--resume``
+    is not given, ``PermissionError`` when it is not writable, ``DeviceNotAvailableError`` for ``--device cuda``
+    without a GPU (all before any data is read), and what `recipe_from_args` and ``fit`` raise."""
     from gv3lite.data import resolve_data_root
     from gv3lite.train import fit
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise FileExistsError(f"--out {args.out} is an existing file, not a run directory; choose a new --out")
+    from gv3lite.utils import check_output_dir, resolve_device
+    check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
+    resolve_device(args.device)  # --device cuda without a GPU: before the data too
     if not args.resume and (Path(args.out) / "last.pth").exists():
         raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
     if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
@@ -128,7 +132,7 @@ def run_eval(args) -> int:
     import torch
 
     import gv3lite
-    from gv3lite.checkpoint import load_checkpoint, read_checkpoint
+    from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
     from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
     from gv3lite.recipe import Recipe
     from gv3lite.train import build_model
@@ -142,6 +146,11 @@ def run_eval(args) -> int:
     device = resolve_device(args.device)
     model = build_model(recipe, ckpt["num_classes"])
     load_checkpoint(model, ckpt, use_ema=not args.no_ema)
+    bad = non_finite_tensors(model.state_dict())
+    if bad:
+        raise FloatingPointError(f"{args.checkpoint} holds non-finite weights (NaN/inf in {len(bad)} tensors, e.g. "
+                                 f"{bad[0]!r}): it comes from a diverged training; retrain with a lower learning rate "
+                                 "(or evaluate an earlier checkpoint)")
     model = model.to(device).eval()
     deploy = gv3lite.reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
@@ -151,12 +160,16 @@ def run_eval(args) -> int:
         for images, targets in build_loader(val, args.batch_size, train=False):
             images, targets = images.to(device), targets.to(device)
             a, b = model(images), deploy(images)
+            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+                raise FloatingPointError(f"{args.checkpoint}: the model gives non-finite logits (NaN/inf) on the val "
+                                         "images, so the two forms cannot be compared; retrain with a lower "
+                                         "learning rate")
             max_diff = max(max_diff, (a - b).abs().max().item())
             correct[0] += (a.argmax(1) == targets).sum().item()
             correct[1] += (b.argmax(1) == targets).sum().item()
             n += len(targets)
     top1 = [100.0 * c / n for c in correct]
-    ok = max_diff <= args.atol
+    ok = n > 0 and math.isfinite(max_diff) and max_diff <= args.atol  # NaN never passes
     print(f"{args.checkpoint}: {n} val images  train-form top-1 {top1[0]:.2f}%  re-parameterized top-1 "
           f"{top1[1]:.2f}%  max |logit diff| {max_diff:.2e}  ({'OK' if ok else 'MISMATCH'}, atol {args.atol:g})")
     return 0 if ok else 1
@@ -180,8 +193,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# what the package raises for bad input (a bad flag, recipe value, path or file); anything else is a bug: traceback
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError, TypeError)
+# what the package raises for bad input (a bad flag, recipe value, path or file), a machine that refuses (permissions,
+# a full disk, no GPU: OSError, DeviceNotAvailableError is a ValueError) and a diverged training (FloatingPointError);
+# anything else is a bug: traceback
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError, TypeError, OSError,
+               FloatingPointError)
+_OS_FIXES = {errno.EACCES: "check its permissions (chmod) or choose another path",
+             errno.EPERM: "check its permissions (chmod) or choose another path",
+             errno.ENOSPC: "free disk space or choose another --out", errno.EDQUOT: "free disk space (quota)",
+             errno.EROFS: "the file system is read-only: choose another path",
+             errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+             errno.EISDIR: "it is a folder: pass a file"}
+
+
+def error_message(err: BaseException) -> str:
+    """One line for a user error: the message without ``KeyError`` quotes or an ``[Errno N]`` prefix; a bare OS
+    error (e.g. ``PermissionError: [Errno 13] Permission denied: 'x'``) gets its path and a fix."""
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        return str(err.args[0])
+    if isinstance(err, OSError) and err.strerror:
+        if err.filename is None:
+            return err.strerror  # our own OSErrors: OSError(errno, full message)
+        fix = _OS_FIXES.get(err.errno, "")
+        return f"{err.strerror}: {err.filename!r}" + (f"; {fix}" if fix else "")
+    return str(err)
+
+
+def resume_command(args, argv) -> str:
+    """The command that continues an interrupted ``train`` (with ``--resume`` once ``--out`` holds a ``last.pth``;
+    the same command when no epoch finished yet) or ``reproduce`` (the same command: it resumes by itself)."""
+    argv = list(argv)
+    if args.command == "train" and "--resume" not in argv:
+        if (Path(args.out) / "last.pth").is_file():
+            argv.append("--resume")
+    return "gv3lite " + shlex.join(argv)
 
 
 def main(argv=None) -> int:
@@ -189,22 +234,22 @@ def main(argv=None) -> int:
 
     A user error (`USER_ERRORS`) prints ``gv3lite <command>: error: <message>`` to stderr and returns 2 (as
     argparse does for bad flags); with ``GV3LITE_DEBUG=1`` it is raised with its traceback instead. Other
-    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback. An interrupt (Ctrl-C) prints how to
-    resume and returns 130.
+    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback. An interrupt (Ctrl-C) prints the exact
+    command that resumes (`resume_command`) and returns 130.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("GV3LITE_DEBUG") == "1":
             raise
-        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err  # no KeyError quotes
         hint = "\n(a TypeError may be a bug: set GV3LITE_DEBUG=1 for the traceback)" if type(err) is TypeError else ""
-        print(f"gv3lite {args.command}: error: {message}{hint}", file=sys.stderr)
+        print(f"gv3lite {args.command}: error: {error_message(err)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C (or SIGTERM during `reproduce --jobs`): no traceback, say how to go on
-        print(f"gv3lite {args.command}: interrupted; finished epochs and runs are kept in their run directories: "
-              "run the same command again to resume", file=sys.stderr)
+        print(f"gv3lite {args.command}: interrupted; finished epochs and runs are kept in their run directories. "
+              f"To continue, run:\n  {resume_command(args, argv)}", file=sys.stderr)
         return 130
 
 

@@ -20,8 +20,11 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 OPTIMIZERS = ("sgd", "momentum", "adamw", "adam", "lamb", "rmsproptf")  # names timm's create_optimizer_v2 knows
 SCHEDULES = ("cosine", "step", "onecycle")
@@ -240,7 +243,6 @@ class Recipe:
             raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
         text = path.read_text()
         if _is_yaml(path):
-            import yaml
             try:
                 d = load_yaml(text) or {}
             except yaml.YAMLError as err:
@@ -263,10 +265,6 @@ _EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]
 def load_yaml(text: str):
     """``yaml.safe_load`` that also reads ``1e-3`` / ``5E4`` / ``-2e+1`` as floats (how users type numbers; the
     ``--set KEY=VALUE`` values and recipe files). Raises ``yaml.YAMLError`` for malformed YAML."""
-    import re
-
-    import yaml
-
     class Loader(yaml.SafeLoader):
         pass
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_EXPONENT_FLOAT), list("-+0123456789."))
@@ -283,7 +281,6 @@ def _is_yaml(path: Path) -> bool:
 
 def _dump(d: dict, path: Path) -> str:
     if _is_yaml(path):
-        import yaml
         return yaml.safe_dump(d, sort_keys=False)
     return json.dumps(d, indent=2) + "\n"
 

@@ -26,15 +26,6 @@ def rgb(seed=0, size=(12, 10)):
     return Image.fromarray(g.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
-def make_root(root, classes=("a", "b"), per_class=2):
-    """An ImageFolder root with train/ and val/, ``per_class`` random 12x10 PNGs per class."""
-    for split in ("train", "val"):
-        for c in classes:
-            for i in range(per_class):
-                save(root / split / c / f"{i}.png", rgb(hash((split, c, i)) % 1000))
-    return root
-
-
 # ------------------------------------------------------------------------------------------ high bit depth
 def test_16_bit_png_is_scaled_not_clipped(tmp_path):
     values = (np.arange(16 * 16).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280
@@ -109,8 +100,8 @@ def test_decompression_bomb_is_refused_with_the_path(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ folders
-def test_skipped_non_images_are_counted_and_announced_once(tmp_path):
-    root = make_root(tmp_path / "data")
+def test_skipped_non_images_are_counted_and_announced_once(tmp_path, make_image_root):
+    root = make_image_root()
     (root / "train" / "a" / "notes.txt").write_text("x")
     save(root / "train" / "b" / "anim.gif", rgb())
     (root / "train" / "README").write_text("loose file")
@@ -126,8 +117,8 @@ def test_skipped_non_images_are_counted_and_announced_once(tmp_path):
         ImageFolderDataset(root, "val", 8, cache=False)  # nothing skipped there
 
 
-def test_empty_class_folder_names_the_folder(tmp_path):
-    root = make_root(tmp_path / "data")
+def test_empty_class_folder_names_the_folder(tmp_path, make_image_root):
+    root = make_image_root()
     (root / "train" / "c").mkdir()
     (root / "train" / "c" / "thumbs.db").write_text("")
     with pytest.raises(FileNotFoundError, match=f"class folder '{root / 'train' / 'c'}' holds no images.*remove the "
@@ -156,8 +147,8 @@ def _refuse_listing(monkeypatch, target):
 
 
 @pytest.mark.parametrize("where", ["", "val", "train/b"])
-def test_unreadable_root_split_or_class_folder(tmp_path, monkeypatch, where):
-    root = make_root(tmp_path / "data")
+def test_unreadable_root_split_or_class_folder(tmp_path, monkeypatch, where, make_image_root):
+    root = make_image_root()
     target = root / where if where else root
     _refuse_listing(monkeypatch, target)
     match = f"cannot read folder '{target}' \\(Permission denied\\); make it readable \\(chmod -R a\\+rX"
@@ -165,8 +156,8 @@ def test_unreadable_root_split_or_class_folder(tmp_path, monkeypatch, where):
         build_datasets(root, 8, cache=False)
 
 
-def test_missing_val_folder_still_a_clear_error(tmp_path):
-    root = make_root(tmp_path / "data")
+def test_missing_val_folder_still_a_clear_error(tmp_path, make_image_root):
+    root = make_image_root()
     for p in (root / "val" / "a").iterdir():
         p.unlink()
     for p in (root / "val" / "b").iterdir():
@@ -180,8 +171,8 @@ def test_missing_val_folder_still_a_clear_error(tmp_path):
         check_data_root(root)
 
 
-def test_a_clean_root_reads_every_image(tmp_path):
-    root = make_root(tmp_path / "data", per_class=3)
+def test_a_clean_root_reads_every_image(tmp_path, make_image_root):
+    root = make_image_root(per_class=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train, val = build_datasets(root, 8)
