@@ -143,7 +143,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
         if kd is not None:
             loss = (1 - kd.alpha) * loss + kd(logits, images, targets, info)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
+            what = "logits and loss" if not bool(torch.isfinite(logits).all()) else "loss"
+            raise NonFiniteError(f"the training {what} became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -157,24 +158,50 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
     return {"train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"], "steps": step - start_step}
 
 
+class NonFiniteError(FloatingPointError):
+    """The training diverged: a loss, logits or weights became NaN or infinite."""
+
+
 @torch.no_grad()
 def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (eval mode).
 
-    Returns ``dict(top1, top5, loss)``; top-5 is top-k with k = min(5, num_classes).
+    Returns ``dict(top1, top5, loss)``; top-5 is top-k with k = min(5, num_classes). Under DDP (an initialized
+    process group) each process passes its shard of the val set (`val_shard`) and the counts are summed over all
+    processes, so every process returns the metrics of the whole val set. Raises `NonFiniteError` when the model's
+    logits are not finite (a diverged model).
     """
     model.eval()
     correct1 = correct5 = loss = n = 0
     for batch in tqdm(loader, desc="eval", disable=quiet, leave=False):
         images, targets = batch[0].to(device), batch[1].to(device)
         logits = model(images)
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteError("the model's val logits are not finite (NaN/inf)")
         loss += F.cross_entropy(logits, targets, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == targets[:, None]
         correct1 += hit[:, 0].sum().item()
         correct5 += hit.any(dim=1).sum().item()
         n += len(targets)
+    correct1, correct5, loss, n = _sum_over_processes([correct1, correct5, loss, n], device)
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n}
+
+
+def _sum_over_processes(values: list[float], device) -> list[float]:
+    """``values`` summed over the DDP processes (all-reduce, float64); unchanged without a process group."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def val_shard(dataset, world: int, rank: int):
+    """Rank ``rank``'s part of the val set under DDP: every ``world``-th image from ``rank`` (each image exactly once
+    over all processes, no padding -- unlike ``DistributedSampler`` -- so summed counts are exact)."""
+    return dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
 
 
 def _unwrap(model):
@@ -234,11 +261,13 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     sampler = None
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
-        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed,
-                                     drop_last=True)
+        # seed 0 + set_epoch(epoch seed): the permutation of the 1-process loader, split across ranks, so the
+        # global batches hold the same images as with one process
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=0, drop_last=True)
     train_loader = build_loader(train_ds, recipe.batch_size // world, train=True, generator=generator,
                                 sampler=sampler, num_workers=recipe.num_workers)
-    val_loader = build_loader(val_ds, max(recipe.batch_size, 128), train=False, num_workers=recipe.num_workers)
+    val_loader = build_loader(val_shard(val_ds, world, rank), max(recipe.batch_size, 128), train=False,
+                              num_workers=recipe.num_workers)
     if len(train_loader) == 0:
         raise ValueError(f"{len(train_ds)} train images give no full batch of {recipe.batch_size}; "
                          "lower batch_size or use more images")
@@ -280,7 +309,7 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         _reseed(_epoch_seed(recipe.seed, epoch, rank))
         generator.manual_seed(_epoch_seed(recipe.seed, epoch))
         if sampler is not None:
-            sampler.set_epoch(epoch)
+            sampler.set_epoch(_epoch_seed(recipe.seed, epoch))
         stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
                                 start_step=epoch * len(train_loader), label_smoothing=recipe.label_smoothing,
                                 ema=ema, mixup=mixup, kd=kd, quiet=quiet)
