@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gv3lite.checkpoint import non_finite_tensors, read_checkpoint
 from gv3lite.data import build_datasets, build_loader, resolve_data_root
 from gv3lite.recipe import Recipe
 from gv3lite.utils import git_commit, resolve_device, seed_everything
@@ -188,6 +189,29 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n}
 
 
+def check_finite_weights(state: dict, epoch: int) -> None:
+    """Raise `NonFiniteError` when the weights (``state['model']`` / ``state['model_ema']``) hold a NaN or an
+    infinity after epoch index ``epoch``: such a model is never saved."""
+    for key in ("model", "model_ema"):
+        bad = non_finite_tensors(state.get(key) or {})
+        if bad:
+            raise NonFiniteError(f"the {'EMA ' if key == 'model_ema' else ''}weights became non-finite in epoch "
+                                 f"{epoch + 1} ({len(bad)} tensors, e.g. {bad[0]!r})")
+
+
+def diverged(err: NonFiniteError, epoch: int, out_dir, optimizer) -> NonFiniteError:
+    """The error a diverged training ends with: the epoch (1-based) and what became non-finite, the last good
+    checkpoint (kept: nothing non-finite is ever saved), and the fix."""
+    last = Path(out_dir) / "last.pth" if out_dir is not None else None
+    if last is not None and last.is_file():
+        kept = f"the last good checkpoint, {last} (epoch {read_checkpoint(last)['epoch']}), is kept"
+    else:
+        kept = "no checkpoint was saved"
+    return NonFiniteError(f"training diverged at epoch {epoch}: {err}; {kept}. Lower the learning rate (it was "
+                          f"{optimizer.param_groups[0]['lr']:.3g} at the last step) or check the data, and train "
+                          "into a new --out")
+
+
 def _sum_over_processes(values: list[float], device) -> list[float]:
     """``values`` summed over the DDP processes (all-reduce, float64); unchanged without a process group."""
     import torch.distributed as dist
@@ -304,37 +328,41 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         (out_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
     last_epoch = min(recipe.epochs, max_epochs or recipe.epochs)
-    for epoch in range(start_epoch, last_epoch):
-        t0 = time.perf_counter()
-        _reseed(_epoch_seed(recipe.seed, epoch, rank))
-        generator.manual_seed(_epoch_seed(recipe.seed, epoch))
-        if sampler is not None:
-            sampler.set_epoch(_epoch_seed(recipe.seed, epoch))
-        stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
-                                start_step=epoch * len(train_loader), label_smoothing=recipe.label_smoothing,
-                                ema=ema, mixup=mixup, kd=kd, quiet=quiet)
-        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == last_epoch:
-            val = evaluate(_unwrap(model), val_loader, device)
-            ema_top1 = evaluate(ema.module, val_loader, device)["top1"] if ema is not None else float("nan")
-        else:  # recipe.eval_every skips this epoch: metrics stay NaN (and no best.pth update)
-            val, ema_top1 = {"loss": float("nan"), "top1": float("nan"), "top5": float("nan")}, float("nan")
-        row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "ema_top1": ema_top1, "lr": stats["lr"],
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if not quiet and rank == 0:
-            tqdm.write(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['train_loss']:.3f}  val top-1 {val['top1']:.2f}"
-                       f"  top-5 {val['top5']:.2f}" + (f"  EMA top-1 {ema_top1:.2f}" if ema else "")
-                       + f"  lr {row['lr']:.2e}  {row['seconds']:.0f}s")
-        score = ema_top1 if ema is not None else val["top1"]
-        if writer:
-            ckpt = {"model": _unwrap(model).state_dict(), "model_ema": ema.module.state_dict() if ema else None,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                    "recipe": recipe.to_dict(), "num_classes": num_classes, "classes": train_ds.classes,
-                    "history": history, "best_top1": max(best, score)}
-            save_checkpoint(ckpt, out_dir / "last.pth")
-            if score > best:
-                save_checkpoint(ckpt, out_dir / "best.pth")
-            pd.DataFrame(history).to_csv(out_dir / "metrics.csv", index=False)
-        best = max(best, score)
+    try:
+        for epoch in range(start_epoch, last_epoch):
+            t0 = time.perf_counter()
+            _reseed(_epoch_seed(recipe.seed, epoch, rank))
+            generator.manual_seed(_epoch_seed(recipe.seed, epoch))
+            if sampler is not None:
+                sampler.set_epoch(_epoch_seed(recipe.seed, epoch))
+            stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
+                                    start_step=epoch * len(train_loader), label_smoothing=recipe.label_smoothing,
+                                    ema=ema, mixup=mixup, kd=kd, quiet=quiet)
+            if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == last_epoch:
+                val = evaluate(_unwrap(model), val_loader, device)
+                ema_top1 = evaluate(ema.module, val_loader, device)["top1"] if ema is not None else float("nan")
+            else:  # recipe.eval_every skips this epoch: metrics stay NaN (and no best.pth update)
+                val, ema_top1 = {"loss": float("nan"), "top1": float("nan"), "top5": float("nan")}, float("nan")
+            row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "val_loss": val["loss"], "val_top1": val["top1"],
+                   "val_top5": val["top5"], "ema_top1": ema_top1, "lr": stats["lr"],
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            if not quiet and rank == 0:
+                tqdm.write(f"epoch {epoch + 1}/{recipe.epochs}  loss {row['train_loss']:.3f}  val top-1 {val['top1']:.2f}"
+                           f"  top-5 {val['top5']:.2f}" + (f"  EMA top-1 {ema_top1:.2f}" if ema else "")
+                           + f"  lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+            score = ema_top1 if ema is not None else val["top1"]
+            if writer:
+                ckpt = {"model": _unwrap(model).state_dict(), "model_ema": ema.module.state_dict() if ema else None,
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                        "recipe": recipe.to_dict(), "num_classes": num_classes, "classes": train_ds.classes,
+                        "history": history, "best_top1": max(best, score)}
+                check_finite_weights(ckpt, epoch)
+                save_checkpoint(ckpt, out_dir / "last.pth")
+                if score > best:
+                    save_checkpoint(ckpt, out_dir / "best.pth")
+                pd.DataFrame(history).to_csv(out_dir / "metrics.csv", index=False)
+            best = max(best, score)
+    except NonFiniteError as err:
+        raise diverged(err, epoch + 1, out_dir if writer else None, optimizer) from err
     return pd.DataFrame(history)
