@@ -39,6 +39,8 @@ def add_train(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth (recipe: OUT/recipe.yaml)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: BatchNorm statistics over the "
+                                                          "global batch (torch SyncBatchNorm)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", help="ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160")
     g.add_argument("--width", type=float, choices=sorted(WIDTHS), help="width multiplier (sets --model)")
@@ -103,7 +105,8 @@ def run_train(args) -> int:
     recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
-    history = fit(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet)
+    history = fit(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
+                  sync_bn=args.sync_bn)
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
           f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")

@@ -212,6 +212,19 @@ def diverged(err: NonFiniteError, epoch: int, out_dir, optimizer) -> NonFiniteEr
                           "into a new --out")
 
 
+def with_sync_bn(model: torch.nn.Module, sync_bn: bool, world: int, device) -> torch.nn.Module:
+    """``model`` with every BatchNorm turned into ``torch.nn.SyncBatchNorm`` (batch statistics over the global batch
+    of all ``world`` processes) when ``sync_bn`` and ``world`` > 1; else ``model`` unchanged. The parameters stay the
+    same objects (an optimizer built before keeps working). Raises ``ValueError`` for ``sync_bn`` on a CPU device:
+    torch's SyncBatchNorm runs on GPUs only."""
+    if not sync_bn or world == 1:
+        return model
+    if torch.device(device).type != "cuda":
+        raise ValueError("--sync-bn: torch's SyncBatchNorm runs on GPUs only; use --device cuda, or drop --sync-bn "
+                         "(each process then normalizes with the statistics of its own part of the batch)")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def _sum_over_processes(values: list[float], device) -> list[float]:
     """``values`` summed over the DDP processes (all-reduce, float64); unchanged without a process group."""
     import torch.distributed as dist
@@ -234,7 +247,7 @@ def _unwrap(model):
 
 # ----------------------------------------------------------------------------------------------- fit
 def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool = False, quiet: bool = False,
-        kd=None, datasets=None, max_epochs: int | None = None) -> pd.DataFrame:
+        kd=None, datasets=None, max_epochs: int | None = None, sync_bn: bool = False) -> pd.DataFrame:
     """Train ``recipe`` on ``data_root`` (see `gv3lite.data.resolve_data_root`) and return the per-epoch history.
 
     Columns: ``epoch`` (1-based), ``train_loss``, ``val_loss``, ``val_top1``, ``val_top5`` (%), ``ema_top1``
@@ -245,7 +258,8 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     ``resume=True`` continues from ``out_dir/last.pth`` (raises ``FileNotFoundError`` if missing).
     ``max_epochs`` stops after that many epochs in total (the schedule still follows ``recipe.epochs``), e.g. to
     simulate an interrupted run. ``datasets`` = an optional prebuilt ``(train, val)`` pair (skips data loading). Under ``torchrun``
-    (``WORLD_SIZE`` > 1) the run is data-parallel (DDP; ``batch_size`` is the global batch; rank 0 writes).
+    (``WORLD_SIZE`` > 1) the run is data-parallel (DDP; ``batch_size`` is the global batch; rank 0 writes; val
+    metrics over the whole val set, the same on every rank); ``sync_bn`` then uses `with_sync_bn` (GPUs only).
     """
     from gv3lite.checkpoint import read_training_checkpoint, restore_training_state, save_checkpoint
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
@@ -318,7 +332,8 @@ def fit(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         history, start_epoch, best = restore_training_state(ckpt, out_dir / "last.pth", model, optimizer, scheduler,
                                                             ema.module if ema is not None else None)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(with_sync_bn(model, sync_bn, world, device),
+                                                          device_ids=[device] if device.type == "cuda" else None)
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
         recipe.save(out_dir / "recipe.yaml")

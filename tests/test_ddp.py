@@ -60,3 +60,19 @@ def test_two_processes_agree_with_one(tmp_path):
     assert (one["val_top1"] - two["val_top1"]).abs().max() <= 100 / 12 + 1e-9  # 12 val images: one image
     info = pd.read_json(tmp_path / "two" / "run_info.json", typ="series")
     assert info["world_size"] == 2 and info["val_images"] == 12
+
+
+def test_sync_bn_converts_on_gpus_and_is_refused_on_cpu():
+    import torch
+
+    from gv3lite import create_model
+    from gv3lite.train import with_sync_bn
+    model = create_model("ghostnetv3_050", num_classes=2)
+    assert with_sync_bn(model, False, 2, "cpu") is model and with_sync_bn(model, True, 1, "cpu") is model
+    with pytest.raises(ValueError, match="SyncBatchNorm runs on GPUs only; use --device cuda, or drop --sync-bn"):
+        with_sync_bn(model, True, 2, "cpu")
+    params = {id(p) for p in model.parameters()}
+    synced = with_sync_bn(model, True, 2, torch.device("cuda"))  # conversion only: nothing runs on the GPU here
+    kinds = {type(m).__name__ for m in synced.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    assert {id(p) for p in synced.parameters()} == params  # the optimizer's parameters are the same objects
