@@ -19,9 +19,20 @@ import sys
 import time
 from pathlib import Path
 
+
+import torch
 import yaml
 
-WIDTHS = {0.5: "ghostnetv3_050", 1.0: "ghostnetv3_100", 1.3: "ghostnetv3_130", 1.6: "ghostnetv3_160"}
+from gv3lite.ablation import add_reproduce
+from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
+from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
+from gv3lite.experiment import build_model, run
+from gv3lite.ghostnetv3 import MODEL_WIDTHS
+from gv3lite.recipe import Recipe, load_yaml, preset
+from gv3lite.reparam import reparameterize
+from gv3lite.utils import check_output_dir, resolve_device
+
+WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -68,7 +79,6 @@ def recipe_from_args(args):
     """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags.
 
     Raises ``ValueError`` (a malformed ``--set``, a bad value) and ``KeyError`` (an unknown field or preset)."""
-    from gv3lite.recipe import Recipe, load_yaml, preset
     recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
     changes = {}
     for item in args.set:
@@ -92,10 +102,7 @@ def recipe_from_args(args):
 def run_train(args) -> int:
     """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is (inside) a file or holds a run and ``--resume``
     is not given, ``PermissionError`` when it is not writable, ``DeviceNotAvailableError`` for ``--device cuda``
-    without a GPU (all before any data is read), and what `recipe_from_args` and ``fit`` raise."""
-    from gv3lite.data import resolve_data_root
-    from gv3lite.train import fit
-    from gv3lite.utils import check_output_dir, resolve_device
+    without a GPU (all before any data is read), and what `recipe_from_args` and ``gv3lite.experiment.run`` raise."""
     check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
     resolve_device(args.device)  # --device cuda without a GPU: before the data too
     if not args.resume and (Path(args.out) / "last.pth").exists():
@@ -105,7 +112,7 @@ def run_train(args) -> int:
     recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
-    history = fit(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
+    history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
                   sync_bn=args.sync_bn)
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
@@ -132,15 +139,6 @@ def run_eval(args) -> int:
     ``--atol`` or a file that is not a gv3lite checkpoint, ``FileNotFoundError`` for a missing one."""
     if not args.atol >= 0:
         raise ValueError(f"--atol {args.atol}: must be >= 0 (the largest allowed |logit difference|, e.g. 1e-3)")
-    import torch
-
-    import gv3lite
-    from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
-    from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
-    from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model
-    from gv3lite.utils import resolve_device
-
     ckpt = read_checkpoint(args.checkpoint)
     if not isinstance(ckpt, dict) or "recipe" not in ckpt:
         raise ValueError(f"{args.checkpoint} has no 'recipe' entry; use a checkpoint written by "
@@ -155,7 +153,7 @@ def run_eval(args) -> int:
                                  f"{bad[0]!r}): it comes from a diverged training; retrain with a lower learning rate "
                                  "(or evaluate an earlier checkpoint)")
     model = model.to(device).eval()
-    deploy = gv3lite.reparameterize(model).to(device).eval()
+    deploy = reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
                              per_class=args.images_per_class, seed=recipe.data_seed)
     correct, max_diff, n = [0, 0], 0.0, 0
@@ -179,11 +177,6 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-def add_reproduce(subparsers) -> None:
-    from gv3lite.ablation import add_reproduce as add
-    add(subparsers)
-
-
 SUBCOMMANDS = [add_train, add_eval, add_reproduce]
 
 

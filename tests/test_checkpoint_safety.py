@@ -71,7 +71,7 @@ def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path):
 # ----------------------------------------------------------------------------------- resuming a training run
 def _training_state(name=NAME, num_classes=4):
     from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model, build_optimizer, build_scheduler
+    from gv3lite.experiment import build_model, build_optimizer, build_scheduler
     recipe = Recipe(model=name, epochs=2, sched="cosine", warmup_epochs=0)
     model = build_model(recipe, num_classes)
     optimizer = build_optimizer(recipe, model)
@@ -121,7 +121,7 @@ class Payload:
 
 def test_a_crafted_pickle_never_executes(tmp_path, capsys, monkeypatch):
     from gv3lite.cli import main
-    from gv3lite.teachers import create_teacher
+    from gv3lite.teacher import create_teacher
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     torch.save({"model": Payload(marker), "state_dict": Payload(marker)}, evil)

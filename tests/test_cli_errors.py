@@ -108,8 +108,8 @@ def test_ctrl_c_prints_the_exact_command_that_resumes(tmp_path, capsys, monkeypa
         if epochs_done:
             torch.save({}, out / "last.pth")
         raise KeyboardInterrupt
-    monkeypatch.setattr("gv3lite.train.fit", interrupted)
-    monkeypatch.setattr("gv3lite.data.resolve_data_root", lambda *a, **k: tmp_path)
+    monkeypatch.setattr("gv3lite.cli.run", interrupted)
+    monkeypatch.setattr("gv3lite.cli.resolve_data_root", lambda *a, **k: tmp_path)
     argv = ["train", "--out", str(out), "--data", str(tmp_path), "--set", "lr=1e-3"]
     assert main(argv) == 130  # before the first epoch ended: the same command starts over
     assert capsys.readouterr().err.endswith(f"To continue, run:\n  gv3lite train --out {out} --data {tmp_path} "
@@ -123,7 +123,7 @@ def test_ctrl_c_prints_the_exact_command_that_resumes(tmp_path, capsys, monkeypa
 
 def test_eval_refuses_a_diverged_checkpoint(tmp_path, capsys):
     from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model
+    from gv3lite.experiment import build_model
     recipe = Recipe(teacher=None)
     model = build_model(recipe, 4)
     with torch.no_grad():

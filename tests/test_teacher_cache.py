@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gv3lite.distill import FrozenTeacher, build_label_maps, label_maps_cache_file
+from gv3lite.distill import build_label_maps, label_maps_cache_file
+from gv3lite.teacher import FrozenTeacher
 
 CLASSES = ["x", "y", "z"]
 
