@@ -6,8 +6,9 @@ sampler splits the 1-process permutation between the ranks). What remains differ
 normalizes with the statistics of its half batch (SyncBatchNorm needs GPUs), plus float summation order. Stated
 tolerance: the per-epoch train loss and val loss agree within 0.05 (absolute), val top-1 within one image; and every
 rank reports the same val metrics, computed once over the whole val set. Measured on the 2-core CPU machine (global
-batch 16, 2 x 16 train / 2 x 6 val images, 40 px, 2 epochs): train loss 0.617 / 0.343 (1 process) vs 0.595 / 0.326
-(2 processes), max difference 0.022; val loss 0.694 / 0.709 vs 0.693 / 0.698, max difference 0.011; val top-1 equal.
+batch 16, 2 x 16 train / 2 x 6 val images, 40 px, 2 epochs): train loss 0.617 / 0.343 (1 process) vs 0.595 / 0.328
+(2 processes), max difference 0.022; val loss 0.694 / 0.709 vs 0.693 / 0.698, max difference 0.011; val top-1 equal (50%:
+after 4 steps the eval-mode model is still at chance on the val images).
 """
 import os
 import re
