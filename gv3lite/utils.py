@@ -97,9 +97,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:N') or 'auto'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceNotAvailableError(f"device {str(device)!r} was asked for but torch sees no GPU (torch "
-                                      f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use "
-                                      "--device cpu (or auto), or install a CUDA build of torch on a GPU machine")
+        why = (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but finds no GPU: check the driver "
+               "(nvidia-smi) and CUDA_VISIBLE_DEVICES" if torch.version.cuda else
+               f"torch {torch.__version__} is a CPU-only build: install a CUDA build on a GPU machine")
+        raise DeviceNotAvailableError(f"device {str(device)!r} was asked for but torch sees no GPU ({why}); or use "
+                                      "--device cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceNotAvailableError(f"device {str(device)!r} was asked for but this machine has "
                                       f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..); use one of them")
