@@ -102,3 +102,30 @@ def test_non_finite_teacher_outputs_name_an_image(images):
                                                  f"images, e.g. '{images[0]}'.*check the teacher checkpoint"):
         build(images, t)
     assert not label_maps_cache_file(t, images, CLASSES, 32).exists()
+
+
+def test_a_second_process_waits_for_the_teacher_pass_instead_of_repeating_it(images, tmp_path, monkeypatch):
+    """While another process holds the cache file's lock (its teacher pass), a build waits and then reads that
+    process's file instead of running the teacher a second time."""
+    import subprocess
+    import sys
+
+    from gv3lite.distill import label_maps_key
+    t = teacher()
+    file = label_maps_cache_file(t, images, CLASSES, 32)
+    file.parent.mkdir(parents=True)
+    planted = torch.randn(4, 3, 4, 4).half()  # what the other process's teacher pass leaves, marked by its values
+    code = ("import sys, time, torch; from filelock import FileLock; lock = FileLock(sys.argv[1] + '.lock'); "
+            "lock.acquire(); print('held', flush=True); time.sleep(1.0); "
+            "torch.save({'maps': torch.load(sys.argv[2]), 'classes': ['x', 'y', 'z'], 'image_size': 32, "
+            "'key': sys.argv[3]}, sys.argv[1]); lock.release()")
+    torch.save(planted, tmp_path / "planted.pt")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(file), str(tmp_path / "planted.pt"),
+                             label_maps_key(t, images, CLASSES, 32)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        monkeypatch.setattr("gv3lite.distill._teacher_pass", lambda *a: pytest.fail("the teacher ran twice"))
+        maps = build_label_maps(t, images, class_names=CLASSES, image_size=32).maps
+    finally:
+        proc.wait(timeout=60)
+    assert torch.equal(maps, planted)
