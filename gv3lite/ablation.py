@@ -42,10 +42,11 @@ from gv3lite.data import ImageFolderDataset, resolve_data_root
 from gv3lite.distill import make_kd
 from gv3lite.experiment import recipe_datasets, run
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
+from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
 from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table
-from gv3lite.utils import BUDGET_NAMES, git_commit
+from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, resolve_device
 from gv3lite.utils import budget as env_budget
 
 # --------------------------------------------------------------------------------------------------- budgets
@@ -238,16 +239,28 @@ def _dataset_key(r: Recipe) -> tuple:
             r.auto_augment, r.random_erasing, r.min_crop_scale, r.cache)
 
 
-def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool = True, command: str = "") -> dict:
-    """Train one recipe into ``run_dir`` (resuming ``last.pth`` if there) and write ``run_dir/result.json``.
+def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool = True, command: str = "",
+            device: str = "cpu") -> dict | None:
+    """Train one recipe into ``run_dir`` on ``device`` (resuming ``last.pth`` if there) and write
+    ``run_dir/result.json``, holding the run's lock (``gv3lite.launch.claim_run``) meanwhile.
 
     Returns the result dict: ``top1`` (EMA weights if ``recipe.ema``), ``top1_raw``, ``top1_ema`` (NaN without
     EMA), ``top5``, ``train_seconds`` (wall time of all epochs incl. evaluation, summed over resumes),
-    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``.
+    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``; the stored result
+    (with ``finished_elsewhere: True``) when another process finished the run meanwhile; ``None`` (nothing trained) while another process trains it.
     """
+    with claim_run(run_dir) as claimed:
+        if not claimed:
+            return None
+        if (run_dir / "result.json").is_file():
+            return {**json.loads((run_dir / "result.json").read_text()), "finished_elsewhere": True}
+        return _train_run(recipe, Path(run_dir), data_root, datasets, quiet, command, device)
+
+
+def _train_run(recipe: Recipe, run_dir: Path, data_root, datasets, quiet: bool, command: str, device: str) -> dict:
     resume = (run_dir / "last.pth").is_file()
     cpu0 = time.process_time()
-    history = run(recipe, data_root, run_dir, resume=resume, quiet=quiet, datasets=datasets)
+    history = run(recipe, data_root, run_dir, device=device, resume=resume, quiet=quiet, datasets=datasets)
     last = history.iloc[-1]
     result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1), "top5": float(last.val_top5),
               "train_seconds": float(history["seconds"].sum()), "cpu_seconds": time.process_time() - cpu0,
@@ -258,7 +271,8 @@ def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool
 
 
 def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids=None, data=None, figures: bool = True,
-              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1, figures_dir=None) -> dict:
+              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1, figures_dir=None,
+              device: str = "cpu", submitit: str | None = None, submitit_options: dict | None = None) -> dict:
     """Run (or resume) every cell of ``budget`` and write runs.csv, history.csv, summary.csv/.md, report.md and the
     figures.
 
@@ -275,6 +289,13 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     finished. ``grids`` limits what is trained (and drawn); the results files cover every finished run of the
     budget. Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1 a script must
     call this under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the script).
+
+    Scale-out (``gv3lite.launch``): each run trains under a file lock, so a second call on the same ``out`` skips the
+    runs the first one is training (counted in ``busy``; their results join the files of whichever call ends last).
+    ``device``: ``cpu``, ``cuda`` or ``auto``; with ``jobs`` > 1 on a machine with several GPUs each worker gets its
+    own GPU (``worker_devices``). ``submitit``: ``"local"``, ``"slurm"`` or ``"debug"`` runs each training as a job of
+    that submitit executor instead of the worker pool (``submitit_options``: ``slurm_partition``, ``timeout_min``,
+    ``gpus_per_run``, ``cpus_per_run``; logs under ``<out>/<budget>/submitit/``).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
@@ -287,7 +308,7 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
     todo = {rid: r for rid, r in unique.items()
             if not (out_dir / "runs" / rid / "result.json").is_file() and rid not in recorded}
-    counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0}
+    counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
     t0 = time.perf_counter()
     prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
 
@@ -295,19 +316,38 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
         return ", ".join(f"{it['grid']}/{it['cell']}" for it in items if it["run_id"] == rid)
 
     def done(k, rid, result):
+        if result is None:  # another process holds the run's lock: it trains it
+            counts["busy"] += 1
+            log(f"[{k}/{len(todo)}] run {rid} ({describe(rid)}) is being trained by another process (lock "
+                f"{out_dir / 'runs' / rid}.lock): skipped here")
+            return
+        if result.get("finished_elsewhere"):
+            counts["skipped"] += 1
+            return
         counts["trained"] += 1
         log(f"[{k}/{len(todo)}] run {rid} seed {todo[rid].seed} ({describe(rid)}): top-1 {result['top1']:.2f}%  "
             f"{result['train_seconds']:.0f} s train, {result['cpu_seconds']:.0f} s CPU")
 
     counts["resumed"] = sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
-    if jobs == 1:
+    if submitit is not None and todo:
+        options = dict(submitit_options or {})
+        # slurm gives each job its own GPU(s) (cuda:0 inside the job); local jobs see every GPU: pick one per job
+        devices = worker_devices(device, jobs) if submitit == "local" else [device]
+        if submitit == "local" and devices[0].startswith("cuda"):
+            options["gpus_per_run"] = torch.cuda.device_count()
+        tasks = {rid: _task(rid, r, out_dir, root, command, budget == "full", devices[k % len(devices)], 0)
+                 for k, (rid, r) in enumerate(todo.items())}
+        log(f"{len(todo)} trainings as submitit jobs ({submitit}, {jobs} at once); logs in {out_dir / 'submitit'}")
+        submit_runs(_worker_train_result, tasks, out_dir / "submitit", submitit, jobs, done, **options)
+    elif jobs == 1:
         for k, (rid, recipe) in enumerate(todo.items(), 1):
             datasets = _datasets_for(recipe, root, keep_one=budget == "full")
-            done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command))
+            done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command,
+                                 device=worker_devices(device, 1)[0]))
     elif todo:
         threads = _threads_per_job(jobs, log)
         log(f"{len(todo)} trainings, {jobs} at once with {threads} thread{'s' if threads > 1 else ''} each")
-        _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done)
+        _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done, device)
     # the results files cover every finished run of the budget, not only the grids trained by this call (and every
     # recorded seed, also when this call asked for fewer)
     n_seeds = max(len({it["seed"] for it in items}), 1 + max((r["seed"] for r in recorded.values()), default=-1))
@@ -376,13 +416,19 @@ def _threads_per_job(jobs: int, log) -> int:
     return max(1, torch.get_num_threads() // jobs)
 
 
-def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, command: str, keep_one: bool, done):
-    """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes. Ctrl-C or SIGTERM stops the workers at
-    once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
+def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, command: str, keep_one: bool, done,
+                  device: str = "cpu"):
+    """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes, each on its device of
+    ``gv3lite.launch.worker_devices`` (one GPU per worker on a multi-GPU machine). Ctrl-C or SIGTERM stops the workers
+    at once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
+    context = multiprocessing.get_context("spawn")
+    devices = context.Queue()
+    for d in worker_devices(device, jobs):
+        devices.put(d)
+    pool = context.Pool(jobs, initializer=_worker_init, initargs=(threads, devices))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        tasks = [(rid, r.to_dict(), str(out_dir / "runs" / rid), str(root), command, keep_one) for rid, r in todo.items()]
+        tasks = [_task(rid, r, out_dir, root, command, keep_one, None, threads) for rid, r in todo.items()]
         for k, (rid, result) in enumerate(pool.imap_unordered(_worker_train, tasks), 1):
             done(k, rid, result)
     except BaseException:
@@ -401,16 +447,34 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _worker_init(threads: int) -> None:
+_WORKER_DEVICE = {"device": "cpu"}  # per worker process: its device (set by `_worker_init`)
+
+
+def _worker_init(threads: int, devices=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
     torch.set_num_threads(threads)
+    if devices is not None:
+        _WORKER_DEVICE["device"] = devices.get()
 
 
-def _worker_train(task: tuple) -> tuple[str, dict]:
-    rid, recipe, run_dir, root, command, keep_one = task
-    recipe = Recipe.from_dict(recipe)
-    return rid, run_one(recipe, Path(run_dir), root, _datasets_for(recipe, root, keep_one), quiet=True,
-                        command=command)
+def _task(rid: str, recipe: Recipe, out_dir: Path, root, command: str, keep_one: bool, device, threads: int) -> dict:
+    """What a worker process or a submitit job needs to train one run (plain values: it is pickled)."""
+    return {"rid": rid, "recipe": recipe.to_dict(), "run_dir": str(out_dir / "runs" / rid), "root": str(root),
+            "command": command, "keep_one": keep_one, "device": device, "threads": threads}
+
+
+def _worker_train(task: dict) -> tuple[str, dict | None]:
+    if task["threads"]:
+        torch.set_num_threads(task["threads"])
+    recipe, root = Recipe.from_dict(task["recipe"]), task["root"]
+    device = task["device"] or _WORKER_DEVICE["device"]
+    return task["rid"], run_one(recipe, Path(task["run_dir"]), root, _datasets_for(recipe, root, task["keep_one"]),
+                                quiet=True, command=task["command"], device=device)
+
+
+def _worker_train_result(task: dict) -> dict | None:
+    """`_worker_train` for a submitit job (which returns the result alone)."""
+    return _worker_train(task)[1]
 
 
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
@@ -483,6 +547,9 @@ def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (sample std, ddof=1; NaN for one seed) of top-1 and top-5 per (grid, cell), in run order,
     with ``n`` (seeds) and the paper's claim for the cell."""
+    if runs.empty:  # no finished run yet (e.g. all of them are being trained by another call)
+        return pd.DataFrame(columns=["grid", "cell", "n", "top1_mean", "top1_std", "top5_mean", "top5_std",
+                                     "train_seconds", "paper_claim"])
     grouped = runs.groupby(["grid", "cell"], sort=False)
     summary = grouped.agg(n=("top1", "size"), top1_mean=("top1", "mean"), top1_std=("top1", "std"),
                           top5_mean=("top5", "mean"), top5_std=("top5", "std"),
@@ -728,6 +795,14 @@ def add_reproduce(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
     p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines (with --jobs 1 only)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); with --jobs N on a machine "
+                                                   "with several GPUs, one run per GPU")
+    s = p.add_argument_group("scheduler (submitit): each training as one job; a lock keeps runs from training twice")
+    s.add_argument("--submitit", choices=["local", "slurm", "debug"], help="run the trainings through submitit: "
+                   "slurm (a job array, --jobs at a time), local (subprocesses here) or debug (in this process)")
+    s.add_argument("--slurm-partition", help="SLURM partition (with --submitit slurm)")
+    s.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per training in minutes (default 1440)")
+    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per training job (default 0; 1 with --device cuda)")
     p.set_defaults(func=run_reproduce)
 
 
@@ -761,9 +836,14 @@ def run_reproduce(args) -> int:
         for it in plan(budget, grids, args.seeds):
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
+    check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read
+    resolve_device(args.device)  # --device cuda without a GPU: before any data is read
+    options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
+               "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
     result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
-                       figures_dir=args.figures)
-    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs")
+                       figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options)
+    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
+          + (f", {result['busy']} being trained by another process" if result["busy"] else ""))
     print(result["summary"].to_string(index=False))
     print(f"-> {result['out_dir']}/runs.csv, summary.csv, summary.md, report.md; figures: "
           + ", ".join(str(p) for p in result["figures"]))

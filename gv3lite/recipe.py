@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,7 +243,7 @@ class Recipe:
         text = path.read_text()
         if _is_yaml(path):
             try:
-                d = yaml.safe_load(text) or {}
+                d = load_yaml(text) or {}
             except yaml.YAMLError as err:
                 raise ValueError(f"recipe file {str(path)!r} is not valid YAML: {err}") from err
         else:
@@ -253,6 +254,20 @@ class Recipe:
         if not isinstance(d, dict):
             raise ValueError(f"recipe file {str(path)!r} must hold a mapping of field: value")
         return cls.from_dict(d)
+
+
+# YAML 1.1 (PyYAML) reads only floats with a dot as numbers: "1e-3" would be the string '1e-3'. Values are read
+# as YAML 1.2 and Python read them: a number in exponent form without a dot is a float too.
+_EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also reads ``1e-3`` / ``5E4`` / ``-2e+1`` as floats (how users type numbers; the
+    ``--set KEY=VALUE`` values and recipe files). Raises ``yaml.YAMLError`` for malformed YAML."""
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_EXPONENT_FLOAT), list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
 
 
 def _is_yaml(path: Path) -> bool:
