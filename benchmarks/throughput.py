@@ -1,0 +1,185 @@
+"""Throughput of gv3lite against timm for the same GhostNetV3: train step, eval forward, and the data loader.
+
+Everything is a *ratio measured in one process*: each timed call of gv3lite is followed (or preceded, alternating
+every repeat) by the same call of the reference, and the ratio of the medians is reported, so load drifts on a
+shared machine hit both sides alike. Cases, for ``--model`` at ``--batch-size`` x ``--img-size`` px on
+``--threads`` threads:
+
+* ``train_step``: forward + backward + SGD step of the train form (gv3lite's default fast branch sums vs timm's
+  ``ghostnetv3_*``), both in channels_last, and both in the default (contiguous) format;
+* ``train_step_per_branch``: gv3lite's per-branch train form (``fast_branches=False``) vs timm, channels_last;
+* ``eval_train_form`` / ``eval_deploy_form``: eval-mode forward (no grad) of each form vs timm's same form;
+* ``eval_deploy_vs_train``: gv3lite's deploy form vs its own train form (the deploy speed-up);
+* ``loader``: images/s delivered by the training data loader (``--loader``) next to gv3lite's train-step images/s.
+
+Usage:
+    python benchmarks/throughput.py                                  # ghostnetv3_050, 64 px, batch 64, 2 threads
+    python benchmarks/throughput.py --threads 1 --repeats 9 --img-size 64
+
+Prints a table and writes ``results/throughput/throughput_<model>_<img>px_t<threads>.json`` and ``.md`` with
+the command, commit, date, load average and every median. Not a test: the numbers depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import gv3lite
+from gv3lite.reparam import set_fast_branches
+from gv3lite.utils import git_commit
+
+
+def _train_step(model, images, targets):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        loss = F.cross_entropy(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def _eval_forward(model, images):
+    model.eval()
+
+    def forward():
+        with torch.no_grad():
+            model(images)
+    return forward
+
+
+def paired_medians(ours, reference, repeats, warmup=2):
+    """Median seconds of ``ours()`` and ``reference()`` over ``repeats`` calls each, alternating which goes first."""
+    for _ in range(warmup):
+        ours(), reference()
+    times = ([], [])
+    for r in range(repeats):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for i in order:
+            start = time.perf_counter()
+            (ours, reference)[i]()
+            times[i].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _loader_images_per_second(args, batches):
+    """Images/s of the training loader over ``batches`` batches (after one warm-up batch)."""
+    from gv3lite.data import build_datasets, build_loader, resolve_data_root
+    train_ds, _ = build_datasets(resolve_data_root(args.data), args.img_size, images_per_class_train=args.per_class,
+                                 images_per_class_val=1)
+    loader = build_loader(train_ds, args.batch_size, train=True, generator=torch.Generator().manual_seed(0))
+    it = iter(loader)
+    next(it)
+    start, n = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            images = next(it)[0]
+        except StopIteration:
+            it = iter(loader)
+            images = next(it)[0]
+        n += len(images)
+    return n / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ghostnetv3_050")
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per side and case (medians)")
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--data", default=None, help="ImageFolder root for the loader case (default: GV3LITE_DATA)")
+    parser.add_argument("--per-class", type=int, default=40, help="train images per class for the loader case")
+    parser.add_argument("--loader-batches", type=int, default=10, help="0 skips the loader case")
+    parser.add_argument("--cases", default="all", help="comma-separated subset of the cases, or 'all'")
+    parser.add_argument("--out", default="results/throughput")
+    args = parser.parse_args(argv)
+    import timm
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+
+    def pair(memory_format=cl, fast=True):
+        """(gv3lite train form, timm train form) with the same weights, in ``memory_format``."""
+        ours = gv3lite.create_model(args.model, num_classes=args.num_classes)
+        ref = timm.create_model(args.model, num_classes=args.num_classes)
+        ref.load_state_dict(ours.state_dict())
+        set_fast_branches(ours, fast)
+        return ours.to(memory_format=memory_format).train(), ref.to(memory_format=memory_format).train()
+
+    x_cl = images.contiguous(memory_format=cl)
+    cases = {
+        "train_step": lambda: (lambda o, r: (_train_step(o, x_cl, targets), _train_step(r, x_cl, targets)))(*pair()),
+        "train_step_contiguous": lambda: (lambda o, r: (_train_step(o, images, targets),
+                                                        _train_step(r, images, targets)))(*pair(torch.contiguous_format)),
+        "train_step_per_branch": lambda: (lambda o, r: (_train_step(o, x_cl, targets),
+                                                        _train_step(r, x_cl, targets)))(*pair(fast=False)),
+        "eval_train_form": lambda: (lambda o, r: (_eval_forward(o, x_cl), _eval_forward(r, x_cl)))(*pair()),
+        "eval_deploy_form": lambda: (lambda o, r: (_eval_forward(gv3lite.reparameterize(o.eval()), x_cl),
+                                                   _eval_forward(gv3lite.reparameterize(r.eval()), x_cl)))(*pair()),
+        "eval_deploy_vs_train": lambda: (lambda o, r: (_eval_forward(gv3lite.reparameterize(o.eval()), x_cl),
+                                                       _eval_forward(o, x_cl)))(*pair()),
+    }
+    wanted = list(cases) + ["loader"] if args.cases == "all" else args.cases.split(",")
+    unknown = [c for c in wanted if c not in cases and c != "loader"]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; choose from {list(cases) + ['loader']}")
+    rows = []
+    for name in wanted:
+        if name == "loader":
+            continue
+        ours, ref = cases[name]()
+        t_ours, t_ref = paired_medians(ours, ref, args.repeats)
+        reference = "gv3lite train form" if name == "eval_deploy_vs_train" else "timm"
+        rows.append(dict(case=name, ours_img_s=args.batch_size / t_ours, reference=reference,
+                         reference_img_s=args.batch_size / t_ref, ratio=t_ref / t_ours))
+        print(f"{name:24s} gv3lite {rows[-1]['ours_img_s']:8.1f} img/s   {reference} "
+              f"{rows[-1]['reference_img_s']:8.1f} img/s   ratio {rows[-1]['ratio']:.2f}", flush=True)
+    if "loader" in wanted and args.loader_batches > 0:
+        step = next((r["ours_img_s"] for r in rows if r["case"] == "train_step"), None)
+        if step is None:
+            ours, ref = cases["train_step"]()
+            step = args.batch_size / paired_medians(ours, ref, args.repeats)[0]
+        loader = _loader_images_per_second(args, args.loader_batches)
+        rows.append(dict(case="loader", ours_img_s=loader, reference="gv3lite train step", reference_img_s=step,
+                         ratio=loader / step))
+        print(f"{'loader':24s} loader  {loader:8.1f} img/s   train step {step:8.1f} img/s   ratio {loader / step:.2f}")
+
+    record = dict(command=" ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),
+                  commit=git_commit(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  load_average=os.getloadavg(), cpu_count=os.cpu_count(), torch=torch.__version__,
+                  timm=timm.__version__, **{k: v for k, v in vars(args).items() if k not in ("out", "data")},
+                  rows=rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"throughput_{args.model}_{args.img_size}px_t{args.threads}"
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"# {args.model}, batch {args.batch_size}, {args.img_size} px, {args.threads} threads",
+             "", f"command: `{record['command']}`  ", f"commit {record['commit']}, {record['date']}, load average "
+             f"{', '.join(f'{x:.1f}' for x in record['load_average'])} on {record['cpu_count']} CPUs  ",
+             "ratio = reference time / gv3lite time (loader: loader img/s / train-step img/s); medians of "
+             f"{args.repeats} alternating calls", "", "| case | gv3lite img/s | reference | reference img/s | ratio |",
+             "| --- | ---: | --- | ---: | ---: |"]
+    lines += [f"| {r['case']} | {r['ours_img_s']:.1f} | {r['reference']} | {r['reference_img_s']:.1f} | "
+              f"{r['ratio']:.2f} |" for r in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
