@@ -1,0 +1,109 @@
+"""The batched data path (``gv3lite.data.BatchedTrainLoader`` / ``BatchedEvalLoader``): crops follow
+RandomResizedCrop's distribution, flips are fair, crop boxes reproduce the pixels for the cached teacher, and eval
+batches equal the per-image DataLoader's."""
+import math
+
+import pytest
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from gv3lite.data import (BatchedEvalLoader, BatchedTrainLoader, ImageFolderDataset, apply_crop_info,
+                          build_loader, random_resized_crop_params, resize_weights)
+
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def _ks_statistic(a, b):
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs."""
+    grid = torch.cat([a, b]).sort().values
+    cdf = lambda x: torch.searchsorted(x.sort().values, grid, right=True).double() / len(x)  # noqa: E731
+    return (cdf(a) - cdf(b)).abs().max().item()
+
+
+def _torchvision_crops(height, width, n, seed):
+    torch.manual_seed(seed)
+    img = torch.zeros(3, height, width, dtype=torch.uint8)
+    return torch.tensor([v2.RandomResizedCrop.get_params(img, list(SCALE), list(RATIO)) for _ in range(n)])
+
+
+@pytest.mark.parametrize("height,width", [(128, 128), (96, 200), (300, 40)])
+def test_batched_crop_params_follow_random_resized_crop(height, width):
+    n = 4000
+    top, left, h, w = random_resized_crop_params(torch.full((n,), height), torch.full((n,), width), SCALE, RATIO,
+                                                 torch.Generator().manual_seed(0))
+    assert ((h >= 1) & (w >= 1) & (top >= 0) & (left >= 0)).all()
+    assert ((top + h <= height) & (left + w <= width)).all()
+    area = (h * w).double() / (height * width)
+    assert area.max() <= 1 and area.min() >= SCALE[0] * 0.9  # rounding of w and h only
+    aspect = (w / h).double()
+    slack = 1 / h.double() + 1 / w.double()  # one pixel of rounding on each side
+    assert (aspect >= RATIO[0] * (1 - slack) - 1e-9).all() or width / height > RATIO[1] or width / height < RATIO[0]
+    ref = _torchvision_crops(height, width, n, seed=1)  # (top, left, h, w)
+    for ours, theirs, name in ((area, (ref[:, 2] * ref[:, 3]).double() / (height * width), "area"),
+                               (aspect.log(), (ref[:, 3] / ref[:, 2]).double().log(), "log aspect"),
+                               ((top.double() + h / 2) / height, (ref[:, 0] + ref[:, 2] / 2).double() / height,
+                                "vertical centre")):
+        d = _ks_statistic(ours.contiguous(), theirs.contiguous())
+        critical = 1.95 * math.sqrt(2 / n)  # KS test at alpha = 0.001 for two samples of n
+        assert d < critical, f"{name}: batched and torchvision crops differ in distribution (KS D = {d:.3f})"
+
+
+def test_fallback_is_the_centred_clamped_crop():
+    # a 1 x 40 image: no draw fits, so both rules take the centred crop with aspect clamped to 4/3
+    top, left, h, w = random_resized_crop_params(torch.tensor([3]), torch.tensor([40]), SCALE, RATIO,
+                                                 torch.Generator().manual_seed(0))
+    ref = v2.RandomResizedCrop.get_params(torch.zeros(3, 3, 40), list(SCALE), list(RATIO))
+    assert [top.item(), left.item(), h.item(), w.item()] == list(ref)
+
+
+def test_resize_weights_match_torchvision_antialiased_resize():
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 9, 12) * 255, size=(90, 120), mode="bilinear")
+    img = smooth.round().to(torch.uint8)  # a smooth image (natural-image-like), so kernel details matter little
+    top, left, h, w = torch.tensor([7]), torch.tensor([11]), torch.tensor([70]), torch.tensor([95])
+    wy, wx = resize_weights(top, h, 32, 90), resize_weights(left, w, 32, 120)
+    ours = wy[:, None] @ img.float() @ wx[:, None].transpose(-1, -2)
+    ref = F.resized_crop(img[0], 7, 11, 70, 95, [32, 32], antialias=True).float()
+    assert (ours[0] - ref).abs().mean() < 1.0 and (ours[0] - ref).abs().max() < 10  # uint8 rounding + kernel detail
+
+
+@pytest.fixture(scope="module")
+def small_train(data_root):
+    return ImageFolderDataset(data_root, "train", 48, classes=["n01440764", "n03394916"], per_class=40,
+                              return_crop_info=True, scale=(0.25, 1.0))
+
+
+@pytest.mark.parametrize("resize", ["per_image", "matmul"])
+def test_batched_loader_batches_flips_and_crop_info(small_train, resize):
+    loader = BatchedTrainLoader(small_train, 16, torch.Generator().manual_seed(0), resize=resize)
+    assert len(loader) == 80 // 16
+    flips, seen = [], []
+    for epoch in range(6):
+        for images, targets, info in loader:
+            assert images.shape == (16, 3, 48, 48) and images.dtype == torch.float32
+            assert torch.equal(targets, torch.as_tensor(small_train.targets)[info["index"]])
+            flips.append(info["flip"])
+            seen.append(info["index"])
+            areas = (info["box"][:, 2] - info["box"][:, 0]) * (info["box"][:, 3] - info["box"][:, 1])
+            assert (areas >= 0.25 * 0.9).all() and (areas <= 1 + 1e-6).all()
+    assert sorted(torch.cat(seen[:5]).tolist()) == list(range(80))  # one epoch = a permutation
+    rate = torch.cat(flips).float().mean().item()
+    assert abs(rate - 0.5) < 4 * math.sqrt(0.25 / (6 * 80)), rate  # 480 draws: within 4 sigma of a fair coin
+    # the recorded box + flip re-cut the same pixels from the cached image (what the cached teacher relies on)
+    images, _, info = loader.batch(torch.arange(8))
+    for i in range(8):
+        crop = apply_crop_info(small_train.cache[i], info["box"][i], bool(info["flip"][i]), 48)
+        redone = small_train.after_crop(crop)
+        assert (images[i] - redone).abs().mean() < (0.02 if resize == "per_image" else 0.1)
+
+
+def test_batched_eval_loader_equals_dataloader(data_root):
+    val = ImageFolderDataset(data_root, "val", 40, classes=["n01440764", "n03394916"], per_class=6)
+    batched = build_loader(val, 5, train=False)
+    assert isinstance(batched, BatchedEvalLoader) and len(batched) == 3
+    plain = build_loader(val, 5, train=False, batched=False)
+    for (x, y), (x_ref, y_ref) in zip(batched, plain):
+        torch.testing.assert_close(x, x_ref)
+        assert torch.equal(y, y_ref)
+    with pytest.raises(ValueError, match="cache=True"):
+        BatchedTrainLoader(val, 4)
