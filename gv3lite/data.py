@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -286,14 +287,17 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, generator: torc
     ``batched=None`` (default) picks the batched path (`BatchedTrainLoader` / `BatchedEvalLoader`: whole batches
     cropped, resized, flipped and normalized at once on ``device``) whenever it applies -- a cached
     ``ImageFolderDataset``, no ``sampler``, ``num_workers=0`` -- and a torch ``DataLoader`` (per-image transforms,
-    batches on the CPU) otherwise. ``batched=True`` insists (``ValueError`` when it does not apply); ``False`` always
-    gives the ``DataLoader``. Both yield ``(images, targets[, info])`` with the same shapes."""
+    batches on the CPU) otherwise. ``batched=True`` insists (``ValueError`` when it does not apply; for an uncached
+    train set every batch is then decoded on ``device``, see `plan_data_path`); ``False`` always gives the
+    ``DataLoader``. Both yield ``(images, targets[, info])`` with the same shapes."""
     drop_last = train if drop_last is None else drop_last
-    applies = (isinstance(dataset, ImageFolderDataset) and dataset.cache is not None and sampler is None
-               and num_workers == 0 and dataset.train == train)
-    if batched and not applies:
-        raise ValueError("batched=True needs a cached ImageFolderDataset (cache=True) of the matching split, no "
+    usable = isinstance(dataset, ImageFolderDataset) and sampler is None and num_workers == 0 and dataset.train == train
+    applies = usable and dataset.cache is not None
+    if batched and not (applies or (usable and train)):
+        raise ValueError("batched=True needs an ImageFolderDataset of the matching split (cached, for eval), no "
                          "sampler and num_workers=0; pass batched=None to fall back to a DataLoader")
+    if batched and train and not applies:  # no cache: each batch is decoded on `device` (BatchedTrainLoader.decode)
+        return BatchedTrainLoader(dataset, batch_size, generator, device, drop_last=drop_last)
     if applies and batched is not False:
         if train:
             return BatchedTrainLoader(dataset, batch_size, generator, device, drop_last=drop_last)  # resize: auto
@@ -301,6 +305,39 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, generator: torc
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       generator=generator if sampler is None else None, num_workers=num_workers,
                       drop_last=drop_last, persistent_workers=num_workers > 0)
+
+
+def plan_data_path(num_images: int, img_size: int, device: str | torch.device = "cpu",
+                   available_bytes: int | None = None) -> tuple[str, str]:
+    """How training images should reach the model, and why: ``(path, reason)``.
+
+    * ``"cache"``: the uint8 cache (``stored_size(img_size)`` short side, ~1.2 aspect on average) fits in half of
+      ``available_bytes`` -- decode once, keep it in memory (on ``device``) and augment whole batches there;
+    * ``"decode_on_device"``: it does not fit and ``device`` is CUDA -- decode every batch's JPEGs on the GPU
+      (``torchvision.io.decode_jpeg(..., device="cuda")``, `BatchedTrainLoader` with an uncached dataset);
+    * ``"workers"``: it does not fit on a CPU -- decode per image in ``DataLoader`` worker processes.
+
+    ``available_bytes`` defaults to the free memory of ``device`` (``torch.cuda.mem_get_info`` on CUDA, the free RAM
+    from ``os.sysconf`` otherwise). The caller logs the reason.
+    """
+    device = torch.device(device)
+    per_image = 3 * stored_size(img_size) ** 2 * 1.2
+    need = num_images * per_image
+    if available_bytes is None:
+        if device.type == "cuda":
+            available_bytes = torch.cuda.mem_get_info(device)[0]
+        else:
+            available_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    gib = 2 ** 30
+    if need <= available_bytes / 2:
+        return "cache", (f"{num_images} images need ~{need / gib:.1f} GiB as a uint8 cache, within half of the "
+                         f"{available_bytes / gib:.1f} GiB free on {device.type}: decoded once, augmented in batches")
+    if device.type == "cuda":
+        return "decode_on_device", (f"a uint8 cache would need ~{need / gib:.1f} GiB, more than half of the "
+                                    f"{available_bytes / gib:.1f} GiB free on the GPU: JPEGs are decoded per batch "
+                                    "on the GPU (torchvision decode_jpeg)")
+    return "workers", (f"a uint8 cache would need ~{need / gib:.1f} GiB, more than half of the "
+                       f"{available_bytes / gib:.1f} GiB free RAM: images are decoded per sample in DataLoader workers")
 
 
 # ------------------------------------------------------------------------------------------ batched path
@@ -379,25 +416,30 @@ class BatchedTrainLoader:
     float32 normalized [x0, y0, x1, y1], "flip" (B,) bool}`` when the dataset has ``return_crop_info`` (what the
     cached teacher needs; ``apply_crop_info`` re-applies a box). ``len()`` = number of batches per epoch.
 
+    Without a cache (``cache=False``, roots too big for memory) each batch's files are decoded by `decode` on
+    ``device`` and cropped from the full-size images, as the per-image path does.
+
     Raises:
-        ValueError: the dataset is not a cached train ``ImageFolderDataset``.
+        ValueError: the dataset is not a train ``ImageFolderDataset``.
     """
 
     def __init__(self, dataset: "ImageFolderDataset", batch_size: int, generator: torch.Generator | None = None,
                  device: str | torch.device = "cpu", drop_last: bool = True, resize: str = "auto"):
-        if not isinstance(dataset, ImageFolderDataset) or dataset.cache is None or not dataset.train:
-            raise ValueError("BatchedTrainLoader needs a train ImageFolderDataset built with cache=True; use "
-                             "build_loader(...) for other datasets")
+        if not isinstance(dataset, ImageFolderDataset) or not dataset.train:
+            raise ValueError("BatchedTrainLoader needs a train ImageFolderDataset; use build_loader(...) for other "
+                             "datasets")
         if resize not in ("auto", "matmul", "per_image"):
             raise ValueError(f"resize must be 'auto', 'matmul' or 'per_image', got {resize!r}")
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.generator = generator if generator is not None else torch.Generator()
         self.device = torch.device(device)
         self.resize = resize if resize != "auto" else ("per_image" if self.device.type == "cpu" else "matmul")
-        self.sizes = torch.tensor([img.shape[-2:] for img in dataset.cache], dtype=torch.long)  # (N, 2): H, W
-        same_size = bool((self.sizes == self.sizes[0]).all())  # then one (N, 3, H, W) tensor, else a list
-        self.images = (torch.stack(dataset.cache).to(self.device) if same_size
-                       else [img.to(self.device) for img in dataset.cache])
+        self.images = self.sizes = None  # without a cache, every batch is decoded (see `decode`)
+        if dataset.cache is not None:
+            self.sizes = torch.tensor([img.shape[-2:] for img in dataset.cache], dtype=torch.long)  # (N, 2): H, W
+            same_size = bool((self.sizes == self.sizes[0]).all())  # then one (N, 3, H, W) tensor, else a list
+            self.images = (torch.stack(dataset.cache).to(self.device) if same_size
+                           else [img.to(self.device) for img in dataset.cache])
         self.targets = torch.as_tensor(dataset.targets, dtype=torch.long)
         self.scale, self.ratio = dataset.rrc.scale, dataset.rrc.ratio
         steps = dataset.after_crop.transforms
@@ -405,31 +447,50 @@ class BatchedTrainLoader:
         self.erase = [t for t in steps if isinstance(t, v2.RandomErasing)]  # on normalized images
 
     def __len__(self) -> int:
-        n = len(self.images)
+        n = len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def decode(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """The uint8 (3, H, W) images of ``index`` decoded from their files on ``device``: JPEGs in one batched
+        ``torchvision.io.decode_jpeg`` call (on the GPU when ``device`` is CUDA), other formats with
+        ``decode_image``; grayscale/CMYK become RGB. Used when the dataset has no cache (roots too big for memory)."""
+        paths = [self.dataset.samples[j][0] for j in index.tolist()]
+        data = [read_file(p) for p in paths]
+        jpeg = [i for i, p in enumerate(paths) if p.lower().endswith((".jpg", ".jpeg"))]
+        images = [None] * len(paths)
+        if jpeg:
+            decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=self.device)
+            for i, img in zip(jpeg, decoded):
+                images[i] = img
+        for i, img in enumerate(images):
+            if img is None:
+                images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(self.device)
+        return images
+
     def __iter__(self):
-        order = torch.randperm(len(self.images), generator=self.generator)
+        order = torch.randperm(len(self.dataset), generator=self.generator)
         for b in range(len(self)):
             yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size])
 
     def batch(self, index: torch.Tensor):
         """The augmented batch of dataset indices ``index`` (B,) (see the class docstring)."""
         size = self.dataset.img_size
-        hw = self.sizes[index]
+        images = self.images if self.images is not None else dict(zip(index.tolist(), self.decode(index)))
+        hw = (self.sizes[index] if self.sizes is not None
+              else torch.tensor([images[j].shape[-2:] for j in index.tolist()], dtype=torch.long))
         top, left, h, w = random_resized_crop_params(hw[:, 0], hw[:, 1], self.scale, self.ratio, self.generator)
         flip = torch.rand(len(index), generator=self.generator) < 0.5
         if self.resize == "per_image":
-            crops = torch.stack([F.resized_crop(self.images[j], t, lf, hh, ww, [size, size], antialias=True)
+            crops = torch.stack([F.resized_crop(images[j], t, lf, hh, ww, [size, size], antialias=True)
                                  for j, t, lf, hh, ww in zip(index.tolist(), top.tolist(), left.tolist(), h.tolist(),
                                                              w.tolist())]).float()
         else:
-            if isinstance(self.images, torch.Tensor):
-                canvas = self.images[index.to(self.device)].float()
+            if isinstance(images, torch.Tensor):
+                canvas = images[index.to(self.device)].float()
             else:  # images of different sizes: top-left aligned on a zero canvas (the boxes never leave an image)
                 canvas = torch.zeros(len(index), 3, int(hw[:, 0].max()), int(hw[:, 1].max()), device=self.device)
                 for i, j in enumerate(index.tolist()):
-                    img = self.images[j]
+                    img = images[j]
                     canvas[i, :, :img.shape[1], :img.shape[2]] = img
             wy = resize_weights(top.to(self.device), h.to(self.device), size, canvas.shape[-2])
             wx = resize_weights(left.to(self.device), w.to(self.device), size, canvas.shape[-1])

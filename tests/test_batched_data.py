@@ -105,5 +105,28 @@ def test_batched_eval_loader_equals_dataloader(data_root):
     for (x, y), (x_ref, y_ref) in zip(batched, plain):
         torch.testing.assert_close(x, x_ref)
         assert torch.equal(y, y_ref)
-    with pytest.raises(ValueError, match="cache=True"):
+    with pytest.raises(ValueError, match="train ImageFolderDataset"):
         BatchedTrainLoader(val, 4)
+
+
+def test_uncached_batches_are_decoded_per_batch(data_root):
+    """Without a cache the loader decodes each batch's JPEGs itself (decode_jpeg, on the GPU when there is one) and
+    crops the full-size images; boxes still re-cut the same pixels from the decoded original."""
+    train = ImageFolderDataset(data_root, "train", 40, classes=["n01440764"], per_class=6, cache=False,
+                               return_crop_info=True)
+    loader = build_loader(train, 3, train=True, generator=torch.Generator().manual_seed(0), batched=True)
+    assert isinstance(loader, BatchedTrainLoader) and len(loader) == 2
+    images, targets, info = next(iter(loader))
+    assert images.shape == (3, 3, 40, 40)
+    for i in range(3):
+        original = loader.decode(info["index"][i:i + 1])[0]
+        crop = apply_crop_info(original, info["box"][i], bool(info["flip"][i]), 40)
+        assert (images[i] - train.after_crop(crop)).abs().mean() < 0.02
+
+
+def test_plan_data_path_names_its_choice():
+    from gv3lite.data import plan_data_path
+    path, reason = plan_data_path(9469, 64, "cpu", available_bytes=24 * 2**30)
+    assert path == "cache" and "GiB" in reason
+    assert plan_data_path(1_281_167, 224, "cpu", available_bytes=24 * 2**30)[0] == "workers"
+    assert plan_data_path(1_281_167, 224, "cuda", available_bytes=80 * 2**30)[0] == "decode_on_device"
