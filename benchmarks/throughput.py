@@ -31,32 +31,49 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn.functional as F
 
 import gv3lite
+from gv3lite.data import build_datasets, build_loader, resolve_data_root
 from gv3lite.reparam import set_fast_branches
 from gv3lite.utils import git_commit
 
 
-def _train_step(model, images, targets):
+def _autocast(device):
+    """bf16 autocast on CUDA (as the trainer does), a no-op context elsewhere (fp32 on CPU)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(model, images, targets, compile_model=False):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    forward = torch.compile(model) if compile_model else model
 
     def step():
-        loss = F.cross_entropy(model(images), targets)
+        with _autocast(images.device):
+            loss = F.cross_entropy(forward(images), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        _sync(images.device)
     return step
 
 
-def _eval_forward(model, images):
+def _eval_forward(model, images, compile_model=False):
     model.eval()
+    forward = torch.compile(model) if compile_model else model
 
-    def forward():
-        with torch.no_grad():
-            model(images)
-    return forward
+    def run():
+        with torch.no_grad(), _autocast(images.device):
+            forward(images)
+        _sync(images.device)
+    return run
 
 
 def paired_medians(ours, reference, repeats, warmup=2):
@@ -74,11 +91,12 @@ def paired_medians(ours, reference, repeats, warmup=2):
 
 
 def _loader_images_per_second(args, batches):
-    """Images/s of the training loader over ``batches`` batches (after one warm-up batch)."""
-    from gv3lite.data import build_datasets, build_loader, resolve_data_root
+    """Images/s of the training loader (`gv3lite.data.build_loader`: the batched path over the uint8 cache, on
+    ``--device``) over ``batches`` batches (after one warm-up batch)."""
     train_ds, _ = build_datasets(resolve_data_root(args.data), args.img_size, images_per_class_train=args.per_class,
                                  images_per_class_val=1)
-    loader = build_loader(train_ds, args.batch_size, train=True, generator=torch.Generator().manual_seed(0))
+    loader = build_loader(train_ds, args.batch_size, train=True, generator=torch.Generator().manual_seed(0),
+                          device=args.device)
     it = iter(loader)
     next(it)
     start, n = time.perf_counter(), 0
@@ -89,6 +107,7 @@ def _loader_images_per_second(args, batches):
             it = iter(loader)
             images = next(it)[0]
         n += len(images)
+    _sync(torch.device(args.device))
     return n / (time.perf_counter() - start)
 
 
@@ -98,6 +117,8 @@ def main(argv=None):
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast on CUDA, fp32 on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both sides (measured separately)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per side and case (medians)")
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--data", default=None, help="ImageFolder root for the loader case (default: GV3LITE_DATA)")
@@ -106,13 +127,12 @@ def main(argv=None):
     parser.add_argument("--cases", default="all", help="comma-separated subset of the cases, or 'all'")
     parser.add_argument("--out", default="results/throughput")
     args = parser.parse_args(argv)
-    import timm
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cl = torch.channels_last
-    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
-    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    cl, device, comp = torch.channels_last, torch.device(args.device), args.compile
+    images = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
+    targets = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
 
     def pair(memory_format=cl, fast=True):
         """(gv3lite train form, timm train form) with the same weights, in ``memory_format``."""
@@ -120,20 +140,25 @@ def main(argv=None):
         ref = timm.create_model(args.model, num_classes=args.num_classes)
         ref.load_state_dict(ours.state_dict())
         set_fast_branches(ours, fast)
-        return ours.to(memory_format=memory_format).train(), ref.to(memory_format=memory_format).train()
+        return (ours.to(device, memory_format=memory_format).train(),
+                ref.to(device, memory_format=memory_format).train())
 
     x_cl = images.contiguous(memory_format=cl)
+    def step(o, r, x=x_cl):
+        return _train_step(o, x, targets, comp), _train_step(r, x, targets, comp)
+
+    def deploy(m):
+        return gv3lite.reparameterize(m.eval())
+
     cases = {
-        "train_step": lambda: (lambda o, r: (_train_step(o, x_cl, targets), _train_step(r, x_cl, targets)))(*pair()),
-        "train_step_contiguous": lambda: (lambda o, r: (_train_step(o, images, targets),
-                                                        _train_step(r, images, targets)))(*pair(torch.contiguous_format)),
-        "train_step_per_branch": lambda: (lambda o, r: (_train_step(o, x_cl, targets),
-                                                        _train_step(r, x_cl, targets)))(*pair(fast=False)),
-        "eval_train_form": lambda: (lambda o, r: (_eval_forward(o, x_cl), _eval_forward(r, x_cl)))(*pair()),
-        "eval_deploy_form": lambda: (lambda o, r: (_eval_forward(gv3lite.reparameterize(o.eval()), x_cl),
-                                                   _eval_forward(gv3lite.reparameterize(r.eval()), x_cl)))(*pair()),
-        "eval_deploy_vs_train": lambda: (lambda o, r: (_eval_forward(gv3lite.reparameterize(o.eval()), x_cl),
-                                                       _eval_forward(o, x_cl)))(*pair()),
+        "train_step": lambda: step(*pair()),
+        "train_step_contiguous": lambda: step(*pair(torch.contiguous_format), x=images),
+        "train_step_per_branch": lambda: step(*pair(fast=False)),
+        "eval_train_form": lambda: (lambda o, r: (_eval_forward(o, x_cl, comp), _eval_forward(r, x_cl, comp)))(*pair()),
+        "eval_deploy_form": lambda: (lambda o, r: (_eval_forward(deploy(o), x_cl, comp),
+                                                   _eval_forward(deploy(r), x_cl, comp)))(*pair()),
+        "eval_deploy_vs_train": lambda: (lambda o, r: (_eval_forward(deploy(o), x_cl, comp),
+                                                       _eval_forward(o, x_cl, comp)))(*pair()),
     }
     wanted = list(cases) + ["loader"] if args.cases == "all" else args.cases.split(",")
     unknown = [c for c in wanted if c not in cases and c != "loader"]
@@ -167,9 +192,13 @@ def main(argv=None):
                   rows=rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"throughput_{args.model}_{args.img_size}px_t{args.threads}"
+    tag = f"t{args.threads}" if args.device == "cpu" else args.device.replace(":", "")
+    stem = out / f"throughput_{args.model}_{args.img_size}px_{tag}{'_compiled' if comp else ''}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = [f"# {args.model}, batch {args.batch_size}, {args.img_size} px, {args.threads} threads",
+    where = (f"{args.threads} threads" if args.device == "cpu" else
+             f"{torch.cuda.get_device_name(device)}, bf16 autocast")
+    lines = [f"# {args.model}, batch {args.batch_size}, {args.img_size} px, {where}"
+             + (", torch.compile" if comp else ""),
              "", f"command: `{record['command']}`  ", f"commit {record['commit']}, {record['date']}, load average "
              f"{', '.join(f'{x:.1f}' for x in record['load_average'])} on {record['cpu_count']} CPUs  ",
              "ratio = reference time / gv3lite time (loader: loader img/s / train-step img/s); medians of "
