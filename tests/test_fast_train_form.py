@@ -129,3 +129,19 @@ def test_moment_branch_sum_declines_what_it_cannot_reproduce():
     torch.testing.assert_close(block(x), twin(x))
     with pytest.raises(ValueError, match="True or False"):
         set_fast_branches(block, "yes")
+
+
+def test_deploy_evaluation_equals_train_form_evaluation(tiny_datasets):
+    """The trainer evaluates the deploy form (``gv3lite.train.deploy_form``): same top-1/top-5 and, to float
+    rounding, the same loss as the train form in eval mode, on real images; the live model keeps its mode."""
+    from gv3lite.data import build_loader
+    from gv3lite.train import deploy_form, evaluate
+    torch.manual_seed(0)
+    model = randomize_batchnorm(gv3lite.create_model("ghostnetv3_050", num_classes=4), seed=5)
+    model = model.to(memory_format=torch.channels_last).train()
+    loader = build_loader(tiny_datasets[1], 40, train=False)
+    deployed = deploy_form(model)
+    assert model.training and not any("rpr" in name for name, _ in deployed.named_modules())
+    train_form, deploy = evaluate(model, loader), evaluate(deployed, loader)
+    assert train_form["top1"] == deploy["top1"] and train_form["top5"] == deploy["top5"]
+    assert abs(train_form["loss"] - deploy["loss"]) <= 1e-5 * abs(train_form["loss"])
