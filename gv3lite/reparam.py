@@ -260,27 +260,89 @@ def moment_branch_sum(x, branches):
     scale = torch.stack([bn.weight for bn in bns]) * torch.rsqrt(var + bns[0].eps)
     kernel = (scale[..., None] * weights).sum(0)                              # (C_out, C_in)
     bias = (torch.stack([bn.bias for bn in bns]) - scale * mean).sum(0)
+    _update_running_stats(bns, mean, var, n)
+    return F.conv2d(x, kernel[..., None, None], bias)
+
+
+def _per_channel_scale(branch, channels):
+    """(weight (C,) or None for a BN-only skip branch, BN, stride) of a per-channel branch, or None if it is not one:
+    a depthwise 1x1 conv (groups = C_in = C_out, no padding, no bias) + BN, or a BN alone."""
+    if not hasattr(branch, "conv"):
+        return (None, branch, 1) if isinstance(branch, nn.BatchNorm2d) else None
+    conv = branch.conv
+    if (conv.kernel_size == (1, 1) and conv.groups == conv.in_channels == conv.out_channels == channels
+            and conv.padding == (0, 0) and conv.bias is None and conv.stride[0] == conv.stride[1]
+            and isinstance(getattr(branch, "act", None), (nn.Identity, type(None)))):
+        return conv.weight.reshape(-1), branch.bn1, conv.stride[0]
+    return None
+
+
+def per_channel_branch_sum(x, branches):
+    """``sum_b BN_b(w_b * x)`` of per-channel branches in ``train()`` mode -- the depthwise 1x1 "scale" branch and
+    the BN-only "skip" branch of a depthwise block -- as ONE per-channel affine map of x, exactly.
+
+    For a per-channel weight w (C,), ``w * x`` has batch mean ``w m`` and biased variance ``w^2 v`` (m, v: the mean
+    and biased variance of each input channel over batch and pixels), so each BN is ``a_b w_b x + c_b`` with
+    ``a_b = gamma_b / sqrt(w_b^2 v + eps)``; the sum is ``(sum_b a_b w_b) x + sum_b (beta_b - a_b w_b m)``. A stride
+    s (the scale branch of a stride-2 stage) samples x at every s-th pixel first. Running statistics are updated as
+    ``nn.BatchNorm2d`` does. Input (B, C, H, W) -> (B, C, ceil(H/s), ceil(W/s)); returns ``None`` when a branch is
+    not per-channel, the strides differ, or a BN cannot be reproduced (see ``moment_branch_sum``).
+    """
+    found = [_per_channel_scale(b, x.shape[1]) for b in branches if b is not None]
+    if not found or any(f is None for f in found) or len({f[2] for f in found}) != 1:
+        return None
+    bns = [bn for _, bn, _ in found]
+    if any(type(bn) is not nn.BatchNorm2d or not bn.affine or bn.running_mean is None or bn.momentum is None
+           or (bn.eps, bn.momentum, bn.training) != (bns[0].eps, bns[0].momentum, True) for bn in bns):
+        return None
+    stride = found[0][2]
+    xs = x[:, :, ::stride, ::stride] if stride > 1 else x
+    n = xs.shape[0] * xs.shape[2] * xs.shape[3]
+    if n < 2:
+        return None
+    var_in, mean_in = torch.var_mean(xs, dim=(0, 2, 3), unbiased=False)
+    weights = torch.stack([torch.ones_like(mean_in) if w is None else w for w, _, _ in found])  # (branches, C)
+    mean, var = weights * mean_in, weights ** 2 * var_in
+    scale = torch.stack([bn.weight for bn in bns]) * torch.rsqrt(var + bns[0].eps)
+    gain = (scale * weights).sum(0)
+    bias = (torch.stack([bn.bias for bn in bns]) - scale * mean).sum(0)
+    _update_running_stats(bns, mean, var, n)
+    return xs * gain[:, None, None] + bias[:, None, None]
+
+
+def _update_running_stats(bns, mean, var, n):
+    """``nn.BatchNorm2d``'s running-statistic update with batch ``mean``/biased ``var`` (branches, C) over n values."""
     with torch.no_grad():
         momentum = bns[0].momentum
         for i, bn in enumerate(bns):
             bn.running_mean.mul_(1 - momentum).add_(mean[i].detach(), alpha=momentum)
             bn.running_var.mul_(1 - momentum).add_(var[i].detach(), alpha=momentum * n / (n - 1))
             bn.num_batches_tracked.add_(1)
-    return F.conv2d(x, kernel[..., None, None], bias)
 
 
 def branch_sum(x, branches, fast=True):
     """``sum_b branch_b(x)`` over the train-form ``branches`` of a block (``None`` entries skipped).
 
-    ``fast=True`` uses the fastest exact method that applies: ``moment_branch_sum`` for dense 1x1 branches in
-    training mode when C_in <= 4 C_out (measured by ``benchmarks/throughput.py``; the other candidates -- one conv
-    with stacked outputs and one BN over the stacked channels, dense or depthwise -- were measured slower on CPU
-    and are not used); otherwise, and with ``fast=False``, each branch is called in turn: the textbook form
-    taught in notebook 03. Shapes: (B, C_in, H, W) -> (B, C_out, H', W')."""
-    if fast and x.shape[1] <= 4 * branches[0].bn1.num_features:
+    ``fast=True`` (training mode) uses the fastest exact method that applies, each measured faster by
+    ``benchmarks/throughput.py``: ``moment_branch_sum`` for dense 1x1 branches when C_in <= 4 C_out, and for a
+    depthwise block ``per_channel_branch_sum`` for its stride-1 1x1 scale and BN skip branches (the k x k branches
+    are called one by one; for the stride-2 stage, whose only such branch is a strided scale branch, it measured
+    slower and is not used). Two other candidates were measured slower on CPU and are not used: one conv with stacked
+    outputs and one BN over the stacked channels (dense 0.9-1.1x, depthwise ~0.45x), and the depthwise k x k batch
+    statistics from per-channel patch moments (unfold + batched covariance, ~0.3x). In ``eval()`` mode, and with
+    ``fast=False``, each branch is called in turn: the textbook form taught in notebook 03.
+    Shapes: (B, C_in, H, W) -> (B, C_out, H', W')."""
+    if not fast or not branches[0].bn1.training:
+        return sum(branch(x) for branch in branches if branch is not None)
+    if x.shape[1] <= 4 * branches[0].bn1.num_features:
         y = moment_branch_sum(x, branches)
         if y is not None:
             return y
+    per_channel = [b for b in branches if b is not None and (_per_channel_scale(b, x.shape[1]) or (0, 0, 0))[2] == 1]
+    if per_channel and len(per_channel) < sum(b is not None for b in branches):
+        y = per_channel_branch_sum(x, per_channel)
+        if y is not None:
+            return sum(b(x) for b in branches if b is not None and b not in per_channel) + y
     return sum(branch(x) for branch in branches if branch is not None)
 
 
@@ -441,5 +503,6 @@ def randomize_batchnorm(model, seed=0):
 
 
 __all__ = ["batchnorm_statistics", "fuse_conv_bn", "identity_kernel", "pad_kernel", "fuse_branch",
-           "fuse_branches", "fused_conv", "check_branch_options", "moment_branch_sum", "branch_sum",
+           "fuse_branches", "fused_conv", "check_branch_options", "moment_branch_sum", "per_channel_branch_sum",
+           "branch_sum",
            "set_fast_branches", "RepConvBN", "reparameterize", "randomize_batchnorm"]
