@@ -10,7 +10,8 @@ shared machine hit both sides alike. Cases, for ``--model`` at ``--batch-size`` 
 * ``train_step_per_branch``: gv3lite's per-branch train form (``fast_branches=False``) vs timm, channels_last;
 * ``eval_train_form`` / ``eval_deploy_form``: eval-mode forward (no grad) of each form vs timm's same form;
 * ``eval_deploy_vs_train``: gv3lite's deploy form vs its own train form (the deploy speed-up);
-* ``loader``: images/s delivered by the training data loader (``--loader``) next to gv3lite's train-step images/s.
+* ``loader``: images/s delivered by the batched training loader next to gv3lite's train-step images/s, and
+  ``loader_batched_vs_dataloader``: the batched loader against the per-image torch ``DataLoader`` it replaces.
 
 Usage:
     python benchmarks/throughput.py                                  # ghostnetv3_050, 64 px, batch 64, 2 threads
@@ -90,13 +91,14 @@ def paired_medians(ours, reference, repeats, warmup=2):
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def _loader_images_per_second(args, batches):
+def _loader_images_per_second(args, batches, batched=True):
     """Images/s of the training loader (`gv3lite.data.build_loader`: the batched path over the uint8 cache, on
-    ``--device``) over ``batches`` batches (after one warm-up batch)."""
+    ``--device``; ``batched=False``: the per-image torch DataLoader) over ``batches`` batches (after one warm-up
+    batch)."""
     train_ds, _ = build_datasets(resolve_data_root(args.data), args.img_size, images_per_class_train=args.per_class,
                                  images_per_class_val=1)
     loader = build_loader(train_ds, args.batch_size, train=True, generator=torch.Generator().manual_seed(0),
-                          device=args.device)
+                          device=args.device, batched=batched)
     it = iter(loader)
     next(it)
     start, n = time.perf_counter(), 0
@@ -144,7 +146,7 @@ def main(argv=None):
                 ref.to(device, memory_format=memory_format).train())
 
     x_cl = images.contiguous(memory_format=cl)
-    def step(o, r, x=x_cl):
+    def step(o, r, x=x_cl):  # (gv3lite, timm) train-step callables
         return _train_step(o, x, targets, comp), _train_step(r, x, targets, comp)
 
     def deploy(m):
@@ -176,14 +178,20 @@ def main(argv=None):
         print(f"{name:24s} gv3lite {rows[-1]['ours_img_s']:8.1f} img/s   {reference} "
               f"{rows[-1]['reference_img_s']:8.1f} img/s   ratio {rows[-1]['ratio']:.2f}", flush=True)
     if "loader" in wanted and args.loader_batches > 0:
-        step = next((r["ours_img_s"] for r in rows if r["case"] == "train_step"), None)
-        if step is None:
+        step_img_s = next((r["ours_img_s"] for r in rows if r["case"] == "train_step"), None)
+        if step_img_s is None:
             ours, ref = cases["train_step"]()
-            step = args.batch_size / paired_medians(ours, ref, args.repeats)[0]
+            step_img_s = args.batch_size / paired_medians(ours, ref, args.repeats)[0]
         loader = _loader_images_per_second(args, args.loader_batches)
-        rows.append(dict(case="loader", ours_img_s=loader, reference="gv3lite train step", reference_img_s=step,
-                         ratio=loader / step))
-        print(f"{'loader':24s} loader  {loader:8.1f} img/s   train step {step:8.1f} img/s   ratio {loader / step:.2f}")
+        rows.append(dict(case="loader", ours_img_s=loader, reference="gv3lite train step",
+                         reference_img_s=step_img_s, ratio=loader / step_img_s))
+        print(f"{'loader':24s} loader  {loader:8.1f} img/s   train step {step_img_s:8.1f} img/s   "
+              f"ratio {loader / step_img_s:.2f}")
+        per_image = _loader_images_per_second(args, args.loader_batches, batched=False)
+        rows.append(dict(case="loader_batched_vs_dataloader", ours_img_s=loader, reference="per-image DataLoader",
+                         reference_img_s=per_image, ratio=loader / per_image))
+        print(f"{'loader vs DataLoader':24s} batched {loader:8.1f} img/s   DataLoader {per_image:8.1f} img/s   "
+              f"ratio {loader / per_image:.2f}")
 
     record = dict(command=" ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),
                   commit=git_commit(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
