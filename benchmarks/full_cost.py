@@ -120,7 +120,8 @@ def main(argv=None):
         rows.append(dict(run_id=run_id, model=recipe.model, epochs=recipe.epochs, images=images, seconds=seconds))
         total += seconds
     for name, images in teachers.items():
-        teacher = timm.create_model(name, pretrained=False, num_classes=1000).to(device, memory_format=torch.channels_last)
+        teacher = timm.create_model(name, pretrained=False, num_classes=1000)
+        teacher = teacher.to(device, memory_format=torch.channels_last)
         size = teacher.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
         x = torch.randn(64, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
         teacher.eval()

@@ -207,8 +207,9 @@ def _moment_pairs(x, branches):
             continue
         if hasattr(branch, "conv"):
             conv, bn = branch.conv, branch.bn1
+            linear = isinstance(getattr(branch, "act", None), (nn.Identity, type(None)))
             if (conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1
-                    or conv.bias is not None or not isinstance(getattr(branch, "act", None), (nn.Identity, type(None)))):
+                    or conv.bias is not None or not linear):
                 return None
             mats.append(conv.weight.reshape(conv.out_channels, conv.in_channels))
         else:  # a BN-only skip branch of a 1x1 block: the identity matrix
