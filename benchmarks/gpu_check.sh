@@ -10,7 +10,7 @@
 # Every step has its own time limit so that the whole script stays under 8 minutes; a step that runs out says so.
 set -u
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+PY=${PY:-.venv/bin/python}   # a Python with this package installed (make install); override with PY=...
 DATA=${1:-${GV3LITE_DATA:-../shared/data/imagenette2-224}}
 OUT=${OUT:-results/throughput}
 RUN_DIR=$(mktemp -d)                     # the short training's run directory: never inside the repository
@@ -28,7 +28,7 @@ step 60  $PY benchmarks/throughput.py --device cuda --model ghostnetv3_100 --img
          --repeats 10 --threads 8 --cases train_step,eval_train_form,eval_deploy_form,eval_deploy_vs_train --out "$OUT"
 step 120 $PY benchmarks/throughput.py --device cuda --compile --model ghostnetv3_050 --img-size 224 \
          --batch-size 128 --repeats 10 --threads 8 --cases train_step,eval_deploy_form --out "$OUT"
-step 120 .venv/bin/gv3lite train --preset ghostnetv3 --device cuda --data "$DATA" --out "$RUN_DIR/short" \
+step 120 $PY -m gv3lite.cli train --preset ghostnetv3 --device cuda --data "$DATA" --out "$RUN_DIR/short" \
          --img-size 224 --batch-size 128 --epochs 2 --images-per-class-train 100 --images-per-class-val 20
 step 90  $PY benchmarks/full_cost.py --device cuda --budget full --steps 12 --out "$OUT/full_cost_cuda.json"
 echo; echo "gpu_check done at $(date -u +%H:%M:%S)"
