@@ -307,6 +307,17 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, generator: torc
                       drop_last=drop_last, persistent_workers=num_workers > 0)
 
 
+def list_classes(root, split: str = "train") -> list[str]:
+    """The class folder names of ``root/split`` (ImageFolder order)."""
+    return find_classes(str(Path(root) / split))[0]
+
+
+def count_images(root, split: str = "train", classes: Sequence[str] | None = None) -> int:
+    """Number of image files under ``root/split/<class>/`` (all classes, or ``classes``), without decoding them."""
+    names = classes if classes is not None else list_classes(root, split)
+    return sum(1 for c in names for p in (Path(root) / split / c).iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+
+
 def plan_data_path(num_images: int, img_size: int, device: str | torch.device = "cpu",
                    available_bytes: int | None = None) -> tuple[str, str]:
     """How training images should reach the model, and why: ``(path, reason)``.

@@ -34,7 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from gv3lite.checkpoint import read_checkpoint, save_checkpoint
-from gv3lite.data import build_loader
+from gv3lite.data import ImageFolderDataset, build_loader
 from gv3lite.distill import training_loss
 from gv3lite.reparam import reparameterize
 from gv3lite.utils import git_commit, resolve_device, seed_everything
@@ -246,7 +246,8 @@ _VAL = ("loss", "top1", "top5")
 
 def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int, device):
     """(train loader, val loader, DistributedSampler or None, the train loader's shuffling generator). Cached
-    datasets get the batched path on ``device`` (``gv3lite.data.build_loader``)."""
+    datasets get the batched path on ``device`` (``gv3lite.data.build_loader``); on CUDA an uncached train set
+    without workers is decoded batch by batch on the GPU (``gv3lite.data.BatchedTrainLoader.decode``)."""
     if settings.batch_size % world:
         raise ValueError(f"batch_size {settings.batch_size} is not divisible by the {world} processes")
     sampler = None
@@ -254,8 +255,11 @@ def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int, de
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=settings.seed,
                                      drop_last=True)
     generator = torch.Generator().manual_seed(settings.seed)
+    decode_on_device = (device.type == "cuda" and isinstance(train_ds, ImageFolderDataset) and train_ds.cache is None
+                        and sampler is None and settings.num_workers == 0)
     train_loader = build_loader(train_ds, settings.batch_size // world, train=True, generator=generator,
-                                sampler=sampler, num_workers=settings.num_workers, device=device)
+                                sampler=sampler, num_workers=settings.num_workers, device=device,
+                                batched=True if decode_on_device else None)
     val_loader = build_loader(val_ds, max(settings.batch_size, 128), train=False, num_workers=settings.num_workers,
                               device=device)
     if len(train_loader) == 0:

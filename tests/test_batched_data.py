@@ -130,3 +130,16 @@ def test_plan_data_path_names_its_choice():
     assert path == "cache" and "GiB" in reason
     assert plan_data_path(1_281_167, 224, "cpu", available_bytes=24 * 2**30)[0] == "workers"
     assert plan_data_path(1_281_167, 224, "cuda", available_bytes=80 * 2**30)[0] == "decode_on_device"
+
+
+def test_run_chooses_and_logs_its_data_path(data_root):
+    """``experiment.choose_data_path`` logs the choice with its reason; the small recipe's cache fits in memory."""
+    from gv3lite.experiment import choose_data_path
+    from gv3lite.recipe import Recipe
+    lines = []
+    recipe = Recipe(img_size=48, classes=["n01440764", "n03394916"], images_per_class_train=10)
+    path, settings = choose_data_path(recipe, data_root, torch.device("cpu"), log=lines.append)
+    assert path == "cache" and settings.num_workers == 0
+    assert lines and lines[0].startswith("data path: cache (20 images need")
+    from gv3lite.data import count_images
+    assert count_images(data_root, "val", ["n01440764"]) > 0
