@@ -15,7 +15,9 @@ the seed, sees the same batches and crops (issue 11: paired cells, ``tests/test_
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 
 import pandas as pd
 import torch
@@ -24,7 +26,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
-from gv3lite.data import build_datasets, resolve_data_root
+from gv3lite.data import build_datasets, count_images, list_classes, plan_data_path, resolve_data_root
 from gv3lite.distill import CachedKD, make_kd
 from gv3lite.models import create_model_from_config
 from gv3lite.recipe import Recipe
@@ -47,12 +49,15 @@ def init_student(recipe: Recipe, num_classes: int) -> torch.nn.Module:
         return build_model(recipe, num_classes)
 
 
-def recipe_datasets(recipe: Recipe, root, return_crop_info: bool = False, progress: bool = False):
+def recipe_datasets(recipe: Recipe, root, return_crop_info: bool = False, progress: bool = False,
+                    cache: bool | None = None):
     """The (train, val) pair ``gv3lite.data.build_datasets`` gives for the recipe's data fields (size, classes,
-    subset sizes drawn with ``data_seed``, cache, augmentation, crop scale) from the ImageFolder ``root``."""
+    subset sizes drawn with ``data_seed``, cache, augmentation, crop scale) from the ImageFolder ``root``;
+    ``cache`` overrides ``recipe.cache`` (``run`` does so when the cache would not fit, see `choose_data_path`)."""
     return build_datasets(root, recipe.img_size, classes=recipe.classes,
                           images_per_class_train=recipe.images_per_class_train,
-                          images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed, cache=recipe.cache,
+                          images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
+                          cache=recipe.cache if cache is None else cache,
                           auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
                           return_crop_info=return_crop_info, scale=(recipe.min_crop_scale, 1.0), progress=progress)
 
@@ -101,6 +106,24 @@ def loop_settings(recipe: Recipe) -> "LoopSettings":
                         num_workers=recipe.num_workers)
 
 
+def choose_data_path(recipe: Recipe, root, device, log=print) -> tuple[str, LoopSettings]:
+    """How the recipe's training images reach ``device`` (``gv3lite.data.plan_data_path``, logged with its reason):
+    ``"cache"`` (the recipe's uint8 cache, batched augmentation on the device), ``"decode_on_device"`` (no cache; the
+    trainer's batched loader decodes each batch's JPEGs on the GPU) or ``"workers"`` (no cache; DataLoader worker
+    processes, one per CPU). ``recipe.cache=False`` is respected as it is. Returns ``(path, loop settings)``."""
+    settings = loop_settings(recipe)
+    if not recipe.cache:
+        return "workers" if settings.num_workers else "uncached", settings
+    per_class = recipe.images_per_class_train
+    n = (count_images(root, "train", recipe.classes) if per_class is None
+         else per_class * len(recipe.classes or list_classes(root)))
+    path, reason = plan_data_path(n, recipe.img_size, device)
+    log(f"data path: {path} ({reason})")
+    if path == "workers":
+        settings = dataclasses.replace(settings, num_workers=os.cpu_count() or 1)
+    return path, settings
+
+
 # ------------------------------------------------------------------------------------------------ run
 def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool = False, quiet: bool = False,
         kd=None, datasets=None, max_epochs: int | None = None, sync_bn: bool = False) -> pd.DataFrame:
@@ -117,8 +140,12 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     device = setup_distributed(device)
     uses_kd = kd is not None or recipe.teacher is not None
     seed_everything(recipe.seed)
+    settings = loop_settings(recipe)
     if datasets is None:
-        datasets = recipe_datasets(recipe, resolve_data_root(data_root), return_crop_info=uses_kd, progress=not quiet)
+        root = resolve_data_root(data_root)
+        path, settings = choose_data_path(recipe, root, device, log=(lambda *a: None) if quiet else print)
+        datasets = recipe_datasets(recipe, root, return_crop_info=uses_kd, progress=not quiet,
+                                   cache=recipe.cache and path == "cache")
     num_classes = recipe.num_classes or len(datasets[0].classes)
     if num_classes != len(datasets[0].classes):
         raise ValueError(f"recipe.num_classes={num_classes} but the data has {len(datasets[0].classes)} classes")
@@ -132,7 +159,7 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
                       label_smoothing=recipe.label_smoothing, num_classes=num_classes)
     return fit(model, datasets, optimizer, functools.partial(build_scheduler, recipe, optimizer),
-               loop_settings(recipe), kd=kd, ema=ema, mixup=mixup, device=device, out_dir=out_dir, resume=resume,
+               settings, kd=kd, ema=ema, mixup=mixup, device=device, out_dir=out_dir, resume=resume,
                config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet, sync_bn=sync_bn)
 
 

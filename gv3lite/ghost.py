@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gv3lite.layers import ConvBnAct, SqueezeExcite
-from gv3lite.reparam import check_branch_options, fuse_branches, fused_conv
+from gv3lite.reparam import branch_sum, check_branch_options, fuse_branches, fused_conv
 
 
 def _act(act):
@@ -122,6 +122,8 @@ class GhostModuleV3(nn.Module):
         num_conv_branches (>= 1), use_scale_branch, use_identity_branch: re-parameterization switches
             (``1, False, False`` = a plain Ghost module with one conv+BN per operation).
         deploy: build the fused form directly.
+        fast_branches: compute branch sums by ``gv3lite.reparam.branch_sum``'s fast exact method where it
+            applies (the same numbers, faster); False calls the branches one by one.
 
     Raises:
         ValueError: ratio < 2 or bad switches.
@@ -129,11 +131,11 @@ class GhostModuleV3(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, ratio: int = 2, dw_size: int = 3, stride: int = 1,
                  act: bool = True, use_dfc: bool = False, num_conv_branches: int = 3, use_scale_branch: bool = True,
-                 use_identity_branch: bool = True, deploy: bool = False):
+                 use_identity_branch: bool = True, deploy: bool = False, fast_branches: bool = True):
         super().__init__()
         _check_ratio(ratio)
         check_branch_options(num_conv_branches, use_scale_branch, use_identity_branch)
-        self.out_ch = out_ch
+        self.out_ch, self.fast_branches = out_ch, fast_branches
         init_ch = math.ceil(out_ch / ratio)
         new_ch = init_ch * (ratio - 1)
         self.kernel_size, self.dw_size, self.init_ch = kernel_size, dw_size, init_ch
@@ -162,8 +164,8 @@ class GhostModuleV3(nn.Module):
             x1 = self.primary_conv(x)
             x2 = self.cheap_operation(x1)
         else:
-            x1 = self.primary_activation(sum(b(x) for b in self._primary_branches() if b is not None))
-            x2 = self.cheap_activation(sum(b(x1) for b in self._cheap_branches() if b is not None))
+            x1 = self.primary_activation(branch_sum(x, self._primary_branches(), self.fast_branches))
+            x2 = self.cheap_activation(branch_sum(x1, self._cheap_branches(), self.fast_branches))
         out = torch.cat([x1, x2], dim=1)[:, :self.out_ch]
         if self.short_conv is not None:
             out = out * self.short_conv(x, out.shape[-2:])
@@ -205,16 +207,18 @@ class GhostBottleneckV3(nn.Module):
     Args:
         in_ch, mid_ch, out_ch: channels (mid = expansion width). dw_kernel_size: k (3 or 5). stride: 1 or 2.
         se_ratio: 0 for no SE, else SE reduction ratio. use_dfc: DFC gate in ghost1.
-        num_conv_branches, use_scale_branch, use_identity_branch, deploy: as ``GhostModuleV3``.
+        num_conv_branches, use_scale_branch, use_identity_branch, deploy, fast_branches: as ``GhostModuleV3``.
     """
 
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int, dw_kernel_size: int = 3, stride: int = 1,
                  se_ratio: float = 0.0, use_dfc: bool = False, num_conv_branches: int = 3,
-                 use_scale_branch: bool = True, use_identity_branch: bool = True, deploy: bool = False):
+                 use_scale_branch: bool = True, use_identity_branch: bool = True, deploy: bool = False,
+                 fast_branches: bool = True):
         super().__init__()
         branch_opts = dict(num_conv_branches=num_conv_branches, use_scale_branch=use_scale_branch,
-                           use_identity_branch=use_identity_branch, deploy=deploy)
+                           use_identity_branch=use_identity_branch, deploy=deploy, fast_branches=fast_branches)
         self.stride, self.dw_kernel_size, self.deploy = stride, dw_kernel_size, deploy
+        self.fast_branches = fast_branches
         self.ghost1 = GhostModuleV3(in_ch, mid_ch, act=True, use_dfc=use_dfc, **branch_opts)
         self.conv_dw = None
         if stride > 1 and deploy:
@@ -243,7 +247,7 @@ class GhostBottleneckV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ghost1(x)
         if self.stride > 1:
-            h = self.conv_dw(h) if self.deploy else sum(b(h) for b in self._dw_branches() if b is not None)
+            h = self.conv_dw(h) if self.deploy else branch_sum(h, self._dw_branches(), self.fast_branches)
         if self.se is not None:
             h = self.se(h)
         return self.ghost2(h) + self.shortcut(x)

@@ -52,16 +52,19 @@ class GhostNetV3(nn.Module):
             module and stride-2 depthwise stage (defaults = the paper's 3 / True / True; ``1, False, False`` = the
             plain train form without extra branches).
         deploy: build the fused (deploy) form directly, e.g. to load a deploy state_dict.
+        fast_branches: compute branch sums by the fast exact method of ``gv3lite.reparam.branch_sum``
+            (default; the same numbers as the per-branch computation, faster); False = the per-branch computation
+            (``gv3lite.reparam.set_fast_branches`` switches an existing model).
     """
 
     def __init__(self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
                  num_conv_branches: int = 3, use_scale_branch: bool = True, use_identity_branch: bool = True,
-                 deploy: bool = False):
+                 deploy: bool = False, fast_branches: bool = True):
         super().__init__()
         _check_args(width, num_classes, in_chans, drop_rate)
         self.width, self.num_classes, self.drop_rate, self.in_chans = width, num_classes, drop_rate, in_chans
         branch_opts = dict(num_conv_branches=num_conv_branches, use_scale_branch=use_scale_branch,
-                           use_identity_branch=use_identity_branch, deploy=deploy)
+                           use_identity_branch=use_identity_branch, deploy=deploy, fast_branches=fast_branches)
 
         stem_ch = make_divisible(STEM_CH * width, 4)
         self.conv_stem = nn.Conv2d(in_chans, stem_ch, 3, 2, 1, bias=False)

@@ -7,6 +7,11 @@ the model, the (train, val) datasets, the optimizer, a ``make_scheduler(steps_pe
 and optionally an EMA (timm ``ModelEmaV3``), a Mixup/CutMix (timm ``Mixup``) and a KD object
 (``gv3lite.distill``'s protocol). The loss of every step is ``gv3lite.distill.training_loss``.
 
+Speed (issue 10, measured by ``benchmarks/throughput.py``): the model and every batch are in channels_last memory
+format, cached datasets come through the batched loader on the training device (``gv3lite.data.build_loader``),
+forward passes run under bf16 autocast on CUDA (fp32 elsewhere), and evaluation uses the deploy form
+(`deploy_form`), which gives the train form's eval-mode metrics to float rounding, faster.
+
 Determinism: every epoch re-seeds Python, NumPy, torch and the sampler's generator from ``(seed, epoch, rank)``. An
 epoch therefore depends only on the weights/optimizer/EMA state at its start, which is what a checkpoint stores --
 so a resumed run reproduces an uninterrupted one bit for bit (on the same machine and thread count).
@@ -31,8 +36,9 @@ from tqdm.auto import tqdm
 
 from gv3lite.checkpoint import (non_finite_tensors, read_checkpoint, read_training_checkpoint, restore_training_state,
                                 save_checkpoint)
-from gv3lite.data import build_loader
+from gv3lite.data import ImageFolderDataset, build_loader
 from gv3lite.distill import mix_teacher_logits, training_loss
+from gv3lite.reparam import reparameterize
 from gv3lite.utils import git_commit, resolve_device, seed_everything
 
 
@@ -112,10 +118,11 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
     count before this epoch (for the schedule and the EMA). ``lr`` is the learning rate of the last step.
     """
     model.train()
+    device = torch.device(device)
     total, total_kd, count, step = 0.0, 0.0, 0, start_step
     bar = tqdm(loader, desc=f"epoch {epoch + 1} train", disable=quiet, leave=False)
     for batch in bar:
-        images, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        images, targets = to_device(batch[0], device), batch[1].to(device, non_blocking=True)
         info = batch[2] if len(batch) > 2 else None
         # the teacher sees the unmixed crops (cached: their label maps; online: the crops themselves)
         teacher = None if kd is None else kd.teacher_logits(images, info).to(device)
@@ -123,7 +130,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0,
             images, targets, lam = mix_batch(mixup, images, targets)
             if teacher is not None:
                 teacher = mix_teacher_logits(teacher, lam, kd.temperature)
-        logits = model(images)
+        with autocast(device):
+            logits = model(images).float()
         parts = training_loss(logits, targets, teacher, alpha=getattr(kd, "alpha", 0.0),
                               temperature=getattr(kd, "temperature", 1.0), label_smoothing=label_smoothing,
                               kd_loss=getattr(kd, "kd_loss", "kl"))
@@ -163,11 +171,13 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
     logits are not finite (a diverged model).
     """
     model.eval()
+    device = torch.device(device)
     correct1 = correct5 = loss = n = 0
     predictions, labels = [], []
     for batch in tqdm(loader, desc="eval", disable=quiet, leave=False):
-        images, targets = batch[0].to(device), batch[1].to(device)
-        logits = model(images)
+        images, targets = to_device(batch[0], device), batch[1].to(device)
+        with autocast(device):
+            logits = model(images).float()
         if not bool(torch.isfinite(logits).all()):
             raise NonFiniteError("the model's val logits are not finite (NaN/inf)")
         predictions.append(logits.argmax(dim=1).cpu())
@@ -246,6 +256,35 @@ def with_sync_bn(model: torch.nn.Module, sync_bn: bool, world: int, device) -> t
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
+def to_device(images: torch.Tensor, device) -> torch.Tensor:
+    """A batch (B, 3, H, W) on ``device`` in channels_last memory format (measured faster for these networks,
+    ``benchmarks/throughput.py`` case ``train_step_contiguous``); a batch of another rank is only moved."""
+    if images.dim() != 4:
+        return images.to(device, non_blocking=True)
+    return images.to(device, non_blocking=True, memory_format=torch.channels_last)
+
+
+def autocast(device):
+    """bf16 autocast on CUDA; on other devices a disabled context (fp32: bf16 measured ~0.6x slower on the 2-core
+    CPU, issue 10)."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def deploy_form(model: torch.nn.Module) -> torch.nn.Module:
+    """The deploy (fused) copy of ``model`` used for evaluation: ``gv3lite.reparameterize`` of it in eval mode.
+
+    Fusion is exact, so its outputs equal the train form's in ``eval()`` mode up to float rounding, and it runs
+    ~2.5x faster (``benchmarks/throughput.py``, case ``eval_deploy_vs_train``). ``model`` itself is unchanged and
+    keeps its train/eval mode."""
+    training = model.training
+    model.eval()
+    try:
+        return reparameterize(model)
+    finally:
+        model.train(training)
+
+
 # ----------------------------------------------------------------------------------------------- fit
 def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=None, ema=None, mixup=None,
         device="cpu", out_dir=None, resume: bool = False, config: dict | None = None, max_epochs: int | None = None,
@@ -269,7 +308,8 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
     check_resumable(out_dir, resume)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     (train_ds, val_ds), out_dir, device = datasets, Path(out_dir) if out_dir is not None else None, torch.device(device)
-    train_loader, val_loader, sampler, generator = _loaders(train_ds, val_ds, settings, world, rank)
+    train_loader, val_loader, sampler, generator = _loaders(train_ds, val_ds, settings, world, rank, device)
+    model = model.to(memory_format=torch.channels_last)
     scheduler = make_scheduler(len(train_loader))
     history, start_epoch, best = [], 0, -1.0
     if resume:
@@ -292,8 +332,9 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
             stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
                                     start_step=epoch * len(train_loader), label_smoothing=settings.label_smoothing,
                                     ema=ema, mixup=mixup, kd=kd, quiet=quiet)
-            val = evaluate(unwrap_model(model), val_loader, device) if evaluated else dict.fromkeys(_VAL, float("nan"))
-            val_ema = evaluate(ema.module, val_loader, device) if ema is not None and evaluated else None
+            val = (evaluate(deploy_form(unwrap_model(model)), val_loader, device) if evaluated
+                   else dict.fromkeys(_VAL, float("nan")))
+            val_ema = evaluate(deploy_form(ema.module), val_loader, device) if ema is not None and evaluated else None
         except NonFiniteError as err:
             raise diverged(err, epoch + 1, out_dir if writer else None, optimizer.param_groups[0]["lr"]) from err
         ema_top1 = val_ema["top1"] if val_ema is not None else float("nan")
@@ -318,8 +359,10 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
 _VAL = ("loss", "top1", "top5")
 
 
-def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int):
-    """(train loader, val loader, DistributedSampler or None, the train loader's shuffling generator)."""
+def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int, device):
+    """(train loader, val loader, DistributedSampler or None, the train loader's shuffling generator). Cached
+    datasets get the batched path on ``device`` (``gv3lite.data.build_loader``); on CUDA an uncached train set
+    without workers is decoded batch by batch on the GPU (``gv3lite.data.BatchedTrainLoader.decode``)."""
     if settings.batch_size % world:
         raise ValueError(f"batch_size {settings.batch_size} is not divisible by the {world} processes")
     sampler = None
@@ -328,10 +371,13 @@ def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int):
         # so a global batch holds the same images as with one process
         sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=0, drop_last=True)
     generator = torch.Generator().manual_seed(settings.seed)
+    decode_on_device = (device.type == "cuda" and isinstance(train_ds, ImageFolderDataset) and train_ds.cache is None
+                        and sampler is None and settings.num_workers == 0)
     train_loader = build_loader(train_ds, settings.batch_size // world, train=True, generator=generator,
-                                sampler=sampler, num_workers=settings.num_workers)
+                                sampler=sampler, num_workers=settings.num_workers, device=device,
+                                batched=True if decode_on_device else None)
     val_loader = build_loader(val_shard(val_ds, world, rank), max(settings.batch_size, 128), train=False,
-                              num_workers=settings.num_workers)
+                              num_workers=settings.num_workers, device=device)
     if len(train_loader) == 0:
         raise ValueError(f"{len(train_ds)} train images give no full batch of {settings.batch_size}; "
                          "lower batch_size or use more images")
