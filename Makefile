@@ -10,9 +10,18 @@ DATA ?= $(abspath ../shared/data/imagenette2-224)
 export GV3LITE_DATA ?= $(DATA)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install main train test
+.PHONY: install git-filters main train test book
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed git-filters
+
+# Notebook outputs never reach git (.gitattributes): nbstripout is the clean filter, and it also drops the kernel's
+# Python patch version that JupyterLab writes into language_info, so a notebook opened and run compares equal.
+git-filters: $(VENV)/.installed
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(abspath $(VENV))/bin/nbstripout --extra-keys "metadata.language_info.version"'; \
+	  git config filter.nbstripout.smudge cat; \
+	  git config diff.ipynb.textconv '$(abspath $(VENV))/bin/nbstripout -t'; \
+	fi
 
 # torch/torchvision are pinned to the builds this project is developed and tested with (DEVELOPERS.md).
 $(VENV)/.installed: pyproject.toml

@@ -539,8 +539,8 @@ def add_reproduce(subparsers) -> None:
     p.add_argument("--out", default="results", help="results root; files go to OUT/<budget>/ (default results)")
     p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
     p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
-    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else runs/figures "
-                                                   "for smoke and figures/ otherwise)")
+    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else the git-ignored "
+                                                   "runs/figures/<budget>; make main passes --figures figures)")
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")

@@ -31,3 +31,16 @@ def tiny_datasets(data_root):
     from gv3lite.data import build_datasets
     return build_datasets(data_root, 64, classes=FOUR_CLASSES, images_per_class_train=100, images_per_class_val=20,
                           seed=0, scale=(0.25, 1.0))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how long Run All took per notebook in the browser test (tests/test_browser.py), when it ran."""
+    import sys
+    module = sys.modules.get("test_browser")
+    times = getattr(module, "TIMES", None)
+    if times:
+        terminalreporter.write_sep("-", "notebooks: Run All Cells in JupyterLab (smoke budget), wall seconds")
+        for name, seconds in sorted(times.items()):
+            flag = "" if seconds <= 60 else "   (over the 60 s target)"
+            terminalreporter.write_line(f"{name:45s} {seconds:6.1f}{flag}")
+        terminalreporter.write_line(f"{'total':45s} {sum(times.values()):6.1f}")
