@@ -18,7 +18,7 @@ install: $(VENV)/.installed git-filters
 # Python patch version that JupyterLab writes into language_info, so a notebook opened and run compares equal.
 git-filters: $(VENV)/.installed
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
-	  git config filter.nbstripout.clean '$(abspath $(VENV))/bin/nbstripout --extra-keys "metadata.language_info.version"'; \
+	  git config filter.nbstripout.clean '$(abspath $(VENV))/bin/nbstripout --keep-id --extra-keys "metadata.language_info.version"'; \
 	  git config filter.nbstripout.smudge cat; \
 	  git config diff.ipynb.textconv '$(abspath $(VENV))/bin/nbstripout -t'; \
 	fi

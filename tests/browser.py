@@ -90,7 +90,7 @@ class Lab:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
              "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
-             "--ServerApp.disable_check_xsrf=True", "--ServerApp.quit_button=False"],
+             "--ServerApp.disable_check_xsrf=True", "--ServerApp.quit_button=False", "--allow-root"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=root)
         wait_http(f"{self.url}/api/status", proc=self.proc)
 
