@@ -1,7 +1,8 @@
 # gv3lite: two commands for a new user (see README.md).
 #   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/ (installs first if needed)
 #   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
-#   make test   -- the whole test suite: pytest + every notebook under nbval (installs first if needed)
+#   make test   -- the whole test suite: pytest, including every notebook run in JupyterLab in headless Chromium
+#   make book   -- the course as a static web site (Jupyter Book) in build/book/_build/html, checked in Chromium
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -41,3 +42,12 @@ train: install
 
 test: install
 	GV3LITE_BUDGET=smoke $(VENV)/bin/python -m pytest
+
+# the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~10 min on 2 cores;
+# quick takes about an hour), then every page opened in headless Chromium (tests/test_book.py)
+BOOK_BUDGET ?= smoke
+book: install
+	rm -rf build/book
+	GV3LITE_BUDGET=$(BOOK_BUDGET) $(VENV)/bin/jupyter-book build notebooks --path-output build/book --keep-going
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_book.py
+	@echo "open build/book/_build/html/index.html in a browser"
