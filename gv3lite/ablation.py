@@ -34,7 +34,7 @@ import pandas as pd
 
 from gv3lite.recipe import Recipe, preset
 from gv3lite.utils import BUDGETS as BUDGET_NAMES
-from gv3lite.utils import git_commit
+from gv3lite.utils import git_commit, repo_root
 
 # --------------------------------------------------------------------------------------------------- budgets
 # Applied on top of every cell's recipe. quick is sized by measurement on the 2-core CPU (torch, 2 threads, batch 32,
@@ -466,6 +466,26 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                          "verdict": judge(diff, spread, r.paper_claim)})
     return pd.DataFrame(rows, columns=["grid", "cell", "baseline", "diff", "spread", "n_cell", "n_baseline",
                                        "paper_claim", "verdict"])
+
+
+def committed_study(budget: str = "quick", results=None, grids=None) -> dict | None:
+    """The study committed under ``<results>/<budget>/runs.csv`` (default ``<repo>/results/quick``, written by
+    ``make main``), for notebooks to show beside a run at another budget, clearly labelled as loaded.
+
+    Returns ``dict(runs, verdicts, label)`` (``runs``/``verdicts`` restricted to ``grids`` when given; ``label`` a
+    one-line Markdown provenance note: file, budget, seeds, trainings, commits), or ``None`` when the file is absent.
+    """
+    path = Path(results or repo_root() / "results") / budget / "runs.csv"
+    if not path.is_file():
+        return None
+    runs = pd.read_csv(path)
+    if grids is not None:
+        runs = runs[runs["grid"].isin(list(grids))].reset_index(drop=True)
+    shown = path.relative_to(repo_root()) if path.resolve().is_relative_to(repo_root()) else path
+    commits = ", ".join(sorted(runs["git_commit"].dropna().astype(str).unique())) or "unknown"
+    label = (f"**Loaded, not computed in this run:** `{shown}` (budget `{budget}`, {runs['seed'].nunique()} seed(s), "
+             f"{runs['run_id'].nunique()} trainings, code at commit {commits}; written by `make main`).")
+    return {"runs": runs, "verdicts": verdicts(runs), "label": label}
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
