@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from gv3lite.data import build_datasets, build_loader, resolve_data_root
-from gv3lite.distill import CachedKD, OnlineKD, build_label_maps, dataset_classes
+from gv3lite.distill import CachedKD, OnlineKD, build_label_maps, dataset_classes, training_loss
 from gv3lite.recipe import Recipe
-from gv3lite.teachers import create_teacher
-from gv3lite.train import build_model, build_optimizer, build_scheduler, train_one_epoch
+from gv3lite.teacher import create_teacher
+from gv3lite.experiment import build_model, build_optimizer, build_scheduler, train_one_epoch
 from gv3lite.utils import git_commit
 
 
@@ -89,7 +89,7 @@ def main(argv=None):
             if i == args.online_batches:
                 break
             logits = model(images)
-            loss = 0.5 * torch.nn.functional.cross_entropy(logits, targets) + online(logits, images, targets, info)
+            loss = training_loss(logits, targets, online.teacher_logits(images, info), alpha=online.alpha).loss
             loss.backward()
             n += len(targets)
         result["online_kd_img_per_s"] = n / (time.perf_counter() - t0)

@@ -2,7 +2,7 @@
 
 Issue 3 asks to show, on a small run with several seeds, that distilling from cached teacher outputs (ReLabel-style
 label maps pooled over each crop, `gv3lite.distill.CachedKD`) matches distilling from the teacher run online on the
-very same crop (`gv3lite.distill.OnlineKD`). This script calls `gv3lite.distill.compare_kd_modes` (no KD, cached KD,
+very same crop (`gv3lite.distill.OnlineKD`). This script calls `gv3lite.experiment.compare_kd_modes` (no KD, cached KD,
 online KD; same student, data, crops and seeds) and writes
 
 * ``<out>/runs.csv`` — one row per (mode, seed): val top-1 (%), train seconds, plus the command and git commit;
@@ -27,7 +27,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from gv3lite.distill import compare_kd_modes
+from gv3lite.experiment import compare_kd_modes
 from gv3lite.utils import git_commit
 
 FOUR_CLASSES = ["n01440764", "n02979186", "n03394916", "n03888257"]  # tench, cassette player, French horn, parachute

@@ -12,9 +12,11 @@ Owns:
 Runs are keyed by a hash of the resolved recipe (seed included), so a config shared by several grids (e.g. the
 ``ghostnetv3`` recipe is the ``recipe`` grid's cell, ``reparam/full``, ``kd/teacher`` and ``schedule/ema``) trains
 once; so does a cell without EMA (trained as its EMA twin, whose raw weights it reads: `trained_as`), and the
-architectures grid's GhostNetV2 cells (GhostNetV3's architecture: the recipe's switches decide the branches). Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``fit``'s run directory plus ``result.json``),
+architectures grid's GhostNetV2 cells (GhostNetV3's architecture: the recipe's switches decide the branches).
+Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``),
 ``runs.csv`` (one row per grid, cell and seed), ``summary.csv`` / ``summary.md``, ``report.md``. A run with
-``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it (``fit(resume=True)``).
+``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it
+(``gv3lite.experiment.run(resume=True)``).
 
 Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
 reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).
@@ -24,17 +26,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from gv3lite.data import ImageFolderDataset, resolve_data_root
+from gv3lite.distill import make_kd
+from gv3lite.experiment import recipe_datasets, run
+from gv3lite.figures import plot_grid, savefig
+from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
-from gv3lite.utils import BUDGETS as BUDGET_NAMES
-from gv3lite.utils import git_commit, repo_root
+from gv3lite.utils import BUDGET_NAMES, git_commit, repo_root
+from gv3lite.utils import budget as env_budget
 
 # --------------------------------------------------------------------------------------------------- budgets
 # Applied on top of every cell's recipe. quick is sized by measurement on the 2-core CPU (torch, 2 threads, batch 32,
@@ -60,6 +71,7 @@ BUDGETS = {
 # EMA decay per budget: about 1 - 10 / (total optimizer steps), so the average spans the last ~tenth of training
 # (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99.
 NOT_RECIPE_FIELDS = ("seeds", "arch_width")
+assert tuple(BUDGETS) == BUDGET_NAMES, "gv3lite.utils.BUDGET_NAMES and BUDGETS must list the same budgets"
 
 SMOKE, QUICK, FULL = {"smoke", "quick", "full"}, {"quick", "full"}, {"full"}
 PLAIN = dict(num_conv_branches=1, use_scale_branch=False, use_identity_branch=False)
@@ -218,10 +230,9 @@ def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool
     EMA), ``top5``, ``train_seconds`` (wall time of all epochs incl. evaluation, summed over resumes),
     ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``.
     """
-    from gv3lite.train import fit
     resume = (run_dir / "last.pth").is_file()
     cpu0 = time.process_time()
-    history = fit(recipe, data_root, run_dir, resume=resume, quiet=quiet, datasets=datasets)
+    history = run(recipe, data_root, run_dir, resume=resume, quiet=quiet, datasets=datasets)
     last = history.iloc[-1]
     result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1), "top5": float(last.val_top5),
               "train_seconds": float(history["seconds"].sum()), "cpu_seconds": time.process_time() - cpu0,
@@ -246,7 +257,6 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     budget. Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1 a script must
     call this under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the script).
     """
-    from gv3lite.data import resolve_data_root
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
     items = plan(budget, grids, seeds)
@@ -297,8 +307,6 @@ def prepare_teachers(recipes: list[Recipe], root, log=print, quiet: bool = True)
     """Compute (or find on disk) the cached teacher outputs of every cached-KD recipe in ``recipes``, once per
     (teacher, training images), so that trainings, possibly running in parallel, only read them. Logs the time of
     each teacher pass (the one-off cost of cached KD)."""
-    from gv3lite.data import ImageFolderDataset
-    from gv3lite.distill import make_kd
     seen = set()
     for r in recipes:
         key = (r.teacher, tuple(r.classes or ()), r.images_per_class_train, r.data_seed)
@@ -316,7 +324,6 @@ _DATASETS: dict = {}  # per process: decoded datasets by `_dataset_key`, reused 
 
 
 def _datasets_for(recipe: Recipe, root, keep_one: bool = False):
-    from gv3lite.train import recipe_datasets
     key = _dataset_key(recipe)
     if key not in _DATASETS:
         if keep_one:
@@ -326,9 +333,6 @@ def _datasets_for(recipe: Recipe, root, keep_one: bool = False):
 
 
 def _threads_per_job(jobs: int, log) -> int:
-    import os
-
-    import torch
     cores = os.cpu_count() or 1
     if jobs > cores:
         log(f"warning: --jobs {jobs} is more than the {cores} CPU cores; trainings will slow each other down")
@@ -338,8 +342,6 @@ def _threads_per_job(jobs: int, log) -> int:
 def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, command: str, keep_one: bool, done):
     """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes. Ctrl-C or SIGTERM stops the workers at
     once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
-    import multiprocessing
-    import signal
     pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -363,9 +365,6 @@ def _raise_interrupt(signum, frame):
 
 
 def _worker_init(threads: int) -> None:
-    import signal
-
-    import torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
     torch.set_num_threads(threads)
 
@@ -401,7 +400,6 @@ def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (sample std, ddof=1; NaN for one seed) of top-1 and top-5 per (grid, cell), in run order,
     with ``n`` (seeds) and the paper's claim for the cell."""
-    from gv3lite.paper import paper_claim
     grouped = runs.groupby(["grid", "cell"], sort=False)
     summary = grouped.agg(n=("top1", "size"), top1_mean=("top1", "mean"), top1_std=("top1", "std"),
                           top5_mean=("top5", "mean"), top5_std=("top5", "std"),
@@ -523,11 +521,8 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
 
 # ------------------------------------------------------------------------------------------------- figures
 def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str) -> list[Path]:
-    """One figure per grid (``gv3lite.plots.plot_grid``), saved as ``ablation_<grid>.png`` by ``plots.savefig``."""
-    import matplotlib.pyplot as plt
-
-    from gv3lite.paper import paper_results
-    from gv3lite.plots import plot_grid, savefig
+    """One figure per grid (``gv3lite.figures.plot_grid``), saved as ``ablation_<grid>.png`` by ``figures.savefig``."""
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
     paths = []
     for grid in summary["grid"].unique():
         try:
@@ -569,9 +564,6 @@ def add_reproduce(subparsers) -> None:
 
 
 def run_reproduce(args) -> int:
-    import os
-
-    from gv3lite.utils import budget as env_budget
     budget = args.budget or env_budget()
     # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
     grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids is not None else None

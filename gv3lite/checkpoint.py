@@ -13,8 +13,9 @@ thop's ``total_ops`` / ``total_params`` buffers are dropped.
 
 EMA choice: with ``use_ema=True`` (default) the EMA weights (``state_dict_ema`` / ``model_ema``) are taken when
 present, because the paper's numbers are those of the EMA model (for the 1.0x release, PaddleClas PR #3413 measured
-77.13% top-1 for ``state_dict_ema`` -- the paper's 77.1 -- and 76.93% for ``state_dict``; reference_implementations.md
-§7). ``use_ema=False`` takes the raw weights. Nothing is loaded partially: a checkpoint for another width, number
+77.13% top-1 for ``state_dict_ema`` -- the paper's 77.1 -- and 76.93% for ``state_dict``; the official key layout is
+that of huawei-noah/Efficient-AI-Backbones ``ghostnetv3_pytorch/ghostnetv3.py``, class ``GhostModule``, renamed as
+timm 1.0.31 ``timm/models/ghostnet.py`` ``checkpoint_filter_fn``, line 873). ``use_ema=False`` takes the raw weights. Nothing is loaded partially: a checkpoint for another width, number
 of classes, branch setting or form (train vs deploy) raises ``ValueError`` naming the first mismatching key.
 """
 import os

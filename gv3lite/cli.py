@@ -16,9 +16,21 @@ import os
 import sys
 import time
 
+from pathlib import Path
+
+import torch
 import yaml
 
-WIDTHS = {0.5: "ghostnetv3_050", 1.0: "ghostnetv3_100", 1.3: "ghostnetv3_130", 1.6: "ghostnetv3_160"}
+from gv3lite.ablation import add_reproduce
+from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
+from gv3lite.experiment import run
+from gv3lite.export import add_export, model_from_checkpoint
+from gv3lite.ghostnetv3 import MODEL_WIDTHS
+from gv3lite.recipe import Recipe, preset
+from gv3lite.reparam import reparameterize
+from gv3lite.utils import resolve_device
+
+WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -63,8 +75,6 @@ def recipe_from_args(args):
     """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags.
 
     Raises ``ValueError`` (a malformed ``--set``, a bad value) and ``KeyError`` (an unknown field or preset)."""
-    from gv3lite.recipe import Recipe
-    from gv3lite.recipe import preset
     recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
     changes = {}
     for item in args.set:
@@ -87,11 +97,7 @@ def recipe_from_args(args):
 
 def run_train(args) -> int:
     """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is a file, or holds a run and ``--resume`` is
-    not given (both before any data is read), and what `recipe_from_args` and ``fit`` raise."""
-    from pathlib import Path
-
-    from gv3lite.data import resolve_data_root
-    from gv3lite.train import fit
+    not given (both before any data is read), and what `recipe_from_args` and ``gv3lite.experiment.run`` raise."""
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise FileExistsError(f"--out {args.out} is an existing file, not a run directory; choose a new --out")
     if not args.resume and (Path(args.out) / "last.pth").exists():
@@ -101,7 +107,7 @@ def run_train(args) -> int:
     recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
-    history = fit(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet)
+    history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet)
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
           f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")
@@ -127,25 +133,10 @@ def run_eval(args) -> int:
     ``--atol`` or a file that is not a gv3lite checkpoint, ``FileNotFoundError`` for a missing one."""
     if not args.atol >= 0:
         raise ValueError(f"--atol {args.atol}: must be >= 0 (the largest allowed |logit difference|, e.g. 1e-3)")
-    import torch
-
-    import gv3lite
-    from gv3lite.checkpoint import load_checkpoint, read_checkpoint
-    from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
-    from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model
-    from gv3lite.utils import resolve_device
-
-    ckpt = read_checkpoint(args.checkpoint)
-    if not isinstance(ckpt, dict) or "recipe" not in ckpt:
-        raise ValueError(f"{args.checkpoint} has no 'recipe' entry; use a checkpoint written by "
-                         "gv3lite train (for other weights use gv3lite.load_checkpoint in Python)")
-    recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # eval needs no teacher; its file may be gone
+    model, recipe, ckpt = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     device = resolve_device(args.device)
-    model = build_model(recipe, ckpt["num_classes"])
-    load_checkpoint(model, ckpt, use_ema=not args.no_ema)
     model = model.to(device).eval()
-    deploy = gv3lite.reparameterize(model).to(device).eval()
+    deploy = reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
                              per_class=args.images_per_class, seed=recipe.data_seed)
     correct, max_diff, n = [0, 0], 0.0, 0
@@ -165,16 +156,6 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-def add_reproduce(subparsers) -> None:
-    from gv3lite.ablation import add_reproduce as add
-    add(subparsers)
-
-
-def add_export(subparsers) -> None:
-    from gv3lite.export import add_export as add
-    add(subparsers)
-
-
 SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_export]
 
 

@@ -7,10 +7,16 @@ only, for one image: a conv producing an output of C_out x H' x W' costs ``C_out
 linear layer ``out_features * in_features`` per row. Biases, BatchNorm, activations, pooling, the DFC
 up-sampling and element-wise ops are not counted. This is the number papers (GhostNet, GhostNetV3) call "FLOPs";
 ``torch.utils.flop_counter`` reports exactly twice it (2 FLOPs per MAC), fvcore's total adds BN and pooling.
-Reference values at 224x224: reference_implementations.md §6.1 (e.g. ghostnetv3_050 deploy 49.64 M MACs).
+Reference values at 224x224 (``tests/test_model.py``, equal to timm 1.0.31's ``ghostnetv3_*`` of
+``timm/models/ghostnet.py``, lines 1017-1043): e.g. ghostnetv3_050 deploy 49.64 M MACs. ``tests/test_model.py`` pins
+``count_macs`` to ``torch.utils.flop_counter.FlopCounterMode`` (total / 2).
 """
+import pandas as pd
 import torch
 import torch.nn as nn
+
+from gv3lite.models import create_model, list_models
+from gv3lite.reparam import reparameterize
 
 
 def count_params(model):
@@ -74,10 +80,6 @@ def model_summary(names=None, img_size=224, forms=("train", "deploy")):
         pandas DataFrame with columns ``name, form, params, macs`` (ints) and ``params_M, macs_M`` (millions,
         rounded to 2 decimals); MACs are conv + linear multiply-accumulates at ``img_size``.
     """
-    import pandas as pd
-    from gv3lite.ghostnetv3 import create_model, list_models
-    from gv3lite.reparam import reparameterize
-
     rows = []
     for name in names or list_models():
         model = create_model(name).eval()

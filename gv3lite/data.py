@@ -33,15 +33,17 @@ from typing import Sequence
 
 import torch
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import Imagenette
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+from tqdm.auto import tqdm
 
 from gv3lite.utils import default_data_root
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # the student input normalization (timm)
 DEFAULT_CROP_PCT = 0.875
 IMAGENETTE_CLASSES = {  # wnid -> name, in ImageFolder (sorted wnid) order
     "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
@@ -84,7 +86,6 @@ def download_imagenette(dest: str | os.PathLike, size: str = "320px") -> Path:
     ``size``: ``"full"``, ``"320px"`` or ``"160px"`` (torchvision's names). Raises ``RuntimeError`` when the
     download fails (e.g. offline), naming the fix.
     """
-    from torchvision.datasets import Imagenette
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     try:
@@ -215,7 +216,6 @@ class ImageFolderDataset(Dataset):
 
         self.cache = None
         if cache:
-            from tqdm.auto import tqdm
             it = tqdm(self.samples, desc=f"decode {split}", disable=not progress, leave=False)
             self.cache = [self._prepare(read_image(path)) for path, _ in it]
 

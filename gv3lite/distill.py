@@ -1,17 +1,20 @@
-"""Knowledge distillation (KD): the losses, the frozen teacher wrapper, and cached teacher outputs.
+"""Knowledge distillation (KD): the losses, the training objective, and cached / online teacher outputs.
 
 Owns:
 * the losses: ``kd_kl_loss`` (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"), the soft-target
-  cross-entropy of the released GhostNetV3 ``train.py`` (``soft_target_cross_entropy``), and their mix with the label
-  loss (``distillation_loss``);
-* ``FrozenTeacher``: a teacher that never trains (no grads, always eval, re-normalizes the student's input);
+  cross-entropy of the released GhostNetV3 ``train.py`` (``soft_target_cross_entropy``), and ``training_loss``, the
+  one function that states the whole training objective ``(1 - alpha) * CE + alpha * KD`` and returns its parts
+  (the trainer, ``gv3lite.train``, calls exactly this function);
 * cached teacher outputs as dense label maps pooled over the student's crop box (ReLabel, Yun et al. CVPR 2021):
-  ``build_label_maps`` / ``TeacherLabelMaps`` and the KD objects the trainer calls, ``CachedKD`` and ``OnlineKD``.
+  ``build_label_maps`` / ``TeacherLabelMaps`` and the KD objects the trainer receives, ``CachedKD`` and ``OnlineKD``
+  (``make_kd`` builds one from a teacher name, see ``gv3lite.teacher``);
+* the names ``KD_MODES`` / ``KD_LOSSES`` and the one rule on combining KD with Mixup/CutMix
+  (``check_kd_with_mixup``).
 
-The trainer (``gv3lite.train``) calls a KD object as ``kd(student_logits, images, targets, info)``, which returns
-``alpha * KD`` (``kd.alpha`` is the KD weight), and adds ``(1 - alpha) * CE``. ``build_kd(recipe, train_dataset)``
-builds it from ``recipe.teacher`` / ``kd_mode`` / ``kd_alpha`` / ``kd_temperature``. ``info`` holds per-sample ``index`` (position in the training dataset),
-``box`` ((B, 4) crop box ``[x0, y0, x1, y1]`` normalized to [0, 1] in original-image coordinates) and ``flip``.
+KD object protocol (what ``gv3lite.train`` needs): ``kd.alpha`` (KD weight in [0, 1]), ``kd.temperature``,
+``kd.kd_loss`` (a ``KD_LOSSES`` name) and ``kd.teacher_logits(images, info) -> (B, K)``. ``info`` holds per-sample
+``index`` (position in the training dataset), ``box`` ((B, 4) crop box ``[x0, y0, x1, y1]`` normalized to [0, 1] in
+original-image coordinates) and ``flip``.
 
 Why a cache: a pretrained teacher at its own resolution runs at ~15-20 img/s on a 2-core CPU, while the student
 trains at ~100 img/s at 64 px, so online KD multiplies the cost ~6x. ReLabel runs the teacher once per training image,
@@ -29,12 +32,18 @@ import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from timm.loss import SoftTargetCrossEntropy
+from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
 
-from gv3lite.data import apply_crop_info, read_image
+from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD, apply_crop_info, read_image
+from gv3lite.teacher import FrozenTeacher, create_teacher
+from gv3lite.utils import cache_dir
 
 # --------------------------------------------------------------------------------------------------------------------
 # Losses
@@ -91,99 +100,49 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, teacher_logits: torc
 KD_LOSSES = {"kl": kd_kl_loss, "soft_ce": soft_target_cross_entropy}
 
 
-def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor,
-                      alpha: float = 0.5, temperature: float = 1.0, label_smoothing: float = 0.0,
-                      kd_loss: str = "kl") -> torch.Tensor:
-    """The full KD objective ``(1 - alpha) * CE(student, targets) + alpha * KD(student, teacher)``.
+KD_MODES = ("online", "cached")  # teacher on every crop, or its label maps computed once (ReLabel)
 
-    Args: student_logits, teacher_logits (B, K); targets (B,) class indices; alpha in [0, 1] (0 = plain CE,
-    1 = teacher only); temperature T > 0; label_smoothing of the CE term; kd_loss ``'kl'`` (``kd_kl_loss``, T^2-scaled)
-    or ``'soft_ce'`` (``soft_target_cross_entropy``). Returns a scalar. Raises ``ValueError`` for alpha outside
-    [0, 1] or an unknown kd_loss. Source: Hinton et al. 2015 (weighted average of the two objectives).
+
+class LossParts(NamedTuple):
+    """What `training_loss` returns: the total ``loss`` and its parts ``ce`` and ``kd`` (scalars; ``kd`` None
+    without a teacher)."""
+    loss: torch.Tensor
+    ce: torch.Tensor
+    kd: torch.Tensor | None
+
+
+def training_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                  alpha: float = 0.5, temperature: float = 1.0, label_smoothing: float = 0.0,
+                  kd_loss: str = "kl") -> LossParts:
+    """The whole training objective: ``loss = (1 - alpha) * CE(student, targets) + alpha * KD(student, teacher)``.
+
+    Args: student_logits, teacher_logits (B, K) (``teacher_logits=None``: no KD, ``loss = CE``); targets (B,) class
+    indices, or (B, K) soft targets (Mixup/CutMix: then CE is timm's ``SoftTargetCrossEntropy`` and
+    ``label_smoothing`` is already in the targets); alpha in [0, 1] (0 = plain CE, 1 = teacher only); temperature
+    T > 0; label_smoothing of the CE term; kd_loss ``'kl'`` (``kd_kl_loss``, ``T^2 * KL``) or ``'soft_ce'``
+    (``soft_target_cross_entropy``). Returns ``LossParts(loss, ce, kd)``. Raises ``ValueError`` for alpha outside
+    [0, 1], T <= 0 or an unknown kd_loss. Source: Hinton et al. 2015, Sec. 2 (weighted average of the two
+    objectives); GhostNetV3 paper Sec. 3.3.
     """
+    if targets.ndim == 2:
+        ce = SoftTargetCrossEntropy()(student_logits, targets)
+    else:
+        ce = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
+    if teacher_logits is None:
+        return LossParts(ce, ce, None)
     _check_kd_args(alpha, temperature, kd_loss)
-    ce = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
-    if alpha == 0.0:
-        return ce
-    return (1.0 - alpha) * ce + alpha * KD_LOSSES[kd_loss](student_logits, teacher_logits, temperature)
+    kd = KD_LOSSES[kd_loss](student_logits, teacher_logits, temperature)
+    return LossParts((1.0 - alpha) * ce + alpha * kd, ce, kd)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Frozen teacher
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class FrozenTeacher(nn.Module):
-    """A teacher that never trains: parameters have ``requires_grad=False``, it stays in eval mode even when a parent
-    calls ``.train()``, and it runs under ``torch.no_grad``.
-
-    Args:
-        model: a classifier with timm's ``forward_features`` / ``forward_head`` API.
-        mean, std: the teacher's input normalization; student_mean, student_std: the student's. Input given in the
-            student's normalization is re-normalized to the teacher's when they differ.
-        class_index: teacher output indices of the dataset's classes, in dataset order (e.g. ImageNet -> Imagenette),
-            or None when the teacher's outputs already are the dataset's classes.
-        input_size: the teacher's native resolution in px (None: any); name: an id used in cache keys.
-
-    ``forward(x)``: (B, 3, H, W) student-normalized -> (B, K) logits. ``dense_logits(x)`` -> (B, K, h, w) map.
-    """
-
-    def __init__(self, model: nn.Module, mean, std, student_mean, student_std, class_index=None,
-                 input_size: int | None = None, name: str = "teacher"):
-        super().__init__()
-        self.model = model
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("student_mean", torch.tensor(student_mean, dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("student_std", torch.tensor(student_std, dtype=torch.float32).view(1, 3, 1, 1),
-                             persistent=False)
-        self.class_index = None if class_index is None else torch.as_tensor(class_index, dtype=torch.long)
-        self.input_size = input_size
-        self.name = name
-        self.renormalize = not (torch.equal(self.mean, self.student_mean) and torch.equal(self.std, self.student_std))
-        self.train(False)
-
-    def train(self, mode: bool = True) -> "FrozenTeacher":
-        """Ignore ``mode``: the teacher always stays in eval mode (BN uses running stats, no dropout)."""
-        return super().train(False)
-
-    def normalize_unit(self, x01: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) images in [0, 1] -> the student's normalization (what ``forward`` expects)."""
-        return (x01 - self.student_mean) / self.student_std
-
-    def to_teacher_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Student-normalized (B, 3, H, W) -> teacher-normalized (identity when the normalizations agree)."""
-        if not self.renormalize:
-            return x
-        return (x * self.student_std + self.student_mean - self.mean) / self.std
-
-    def _select(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits if self.class_index is None else logits.index_select(1, self.class_index.to(logits.device))
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._select(self.model(self.to_teacher_input(x)).float())
-
-    @torch.no_grad()
-    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class-logit map before global pooling: (B, 3, H, W) -> (B, K, h, w) (h = w = 7 at 224 px for a stride-32
-        net). The model's own head is applied at every position of ``forward_features`` (each position is fed as a
-        1x1 map, so the head's global pool is the identity). For a head that is linear after pooling (EfficientNet:
-        pool -> Linear) the spatial mean of this map equals ``forward(x)`` exactly; for GhostNetV3's head
-        (pool -> 1x1 conv -> ReLU -> Linear) it is an approximation. Raises ``TypeError`` for a model without
-        ``forward_features`` / ``forward_head``.
-        """
-        if not (hasattr(self.model, "forward_features") and hasattr(self.model, "forward_head")):
-            raise TypeError(f"{type(self.model).__name__} has no forward_features/forward_head; dense label maps need "
-                            "timm's feature/head API")
-        feats = self.model.forward_features(self.to_teacher_input(x))
-        b, c, h, w = feats.shape
-        per_position = feats.permute(0, 2, 3, 1).reshape(b * h * w, c, 1, 1)
-        logits = self._select(self.model.forward_head(per_position).float())  # (B*h*w, K)
-        return logits.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+def check_kd_with_mixup(uses_kd: bool, mixup_alpha: float, cutmix_alpha: float,
+                        error: type[Exception] = NotImplementedError) -> None:
+    """The one rule on KD with Mixup/CutMix: not supported together (the teacher would need the mixed images).
+    Raises ``error`` naming both settings and the fix when ``uses_kd`` and ``mixup_alpha`` or ``cutmix_alpha`` > 0."""
+    if uses_kd and (mixup_alpha > 0 or cutmix_alpha > 0):
+        raise error(f"knowledge distillation with mixup_alpha={mixup_alpha:g} / cutmix_alpha={cutmix_alpha:g}: "
+                    "KD together with Mixup/CutMix is not supported by the trainer; set mixup_alpha=0 and "
+                    "cutmix_alpha=0, or teacher=None")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -235,8 +194,6 @@ class TeacherLabelMaps:
         of the map. A horizontal flip does not change the pooled value (average over the same region), so ``flip`` is
         not needed here.
         """
-        from torchvision.ops import roi_align
-
         maps = self.maps[index.cpu()].float()
         b, _, h, w = maps.shape
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
@@ -246,14 +203,15 @@ class TeacherLabelMaps:
 
 def label_maps_cache_file(teacher: FrozenTeacher, paths: list[str], class_names: list[str], image_size: int,
                           cache_root: str | Path | None = None) -> Path:
-    """Where the label maps for (teacher, dataset root and image list, classes, resolution) live on disk:
-    ``<cache>/label_maps/<teacher>-<size>px-<hash>.pt`` with ``<cache>`` = ``cache_root`` or ``GV3LITE_CACHE`` or
-    ``~/.cache/gv3lite`` (never the repository)."""
-    if cache_root is None:
-        cache_root = os.environ.get("GV3LITE_CACHE") or Path.home() / ".cache" / "gv3lite"
+    """Where the label maps for (teacher name and weights, dataset root and image list, classes, resolution) live
+    on disk: ``<cache>/label_maps/<teacher>-<size>px-<hash>.pt`` with ``<cache>`` = ``cache_root`` or
+    ``gv3lite.utils.cache_dir()`` (never the repository). The key holds the SHA-256 of the teacher's weights
+    (``FrozenTeacher.weights_sha256``), so a changed teacher never reads another teacher's maps."""
+    cache_root = cache_dir() if cache_root is None else cache_root
     root = os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else ""
-    key = json.dumps({"teacher": teacher.name, "root": root, "paths": [os.path.abspath(p) for p in paths],
-                      "classes": list(class_names), "image_size": image_size, "format": 1})
+    key = json.dumps({"teacher": teacher.name, "weights": teacher.weights_sha256(), "root": root,
+                      "paths": [os.path.abspath(p) for p in paths], "classes": list(class_names),
+                      "image_size": image_size, "format": 1})
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     stem = teacher.name.split(":")[0].replace("/", "_")
     return Path(cache_root).expanduser() / "label_maps" / f"{stem}-{image_size}px-{digest}.pt"
@@ -271,8 +229,6 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
     Args: dataset: ImageFolder / Subset / list of paths (see ``image_paths``); class_names: the dataset's classes
     (default ``dataset.classes``). Returns ``TeacherLabelMaps``. Raises ``ValueError`` for an empty dataset.
     """
-    from torchvision.transforms.v2 import functional as TF
-
     paths = image_paths(dataset)
     if not paths:
         raise ValueError("the dataset has no images; nothing to cache")
@@ -287,7 +243,6 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
     chunks = []
     batches = range(0, len(paths), batch_size)
     if progress:
-        from tqdm.auto import tqdm
         batches = tqdm(batches, desc=f"teacher label maps ({teacher.name.split(':')[0]}, {size}px)", unit="batch")
     for start in batches:
         images = [TF.resize(read_image(p), [size, size], antialias=True) for p in paths[start:start + batch_size]]
@@ -321,9 +276,8 @@ class CachedKD:
     """KD from cached teacher label maps: the teacher's logits for the student's crop are pooled from the map
     (``TeacherLabelMaps.pool``), so a training step costs no teacher forward pass.
 
-    ``kd(student_logits (B, K), images, targets, info) -> alpha * KD`` (a scalar, the trainer's protocol, see
-    ``gv3lite.train``), KD = ``kd_loss`` at temperature T: ``'kl'`` (``kd_kl_loss``, T^2-scaled) or ``'soft_ce'``
-    (``soft_target_cross_entropy``). The trainer adds ``(1 - alpha) * CE``. ``images``/``targets`` are unused.
+    Follows the KD object protocol of the module docstring: ``teacher_logits(images, info) -> (B, K)`` (``images``
+    unused here) and the settings ``alpha``, ``temperature``, ``kd_loss`` that `training_loss` takes.
     """
 
     def __init__(self, label_maps: TeacherLabelMaps, alpha: float = 0.5, temperature: float = 1.0,
@@ -335,10 +289,6 @@ class CachedKD:
         """(B, K) teacher logits for the batch's crops."""
         index, box, _ = _info_tensors(info)
         return self.label_maps.pool(index, box)
-
-    def __call__(self, student_logits, images, targets, info) -> torch.Tensor:
-        teacher_logits = self.teacher_logits(images, info).to(student_logits.device)
-        return self.alpha * KD_LOSSES[self.kd_loss](student_logits, teacher_logits, self.temperature)
 
 
 def _check_kd_args(alpha: float, temperature: float, kd_loss: str) -> None:
@@ -395,12 +345,10 @@ def make_kd(teacher: str, train_dataset, mode: str = "cached", alpha: float = 0.
             kd_loss: str = "kl", device="cpu", cache_root=None, progress: bool = True) -> CachedKD:
     """Build a KD object (``CachedKD`` or ``OnlineKD``) from a teacher name / checkpoint path and the training set.
 
-    ``teacher``: see ``gv3lite.teachers.create_teacher``; ``mode``: ``'cached'`` (build or load the label maps
+    ``teacher``: see ``gv3lite.teacher.create_teacher``; ``mode``: ``'cached'`` (build or load the label maps
     once, then no teacher cost per step) or ``'online'`` (teacher on every re-cropped crop). The student's input is
     assumed ImageNet-normalized (``gv3lite.data``). Raises ``ValueError`` for an unknown mode.
     """
-    from gv3lite.teachers import IMAGENET_MEAN, IMAGENET_STD, create_teacher
-
     if mode not in ("cached", "online"):
         raise ValueError(f"unknown KD mode {mode!r}; choose 'cached' or 'online'")
     _check_kd_args(alpha, temperature, kd_loss)
@@ -410,53 +358,3 @@ def make_kd(teacher: str, train_dataset, mode: str = "cached", alpha: float = 0.
         return OnlineKD(frozen.to(device), train_dataset, alpha=alpha, temperature=temperature, kd_loss=kd_loss)
     maps = build_label_maps(frozen, train_dataset, class_names=classes, cache_root=cache_root, progress=progress)
     return CachedKD(maps, alpha=alpha, temperature=temperature, kd_loss=kd_loss)
-
-
-def build_kd(recipe, train_dataset, device="cpu", progress: bool = True) -> CachedKD:
-    """The trainer's entry point (``gv3lite.train.fit`` calls it when ``recipe.teacher`` is set): ``make_kd`` with
-    ``recipe.teacher``, ``recipe.kd_mode``, ``recipe.kd_alpha``, ``recipe.kd_temperature`` and ``recipe.kd_loss``
-    (``'kl'`` if the recipe has none); ``progress``: a progress bar while the teacher fills the cache."""
-    return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, alpha=recipe.kd_alpha,
-                   temperature=recipe.kd_temperature, kd_loss=getattr(recipe, "kd_loss", "kl"), device=device,
-                   progress=progress)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Small experiment: cached (ReLabel) KD vs online KD vs no KD
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teacher: str = "efficientnet_lite0",
-                     per_class: int = 25, per_class_val: int = 50, img_size: int = 40, epochs: int = 5,
-                     alpha: float = 0.5, temperature: float = 1.0, data_root=None, quiet: bool = True, classes=None,
-                     **recipe_kw):
-    """Train the same small student with no KD (``'plain'``), cached KD and online KD, for several seeds.
-
-    A class-balanced subset (``per_class`` train / ``per_class_val`` val images per class of ``classes``, default
-    all) at ``img_size`` px keeps it small; the subset is the same for every seed (seeds vary initialization and
-    batch order); online KD runs the teacher on every crop at its own resolution, so it dominates the cost (about
-    ``per_class * len(classes) * epochs`` teacher passes per seed). Returns a ``pandas.DataFrame`` with one row per
-    (mode, seed): ``mode``, ``seed``, ``val_top1`` (% after the last epoch), ``train_seconds`` (sum of epoch times).
-    The label maps are cached on disk, so their one-off cost is not in ``train_seconds``.
-    """
-    import pandas as pd
-
-    from gv3lite.data import build_datasets, resolve_data_root
-    from gv3lite.recipe import Recipe
-    from gv3lite.train import fit
-
-    datasets = build_datasets(resolve_data_root(data_root), img_size, classes=classes,
-                              images_per_class_train=per_class, images_per_class_val=per_class_val,
-                              return_crop_info=True)
-    kds = {m: None if m == "plain" else make_kd(teacher, datasets[0], mode=m, alpha=alpha, temperature=temperature,
-                                                 progress=not quiet) for m in modes}
-    rows = []
-    for seed in seeds:
-        for mode in modes:
-            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, classes=classes, **recipe_kw)
-            history = fit(recipe, datasets=datasets, kd=kds[mode], quiet=quiet)
-            rows.append({"mode": mode, "seed": seed, "val_top1": float(history["val_top1"].iloc[-1]),
-                         "train_seconds": float(history["seconds"].sum())})
-            if not quiet:
-                print(rows[-1], flush=True)
-    return pd.DataFrame(rows)

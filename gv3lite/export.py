@@ -22,28 +22,29 @@ from pathlib import Path
 
 import torch
 
-import gv3lite
 from gv3lite.checkpoint import load_checkpoint, read_checkpoint
+from gv3lite.experiment import build_model
 from gv3lite.recipe import Recipe
-from gv3lite.train import build_model
+from gv3lite.reparam import reparameterize
 
 ONNX_RTOL = 1e-4  # largest accepted max|onnxruntime - torch| / max|torch|
 
 
-def model_from_checkpoint(path, use_ema: bool = True) -> tuple[torch.nn.Module, dict]:
-    """The train-form model (``eval()`` mode, CPU) of a checkpoint written by ``gv3lite train`` / ``fit``, and the
-    checkpoint dict (``recipe``, ``num_classes``, ``classes``, ...). EMA weights by default.
+def model_from_checkpoint(path, use_ema: bool = True) -> tuple[torch.nn.Module, Recipe, dict]:
+    """The train-form model (``eval()`` mode, CPU) of a checkpoint written by ``gv3lite train`` / ``fit``, its
+    `Recipe` (teacher dropped: not needed to run the model) and the checkpoint dict (``num_classes``, ``classes``,
+    ...). EMA weights by default. Used by ``gv3lite eval`` and ``gv3lite export``.
 
     Raises ``FileNotFoundError`` (no such file) and ``ValueError`` (not a checkpoint, or one without a ``recipe``
     entry: for released weights build the model with ``gv3lite.create_model(name, checkpoint_path=...)``)."""
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "recipe" not in ckpt or "num_classes" not in ckpt:
-        raise ValueError(f"{path} has no 'recipe'/'num_classes' entries; use a checkpoint written by gv3lite train "
-                         "(for released weights: gv3lite.create_model(name, checkpoint_path=...), then export_onnx)")
+        raise ValueError(f"{path} has no 'recipe' entry; use a checkpoint written by gv3lite train (for other "
+                         "weights: gv3lite.create_model(name, checkpoint_path=...) or gv3lite.load_checkpoint)")
     recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # no teacher needed; its file may be gone
     model = build_model(recipe, ckpt["num_classes"])
     load_checkpoint(model, ckpt, use_ema=use_ema)
-    return model.eval(), ckpt
+    return model.eval(), recipe, ckpt
 
 
 def export_onnx(model: torch.nn.Module, path, img_size: int = 224, opset: int = 18) -> Path:
@@ -60,7 +61,7 @@ def export_onnx(model: torch.nn.Module, path, img_size: int = 224, opset: int = 
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"folder {path.parent.resolve()} does not exist; create it or choose another --onnx")
-    deploy = gv3lite.reparameterize(model.cpu().eval()).eval()
+    deploy = reparameterize(model.cpu().eval()).eval()
     example = torch.randn(2, 3, img_size, img_size)
     with torch.no_grad():
         torch.onnx.export(deploy, (example,), str(path), input_names=["images"], output_names=["logits"],
@@ -135,8 +136,8 @@ def add_export(subparsers) -> None:
 
 def run_export(args) -> int:
     """``gv3lite export``: 0 when onnxruntime matches PyTorch within ``ONNX_RTOL`` (relative), else 1."""
-    model, ckpt = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    img_size = args.img_size or ckpt["recipe"]["img_size"]
+    model, recipe, _ = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    img_size = args.img_size or recipe.img_size
     path = export_onnx(model, args.onnx, img_size=img_size, opset=args.opset)
     images = torch.randn(4, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     parity = onnx_parity(path, model, images)

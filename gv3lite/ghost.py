@@ -16,8 +16,13 @@ GhostNetV3 (§3.1, Fig. 3): at training time the primary conv and the cheap oper
 followed by the activation. After training each sum is folded into one conv (``reparameterize()``), giving the
 GhostNetV2 graph. Branch placement and attribute names follow timm 1.0.31 (``*_rpr_conv``, ``*_rpr_scale``,
 ``*_rpr_skip``; deploy ``primary_conv.0``, ``cheap_operation.0``, ``conv_dw``) so that state_dicts are
-interchangeable with ``timm.create_model('ghostnetv3_*')``; see reference_implementations.md §2.1.
+interchangeable with ``timm.create_model('ghostnetv3_*')``: timm 1.0.31 ``timm/models/ghostnet.py``,
+``GhostModuleV3`` (line 125) and ``GhostBottleneckV3`` (line 453); the official release is huawei-noah/
+Efficient-AI-Backbones ``ghostnetv3_pytorch/ghostnetv3.py`` (``GhostModule`` with ``mode='ori'`` /
+``'ori_shortcut_mul_conv15'``, ``GhostBottleneck``).
 """
+from __future__ import annotations
+
 import math
 
 import torch
@@ -45,7 +50,7 @@ class DFCAttention(nn.Sequential):
     Forward: ``x`` (B, in_ch, H, W) and the target ``size`` (H', W') -> gate (B, out_ch, H', W') in (0, 1).
     """
 
-    def __init__(self, in_ch, out_ch, kernel_size=1, stride=1):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1):
         super().__init__(
             nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False),
             nn.BatchNorm2d(out_ch),
@@ -55,7 +60,7 @@ class DFCAttention(nn.Sequential):
             nn.BatchNorm2d(out_ch),
         )
 
-    def forward(self, x, size):
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         gate = super().forward(F.avg_pool2d(x, kernel_size=2, stride=2))
         return F.interpolate(torch.sigmoid(gate), size=size, mode="nearest")
 
@@ -71,7 +76,8 @@ class GhostModule(nn.Module):
         use_dfc: multiply the output by the DFC attention gate.
     """
 
-    def __init__(self, in_ch, out_ch, kernel_size=1, ratio=2, dw_size=3, stride=1, act=True, use_dfc=False):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, ratio: int = 2, dw_size: int = 3, stride: int = 1,
+                 act: bool = True, use_dfc: bool = False):
         super().__init__()
         _check_ratio(ratio)
         self.out_ch = out_ch
@@ -85,7 +91,7 @@ class GhostModule(nn.Module):
             nn.BatchNorm2d(new_ch), _act(act))
         self.short_conv = DFCAttention(in_ch, out_ch, kernel_size, stride) if use_dfc else None
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
         x2 = self.cheap_operation(x1)
         out = torch.cat([x1, x2], dim=1)[:, :self.out_ch]
@@ -121,8 +127,9 @@ class GhostModuleV3(nn.Module):
         ValueError: ratio < 2 or bad switches.
     """
 
-    def __init__(self, in_ch, out_ch, kernel_size=1, ratio=2, dw_size=3, stride=1, act=True, use_dfc=False,
-                 num_conv_branches=3, use_scale_branch=True, use_identity_branch=True, deploy=False):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, ratio: int = 2, dw_size: int = 3, stride: int = 1,
+                 act: bool = True, use_dfc: bool = False, num_conv_branches: int = 3, use_scale_branch: bool = True,
+                 use_identity_branch: bool = True, deploy: bool = False):
         super().__init__()
         _check_ratio(ratio)
         check_branch_options(num_conv_branches, use_scale_branch, use_identity_branch)
@@ -150,7 +157,7 @@ class GhostModuleV3(nn.Module):
             self.cheap_activation = _act(act)
         self.short_conv = DFCAttention(in_ch, out_ch, kernel_size, stride) if use_dfc else None
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
             x1 = self.primary_conv(x)
             x2 = self.cheap_operation(x1)
@@ -169,7 +176,7 @@ class GhostModuleV3(nn.Module):
         return [*self.cheap_rpr_conv, self.cheap_rpr_scale, self.cheap_rpr_skip]
 
     @torch.no_grad()
-    def reparameterize(self):
+    def reparameterize(self) -> None:
         """Fold the branches in place: ``primary_conv`` / ``cheap_operation`` become Sequential(conv with bias, act).
         The DFC gate keeps its BNs (it is not a branch sum). No-op if already fused."""
         if self.deploy:
@@ -201,8 +208,9 @@ class GhostBottleneckV3(nn.Module):
         num_conv_branches, use_scale_branch, use_identity_branch, deploy: as ``GhostModuleV3``.
     """
 
-    def __init__(self, in_ch, mid_ch, out_ch, dw_kernel_size=3, stride=1, se_ratio=0.0, use_dfc=False,
-                 num_conv_branches=3, use_scale_branch=True, use_identity_branch=True, deploy=False):
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, dw_kernel_size: int = 3, stride: int = 1,
+                 se_ratio: float = 0.0, use_dfc: bool = False, num_conv_branches: int = 3,
+                 use_scale_branch: bool = True, use_identity_branch: bool = True, deploy: bool = False):
         super().__init__()
         branch_opts = dict(num_conv_branches=num_conv_branches, use_scale_branch=use_scale_branch,
                            use_identity_branch=use_identity_branch, deploy=deploy)
@@ -232,7 +240,7 @@ class GhostBottleneckV3(nn.Module):
     def _dw_branches(self):
         return [*self.dw_rpr_conv, self.dw_rpr_scale]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ghost1(x)
         if self.stride > 1:
             h = self.conv_dw(h) if self.deploy else sum(b(h) for b in self._dw_branches() if b is not None)
@@ -241,7 +249,7 @@ class GhostBottleneckV3(nn.Module):
         return self.ghost2(h) + self.shortcut(x)
 
     @torch.no_grad()
-    def reparameterize(self):
+    def reparameterize(self) -> None:
         """Fold ghost1, ghost2 and (stride-2 blocks) the depthwise stage into ``conv_dw``, in place.
         No-op if already fused."""
         if self.deploy:

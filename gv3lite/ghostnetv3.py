@@ -1,18 +1,22 @@
-"""The GhostNetV3 network (Liu et al., arXiv 2404.11202), its layer table, widths 0.5/1.0/1.3/1.6, and the model
-registry (``create_model``, ``list_models``).
+"""The GhostNetV3 network (Liu et al., arXiv 2404.11202), its layer table and its widths 0.5/1.0/1.3/1.6
+(the registry that builds it by name is ``gv3lite.models``).
 
-Layout (GhostNet Table 1; V3 §3.1; reference_implementations.md §1): stem 3x3/2 conv+BN+ReLU -> 16 Ghost
+Layout (GhostNet Table 1; V3 §3.1; timm 1.0.31 ``timm/models/ghostnet.py``: ``GhostNet`` line 645, the
+layer table ``cfgs`` in ``_create_ghostnet`` line 893): stem 3x3/2 conv+BN+ReLU -> 16 Ghost
 bottlenecks (``blocks.0`` ... ``blocks.8``) -> ``blocks.9`` 1x1 conv+BN+ReLU -> global average pool -> 1x1
 ``conv_head`` to 1280 (+ReLU) -> dropout -> linear classifier. Every channel count is ``make_divisible(c * width,
 4)``; ``conv_head`` is never width-scaled. Layers from index 2 on gate ghost1 with DFC attention (GhostNetV2).
 Names and state_dict keys equal timm 1.0.31's ``ghostnetv3_*`` (train and deploy form), so weights load both ways.
 """
+from __future__ import annotations
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import make_divisible
 
 from gv3lite.ghost import GhostBottleneckV3
-from gv3lite.layers import ConvBnAct, make_divisible
+from gv3lite.layers import ConvBnAct
 
 # One list per stage; each row is a bottleneck: (dw kernel k, expansion width "exp", output width, SE ratio, stride).
 # Values at width 1.0 (GhostNet Table 1).
@@ -50,8 +54,9 @@ class GhostNetV3(nn.Module):
         deploy: build the fused (deploy) form directly, e.g. to load a deploy state_dict.
     """
 
-    def __init__(self, width=1.0, num_classes=1000, in_chans=3, drop_rate=0.2, num_conv_branches=3,
-                 use_scale_branch=True, use_identity_branch=True, deploy=False):
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
+                 num_conv_branches: int = 3, use_scale_branch: bool = True, use_identity_branch: bool = True,
+                 deploy: bool = False):
         super().__init__()
         _check_args(width, num_classes, in_chans, drop_rate)
         self.width, self.num_classes, self.drop_rate = width, num_classes, drop_rate
@@ -83,20 +88,20 @@ class GhostNetV3(nn.Module):
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Linear(HEAD_CH, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> feature map (B, num_features, H/32, W/32)."""
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
-    def forward_head(self, x, pre_logits=False):
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Feature map -> (B, 1280) pre-logits if ``pre_logits`` else (B, num_classes) logits."""
         x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
         x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes):
+    def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh ``Linear(1280, num_classes)`` (Identity for 0), e.g. to fine-tune."""
         _check_args(self.width, num_classes, 1, self.drop_rate)
         self.num_classes = num_classes
@@ -114,44 +119,4 @@ def _check_args(width, num_classes, in_chans, drop_rate):
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
 
 
-def list_models():
-    """Every model name ``create_model`` accepts: timm's ``ghostnetv3_050/100/130/160``, then the other
-    architectures of ``gv3lite.convert`` (MobileNetV2, ShuffleNetV2, GhostNetV2; plain and ``*_rep``)."""
-    from gv3lite.convert import MODEL_BUILDERS  # lazy: convert imports this module
-    return list(MODEL_WIDTHS) + list(MODEL_BUILDERS)
-
-
-_MODEL_KWARGS = ("in_chans", "drop_rate", "num_conv_branches", "use_scale_branch", "use_identity_branch")
-
-
-def create_model(name, num_classes=1000, deploy=False, checkpoint_path=None, **kwargs):
-    """Build a GhostNetV3 by its timm name, optionally loading local weights.
-
-    Args:
-        name: one of ``list_models()``.
-        num_classes: classifier outputs (output shape (B, num_classes)).
-        deploy: build the fused form directly (load deploy checkpoints into it).
-        checkpoint_path: optional local checkpoint, loaded strictly by ``gv3lite.checkpoint.load_checkpoint``
-            (EMA weights when present).
-        **kwargs: ``in_chans``, ``drop_rate`` (0.2), ``num_conv_branches`` (3), ``use_scale_branch`` (True),
-            ``use_identity_branch`` (True); see ``GhostNetV3``.
-
-    Raises:
-        ValueError: unknown name (lists the valid ones), unknown keyword, or an invalid value.
-    """
-    from gv3lite.convert import MODEL_BUILDERS, build_model  # other architectures (see convert.build_model)
-    if name not in MODEL_WIDTHS and name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
-    if unknown:
-        raise ValueError(f"unknown keyword argument(s) {unknown} for {name}; accepted: "
-                         f"num_classes, deploy, checkpoint_path, {', '.join(_MODEL_KWARGS)}")
-    model = (build_model(name, num_classes, deploy, **kwargs) if name in MODEL_BUILDERS else
-             GhostNetV3(MODEL_WIDTHS[name], num_classes=num_classes, deploy=deploy, **kwargs))
-    if checkpoint_path is not None:
-        from gv3lite.checkpoint import load_checkpoint
-        load_checkpoint(model, checkpoint_path)
-    return model
-
-
-__all__ = ["GhostNetV3", "LAYER_CFG", "MODEL_WIDTHS", "create_model", "list_models"]
+__all__ = ["GhostNetV3", "LAYER_CFG", "MODEL_WIDTHS"]

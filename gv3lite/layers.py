@@ -1,42 +1,24 @@
-"""Small shared layers: channel rounding, the hard-sigmoid gate, squeeze-and-excitation, conv + BN (+ activation).
+"""Small shared layers: squeeze-and-excitation and conv + BN (+ activation).
 
-Owns: ``make_divisible``, ``hard_sigmoid``, ``SqueezeExcite``, ``ConvBnAct``.
+Owns: ``SqueezeExcite``, ``ConvBnAct``. Channel rounding is timm's ``make_divisible`` (timm 1.0.31
+``timm/layers/helpers.py`` line 55: nearest multiple of ``divisor``, one more ``divisor`` if that lost over 10%),
+always called with ``divisor=4`` as GhostNet does (``timm/models/ghostnet.py`` line 37); the gate is torch's
+``F.hardsigmoid`` (``relu6(x + 3) / 6``, MobileNetV3).
 Attribute names (``conv``, ``bn1``, ``conv_reduce``, ``conv_expand``) are chosen so that state_dict keys equal
 those of timm's GhostNet (timm 1.0.31 ``ghostnet.py``), which lets timm weights load strictly into our models.
 """
+from __future__ import annotations
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-
-def make_divisible(value, divisor=4, min_value=None, round_limit=0.9):
-    """Round a (width-scaled) channel count to a multiple of ``divisor``.
-
-    Rule used by GhostNet/MobileNet code (reference_implementations.md §1.3): round ``value`` to the nearest
-    multiple of ``divisor`` (halves round up), never below ``min_value`` (default ``divisor``), and if that lost
-    more than 10% of ``value`` (result < ``round_limit * value``) add one more ``divisor``.
-    Example: ``make_divisible(672 * 1.6) == 1076``; ``make_divisible(36 * 0.25) == 12``.
-
-    Returns:
-        int channel count.
-    """
-    min_value = divisor if min_value is None else min_value
-    rounded = int(value + divisor / 2) // divisor * divisor
-    rounded = max(min_value, rounded)
-    if rounded < round_limit * value:
-        rounded += divisor
-    return rounded
-
-
-def hard_sigmoid(x):
-    """Piece-wise linear sigmoid ``relu6(x + 3) / 6`` (MobileNetV3); same shape as ``x``."""
-    return F.relu6(x + 3.0) / 6.0
+from timm.layers import make_divisible
 
 
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation channel gate (Hu et al. 2018) with a hard-sigmoid gate, as in GhostNet.
 
-    ``y = x * hard_sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2)``; reduced width ``make_divisible(channels *
+    ``y = x * hardsigmoid(W2 relu(W1 mean_hw(x) + b1) + b2)``; reduced width ``make_divisible(channels *
     se_ratio, 4)``. Input and output: (B, C, H, W).
 
     Args:
@@ -44,17 +26,17 @@ class SqueezeExcite(nn.Module):
         se_ratio: reduction ratio (GhostNet uses 0.25).
     """
 
-    def __init__(self, channels, se_ratio=0.25):
+    def __init__(self, channels: int, se_ratio: float = 0.25):
         super().__init__()
         reduced = make_divisible(channels * se_ratio, 4)
         self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)  # squeeze: (B, C, 1, 1)
         s = self.conv_expand(self.act(self.conv_reduce(s)))  # excite
-        return x * hard_sigmoid(s)
+        return x * F.hardsigmoid(s)
 
 
 class ConvBnAct(nn.Module):
@@ -72,7 +54,8 @@ class ConvBnAct(nn.Module):
         act: ``True`` for ReLU, ``None``/``False`` for none, or an ``nn.Module`` instance.
     """
 
-    def __init__(self, in_ch, out_ch, kernel_size=1, stride=1, padding=None, groups=1, act=True):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, padding: int | None = None,
+                 groups: int = 1, act: bool | nn.Module | None = True):
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, groups=groups, bias=False)
@@ -81,8 +64,8 @@ class ConvBnAct(nn.Module):
             act = nn.ReLU(inplace=True)
         self.act = act if isinstance(act, nn.Module) else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn1(self.conv(x)))
 
 
-__all__ = ["make_divisible", "hard_sigmoid", "SqueezeExcite", "ConvBnAct"]
+__all__ = ["SqueezeExcite", "ConvBnAct"]

@@ -23,11 +23,15 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from gv3lite.distill import KD_LOSSES, KD_MODES, check_kd_with_mixup
+from gv3lite.models import list_models
+from gv3lite.teacher import list_teachers
+
 OPTIMIZERS = ("sgd", "momentum", "adamw", "adam", "lamb", "rmsproptf")  # names timm's create_optimizer_v2 knows
 SCHEDULES = ("cosine", "step", "onecycle")
 AUTO_AUGMENT = ("none", "randaugment", "autoaugment")
-KD_MODES = ("online", "cached")
-KD_LOSSES = ("kl", "soft_ce")  # gv3lite.distill.KD_LOSSES
 MIN_IMG_SIZE = 33  # stride 32: at 32 px the last stage is 1x1 and its DFC attention pooling fails
 BOOL_FIELDS = ("use_scale_branch", "use_identity_branch", "cache", "ema")
 INT_FIELDS = ("num_classes", "num_conv_branches", "img_size", "images_per_class_train", "images_per_class_val",
@@ -140,7 +144,6 @@ class Recipe:
         choice("auto_augment", AUTO_AUGMENT)
         choice("kd_mode", KD_MODES)
         choice("kd_loss", KD_LOSSES)
-        from gv3lite.ghostnetv3 import list_models  # lazy, like gv3lite.teachers below: both import torch/timm
         choice("model", list_models())
         for name in ("epochs", "batch_size", "num_conv_branches", "eval_every"):
             check(getattr(self, name) >= 1, name, "an integer >= 1")
@@ -189,17 +192,13 @@ class Recipe:
     def _validate_teacher(self) -> None:
         if self.teacher is None:
             return
-        from gv3lite.teachers import list_teachers
         if not isinstance(self.teacher, str):
             raise ValueError(f"recipe.teacher={self.teacher!r}: must be None, a teacher name ({list_teachers()}) "
                              "or a checkpoint path as a string")
         if not (self.teacher in list_teachers() or Path(self.teacher).expanduser().is_file()):
             raise ValueError(f"recipe.teacher={self.teacher!r} is neither a pretrained teacher name "
                              f"({list_teachers()}) nor an existing checkpoint file; use None for no distillation")
-        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
-            raise ValueError(f"recipe.teacher={self.teacher!r} with mixup_alpha={self.mixup_alpha:g} / "
-                             f"cutmix_alpha={self.cutmix_alpha:g}: knowledge distillation together with Mixup/CutMix "
-                             "is not supported by the trainer; set mixup_alpha=0 and cutmix_alpha=0, or teacher=None")
+        check_kd_with_mixup(True, self.mixup_alpha, self.cutmix_alpha, error=ValueError)
 
     # ---------------------------------------------------------------- serialization
     def to_dict(self) -> dict:
@@ -240,7 +239,6 @@ class Recipe:
             raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
         text = path.read_text()
         if _is_yaml(path):
-            import yaml
             try:
                 d = yaml.safe_load(text) or {}
             except yaml.YAMLError as err:
@@ -265,7 +263,6 @@ def _is_yaml(path: Path) -> bool:
 
 def _dump(d: dict, path: Path) -> str:
     if _is_yaml(path):
-        import yaml
         return yaml.safe_dump(d, sort_keys=False)
     return json.dumps(d, indent=2) + "\n"
 

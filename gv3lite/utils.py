@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BUDGETS = ("smoke", "quick", "full")
+BUDGET_NAMES = ("smoke", "quick", "full")  # the sizes of each: gv3lite.ablation.BUDGETS
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
@@ -38,8 +38,8 @@ def budget() -> str:
     """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a laptop CPU,
     under an hour) or ``full`` (a GPU). Raises ``ValueError`` for any other value."""
     value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
-    if value not in BUDGETS:
-        raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGETS}")
+    if value not in BUDGET_NAMES:
+        raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGET_NAMES}")
     return value
 
 

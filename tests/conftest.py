@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Imagenette root and small class-balanced subsets of it.
+"""Shared fixtures: the real Imagenette root and small class-balanced subsets of it, and the BN randomizer of the
+round-trip tests (``randomize_bn_around_activations``; the plain one is ``gv3lite.reparam.randomize_batchnorm``).
 
 The data root is ``GV3LITE_DATA`` or, when unset, ``<repo>/../shared/data/imagenette2-224``.
 Tests that need it are skipped with a clear reason when it is absent.
@@ -7,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 FOUR_CLASSES = ["n01440764", "n02979186", "n03394916", "n03888257"]  # tench, cassette player, French horn, parachute
@@ -31,6 +34,30 @@ def tiny_datasets(data_root):
     from gv3lite.data import build_datasets
     return build_datasets(data_root, 64, classes=FOUR_CLASSES, images_per_class_train=100, images_per_class_val=20,
                           seed=0, scale=(0.25, 1.0))
+
+
+def randomize_bn_around_activations(model, seed=0):
+    """Random BN affine params and running stats randomized *around* real activation statistics.
+
+    Running stats come from a train-mode pass over 8 random images, then var x U(0.5, 2) and mean + 0.1 std N(0, 1);
+    gamma U(0.5, 1.5), beta N(0, 0.1^2). Purely random stats (mean N(0, 0.1^2), var U(0.5, 2)) do not normalize
+    the randomly initialized torchvision nets: MobileNetV2's activations then grow block by block and the *train
+    form's own* fp32 error (vs fp64) reaches 1e-4 -- the tolerance would test float noise, not the fusion.
+    """
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        m.momentum = None  # cumulative average: running stats = this batch's stats
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 64, 64, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+        m.running_var.mul_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+        m.running_mean.add_(torch.randn(m.num_features, generator=g) * 0.1 * m.running_var.sqrt())
+    return model.eval()
 
 
 def pytest_terminal_summary(terminalreporter):

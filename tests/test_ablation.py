@@ -1,5 +1,5 @@
 """Presets, the ablation grids, `gv3lite reproduce` end to end (smoke budget, real Imagenette), resume, report logic,
-and the figure-saving contract of `gv3lite.plots`."""
+and the figure-saving contract of `gv3lite.figures`."""
 import json
 import math
 
@@ -41,7 +41,7 @@ def test_cli_train_preset():
 
 # --------------------------------------------------------------------------------------------------- grids
 def test_every_cell_of_every_budget_validates_and_builds():
-    from gv3lite.train import build_model
+    from gv3lite.experiment import build_model
     built = set()
     for budget in ablation.BUDGETS:
         items = ablation.plan(budget, seeds=1)
@@ -213,27 +213,27 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
     assert third["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
 
 
-# ------------------------------------------------------------------------------------------------ plots
+# --------------------------------------------------------------------------------------------- figures
 def test_figures_dir_and_savefig(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gv3lite import plots
+    from gv3lite import figures
     from gv3lite.utils import repo_root
     monkeypatch.delenv("GV3LITE_FIGURES", raising=False)
     # notebooks write to the git-ignored runs/figures/<budget> at every budget; figures/ only when asked for
-    assert plots.figures_dir("smoke") == repo_root() / "runs" / "figures" / "smoke"
-    assert plots.figures_dir("quick") == repo_root() / "runs" / "figures" / "quick"
+    assert figures.figures_dir("smoke") == repo_root() / "runs" / "figures" / "smoke"
+    assert figures.figures_dir("quick") == repo_root() / "runs" / "figures" / "quick"
     monkeypatch.setenv("GV3LITE_FIGURES", str(tmp_path / "f"))
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    path = plots.savefig(fig, "unit_test", budget="quick", command="pytest")
+    path = figures.savefig(fig, "unit_test", budget="quick", command="pytest")
     assert path == tmp_path / "f" / "unit_test.png" and path.read_bytes()[:8] == PNG_MAGIC
     footer = [t.get_text() for t in fig.texts]
     assert any("budget quick" in t and "pytest" in t and "commit" in t for t in footer)
     with pytest.raises(ValueError, match="plain file stem"):
-        plots.savefig(fig, "../escape")
+        figures.savefig(fig, "../escape")
     plt.close(fig)
 
 

@@ -1,6 +1,6 @@
 """KD losses against hand-computed values, gradients, limits; the frozen teacher; label-map pooling and caching.
 
-Fast: no pretrained weights (those are tested in test_teachers.py); tiny randomly initialized models only.
+Fast: no pretrained weights (those are tested in test_teacher.py); tiny randomly initialized models only.
 """
 import math
 
@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gv3lite.distill import (CachedKD, FrozenTeacher, TeacherLabelMaps, build_label_maps, distillation_loss,
-                             kd_kl_loss, label_maps_cache_file, soft_target_cross_entropy)
+from gv3lite.distill import (CachedKD, TeacherLabelMaps, build_label_maps, check_kd_with_mixup, kd_kl_loss,
+                             label_maps_cache_file, soft_target_cross_entropy, training_loss)
+from gv3lite.teacher import FrozenTeacher
 
 S = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])  # student logits (B=2, K=3)
 T_ = torch.tensor([[1.0, 1.5, -0.5], [0.5, 0.0, 2.0]])  # teacher logits
@@ -52,11 +53,11 @@ def test_kd_kl_known_value_and_batchmean_not_mean():
 @pytest.mark.parametrize("alpha,temp", [(0.0, 1.0), (0.3, 1.0), (0.5, 4.0), (0.9, 2.0), (1.0, 3.0)])
 def test_distillation_loss_mixes_ce_and_kd(alpha, temp):
     expected = (1 - alpha) * hand_ce(S, Y) + alpha * hand_kl(S, T_, temp)
-    assert distillation_loss(S, Y, T_, alpha=alpha, temperature=temp).item() == pytest.approx(expected, rel=1e-5)
+    assert training_loss(S, Y, T_, alpha=alpha, temperature=temp).loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_limits():
-    assert torch.equal(distillation_loss(S, Y, T_, alpha=0.0, temperature=3.0), F.cross_entropy(S, Y))
+    assert torch.equal(training_loss(S, Y, T_, alpha=0.0, temperature=3.0).loss, F.cross_entropy(S, Y))
     assert kd_kl_loss(S, S.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-7)
     # T^2 scaling: the loss is T^2 times the plain KL of the softened distributions.
     plain = F.kl_div(F.log_softmax(S / 3, 1), F.softmax(T_ / 3, 1), reduction="batchmean")
@@ -65,18 +66,18 @@ def test_limits():
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="alpha"):
-        distillation_loss(S, Y, T_, alpha=1.5)
+        training_loss(S, Y, T_, alpha=1.5).loss
     with pytest.raises(ValueError, match="temperature"):
         kd_kl_loss(S, T_, 0.0)
     for bad in (float("nan"), float("inf"), "4", None, True):
         with pytest.raises(ValueError, match=f"temperature must be a finite number > 0, got {bad!r}"):
             soft_target_cross_entropy(S, T_, bad)
         with pytest.raises(ValueError, match="temperature"):
-            distillation_loss(S, Y, T_, temperature=bad)
+            training_loss(S, Y, T_, temperature=bad).loss
     with pytest.raises(ValueError, match=r"\(B, K\)"):
         kd_kl_loss(S, T_[:, :2])
     with pytest.raises(ValueError, match="kd_loss"):
-        distillation_loss(S, Y, T_, kd_loss="mse")
+        training_loss(S, Y, T_, kd_loss="mse").loss
 
 
 def test_gradcheck_float64():
@@ -85,7 +86,7 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x: kd_kl_loss(x, t, 2.5), (s,))
     assert torch.autograd.gradcheck(lambda x: soft_target_cross_entropy(x, t), (s,))
     y = torch.tensor([0, 4, 2])
-    assert torch.autograd.gradcheck(lambda x: distillation_loss(x, y, t, alpha=0.4, temperature=2.0), (s,))
+    assert torch.autograd.gradcheck(lambda x: training_loss(x, y, t, alpha=0.4, temperature=2.0).loss, (s,))
 
 
 def test_soft_ce_same_gradient_as_kl_at_t1_and_differs_by_entropy():
@@ -175,16 +176,23 @@ def test_cached_kd_protocol():
     student = torch.randn(2, 3)
     info = {"index": torch.tensor([4, 1]), "box": torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2),
             "flip": torch.tensor([True, False])}
-    expected = 0.25 * kd_kl_loss(student, maps[[4, 1]].float().mean(dim=(2, 3)), 2.0)
-    torch.testing.assert_close(kd(student, None, None, info), expected, rtol=1e-5, atol=1e-6)
+    teacher = kd.teacher_logits(None, info)
+    torch.testing.assert_close(teacher, maps[[4, 1]].float().mean(dim=(2, 3)), rtol=0, atol=1e-6)
+    targets = torch.tensor([0, 2])
+    parts = training_loss(student, targets, teacher, alpha=kd.alpha, temperature=kd.temperature, kd_loss=kd.kd_loss)
+    expected_kd = kd_kl_loss(student, maps[[4, 1]].float().mean(dim=(2, 3)), 2.0)
+    torch.testing.assert_close(parts.kd, expected_kd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts.loss, 0.75 * F.cross_entropy(student, targets) + 0.25 * expected_kd,
+                               rtol=1e-5, atol=1e-6)
     with pytest.raises(KeyError, match="return_crop_info"):
-        kd(student, None, None, None)
+        kd.teacher_logits(None, None)
+    with pytest.raises(NotImplementedError, match="mixup_alpha=0.2"):
+        check_kd_with_mixup(True, 0.2, 0.0)
+    check_kd_with_mixup(False, 0.2, 1.0)  # no KD: Mixup/CutMix are fine
 
 
-def test_build_label_maps_caches_on_disk(tmp_path, monkeypatch):
-    from gv3lite.data import resolve_data_root
-
-    root = resolve_data_root(None) / "val"
+def test_build_label_maps_caches_on_disk(tmp_path, monkeypatch, data_root):
+    root = data_root / "val"
     paths = sorted(str(p) for p in (root / "n01440764").glob("*.JPEG"))[:3]
     teacher = tiny_teacher(num_classes=2)
     monkeypatch.setenv("GV3LITE_CACHE", str(tmp_path))
@@ -192,7 +200,11 @@ def test_build_label_maps_caches_on_disk(tmp_path, monkeypatch):
     file = label_maps_cache_file(teacher, paths, ["x", "y"], 64)
     assert file.is_file() and tmp_path in file.parents
     assert first.maps.shape == (3, 2, 2, 2) and first.maps.dtype == torch.float16
-    teacher.model.classifier.bias.data += 100.0  # a changed teacher under the same name: the cache is reused
+    written = file.stat().st_mtime_ns
+    again = build_label_maps(teacher, paths, class_names=["x", "y"], image_size=64)  # same teacher: read back
+    assert torch.equal(first.maps, again.maps) and file.stat().st_mtime_ns == written
+    teacher.model.classifier.bias.data += 100.0  # a changed teacher under the same name: a new key, fresh maps
+    assert label_maps_cache_file(teacher, paths, ["x", "y"], 64) != file
     second = build_label_maps(teacher, paths, class_names=["x", "y"], image_size=64)
-    assert torch.equal(first.maps, second.maps)
+    torch.testing.assert_close(second.maps.float(), first.maps.float() + 100.0, rtol=0, atol=0.2)
     assert label_maps_cache_file(teacher, paths[:2], ["x", "y"], 64) != file  # another image list, another key

@@ -6,14 +6,14 @@ import torch.nn as nn
 import gv3lite
 from gv3lite import count_macs, count_params, create_model, list_models, reparameterize
 from gv3lite.ghost import GhostModule
-from gv3lite.layers import make_divisible
 
 timm = pytest.importorskip("timm")
+from timm.layers import make_divisible  # noqa: E402
 from timm.utils.model import reparameterize_model as timm_reparameterize  # noqa: E402
 
-from test_reparam import randomize_bn  # noqa: E402
+from gv3lite.reparam import randomize_batchnorm  # noqa: E402
 
-# reference_implementations.md §6.1 (timm 1.0.31 and the official code agree): params, conv+linear MACs (M) at 224
+# timm 1.0.31 (timm/models/ghostnet.py) and the official code agree: params, conv+linear MACs (M) at 224
 EXPECTED = {
     ("ghostnetv3_050", "train"): (3_395_384, 117.53), ("ghostnetv3_050", "deploy"): (2_853_176, 49.64),
     ("ghostnetv3_100", "train"): (8_129_028, 404.13), ("ghostnetv3_100", "deploy"): (6_147_588, 167.05),
@@ -34,9 +34,25 @@ def test_registry_and_errors():
             create_model("ghostnetv3_050", **bad)
 
 
-def test_make_divisible_rule():
-    assert [make_divisible(c * 1.6) for c in (16, 672, 960)] == [24, 1076, 1536]
-    assert make_divisible(36 * 0.25) == 12  # 8 would lose >10%, so +4
+def test_make_divisible_rule_and_hard_sigmoid():
+    """timm's make_divisible (divisor 4, as GhostNet) and torch's hardsigmoid are the rules the models use."""
+    assert [make_divisible(c * 1.6, 4) for c in (16, 672, 960)] == [24, 1076, 1536]
+    assert make_divisible(36 * 0.25, 4) == 12  # 8 would lose >10%, so +4
+    x = torch.linspace(-5, 5, 1001, dtype=torch.float64)
+    torch.testing.assert_close(torch.nn.functional.hardsigmoid(x), torch.nn.functional.relu6(x + 3) / 6,
+                               rtol=0, atol=1e-15)
+
+
+def test_count_macs_is_half_of_torch_flop_counter():
+    """count_macs (teaching code: forward hooks on Conv2d/Linear) equals torch's FlopCounterMode total / 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+    for model in (create_model("ghostnetv3_050", num_classes=10).eval(),
+                  reparameterize(create_model("ghostnetv3_050", num_classes=10)).eval(),
+                  create_model("mobilenetv2_050", num_classes=10).eval()):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.zeros(1, 3, 64, 64))
+        assert count_macs(model, 64) == counter.get_total_flops() // 2
 
 
 @pytest.mark.parametrize("deploy", [False, True])
@@ -61,11 +77,11 @@ def test_dropout_before_classifier_like_timm():
     assert torch.equal(model.forward_head(feats, pre_logits=True), feats)
 
 
-@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (convert.py adds others)
+@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (models.py registers others)
 def test_parity_with_timm(name):
     """timm weights load strictly into ours and back; eval outputs agree in train form and deploy form."""
     torch.manual_seed(0)
-    ref = randomize_bn(timm.create_model(name, num_classes=10)).eval()
+    ref = randomize_batchnorm(timm.create_model(name, num_classes=10)).eval()
     ours = create_model(name, num_classes=10).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     ref.load_state_dict(ours.state_dict(), strict=True)
@@ -82,7 +98,7 @@ def test_parity_with_timm(name):
 
 def test_parity_with_timm_at_224():
     torch.manual_seed(1)
-    ref = randomize_bn(timm.create_model("ghostnetv3_100")).eval()
+    ref = randomize_batchnorm(timm.create_model("ghostnetv3_100")).eval()
     ours = create_model("ghostnetv3_100").eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, 224, 224)

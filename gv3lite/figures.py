@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from gv3lite import paper as paper_mod
 from gv3lite.utils import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
 
@@ -70,9 +71,7 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
     against the baseline and "value unknown". ``paper_cells`` maps our cell name to ``(paper cell, paper model
     label or None)`` where the two differ (``gv3lite.ablation.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
     """
-    import matplotlib.pyplot as plt
-
-    from gv3lite import paper as paper_mod
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import; `import gv3lite.figures` stays light
 
     ours = summary[summary["grid"] == grid].reset_index(drop=True) if "grid" in summary else summary
     if ours.empty:

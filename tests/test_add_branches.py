@@ -1,4 +1,4 @@
-"""convert.py: re-parameterizable branches on MobileNetV2 / ShuffleNetV2 / GhostNetV2 and the round trip back."""
+"""add_branches.py + models.py: re-parameterizable branches on MobileNetV2 / ShuffleNetV2 / GhostNetV2 and the round trip back."""
 import copy
 
 import pytest
@@ -6,9 +6,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from conftest import randomize_bn_around_activations
 from gv3lite import reparameterize
-from gv3lite.convert import MODEL_BUILDERS, DeferredBatchNorm, RepConv2d, add_rep_branches, build_model
+from gv3lite.add_branches import DeferredBatchNorm, RepConv2d, add_rep_branches
 from gv3lite.ghostnetv3 import GhostNetV3
+from gv3lite.models import MODEL_BUILDERS, create_model
 
 NUM_CLASSES = 10
 
@@ -17,37 +19,13 @@ def params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def randomize_bn(model, seed=0):
-    """Random BN affine params and running stats randomized *around* real activation statistics.
-
-    Running stats come from a train-mode pass over 8 random images, then var x U(0.5, 2) and mean + 0.1 std N(0, 1);
-    gamma U(0.5, 1.5), beta N(0, 0.1^2). Purely random stats (mean N(0, 0.1^2), var U(0.5, 2)) do not normalize
-    the randomly initialized torchvision nets: MobileNetV2's activations then grow block by block and the *train
-    form's own* fp32 error (vs fp64) reaches 1e-4 -- the tolerance would test float noise, not the fusion.
-    """
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-        m.momentum = None  # cumulative average: running stats = this batch's stats
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(8, 3, 64, 64, generator=g))
-    for m in bns:
-        m.momentum = 0.1
-        m.running_var.mul_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-        m.running_mean.add_(torch.randn(m.num_features, generator=g) * 0.1 * m.running_var.sqrt())
-    return model.eval()
-
-
 # name -> (plain model builder, converted layers, train-form params, deploy/original params) at 10 classes
 ARCHS = {
     "mobilenetv2": (lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=NUM_CLASSES), 50,
                     5_891_914, 2_236_682),
     "shufflenetv2": (lambda: torchvision.models.shufflenet_v2_x1_0(weights=None, num_classes=NUM_CLASSES), 54,
                      2_834_978, 1_263_854),
-    "ghostnetv2": (lambda: build_model("ghostnetv2_100", num_classes=NUM_CLASSES), 68, 6_860_838, 4_888_718),
+    "ghostnetv2": (lambda: create_model("ghostnetv2_100", num_classes=NUM_CLASSES), 68, 6_860_838, 4_888_718),
 }
 
 
@@ -59,7 +37,7 @@ def test_round_trip_is_exact_and_restores_the_original(arch):
     rep, layers = add_rep_branches(original)
     assert len(layers) == n_layers
     assert params(original) == n_plain and params(rep) == n_train
-    randomize_bn(rep)
+    randomize_bn_around_activations(rep)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         y = rep(x)
@@ -69,11 +47,11 @@ def test_round_trip_is_exact_and_restores_the_original(arch):
         torch.testing.assert_close(reparameterize(rep64)(x.double()), rep64(x.double()), atol=1e-10, rtol=0)
     assert not [m for m in deploy.modules() if isinstance(m, (RepConv2d, DeferredBatchNorm))]
     if arch == "ghostnetv2":  # deploy = the fused GhostNetV3 (= GhostNetV2 graph); train form = GhostNetV3's
-        assert params(deploy) == params(build_model("ghostnetv2_100", NUM_CLASSES, deploy=True)) == n_plain - 9320
+        assert params(deploy) == params(create_model("ghostnetv2_100", NUM_CLASSES, deploy=True)) == n_plain - 9320
         ref_train = GhostNetV3(1.0, NUM_CLASSES)
         assert {k: v.shape for k, v in rep.state_dict().items()} == \
                {k: v.shape for k, v in ref_train.state_dict().items()}
-        ref = build_model("ghostnetv2_100", NUM_CLASSES, deploy=True).eval()
+        ref = create_model("ghostnetv2_100", NUM_CLASSES, deploy=True).eval()
     else:  # deploy = the unmodified torchvision model
         assert params(deploy) == n_plain
         ref = build().eval()
@@ -100,7 +78,7 @@ def test_which_layers_and_which_branches():
     assert sum(".branch1." in n for n in layers) == 6 and not [n for n in layers if n.startswith(("conv1", "conv5"))]
     assert sh.stage2[1].branch2[0].rep.rpr_skip is not None                            # 1x1, 58 -> 58, stride 1
 
-    gn = build_model("ghostnetv2_050")
+    gn = create_model("ghostnetv2_050")
     _, layers = add_rep_branches(gn, inplace=True)
     assert {n.split(".")[-3] for n in layers} == {"primary_rpr_conv", "cheap_rpr_conv", "dw_rpr_conv"}
     assert sum("dw_rpr_conv" in n for n in layers) == 4 and "short_conv" not in str(layers)
@@ -143,22 +121,22 @@ def test_bad_input_raises_clear_errors():
 def test_model_names():
     assert set(MODEL_BUILDERS) >= {"mobilenetv2_100", "shufflenetv2_100", "ghostnetv2_100", "mobilenetv2_100_rep",
                                    "shufflenetv2_100_rep", "ghostnetv2_100_rep"}
-    plain, rep = build_model("shufflenetv2_050", 10), build_model("shufflenetv2_050_rep", 10)
+    plain, rep = create_model("shufflenetv2_050", 10), create_model("shufflenetv2_050_rep", 10)
     assert params(plain) == params(torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=10))
     assert params(rep) == params(add_rep_branches(plain).model)
     # the switches decide (a Recipe always passes them); the _rep suffix only sets their defaults
-    assert params(build_model("shufflenetv2_050", 10, num_conv_branches=3, use_scale_branch=True,
+    assert params(create_model("shufflenetv2_050", 10, num_conv_branches=3, use_scale_branch=True,
                               use_identity_branch=True)) == params(rep)
-    assert params(build_model("ghostnetv2_050_rep", 10)) == params(GhostNetV3(0.5, 10))
-    assert isinstance(build_model("mobilenetv2_050_rep", 10, deploy=True).features[1].conv[1], nn.Conv2d)
-    with pytest.raises(ValueError, match="valid names: mobilenetv2_050"):
-        build_model("mobilenetv3_100")
+    assert params(create_model("ghostnetv2_050_rep", 10)) == params(GhostNetV3(0.5, 10))
+    assert isinstance(create_model("mobilenetv2_050_rep", 10, deploy=True).features[1].conv[1], nn.Conv2d)
+    with pytest.raises(ValueError, match="valid names: ghostnetv3_050, .*mobilenetv2_050"):
+        create_model("mobilenetv3_100")
     with pytest.raises(ValueError, match="in_chans"):
-        build_model("mobilenetv2_050", in_chans=1)
+        create_model("mobilenetv2_050", in_chans=1)
     with pytest.raises(ValueError, match="num_classes"):
-        build_model("mobilenetv2_050", num_classes=0)
+        create_model("mobilenetv2_050", num_classes=0)
     # ShuffleNetV2 has no dropout in torchvision; drop_rate adds one before fc (train mode only)
-    model = build_model("shufflenetv2_050", 10, drop_rate=0.5)
+    model = create_model("shufflenetv2_050", 10, drop_rate=0.5)
     feats = torch.ones(4, 1024)
     model.train()
     torch.manual_seed(0)
@@ -171,11 +149,11 @@ def test_model_names():
 def test_names_reach_create_model_and_recipe():
     import gv3lite
     from gv3lite.recipe import Recipe
-    from gv3lite.train import build_model as build_from_recipe
+    from gv3lite.experiment import build_model as build_from_recipe
     assert set(MODEL_BUILDERS) <= set(gv3lite.list_models())
     model = gv3lite.create_model("mobilenetv2_050_rep", num_classes=10, num_conv_branches=2)
     assert len(model.features[1].conv[0][0].rep.rpr_conv) == 2
     with pytest.raises(ValueError, match="unknown keyword.*pretrained"):
         gv3lite.create_model("mobilenetv2_050", pretrained=True)
     recipe = Recipe(model="shufflenetv2_050", drop_rate=0.0)  # the recipe's branch switches (3, True, True) apply
-    assert params(build_from_recipe(recipe, 10)) == params(build_model("shufflenetv2_050_rep", 10))
+    assert params(build_from_recipe(recipe, 10)) == params(create_model("shufflenetv2_050_rep", 10))

@@ -1,0 +1,155 @@
+"""The composition root: a `Recipe` becomes built objects, and `run` trains them with ``gv3lite.train.fit``.
+
+Owns: ``build_model`` (registry model of the recipe), ``recipe_datasets`` (its (train, val) pair), ``build_optimizer``
+(timm ``create_optimizer_v2``), ``build_scheduler`` (torch ``OneCycleLR`` or timm ``create_scheduler_v2``),
+``build_kd`` (``gv3lite.distill.make_kd`` from the recipe's teacher fields), ``loop_settings``, ``run`` (the one
+place where a recipe is turned into a training run: seeding, datasets, teacher, model, optimizer, schedule, EMA
+(timm ``ModelEmaV3``), Mixup/CutMix (timm ``Mixup``), then ``fit``), and small experiments built on it
+(``compare_kd_modes``). ``gv3lite.ablation``, ``gv3lite.cli``, ``benchmarks/`` and the notebooks go through here.
+
+Determinism: the model is initialized after ``seed_everything(recipe.seed)``, the dataset build and the teacher
+build, always in this order, so a recipe gives the same initial weights on every run.
+"""
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import torch
+from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+
+from gv3lite.data import build_datasets, resolve_data_root
+from gv3lite.distill import CachedKD, check_kd_with_mixup, make_kd
+from gv3lite.models import create_model_from_config
+from gv3lite.recipe import Recipe
+from gv3lite.train import LoopSettings, check_resumable, fit, setup_distributed
+from gv3lite.utils import seed_everything
+
+
+# ------------------------------------------------------------------------------------------- builders
+def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    """The train-form model of the recipe (``model``, branch switches, ``drop_rate``; ``gv3lite.models``)."""
+    return create_model_from_config(recipe.to_dict(), num_classes)
+
+
+def recipe_datasets(recipe: Recipe, root, return_crop_info: bool = False, progress: bool = False):
+    """The (train, val) pair ``gv3lite.data.build_datasets`` gives for the recipe's data fields (size, classes,
+    subset sizes drawn with ``data_seed``, cache, augmentation, crop scale) from the ImageFolder ``root``."""
+    return build_datasets(root, recipe.img_size, classes=recipe.classes,
+                          images_per_class_train=recipe.images_per_class_train,
+                          images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed, cache=recipe.cache,
+                          auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
+                          return_crop_info=return_crop_info, scale=(recipe.min_crop_scale, 1.0), progress=progress)
+
+
+def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """timm ``create_optimizer_v2`` (no weight decay on biases and norm parameters)."""
+    return create_optimizer_v2(model, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                               momentum=recipe.momentum)
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """A per-step learning-rate schedule.
+
+    ``onecycle``: one-cycle (torch ``OneCycleLR``: cosine warm-up from ``warmup_lr`` to ``lr`` over
+    ``warmup_epochs``, cosine decay to ``min_lr``, constant momentum); ``cosine`` / ``step``: timm ``create_scheduler_v2`` with a linear
+    warm-up from ``warmup_lr`` (step: ×0.1 every third of the run). Advance it with ``gv3lite.train.scheduler_step``.
+    """
+    if recipe.sched == "onecycle":
+        total = recipe.epochs * steps_per_epoch
+        if total < 5:
+            raise ValueError(f"sched='onecycle' needs at least 5 optimizer steps, this run has {total}; "
+                             "use sched='cosine' or more epochs/images")
+        warmup = min(max(recipe.warmup_epochs * steps_per_epoch, 2), total - 2)  # both phases >= 2 steps
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=warmup / total,
+            anneal_strategy="cos", cycle_momentum=False, div_factor=recipe.lr / max(recipe.warmup_lr, 1e-12),
+            final_div_factor=max(recipe.warmup_lr, 1e-12) / max(recipe.min_lr, 1e-12))
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=recipe.sched, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, decay_epochs=max(recipe.epochs / 3, 1),
+        step_on_epochs=False, updates_per_epoch=steps_per_epoch)
+    return scheduler
+
+
+def build_kd(recipe: Recipe, train_dataset, device="cpu", progress: bool = True) -> CachedKD:
+    """``gv3lite.distill.make_kd`` with ``recipe.teacher``, ``kd_mode``, ``kd_alpha``, ``kd_temperature`` and
+    ``kd_loss``; ``progress``: a progress bar while the teacher fills the cache."""
+    return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, alpha=recipe.kd_alpha,
+                   temperature=recipe.kd_temperature, kd_loss=recipe.kd_loss, device=device, progress=progress)
+
+
+def loop_settings(recipe: Recipe) -> "LoopSettings":
+    """The recipe's fields the loop itself needs (``gv3lite.train.LoopSettings``)."""
+    return LoopSettings(epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed,
+                        label_smoothing=recipe.label_smoothing, eval_every=recipe.eval_every,
+                        num_workers=recipe.num_workers)
+
+
+# ------------------------------------------------------------------------------------------------ run
+def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool = False, quiet: bool = False,
+        kd=None, datasets=None, max_epochs: int | None = None) -> pd.DataFrame:
+    """Train ``recipe`` on ``data_root`` (see ``gv3lite.data.resolve_data_root``); return ``fit``'s per-epoch history.
+
+    ``kd``: a prebuilt KD object (default: built from ``recipe.teacher``, or none); ``datasets``: a prebuilt
+    ``(train, val)`` pair (skips data loading); ``out_dir``, ``resume``, ``max_epochs``, ``quiet``: see
+    ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume). Raises
+    ``FileNotFoundError`` (resume without ``last.pth``), ``NotImplementedError`` (KD with Mixup/CutMix),
+    ``ValueError`` (``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
+    """
+    check_resumable(out_dir, resume)
+    device = setup_distributed(device)
+    uses_kd = kd is not None or recipe.teacher is not None
+    check_kd_with_mixup(uses_kd, recipe.mixup_alpha, recipe.cutmix_alpha)
+    seed_everything(recipe.seed)
+    if datasets is None:
+        datasets = recipe_datasets(recipe, resolve_data_root(data_root), return_crop_info=uses_kd, progress=not quiet)
+    num_classes = recipe.num_classes or len(datasets[0].classes)
+    if num_classes != len(datasets[0].classes):
+        raise ValueError(f"recipe.num_classes={num_classes} but the data has {len(datasets[0].classes)} classes")
+    if kd is None and recipe.teacher is not None:
+        kd = build_kd(recipe, datasets[0], device, progress=not quiet)
+    model = build_model(recipe, num_classes).to(device)
+    optimizer = build_optimizer(recipe, model)
+    ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema else None
+    mixup = None
+    if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
+        mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
+                      label_smoothing=recipe.label_smoothing, num_classes=num_classes)
+    return fit(model, datasets, optimizer, functools.partial(build_scheduler, recipe, optimizer),
+               loop_settings(recipe), kd=kd, ema=ema, mixup=mixup, device=device, out_dir=out_dir, resume=resume,
+               config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet)
+
+
+# ---------------------------------------------------------------------------------------- experiments
+def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teacher: str = "efficientnet_lite0",
+                     per_class: int = 25, per_class_val: int = 50, img_size: int = 40, epochs: int = 5,
+                     alpha: float = 0.5, temperature: float = 1.0, data_root=None, quiet: bool = True, classes=None,
+                     **recipe_kw) -> pd.DataFrame:
+    """Train the same small student with no KD (``'plain'``), cached KD and online KD, for several seeds.
+
+    A class-balanced subset (``per_class`` train / ``per_class_val`` val images per class of ``classes``, default
+    all) at ``img_size`` px keeps it small; the subset is the same for every seed (seeds vary initialization and
+    batch order); online KD runs the teacher on every crop at its own resolution, so it dominates the cost (about
+    ``per_class * len(classes) * epochs`` teacher passes per seed). Returns a ``pandas.DataFrame`` with one row per
+    (mode, seed): ``mode``, ``seed``, ``val_top1`` (% after the last epoch), ``train_seconds`` (sum of epoch times).
+    The label maps are cached on disk, so their one-off cost is not in ``train_seconds``.
+    """
+    datasets = build_datasets(resolve_data_root(data_root), img_size, classes=classes,
+                              images_per_class_train=per_class, images_per_class_val=per_class_val,
+                              return_crop_info=True)
+    kds = {m: None if m == "plain" else make_kd(teacher, datasets[0], mode=m, alpha=alpha, temperature=temperature,
+                                                 progress=not quiet) for m in modes}
+    rows = []
+    for seed in seeds:
+        for mode in modes:
+            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, classes=classes, **recipe_kw)
+            history = run(recipe, datasets=datasets, kd=kds[mode], quiet=quiet)
+            rows.append({"mode": mode, "seed": seed, "val_top1": float(history["val_top1"].iloc[-1]),
+                         "train_seconds": float(history["seconds"].sum())})
+            if not quiet:
+                print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
