@@ -41,6 +41,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def test_every_page_opens_and_every_figure_loads(site):
     from playwright.sync_api import sync_playwright
     assert sorted(p.stem for p in BOOK.glob("[0-9][0-9]_*.html")) == NOTEBOOKS, "a notebook is missing from the book"
+    failed_runs = sorted(p.name for p in (BOOK / "reports").glob("*.err.log"))
+    assert not failed_runs, f"notebooks failed while the book was built: {failed_runs} (see {BOOK / 'reports'})"
     problems, figures = [], {}
     with sync_playwright() as p:
         browser = launch(p)
