@@ -103,19 +103,22 @@ def test_notebook_runs_clean_in_jupyterlab(name, lab, browser):
     n_code = sum(c["cell_type"] == "code" for c in json.loads(copy.read_text())["cells"])
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
     try:
-        page.goto(f"{lab.url}/lab/tree/{name}", wait_until="domcontentloaded")
+        # ?reset: a fresh workspace, so JupyterLab does not reopen the previous notebook (whose kernel is gone)
+        page.goto(f"{lab.url}/lab/tree/{name}?reset", wait_until="domcontentloaded")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
         page.get_by_text("Python 3 (ipykernel) | Idle").first.wait_for(timeout=300_000)  # the kernel is up
         start, t0 = time.time(), time.monotonic()
         _run_all(page)
-        _wait_run_all(page, n_code, RUN_TIMEOUT_S)
+        try:
+            _wait_run_all(page, n_code, RUN_TIMEOUT_S)
+        finally:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"{copy.stem}.png"))
         TIMES[name] = time.monotonic() - t0
         nb = _saved_notebook(page, copy, start)
         # the figures the browser shows: every <img> in an output decoded
         images = page.eval_on_selector_all(".jp-OutputArea-output img",
                                            "els => els.map(e => [e.complete, e.naturalWidth])")
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{copy.stem}.png"))
     finally:
         page.close()
         lab.shutdown_kernels()
