@@ -48,6 +48,6 @@ test: install
 BOOK_BUDGET ?= smoke
 book: install
 	rm -rf build/book
-	GV3LITE_BUDGET=$(BOOK_BUDGET) $(VENV)/bin/jupyter-book build notebooks --path-output build/book -W --keep-going
+	GV3LITE_BUDGET=$(BOOK_BUDGET) OMP_NUM_THREADS=1 $(VENV)/bin/jupyter-book build notebooks --path-output build/book -W --keep-going
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_book.py
 	@echo "open build/book/_build/html/index.html in a browser"
