@@ -43,7 +43,7 @@ train: install
 test: install
 	GV3LITE_BUDGET=smoke $(VENV)/bin/python -m pytest
 
-# the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~10 min on 2 cores;
+# the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~2 min on 2 cores;
 # quick takes about an hour), then every page opened in headless Chromium (tests/test_book.py)
 BOOK_BUDGET ?= smoke
 book: install
