@@ -2,7 +2,8 @@
 #   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/ (installs first if needed)
 #   make medium -- the same on all of Imagenette, 3 seeds -> results/medium/, figures/medium/ (~2.5 h; resumable)
 #   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
-#   make test   -- the whole test suite: pytest + every notebook under nbval (installs first if needed)
+#   make test   -- the whole test suite: pytest, including every notebook run in JupyterLab in headless Chromium
+#   make book   -- the course as a static web site (Jupyter Book) in build/book/_build/html, checked in Chromium
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -11,9 +12,18 @@ DATA ?= $(abspath ../shared/data/imagenette2-224)
 export GV3LITE_DATA ?= $(DATA)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install main medium train test
+.PHONY: install git-filters main medium train test book
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed git-filters
+
+# Notebook outputs never reach git (.gitattributes): nbstripout is the clean filter, and it also drops the kernel's
+# Python patch version that JupyterLab writes into language_info, so a notebook opened and run compares equal.
+git-filters: $(VENV)/.installed
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(abspath $(VENV))/bin/nbstripout --keep-id --extra-keys "metadata.language_info.version"'; \
+	  git config filter.nbstripout.smudge cat; \
+	  git config diff.ipynb.textconv '$(abspath $(VENV))/bin/nbstripout -t'; \
+	fi
 
 # torch/torchvision are pinned to the builds this project is developed and tested with (DEVELOPERS.md).
 $(VENV)/.installed: pyproject.toml
@@ -37,3 +47,12 @@ train: install
 
 test: install
 	GV3LITE_BUDGET=smoke $(VENV)/bin/python -m pytest
+
+# the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~2 min on 2 cores;
+# quick takes about an hour), then every page opened in headless Chromium (tests/test_book.py)
+BOOK_BUDGET ?= smoke
+book: install
+	rm -rf build/book
+	GV3LITE_BUDGET=$(BOOK_BUDGET) OMP_NUM_THREADS=1 $(VENV)/bin/jupyter-book build notebooks --path-output build/book -W --keep-going
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_book.py
+	@echo "open build/book/_build/html/index.html in a browser"

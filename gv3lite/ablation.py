@@ -46,7 +46,7 @@ from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
 from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table
-from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, resolve_device
+from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, repo_root, resolve_device
 from gv3lite.utils import budget as env_budget
 
 # --------------------------------------------------------------------------------------------------- budgets
@@ -664,6 +664,26 @@ def _ci(r) -> str:
     if r.low != r.low:
         return "n/a"
     return f"[{r.low:+.2f}, {r.high:+.2f}]"
+
+
+def committed_study(budget: str = "quick", results=None, grids=None) -> dict | None:
+    """The study committed under ``<results>/<budget>/runs.csv`` (default ``<repo>/results/quick``, written by
+    ``make main``), for notebooks to show beside a run at another budget, clearly labelled as loaded.
+
+    Returns ``dict(runs, verdicts, label)`` (``runs``/``verdicts`` restricted to ``grids`` when given; ``label`` a
+    one-line Markdown provenance note: file, budget, seeds, trainings, commits), or ``None`` when the file is absent.
+    """
+    path = Path(results or repo_root() / "results") / budget / "runs.csv"
+    if not path.is_file():
+        return None
+    runs = pd.read_csv(path)
+    if grids is not None:
+        runs = runs[runs["grid"].isin(list(grids))].reset_index(drop=True)
+    shown = path.relative_to(repo_root()) if path.resolve().is_relative_to(repo_root()) else path
+    commits = ", ".join(sorted(runs["git_commit"].dropna().astype(str).unique())) or "unknown"
+    label = (f"**Loaded, not computed in this run:** `{shown}` (budget `{budget}`, {runs['seed'].nunique()} seed(s), "
+             f"{runs['run_id'].nunique()} trainings, code at commit {commits}; written by `make main`).")
+    return {"runs": runs, "verdicts": verdicts(runs), "label": label}
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,

@@ -7,6 +7,7 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
   gv3lite train [--recipe FILE] [flags]     train a recipe (defaults = the main job), print top-1/top-5, wall time
   gv3lite eval --checkpoint PATH [--data]   val top-1 of the train form and the re-parameterized (deploy) form
   gv3lite reproduce --budget smoke|quick|full   the paper's ablation grids (gv3lite.ablation)
+  gv3lite export --checkpoint PATH --onnx OUT.onnx   the deploy form as ONNX, checked by onnxruntime (gv3lite.export)
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ import torch
 import yaml
 
 from gv3lite.ablation import add_report, add_reproduce
-from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
-from gv3lite.experiment import build_model, run
+from gv3lite.experiment import run
+from gv3lite.export import add_export, model_from_checkpoint
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, load_yaml, preset
 from gv3lite.reparam import reparameterize
@@ -139,19 +140,8 @@ def run_eval(args) -> int:
     ``--atol`` or a file that is not a gv3lite checkpoint, ``FileNotFoundError`` for a missing one."""
     if not args.atol >= 0:
         raise ValueError(f"--atol {args.atol}: must be >= 0 (the largest allowed |logit difference|, e.g. 1e-3)")
-    ckpt = read_checkpoint(args.checkpoint)
-    if not isinstance(ckpt, dict) or "recipe" not in ckpt:
-        raise ValueError(f"{args.checkpoint} has no 'recipe' entry; use a checkpoint written by "
-                         "gv3lite train (for other weights use gv3lite.load_checkpoint in Python)")
-    recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # eval needs no teacher; its file may be gone
+    model, recipe, ckpt = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     device = resolve_device(args.device)
-    model = build_model(recipe, ckpt["num_classes"])
-    load_checkpoint(model, ckpt, use_ema=not args.no_ema)
-    bad = non_finite_tensors(model.state_dict())
-    if bad:
-        raise FloatingPointError(f"{args.checkpoint} holds non-finite weights (NaN/inf in {len(bad)} tensors, e.g. "
-                                 f"{bad[0]!r}): it comes from a diverged training; retrain with a lower learning rate "
-                                 "(or evaluate an earlier checkpoint)")
     model = model.to(device).eval()
     deploy = reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
@@ -177,7 +167,7 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report]
+SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

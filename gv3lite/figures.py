@@ -1,8 +1,9 @@
 """Figures: where they are written, the footer every figure carries, and the per-grid ablation plot.
 
 Owns:
-* `figures_dir(budget=None)`: ``$GV3LITE_FIGURES`` if set; else ``<repo>/runs/figures/`` under the ``smoke``
-  budget (git-ignored, so CI and smoke runs never overwrite committed figures); else ``<repo>/figures/``.
+* `figures_dir(budget=None)`: ``$GV3LITE_FIGURES`` if set; else ``<repo>/runs/figures/<budget>/`` (git-ignored,
+  so notebooks and ad-hoc runs never overwrite the committed ``figures/``; only the documented study commands,
+  e.g. ``make main`` = ``gv3lite reproduce ... --figures figures``, write there).
 * `savefig(fig, name, *, budget=None, command=None)`: stamps a footer (budget, git commit, command) and writes
   ``<figures_dir>/<name>.png``. Notebooks and ``gv3lite reproduce`` both use it.
 * `plot_grid(summary, runs, grid, paper)`: one ablation grid — our mean ± std per cell (error bar, each seed a
@@ -32,10 +33,8 @@ def figures_dir(budget: str | None = None) -> Path:
     """The folder figures go to (created if missing); ``budget`` defaults to ``GV3LITE_BUDGET`` (see module doc)."""
     if os.environ.get("GV3LITE_FIGURES"):
         path = Path(os.environ["GV3LITE_FIGURES"]).expanduser()
-    elif (budget or env_budget()) == "smoke":
-        path = repo_root() / "runs" / "figures"
     else:
-        path = repo_root() / "figures"
+        path = repo_root() / "runs" / "figures" / (budget or env_budget())
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -66,7 +66,8 @@ def default_data_root() -> Path:
 
 
 def git_commit() -> str:
-    """The short git commit of the checkout, ``+dirty`` appended when tracked files changed; ``"unknown"`` outside git.
+    """The short git commit of the checkout, ``+dirty`` appended when tracked files changed in content (after the
+    git clean filters: notebook outputs do not count); ``"unknown"`` outside git.
 
     Changes under ``results/`` and ``figures/`` do not count: they are what our own commands write (``gv3lite
     reproduce`` rewrites ``results/quick/runs.csv`` and the figures before it records the commit in the report)."""
@@ -74,7 +75,9 @@ def git_commit() -> str:
         run = lambda *a: subprocess.run(["git", *a], cwd=repo_root(), capture_output=True, text=True,  # noqa: E731
                                         timeout=10, check=True).stdout.strip()
         commit = run("rev-parse", "--short", "HEAD")
-        changed = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures")
+        # `git diff` compares content through the clean filters (.gitattributes: nbstripout), so a notebook that was
+        # only run or opened is not a change; `git status` may still list it (git's size check), see README
+        changed = run("diff", "--name-only", "HEAD", "--", ".", ":!results", ":!figures")
         return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

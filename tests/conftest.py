@@ -79,3 +79,16 @@ def randomize_bn_around_activations(model, seed=0):
         m.running_var.mul_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
         m.running_mean.add_(torch.randn(m.num_features, generator=g) * 0.1 * m.running_var.sqrt())
     return model.eval()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how long Run All took per notebook in the browser test (tests/test_browser.py), when it ran."""
+    import sys
+    module = sys.modules.get("test_browser")
+    times = getattr(module, "TIMES", None)
+    if times:
+        terminalreporter.write_sep("-", "notebooks: Run All Cells in JupyterLab (smoke budget), wall seconds")
+        for name, seconds in sorted(times.items()):
+            flag = "" if seconds <= 60 else "   (over the 60 s target)"
+            terminalreporter.write_line(f"{name:45s} {seconds:6.1f}{flag}")
+        terminalreporter.write_line(f"{'total':45s} {sum(times.values()):6.1f}")

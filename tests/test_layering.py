@@ -18,7 +18,7 @@ LAYERS = [
     "data", "teacher", "distill", "recipe", "train",      # data, teacher, KD + objective, recipe, the loop
     "figures", "show",                                    # figures and notebook display helpers
     "launch",                                             # scale-out: run locks, GPUs per worker, submitit
-    "experiment", "ablation", "cli",                      # composition root, ablation engine, command line
+    "experiment", "export", "ablation", "cli",            # composition root, deployment, ablation engine, CLI
 ]
 TOP = "__init__"  # the package's public API re-exports from any module; nothing imports it
 

@@ -1,7 +1,7 @@
 """Every committed notebook is clean: no outputs or execution counts, the ``python3`` kernelspec, a cell tagged
 ``parameters`` that reads ``GV3LITE_BUDGET``, and a last code cell that checks the notebook's claim with asserts.
 
-(Running the notebooks is nbval's job: ``pytest`` collects ``notebooks/*.ipynb`` with ``--nbval-lax``.)
+(Running the notebooks is tests/test_browser.py's job: JupyterLab in headless Chromium, Run All Cells.)
 """
 import json
 from pathlib import Path
@@ -49,3 +49,25 @@ def test_ends_with_claim_check(notebook):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     last = "".join(code[-1]["source"])
     assert "assert " in last, f"{name}: the last code cell must check the notebook's claim with asserts"
+
+
+def test_saved_as_jupyterlab_saves_it(notebook):
+    """Committed in the form JupyterLab writes (its full ``language_info``, minus the kernel's Python patch version
+    that the nbstripout filter drops), so opening a notebook changes nothing that git sees."""
+    name, nb = notebook
+    info = nb.get("metadata", {}).get("language_info", {})
+    expected = {"codemirror_mode", "file_extension", "mimetype", "name", "nbconvert_exporter", "pygments_lexer"}
+    assert set(info) == expected, f"{name}: language_info keys {sorted(info)}; open and save it in JupyterLab " \
+                                  "with the nbstripout filter installed (make install), then commit"
+
+
+def test_outputs_are_kept_out_of_git_by_nbstripout():
+    attributes = (NOTEBOOKS[0].parent.parent / ".gitattributes").read_text()
+    assert "*.ipynb filter=nbstripout" in attributes
+
+
+def test_claim_check_prints_its_line(notebook):
+    name, nb = notebook
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert 'print(f"claim checked' in "".join(code[-1]["source"]) or 'print("claim checked' in "".join(
+        code[-1]["source"]), f"{name}: the last cell must print a line starting 'claim checked' (the browser test reads it)"
