@@ -23,9 +23,9 @@ reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import shlex
@@ -41,10 +41,12 @@ import torch
 from gv3lite.data import ImageFolderDataset, resolve_data_root
 from gv3lite.distill import make_kd
 from gv3lite.experiment import recipe_datasets, run
-from gv3lite.figures import plot_grid, savefig
+from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
+from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
-from gv3lite.utils import BUDGET_NAMES, git_commit
+from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table
+from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, resolve_device
 from gv3lite.utils import budget as env_budget
 
 # --------------------------------------------------------------------------------------------------- budgets
@@ -52,28 +54,36 @@ from gv3lite.utils import budget as env_budget
 # 48 px, train step per image): ghostnetv3_050 plain 4.7 ms / with branches 8.5 ms; mobilenetv2_050 2.8 / 8.1 ms;
 # shufflenetv2_050 1.6 / 4.8 ms (the x1.0 models cost 2.6-11 / 7.8-21 ms, too much for an hour: quick runs the
 # architectures grid at width x0.5, full at x1.0 as in the paper). Two 1-thread trainings at once (`make main` uses
-# ``--jobs 2``) each run at ~1.5x the 2-thread time, i.e. ~1.8x the throughput. quick = 9 unique configs x 2 seeds =
-# 18 trainings of 3,000 images x 10 epochs, plus one teacher pass over the 3,000 images (the subset is the same for
-# both seeds, `Recipe.data_seed`): about 45-50 min with --jobs 2. Val: 100 images per class, evaluated once, after the
-# last epoch (eval_every = epochs), which keeps the binomial noise of top-1 near 1.5 pp at little cost.
+# ``--jobs 2``) each run at ~1.5x the 2-thread time, i.e. ~1.8x the throughput. Measured at 4a61a24: 9 unique configs
+# x 2 seeds = 18 trainings of 3,000 images x 10 epochs plus one teacher pass took 41:45 wall with --jobs 2, i.e.
+# ~4.4 ms wall per image-epoch over the mix of models. quick now has 11 unique configs (the kd_control cell and CutMix
+# added) and evaluates every val image (3,925, once, after the last epoch: eval_every = epochs), estimated ~52 min.
+# medium: all 9,469 train images; 11 configs x 3 seeds x 6 epochs, estimated from the same rate at ~6,900 s of
+# training + a teacher pass over 9,469 images (~6 min) + evaluation: ~125-140 min with --jobs 2, resumable over
+# several sittings (`recorded_results`). Both are estimates from one measured run, to be re-sized with the seed SD
+# from benchmarks/variance_pilot.py (issue 11).
 BUDGETS = {
     #          images/class  images/class                  batch  warm-up  EMA          eval   seeds  model   width
     #          train         val        px   epochs        size   epochs   decay        every                 (arch grid)
     "smoke": dict(images_per_class_train=6, images_per_class_val=4, img_size=48, epochs=1, batch_size=16,
                   warmup_epochs=0.0, ema_decay=0.9, eval_every=1, seeds=1, model="ghostnetv3_050", arch_width="050"),
-    "quick": dict(images_per_class_train=300, images_per_class_val=100, img_size=48, epochs=10, batch_size=32,
+    "quick": dict(images_per_class_train=300, images_per_class_val=None, img_size=48, epochs=10, batch_size=32,
                   warmup_epochs=1.0, ema_decay=0.99, eval_every=10, seeds=2, model="ghostnetv3_050",
                   arch_width="050"),
+    "medium": dict(images_per_class_train=None, images_per_class_val=None, img_size=48, epochs=6, batch_size=32,
+                   warmup_epochs=0.5, ema_decay=0.994, eval_every=6, seeds=3, model="ghostnetv3_050",
+                   arch_width="050"),
     "full": dict(images_per_class_train=None, images_per_class_val=None, img_size=224, epochs=100, batch_size=128,
                  warmup_epochs=3.0, ema_decay=0.9998, eval_every=5, seeds=3, model="ghostnetv3_050",
                  arch_width="100"),
 }
 # EMA decay per budget: about 1 - 10 / (total optimizer steps), so the average spans the last ~tenth of training
-# (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99.
+# (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99; medium: 295 x 6 = 1,770
+# steps -> 0.994.
 NOT_RECIPE_FIELDS = ("seeds", "arch_width")
 assert tuple(BUDGETS) == BUDGET_NAMES, "gv3lite.utils.BUDGET_NAMES and BUDGETS must list the same budgets"
 
-SMOKE, QUICK, FULL = {"smoke", "quick", "full"}, {"quick", "full"}, {"full"}
+SMOKE, QUICK, FULL = {"smoke", "quick", "medium", "full"}, {"quick", "medium", "full"}, {"full"}
 PLAIN = dict(num_conv_branches=1, use_scale_branch=False, use_identity_branch=False)
 
 
@@ -103,17 +113,23 @@ GRIDS = {
         ("n2", "ghostnetv3", dict(num_conv_branches=2), FULL),
         ("full", "ghostnetv3", {}, SMOKE),
         ("n4", "ghostnetv3", dict(num_conv_branches=4), FULL)),
-    "kd": _cells(  # paper Sec. 4.2: knowledge distillation
+    "kd": _cells(  # paper Sec. 4.2: knowledge distillation (KL * T^2 at T = 4, see recipe.PRESET_NOTES)
         ("none", "ghostnetv3", dict(teacher=None), SMOKE),
         ("teacher", "ghostnetv3", {}, SMOKE),
-        ("temperature4", "ghostnetv3", dict(kd_temperature=4.0, kd_loss="kl"), FULL),
+        ("temperature1", "ghostnetv3", dict(kd_temperature=1.0), FULL),
         ("teacher_lite2", "ghostnetv3", dict(teacher="efficientnet_lite2"), FULL)),
-    "augment": _cells(  # paper Sec. 4.4; no KD in this grid: Mixup/CutMix + KD is not supported by the trainer
-        ("basic", "ghostnetv3", dict(teacher=None), QUICK),
-        ("mixup", "ghostnetv3", dict(teacher=None, mixup_alpha=0.8), QUICK),
-        ("cutmix", "ghostnetv3", dict(teacher=None, cutmix_alpha=1.0), FULL),
-        ("randaugment", "ghostnetv3", dict(teacher=None, auto_augment="randaugment"), FULL),
-        ("random_erasing", "ghostnetv3", dict(teacher=None, random_erasing=0.2), FULL)),
+    "kd_control": _cells(  # does KD carry the teacher's knowledge, or only softer targets? Label smoothing 0.3 gives
+        # a target whose true-class mass (0.73) matches the KD cell's average target (0.5 * 0.91 + 0.5 * 0.50 = 0.71
+        # with EfficientNet-Lite0 at T = 4, see recipe.PRESET_NOTES) without the teacher's ranking of wrong classes
+        ("label_smoothing", "ghostnetv3", dict(teacher=None, label_smoothing=0.3), QUICK),
+        ("teacher", "ghostnetv3", {}, QUICK)),
+    "augment": _cells(  # paper Sec. 4.4: each augmentation added to the GhostNetV3 recipe (KD included: the teacher
+        # target of a mixed image is the same mixture of the teacher's distributions, gv3lite.distill.mix_teacher_logits)
+        ("basic", "ghostnetv3", {}, QUICK),
+        ("mixup", "ghostnetv3", dict(mixup_alpha=0.8), QUICK),
+        ("cutmix", "ghostnetv3", dict(cutmix_alpha=1.0), QUICK),
+        ("randaugment", "ghostnetv3", dict(auto_augment="randaugment"), FULL),
+        ("random_erasing", "ghostnetv3", dict(random_erasing=0.2), FULL)),
     "schedule": _cells(  # paper Sec. 4.3: learning schedule and EMA
         ("no_ema", "ghostnetv3", dict(ema=False), QUICK),
         ("ema", "ghostnetv3", {}, QUICK),
@@ -223,16 +239,28 @@ def _dataset_key(r: Recipe) -> tuple:
             r.auto_augment, r.random_erasing, r.min_crop_scale, r.cache)
 
 
-def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool = True, command: str = "") -> dict:
-    """Train one recipe into ``run_dir`` (resuming ``last.pth`` if there) and write ``run_dir/result.json``.
+def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool = True, command: str = "",
+            device: str = "cpu") -> dict | None:
+    """Train one recipe into ``run_dir`` on ``device`` (resuming ``last.pth`` if there) and write
+    ``run_dir/result.json``, holding the run's lock (``gv3lite.launch.claim_run``) meanwhile.
 
     Returns the result dict: ``top1`` (EMA weights if ``recipe.ema``), ``top1_raw``, ``top1_ema`` (NaN without
     EMA), ``top5``, ``train_seconds`` (wall time of all epochs incl. evaluation, summed over resumes),
-    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``.
+    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``; the stored result
+    (with ``finished_elsewhere: True``) when another process finished the run meanwhile; ``None`` (nothing trained) while another process trains it.
     """
+    with claim_run(run_dir) as claimed:
+        if not claimed:
+            return None
+        if (run_dir / "result.json").is_file():
+            return {**json.loads((run_dir / "result.json").read_text()), "finished_elsewhere": True}
+        return _train_run(recipe, Path(run_dir), data_root, datasets, quiet, command, device)
+
+
+def _train_run(recipe: Recipe, run_dir: Path, data_root, datasets, quiet: bool, command: str, device: str) -> dict:
     resume = (run_dir / "last.pth").is_file()
     cpu0 = time.process_time()
-    history = run(recipe, data_root, run_dir, resume=resume, quiet=quiet, datasets=datasets)
+    history = run(recipe, data_root, run_dir, device=device, resume=resume, quiet=quiet, datasets=datasets)
     last = history.iloc[-1]
     result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1), "top5": float(last.val_top5),
               "train_seconds": float(history["seconds"].sum()), "cpu_seconds": time.process_time() - cpu0,
@@ -242,11 +270,16 @@ def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool
     return result
 
 
-def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, data=None, figures: bool = True,
-              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1) -> dict:
-    """Run (or resume) every cell of ``budget`` and write runs.csv, summary.csv/.md, report.md and the figures.
+def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids=None, data=None, figures: bool = True,
+              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1, figures_dir=None,
+              device: str = "cpu", submitit: str | None = None, submitit_options: dict | None = None) -> dict:
+    """Run (or resume) every cell of ``budget`` and write runs.csv, history.csv, summary.csv/.md, report.md and the
+    figures.
 
-    ``out``: results root; files go to ``<out>/<budget>/``. ``data``: ImageFolder root (``gv3lite.data``'s
+    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored: only
+    ``make main`` / ``make medium`` write the committed ``results/`` and ``figures/``). ``figures_dir``: where the
+    figures go (default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``).
+    ``data``: ImageFolder root (``gv3lite.data``'s
     resolution order). ``jobs``: trainings run at once, each in its own process with ``torch.get_num_threads() //
     jobs`` threads (on a 2-core CPU, ``jobs=2`` with one thread each trains ~1.8x more images per second than one
     run with two threads: small convolutions do not split well over threads). Before any training, the teacher
@@ -256,6 +289,13 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     finished. ``grids`` limits what is trained (and drawn); the results files cover every finished run of the
     budget. Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1 a script must
     call this under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the script).
+
+    Scale-out (``gv3lite.launch``): each run trains under a file lock, so a second call on the same ``out`` skips the
+    runs the first one is training (counted in ``busy``; their results join the files of whichever call ends last).
+    ``device``: ``cpu``, ``cuda`` or ``auto``; with ``jobs`` > 1 on a machine with several GPUs each worker gets its
+    own GPU (``worker_devices``). ``submitit``: ``"local"``, ``"slurm"`` or ``"debug"`` runs each training as a job of
+    that submitit executor instead of the worker pool (``submitit_options``: ``slurm_partition``, ``timeout_min``,
+    ``gpus_per_run``, ``cpus_per_run``; logs under ``<out>/<budget>/submitit/``).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
@@ -264,8 +304,11 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
     out_dir = Path(out) / budget
     root = resolve_data_root(data)
     unique = {it["run_id"]: it["trained_as"] for it in items}
-    todo = {rid: r for rid, r in unique.items() if not (out_dir / "runs" / rid / "result.json").is_file()}
-    counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0}
+    # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
+    recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
+    todo = {rid: r for rid, r in unique.items()
+            if not (out_dir / "runs" / rid / "result.json").is_file() and rid not in recorded}
+    counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
     t0 = time.perf_counter()
     prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
 
@@ -273,33 +316,67 @@ def reproduce(budget: str, seeds: int | None = None, out="results", grids=None, 
         return ", ".join(f"{it['grid']}/{it['cell']}" for it in items if it["run_id"] == rid)
 
     def done(k, rid, result):
+        if result is None:  # another process holds the run's lock: it trains it
+            counts["busy"] += 1
+            log(f"[{k}/{len(todo)}] run {rid} ({describe(rid)}) is being trained by another process (lock "
+                f"{out_dir / 'runs' / rid}.lock): skipped here")
+            return
+        if result.get("finished_elsewhere"):
+            counts["skipped"] += 1
+            return
         counts["trained"] += 1
         log(f"[{k}/{len(todo)}] run {rid} seed {todo[rid].seed} ({describe(rid)}): top-1 {result['top1']:.2f}%  "
             f"{result['train_seconds']:.0f} s train, {result['cpu_seconds']:.0f} s CPU")
 
     counts["resumed"] = sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
-    if jobs == 1:
+    if submitit is not None and todo:
+        options = dict(submitit_options or {})
+        # slurm gives each job its own GPU(s) (cuda:0 inside the job); local jobs see every GPU: pick one per job
+        devices = worker_devices(device, jobs) if submitit == "local" else [device]
+        if submitit == "local" and devices[0].startswith("cuda"):
+            options["gpus_per_run"] = torch.cuda.device_count()
+        tasks = {rid: _task(rid, r, out_dir, root, command, budget == "full", devices[k % len(devices)], 0)
+                 for k, (rid, r) in enumerate(todo.items())}
+        log(f"{len(todo)} trainings as submitit jobs ({submitit}, {jobs} at once); logs in {out_dir / 'submitit'}")
+        submit_runs(_worker_train_result, tasks, out_dir / "submitit", submitit, jobs, done, **options)
+    elif jobs == 1:
         for k, (rid, recipe) in enumerate(todo.items(), 1):
             datasets = _datasets_for(recipe, root, keep_one=budget == "full")
-            done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command))
+            done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command,
+                                 device=worker_devices(device, 1)[0]))
     elif todo:
         threads = _threads_per_job(jobs, log)
         log(f"{len(todo)} trainings, {jobs} at once with {threads} thread{'s' if threads > 1 else ''} each")
-        _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done)
-    # the results files cover every finished run of the budget, not only the grids trained by this call
-    runs = collect(plan(budget, None, seeds), out_dir, budget)
+        _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done, device)
+    # the results files cover every finished run of the budget, not only the grids trained by this call (and every
+    # recorded seed, also when this call asked for fewer)
+    n_seeds = max(len({it["seed"] for it in items}), 1 + max((r["seed"] for r in recorded.values()), default=-1))
+    runs = collect(plan(budget, None, n_seeds), out_dir, budget, recorded)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
+    run_ids = runs["run_id"].unique() if len(runs) else []
+    history = gather_run_files(out_dir, run_ids, "metrics.csv", "history.csv")
+    history.to_csv(out_dir / "history.csv", index=False)
+    predictions = gather_run_files(out_dir, run_ids, "predictions.csv", PREDICTIONS)
+    predictions.to_csv(out_dir / PREDICTIONS, index=False)  # gzip: ~4 kB per run and 1,000 val images
     summary = summarize(runs)
     summary.to_csv(out_dir / "summary.csv", index=False)
     (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
-    table = verdicts(runs)
+    table = verdicts(runs, predictions=predictions if len(predictions) else None)
+    table.to_csv(out_dir / "verdicts.csv", index=False)
     write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=time.perf_counter() - t0,
                  counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
-    paths = plot_grids(pick(runs), pick(summary), budget, command) if figures else []
-    return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": pick(table),
+    # a contrast of the asked grids may be listed under another grid that compares the same runs (`same_as`)
+    table_mine = table
+    if len(table):
+        shared = table["same_as"].map(lambda v: any(x.split("/")[0] in mine for x in v.split(", ") if x))
+        table_mine = table[table["grid"].isin(mine) | shared].reset_index(drop=True)
+    folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
+    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table_mine, history=history,
+                       folder=folder) if figures else []
+    return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": table_mine,
             "figures": paths}
 
 
@@ -339,13 +416,19 @@ def _threads_per_job(jobs: int, log) -> int:
     return max(1, torch.get_num_threads() // jobs)
 
 
-def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, command: str, keep_one: bool, done):
-    """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes. Ctrl-C or SIGTERM stops the workers at
-    once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init, initargs=(threads,))
+def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, command: str, keep_one: bool, done,
+                  device: str = "cpu"):
+    """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes, each on its device of
+    ``gv3lite.launch.worker_devices`` (one GPU per worker on a multi-GPU machine). Ctrl-C or SIGTERM stops the workers
+    at once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
+    context = multiprocessing.get_context("spawn")
+    devices = context.Queue()
+    for d in worker_devices(device, jobs):
+        devices.put(d)
+    pool = context.Pool(jobs, initializer=_worker_init, initargs=(threads, devices))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        tasks = [(rid, r.to_dict(), str(out_dir / "runs" / rid), str(root), command, keep_one) for rid, r in todo.items()]
+        tasks = [_task(rid, r, out_dir, root, command, keep_one, None, threads) for rid, r in todo.items()]
         for k, (rid, result) in enumerate(pool.imap_unordered(_worker_train, tasks), 1):
             done(k, rid, result)
     except BaseException:
@@ -364,27 +447,91 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _worker_init(threads: int) -> None:
+_WORKER_DEVICE = {"device": "cpu"}  # per worker process: its device (set by `_worker_init`)
+
+
+def _worker_init(threads: int, devices=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
     torch.set_num_threads(threads)
+    if devices is not None:
+        _WORKER_DEVICE["device"] = devices.get()
 
 
-def _worker_train(task: tuple) -> tuple[str, dict]:
-    rid, recipe, run_dir, root, command, keep_one = task
-    recipe = Recipe.from_dict(recipe)
-    return rid, run_one(recipe, Path(run_dir), root, _datasets_for(recipe, root, keep_one), quiet=True,
-                        command=command)
+def _task(rid: str, recipe: Recipe, out_dir: Path, root, command: str, keep_one: bool, device, threads: int) -> dict:
+    """What a worker process or a submitit job needs to train one run (plain values: it is pickled)."""
+    return {"rid": rid, "recipe": recipe.to_dict(), "run_dir": str(out_dir / "runs" / rid), "root": str(root),
+            "command": command, "keep_one": keep_one, "device": device, "threads": threads}
 
 
-def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
+def _worker_train(task: dict) -> tuple[str, dict | None]:
+    if task["threads"]:
+        torch.set_num_threads(task["threads"])
+    recipe, root = Recipe.from_dict(task["recipe"]), task["root"]
+    device = task["device"] or _WORKER_DEVICE["device"]
+    return task["rid"], run_one(recipe, Path(task["run_dir"]), root, _datasets_for(recipe, root, task["keep_one"]),
+                                quiet=True, command=task["command"], device=device)
+
+
+def _worker_train_result(task: dict) -> dict | None:
+    """`_worker_train` for a submitit job (which returns the result alone)."""
+    return _worker_train(task)[1]
+
+
+PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
+RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
+
+
+def recorded_results(out_dir) -> dict:
+    """``run_id -> result`` (``RESULT_FIELDS`` and ``seed``) of every training recorded in ``<out_dir>/runs.csv``.
+
+    The committed results hold runs.csv but not the run directories, so a budget can be completed over several
+    sittings (or on another machine) without retraining what is recorded: a run id is the hash of the trained
+    recipe, so an equal id is the same training. Empty without runs.csv; raises ``ValueError`` naming missing
+    columns."""
+    file = Path(out_dir) / "runs.csv"
+    if not file.is_file():
+        return {}
+    runs = pd.read_csv(file)
+    missing = [c for c in ("run_id", "seed", *RESULT_FIELDS[:4]) if c not in runs]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
+    rows = runs.drop_duplicates("run_id").to_dict("records")
+    return {r["run_id"]: {k: r.get(k) for k in ("seed", *RESULT_FIELDS)} for r in rows}
+
+
+def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame:
+    """One table of the per-run file ``runs/<id>/<name>`` (e.g. ``metrics.csv``) of each of ``run_ids``, with a
+    ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
+    copy); a run in neither has no rows."""
+    out_dir = Path(out_dir)
+    old = pd.read_csv(out_dir / combined) if (out_dir / combined).is_file() else pd.DataFrame(columns=["run_id"])
+    parts = []
+    for rid in run_ids:
+        file = out_dir / "runs" / rid / name
+        if file.is_file():
+            parts.append(pd.read_csv(file).assign(run_id=rid))
+        else:
+            parts.append(old[old["run_id"] == rid])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["run_id"])
+    table = pd.concat(parts, ignore_index=True)
+    return table[["run_id", *[c for c in table.columns if c != "run_id"]]]
+
+
+def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None = None) -> pd.DataFrame:
     """One row per (grid, cell, seed): ``grid, cell, seed, run_id``, the result, ``budget`` and every recipe field
-    (lists as JSON). Rows of runs without ``result.json`` are left out (they are not finished)."""
+    (lists as JSON). The result comes from ``runs/<id>/result.json``, else from ``recorded`` (`recorded_results`);
+    rows of runs in neither are left out (they are not finished)."""
     rows = []
     for it in items:
         file = out_dir / "runs" / it["run_id"] / "result.json"
-        if not file.is_file():
+        if file.is_file():
+            result = json.loads(file.read_text())
+        elif it["run_id"] in (recorded or {}):
+            result = recorded[it["run_id"]]
+        else:
             continue
-        result = json.loads(file.read_text())
         config = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in it["recipe"].to_dict().items()
                   if k != "seed"}
         top1 = result["top1_ema"] if it["recipe"].ema else result["top1_raw"]  # see `trained_as`
@@ -400,6 +547,9 @@ def collect(items: list[dict], out_dir: Path, budget: str) -> pd.DataFrame:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std (sample std, ddof=1; NaN for one seed) of top-1 and top-5 per (grid, cell), in run order,
     with ``n`` (seeds) and the paper's claim for the cell."""
+    if runs.empty:  # no finished run yet (e.g. all of them are being trained by another call)
+        return pd.DataFrame(columns=["grid", "cell", "n", "top1_mean", "top1_std", "top5_mean", "top5_std",
+                                     "train_seconds", "paper_claim"])
     grouped = runs.groupby(["grid", "cell"], sort=False)
     summary = grouped.agg(n=("top1", "size"), top1_mean=("top1", "mean"), top1_std=("top1", "std"),
                           top5_mean=("top5", "mean"), top5_std=("top5", "std"),
@@ -432,46 +582,98 @@ def _pm(mean, std) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if std == std else " (1 seed)")
 
 
-def judge(diff: float, spread: float, claim: str) -> str:
-    """Our direction against the paper's ``claim`` (``better``/``worse``): ``agrees`` / ``disagrees`` when
-    ``|diff| > spread``, ``inconclusive`` when the difference is within the spread (or the spread is unknown, e.g.
-    one seed), ``no paper claim`` when the paper states no direction."""
-    if claim not in ("better", "worse"):
-        return "no paper claim"
-    if not (spread == spread) or abs(diff) <= spread:
-        return "inconclusive"
-    return "agrees" if (diff > 0) == (claim == "better") else "disagrees"
-
-
-def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per grid and non-baseline cell: ``diff`` = mean top-1 of the cell minus the grid's baseline (pp),
-    ``spread`` = sqrt(std_cell² + std_baseline²) (pp), ``n`` seeds of each, the paper's claim and `judge`'s verdict.
-    The baseline is the grid's first cell (``GRIDS``) that has runs."""
-    summary = summarize(runs)
-    rows = []
-    for grid, part in summary.groupby("grid", sort=False):
-        base_name = next((c.name for c in GRIDS.get(grid, []) if c.name in set(part["cell"])), part["cell"].iloc[0])
-        for r in part.itertuples():
-            if "/" in r.cell:  # architectures: each model against its own conventional cell
-                base_name = r.cell.split("/")[0] + "/conventional"
-            if r.cell == base_name or base_name not in set(part["cell"]):
+def contrasts(runs: pd.DataFrame) -> list[Contrast]:
+    """The study's contrasts among the cells in ``runs``: every non-baseline cell against its grid's baseline (the
+    grid's first cell in ``GRIDS`` that has runs; in the architectures grid each model's ``conventional`` cell), with
+    the paper's claim and claimed differences (`paper_diffs`). A cell that differs from its baseline only in
+    ``ema`` reads the same trainings, so it is compared within-run (EMA minus raw top-1 of every training)."""
+    out = []
+    present = runs.groupby("grid", sort=False)["cell"].unique() if len(runs) else {}
+    for grid, cells in (present.items() if len(runs) else []):
+        cells = list(cells)
+        order = [c.name for c in GRIDS.get(grid, [])]
+        base_name = next((c for c in order if c in cells), cells[0])
+        for cell in cells:
+            base = cell.split("/")[0] + "/conventional" if "/" in cell else base_name
+            if cell == base or base not in cells:
                 continue
-            base = part[part["cell"] == base_name].iloc[0]
-            diff = r.top1_mean - base.top1_mean
-            spread = math.sqrt(r.top1_std ** 2 + base.top1_std ** 2)
-            rows.append({"grid": grid, "cell": r.cell, "baseline": base_name, "diff": diff, "spread": spread,
-                         "n_cell": r.n, "n_baseline": int(base.n), "paper_claim": r.paper_claim,
-                         "verdict": judge(diff, spread, r.paper_claim)})
-    return pd.DataFrame(rows, columns=["grid", "cell", "baseline", "diff", "spread", "n_cell", "n_baseline",
-                                       "paper_claim", "verdict"])
+            changed = set(differing_fields(runs, grid, cell, base))
+            out.append(Contrast(grid, cell, base, _claim(grid, cell, paper_claim), paper_diffs(grid, cell, base),
+                                ("top1_ema", "top1_raw") if changed == {"ema"} else None))
+    return out
+
+
+def paper_diffs(grid: str, cell: str, baseline: str) -> tuple:
+    """The paper's top-1 differences cell − baseline (pp), one per model width that both rows of
+    ``paper_results.csv`` report (e.g. the recipe: +1.8 / +2.2 / +2.6 at 1.0x / 1.3x / 1.6x); () when unknown."""
+    (paper_cell, label), (paper_base, _) = paper_key(grid, cell), paper_key(grid, baseline)
+    try:
+        rows = paper_results(grid)
+    except KeyError:
+        return ()
+    rows = rows[(rows["metric"] == "top1") & rows["value"].notna()]
+    if label is not None:
+        rows = rows[rows["model"] == label]
+    width = rows["model"].str.split().str[-1]  # "GhostNetV2 1.3x" and "GhostNetV3 1.3x" pair by width
+    a = dict(zip(width[rows["cell"] == paper_cell], rows.loc[rows["cell"] == paper_cell, "value"]))
+    b = dict(zip(width[rows["cell"] == paper_base], rows.loc[rows["cell"] == paper_base, "value"]))
+    return tuple(round(a[w] - b[w], 3) for w in a if w in b)
+
+
+def differing_fields(runs: pd.DataFrame, grid: str, cell: str, baseline: str) -> dict:
+    """``field -> (baseline value, cell value)`` for every recipe field (``gv3lite.recipe.Recipe``, seed excepted)
+    in which the resolved recipes of ``cell`` and ``baseline`` differ, read from the recipe columns of ``runs``
+    (what was trained). Raises ``KeyError`` when either cell has no rows."""
+    rows = {}
+    for name in (cell, baseline):
+        part = runs[(runs["grid"] == grid) & (runs["cell"] == name)]
+        if part.empty:
+            raise KeyError(f"runs has no rows for {grid}/{name}")
+        rows[name] = part.iloc[0]
+    fields = [f.name for f in dataclasses.fields(Recipe) if f.name != "seed" and f.name in runs.columns]
+    return {f: (rows[baseline][f], rows[cell][f]) for f in fields if not _same(rows[baseline][f], rows[cell][f])}
+
+
+def _same(x, y) -> bool:
+    return bool(pd.isna(x) and pd.isna(y)) or x == y  # a CSV reads None as NaN
+
+
+def verdicts(runs: pd.DataFrame, pool: bool = True, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The verdict table (``gv3lite.stats.contrast_table`` on `contrasts`): per distinct contrast the paired per-seed
+    differences, mean, 95% interval, Holm-adjusted p, minimum detectable effect and verdict, plus ``differs`` (the
+    recipe fields that differ from the baseline, ``field: baseline -> cell``). ``predictions``: per-image predictions
+    of the runs (``predictions.csv.gz``); where present the intervals include the image-sampling variance."""
+    items = contrasts(runs)
+    table = contrast_table(runs, items, pool=pool, predictions=predictions)
+    table["differs"] = ["; ".join(f"{k}: {_fmt(a)} -> {_fmt(b)}" for k, (a, b) in
+                                  differing_fields(runs, r.grid, r.cell, r.baseline).items())
+                        if r.note[:6] != "no run" else "" for r in table.itertuples()]
+    return table
+
+
+def _fmt(value) -> str:
+    return "None" if pd.isna(value) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _num(value, spec: str) -> str:
+    """``value`` formatted with ``spec`` ("n/a" for NaN, never "-0.00")."""
+    return "n/a" if value != value else format(value + 0.0, spec).replace("-0.00", "+0.00")
+
+
+def _ci(r) -> str:
+    if r.low != r.low:
+        return "n/a"
+    return f"[{r.low:+.2f}, {r.high:+.2f}]"
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
                  wall_seconds: float | None = None, counts: dict | None = None) -> Path:
-    """``report.md``: per ingredient, our direction against the paper's claim with its spread (see `verdicts`)."""
+    """``report.md``: per contrast the fields that differ, the paired per-seed differences, the mean with its 95%
+    interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.stats``).
+    """
     path = Path(path)
     seeds = sorted(set(runs["seed"])) if len(runs) else []
-    lines = [f"# gv3lite reproduce — {budget} budget", "",
+    lines = [f"# gv3lite ablation report — {budget} budget", "",
              f"Command: `{command}`  ", f"Commit: {git_commit()} (runs trained at "
              f"{', '.join(sorted(set(runs['git_commit'].astype(str)))) if 'git_commit' in runs else 'unknown'})  ",
              f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
@@ -479,31 +681,83 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "")
              + (f"; training time of all runs {runs.drop_duplicates('run_id')['train_seconds'].sum() / 60:.1f} min "
                 "(summed over runs)" if len(runs) and "train_seconds" in runs else ""), "",
-             "Verdict rule: diff = mean top-1 of the cell − mean top-1 of the grid's baseline; spread = "
-             "sqrt(std_cell² + std_baseline²) over seeds. |diff| ≤ spread (or one seed) → **inconclusive**; "
-             "otherwise the direction **agrees** or **disagrees** with the paper's claim "
-             "(gv3lite/paper_results.csv, each claim with its source). Small data, low resolution and few epochs: "
-             "a disagreement here says how the ingredient behaves at this scale, not that the paper is wrong. "
-             "Cells with the same run id in runs.csv are one training (the same resolved recipe), e.g. "
-             "architectures/ghostnetv2/* and recipe/*; schedule/no_ema reads the raw weights of the EMA run. "
-             "top-1 is of the EMA weights when the cell keeps an EMA, top-5 always of the raw weights.", "",
-             "| grid | ingredient (cell vs baseline) | diff (pp) | spread (pp) | n | paper claim | verdict |",
-             "|---|---|---|---|---|---|---|"]
+             f"Analysis (`gv3lite/stats.py`, fixed in code before the runs it is meant for; runs recorded by older "
+             f"versions are re-analysed with it): the seed is the unit. diff = mean of the "
+             f"paired per-seed differences cell − baseline (top-1, pp); its 95% interval comes from a seed-blocked "
+             f"model (cell + seed) whose residual variance is pooled over the cells of one architecture, or from "
+             f"the paired differences alone where pooling is not possible (see `method`). p is Holm-adjusted across "
+             f"the paper's claims. Smallest effect of interest δ = {DELTA:g} pp. **agrees** / **disagrees**: "
+             f"adjusted p < {ALPHA:g}, in / against the paper's direction; **no effect >= {DELTA:g} pp**: the "
+             f"interval lies inside ±δ; **underpowered**: neither (MDE = the difference this design would detect "
+             f"with {POWER:.0%} power at the strictest Holm level). EMA is judged within-run: EMA minus raw top-1 of every training. Paper "
+             "values are ImageNet differences (gv3lite/paper_results.csv); ours are on Imagenette at this budget's "
+             "size: compare directions, not magnitudes. Cells with the same run id in runs.csv are one training.",
+             "", "| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | Holm p | MDE (pp) | paper (pp) "
+             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.diff:+.2f} | "
-                     f"{'n/a' if r.spread != r.spread else f'{r.spread:.2f}'} | {r.n_cell} / {r.n_baseline} | "
-                     f"{r.paper_claim} | {r.verdict} |")
+        paper = r.paper_diff or r.claim
+        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} | {r.per_seed if len(r.per_seed) < 60 else r.per_seed[:57] + '...'} "
+                     f"| {_num(r.diff, '+.2f')} | {_ci(r)} | {_num(r.p_holm, '.3f')} | {_num(r.mde, '.1f')} | {paper} "
+                     f"| **{r.verdict}** |")
     if table.empty:
-        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | |")
-    path.write_text("\n".join(lines) + "\n")
+        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | |")
+    notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
+             + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
+    path.write_text("\n".join(lines + ["", "Method per contrast:", ""] + notes) + "\n")
     return path
 
 
+def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True) -> dict:
+    """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv`` if there)
+    and write ``summary.csv``/``.md``, ``report.md`` and the figures (default folder ``<results_dir>/figures``).
+
+    Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
+    uses the per-seed top-1 it has). Returns ``dict(runs, summary, verdicts, figures)``. Raises
+    ``FileNotFoundError`` when runs.csv is missing and ``ValueError`` when it has no rows.
+    """
+    results_dir = Path(results_dir)
+    file = results_dir / "runs.csv"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; give the folder `gv3lite reproduce` wrote (e.g. results/quick)")
+    runs = pd.read_csv(file)
+    if runs.empty:
+        raise ValueError(f"{file} has no runs; train some with `gv3lite reproduce` first")
+    budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
+    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
+    history = pd.read_csv(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
+    predictions = (pd.read_csv(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None)
+    summary = summarize(runs)
+    summary.to_csv(results_dir / "summary.csv", index=False)
+    (results_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    table = verdicts(runs, pool=pool, predictions=predictions)
+    table.to_csv(results_dir / "verdicts.csv", index=False)
+    write_report(runs, table, results_dir / "report.md", budget, command)
+    paths = plot_grids(runs, summary, budget, command, table=table, history=history,
+                       folder=Path(figures_dir or results_dir / "figures"))
+    return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
+
+
 # ------------------------------------------------------------------------------------------------- figures
-def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str) -> list[Path]:
-    """One figure per grid (``gv3lite.figures.plot_grid``), saved as ``ablation_<grid>.png`` by ``figures.savefig``."""
+def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
+               table: pd.DataFrame | None = None, history: pd.DataFrame | None = None, folder=None) -> list[Path]:
+    """One figure per grid (``gv3lite.figures.plot_grid``), saved as ``ablation_<grid>.png`` by ``figures.savefig``;
+    given the verdict ``table`` (`verdicts`), the forest plot of all claims as ``ablation_forest.png``
+    (``gv3lite.figures.plot_forest``); given per-epoch ``history`` (``history.csv``), the learning curves per cell as
+    ``ablation_learning_curves.png`` (``gv3lite.figures.plot_learning_curves``; skipped when no run has one).
+    ``folder``: where they go (default ``gv3lite.figures.figures_dir(budget)``)."""
     import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
     paths = []
+    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
+        history is not None and len(history)) else None
+    if fig is not None:
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, folder=folder))
+        plt.close(fig)
+    if table is not None and len(table):
+        seeds = int(runs["seed"].nunique())
+        fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
+                                       " (Imagenette); paired differences with 95% intervals, Holm-adjusted verdicts")
+        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, folder=folder))
+        plt.close(fig)
     for grid in summary["grid"].unique():
         try:
             paper = paper_results(grid)
@@ -515,7 +769,7 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: 
             title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
         fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
                         title=title)
-        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command))
+        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, folder=folder))
         plt.close(fig)
     return paths
 
@@ -531,16 +785,47 @@ def add_reproduce(subparsers) -> None:
     p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | full (default: "
                                                                           "$GV3LITE_BUDGET, else smoke)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
-    p.add_argument("--out", default="results", help="results root; files go to OUT/<budget>/ (default results)")
+    p.add_argument("--out", default="runs/reproduce", help="results root; files go to OUT/<budget>/ (default "
+                                                           "runs/reproduce; `make main` writes the committed results/)")
     p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
     p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
-    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else runs/figures "
-                                                   "for smoke and figures/ otherwise)")
+    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else OUT/<budget>/figures;"
+                                                   " `make main` writes the committed figures/)")
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
     p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines (with --jobs 1 only)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); with --jobs N on a machine "
+                                                   "with several GPUs, one run per GPU")
+    s = p.add_argument_group("scheduler (submitit): each training as one job; a lock keeps runs from training twice")
+    s.add_argument("--submitit", choices=["local", "slurm", "debug"], help="run the trainings through submitit: "
+                   "slurm (a job array, --jobs at a time), local (subprocesses here) or debug (in this process)")
+    s.add_argument("--slurm-partition", help="SLURM partition (with --submitit slurm)")
+    s.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per training in minutes (default 1440)")
+    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per training job (default 0; 1 with --device cuda)")
     p.set_defaults(func=run_reproduce)
+
+
+def add_report(subparsers) -> None:
+    """Register ``gv3lite report`` (see `report`)."""
+    p = subparsers.add_parser("report", help="re-analyse recorded results (runs.csv) without training",
+                              description="Read RESULTS/runs.csv and rewrite summary, verdicts.csv, report.md and "
+                                          "the figures with the current statistics (gv3lite.stats).")
+    p.add_argument("results", help="a folder gv3lite reproduce wrote, e.g. results/quick")
+    p.add_argument("--figures", default=None, help="figure folder (default RESULTS/figures)")
+    p.add_argument("--no-pool", action="store_true", help="a paired t interval per contrast instead of the "
+                                                          "seed-blocked model with pooled residual variance")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args) -> int:
+    result = report(args.results, args.figures, pool=not args.no_pool)
+    table = result["verdicts"]
+    shown = table[["grid", "cell", "baseline", "diff", "low", "high", "p_holm", "mde", "verdict"]].round(
+        {"diff": 2, "low": 2, "high": 2, "p_holm": 3, "mde": 1})
+    print(shown.to_string(index=False))
+    print(f"-> {args.results}/report.md, verdicts.csv; figures: " + ", ".join(str(p) for p in result["figures"]))
+    return 0
 
 
 def run_reproduce(args) -> int:
@@ -551,10 +836,14 @@ def run_reproduce(args) -> int:
         for it in plan(budget, grids, args.seeds):
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
-    if args.figures:
-        os.environ["GV3LITE_FIGURES"] = args.figures
-    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs)
-    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs")
+    check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read
+    resolve_device(args.device)  # --device cuda without a GPU: before any data is read
+    options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
+               "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
+    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
+                       figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options)
+    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
+          + (f", {result['busy']} being trained by another process" if result["busy"] else ""))
     print(result["summary"].to_string(index=False))
     print(f"-> {result['out_dir']}/runs.csv, summary.csv, summary.md, report.md; figures: "
           + ", ".join(str(p) for p in result["figures"]))

@@ -1,6 +1,8 @@
 """Loading weights from local checkpoint files, and atomic saving.
 
-Owns: ``read_checkpoint``, ``save_checkpoint``, ``extract_state_dict``, ``clean_state_dict``, ``load_checkpoint``.
+Owns: ``read_checkpoint``, ``save_checkpoint`` (atomic; stale temporary files of killed saves are removed),
+``extract_state_dict``, ``clean_state_dict``, ``load_checkpoint``, and the trainer's own checkpoints:
+``read_training_checkpoint`` / ``restore_training_state`` (resume).
 
 Accepted layouts (all load strictly into the matching ``create_model(...)``):
 * the official GhostNetV3 release (``ghostnetv3-1.0.pth.tar``): a dict with ``state_dict`` and ``state_dict_ema``,
@@ -18,6 +20,8 @@ that of huawei-noah/Efficient-AI-Backbones ``ghostnetv3_pytorch/ghostnetv3.py``,
 timm 1.0.31 ``timm/models/ghostnet.py`` ``checkpoint_filter_fn``, line 873). ``use_ema=False`` takes the raw weights. Nothing is loaded partially: a checkpoint for another width, number
 of classes, branch setting or form (train vs deploy) raises ``ValueError`` naming the first mismatching key.
 """
+import errno
+import glob
 import os
 import re
 import tempfile
@@ -56,24 +60,77 @@ def read_checkpoint(path):
                          "truncated") from err
 
 
+_SAVE_FIXES = {errno.ENOSPC: "free disk space there or choose another output folder",
+               errno.EDQUOT: "free space within your disk quota or choose another output folder",
+               errno.EACCES: "make the folder writable (chmod u+w) or choose another output folder",
+               errno.EPERM: "make the folder writable (chmod u+w) or choose another output folder",
+               errno.EROFS: "the file system is read-only: choose another output folder"}
+
+
 def save_checkpoint(obj, path):
-    """Save ``obj`` with ``torch.save`` atomically: write a temporary file in the same folder, fsync, then
-    ``os.replace`` it onto ``path`` (a crash never leaves a half-written checkpoint). Creates parent folders.
-    Returns the ``Path`` written."""
+    """Save ``obj`` with ``torch.save`` atomically: write a temporary file ``.<name>.<pid>.<random>.tmp`` in the same
+    folder, fsync, then ``os.replace`` it onto ``path``, so ``path`` is never half-written: after a crash, a full disk
+    or a permission error it still holds its previous content. Creates parent folders. Temporary files left by
+    processes that no longer run (a ``kill -9`` mid-save) are removed first (`remove_stale_temp_files`).
+
+    Returns the ``Path`` written. Raises ``OSError`` of the same type (``PermissionError``...) naming ``path``, the
+    reason and the fix (e.g. disk full: free space or choose another folder); no temporary file is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        if err.errno is None:
+            raise
+        kept = " (its previous content is kept)" if path.is_file() else ""
+        fix = _SAVE_FIXES.get(err.errno, "check the disk and the folder's permissions")
+        raise type(err)(err.errno, f"could not save checkpoint {path}{kept}: {err.strerror or err}; {fix}") from err
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def remove_stale_temp_files(path) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` files next to ``path`` that no running process writes: those whose process id (the
+    second dot-field) is not alive on this machine, and those without one (older gv3lite versions). Returns the
+    removed paths. A save in progress by a live process is left alone."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:  # its writer finished or another cleaner was first
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def extract_state_dict(checkpoint, use_ema=True):
@@ -182,4 +239,60 @@ def load_checkpoint(model, path_or_dict, use_ema=True, strict=True):
     return source
 
 
-__all__ = ["read_checkpoint", "save_checkpoint", "extract_state_dict", "clean_state_dict", "load_checkpoint"]
+def non_finite_tensors(state_dict) -> list[str]:
+    """Names of the floating-point tensors in ``state_dict`` that hold a NaN or an infinity (a diverged model)."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+# --------------------------------------------------------------------------------- the trainer's checkpoints
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "recipe", "history", "best_top1")
+
+
+def read_training_checkpoint(path):
+    """`read_checkpoint`, then check the file is a checkpoint ``gv3lite.train.fit`` wrote (``last.pth``/``best.pth``):
+    a dict with `TRAINING_KEYS`. Returns the dict.
+
+    Raises ``FileNotFoundError`` (missing file) and ``ValueError`` naming the file, what it holds instead (e.g. a bare
+    tensor, or a state_dict without optimizer state) and the fix.
+    """
+    ckpt = read_checkpoint(path)
+    fix = ("move it away (to start the run over) or pass the run directory it belongs to; weights alone load with "
+           "gv3lite.load_checkpoint")
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a gv3lite training checkpoint (a dict with "
+                         f"{', '.join(TRAINING_KEYS)}); {fix}")
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a gv3lite training checkpoint: it lacks {missing} (top-level keys: "
+                         f"{sorted(map(str, ckpt))[:8]}); {fix}")
+    return ckpt
+
+
+def restore_training_state(ckpt, path, model, optimizer, scheduler, ema_model=None) -> tuple[list, int, float]:
+    """Load a training checkpoint (`read_training_checkpoint`) into ``model``, ``optimizer``, ``scheduler`` and the
+    EMA copy ``ema_model`` (or None). Returns ``(history, epoch, best_top1)``.
+
+    Raises ``ValueError`` naming ``path`` when the state does not fit (another width, number of classes, branch
+    setting or optimizer), with the first mismatching key and the fix; nothing is partly loaded into ``model``.
+    """
+    try:
+        _check_fits(model, ckpt["model"], strict=True)
+        if ema_model is not None:
+            if not isinstance(ckpt.get("model_ema"), Mapping):
+                raise ValueError("the run keeps an EMA but the checkpoint has no EMA weights (model_ema)")
+            _check_fits(ema_model, ckpt["model_ema"], strict=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema_model is not None:
+            ema_model.load_state_dict(ckpt["model_ema"])
+        return list(ckpt["history"]), int(ckpt["epoch"]), float(ckpt["best_top1"])
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(f"cannot resume from {path}: {err}. The checkpoint does not fit this run's model and "
+                         "optimizer: resume with the recipe that wrote it (the run's recipe.yaml), or move it away "
+                         "to start over") from err
+
+
+__all__ = ["read_checkpoint", "save_checkpoint", "remove_stale_temp_files", "extract_state_dict",
+           "clean_state_dict", "load_checkpoint", "non_finite_tensors", "read_training_checkpoint", "restore_training_state"]

@@ -11,23 +11,26 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import shlex
 import sys
 import time
-
 from pathlib import Path
+
 
 import torch
 import yaml
 
-from gv3lite.ablation import add_reproduce
-from gv3lite.checkpoint import load_checkpoint, read_checkpoint
+from gv3lite.ablation import add_report, add_reproduce
+from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
 from gv3lite.experiment import build_model, run
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
-from gv3lite.recipe import Recipe, preset
+from gv3lite.recipe import Recipe, load_yaml, preset
 from gv3lite.reparam import reparameterize
-from gv3lite.utils import resolve_device
+from gv3lite.utils import check_output_dir, resolve_device
 
 WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
 
@@ -47,6 +50,8 @@ def add_train(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth (recipe: OUT/recipe.yaml)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: BatchNorm statistics over the "
+                                                          "global batch (torch SyncBatchNorm)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", help="ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160")
     g.add_argument("--width", type=float, choices=sorted(WIDTHS), help="width multiplier (sets --model)")
@@ -81,7 +86,7 @@ def recipe_from_args(args):
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            changes[key.strip()] = yaml.safe_load(value)
+            changes[key.strip()] = load_yaml(value)
         except yaml.YAMLError as err:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({err}); fix or quote it") from err
     if args.width is not None:
@@ -95,10 +100,11 @@ def recipe_from_args(args):
 
 
 def run_train(args) -> int:
-    """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is a file, or holds a run and ``--resume`` is
-    not given (both before any data is read), and what `recipe_from_args` and ``gv3lite.experiment.run`` raise."""
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise FileExistsError(f"--out {args.out} is an existing file, not a run directory; choose a new --out")
+    """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is (inside) a file or holds a run and ``--resume``
+    is not given, ``PermissionError`` when it is not writable, ``DeviceNotAvailableError`` for ``--device cuda``
+    without a GPU (all before any data is read), and what `recipe_from_args` and ``gv3lite.experiment.run`` raise."""
+    check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
+    resolve_device(args.device)  # --device cuda without a GPU: before the data too
     if not args.resume and (Path(args.out) / "last.pth").exists():
         raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
     if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
@@ -106,7 +112,8 @@ def run_train(args) -> int:
     recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
-    history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet)
+    history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
+                  sync_bn=args.sync_bn)
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
           f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")
@@ -140,6 +147,11 @@ def run_eval(args) -> int:
     device = resolve_device(args.device)
     model = build_model(recipe, ckpt["num_classes"])
     load_checkpoint(model, ckpt, use_ema=not args.no_ema)
+    bad = non_finite_tensors(model.state_dict())
+    if bad:
+        raise FloatingPointError(f"{args.checkpoint} holds non-finite weights (NaN/inf in {len(bad)} tensors, e.g. "
+                                 f"{bad[0]!r}): it comes from a diverged training; retrain with a lower learning rate "
+                                 "(or evaluate an earlier checkpoint)")
     model = model.to(device).eval()
     deploy = reparameterize(model).to(device).eval()
     val = ImageFolderDataset(resolve_data_root(args.data), "val", recipe.img_size, classes=ckpt.get("classes"),
@@ -149,19 +161,23 @@ def run_eval(args) -> int:
         for images, targets in build_loader(val, args.batch_size, train=False):
             images, targets = images.to(device), targets.to(device)
             a, b = model(images), deploy(images)
+            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+                raise FloatingPointError(f"{args.checkpoint}: the model gives non-finite logits (NaN/inf) on the val "
+                                         "images, so the two forms cannot be compared; retrain with a lower "
+                                         "learning rate")
             max_diff = max(max_diff, (a - b).abs().max().item())
             correct[0] += (a.argmax(1) == targets).sum().item()
             correct[1] += (b.argmax(1) == targets).sum().item()
             n += len(targets)
     top1 = [100.0 * c / n for c in correct]
-    ok = max_diff <= args.atol
+    ok = n > 0 and math.isfinite(max_diff) and max_diff <= args.atol  # NaN never passes
     print(f"{args.checkpoint}: {n} val images  train-form top-1 {top1[0]:.2f}%  re-parameterized top-1 "
           f"{top1[1]:.2f}%  max |logit diff| {max_diff:.2e}  ({'OK' if ok else 'MISMATCH'}, atol {args.atol:g})")
     return 0 if ok else 1
 
 
 # ------------------------------------------------------------------------------------------------- main
-SUBCOMMANDS = [add_train, add_eval, add_reproduce]
+SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,8 +189,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# what the package raises for bad input (a bad flag, recipe value, path or file); anything else is a bug: traceback
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError, TypeError)
+# what the package raises for bad input (a bad flag, recipe value, path or file), a machine that refuses (permissions,
+# a full disk, no GPU: OSError, DeviceNotAvailableError is a ValueError) and a diverged training (FloatingPointError);
+# anything else is a bug: traceback
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError, TypeError, OSError,
+               FloatingPointError)
+_OS_FIXES = {errno.EACCES: "check its permissions (chmod) or choose another path",
+             errno.EPERM: "check its permissions (chmod) or choose another path",
+             errno.ENOSPC: "free disk space or choose another --out", errno.EDQUOT: "free disk space (quota)",
+             errno.EROFS: "the file system is read-only: choose another path",
+             errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+             errno.EISDIR: "it is a folder: pass a file"}
+
+
+def error_message(err: BaseException) -> str:
+    """One line for a user error: the message without ``KeyError`` quotes or an ``[Errno N]`` prefix; a bare OS
+    error (e.g. ``PermissionError: [Errno 13] Permission denied: 'x'``) gets its path and a fix."""
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        return str(err.args[0])
+    if isinstance(err, OSError) and err.strerror:
+        if err.filename is None:
+            return err.strerror  # our own OSErrors: OSError(errno, full message)
+        fix = _OS_FIXES.get(err.errno, "")
+        return f"{err.strerror}: {err.filename!r}" + (f"; {fix}" if fix else "")
+    return str(err)
+
+
+def resume_command(args, argv) -> str:
+    """The command that continues an interrupted ``train`` (with ``--resume`` once ``--out`` holds a ``last.pth``;
+    the same command when no epoch finished yet) or ``reproduce`` (the same command: it resumes by itself)."""
+    argv = list(argv)
+    if args.command == "train" and "--resume" not in argv:
+        if (Path(args.out) / "last.pth").is_file():
+            argv.append("--resume")
+    return "gv3lite " + shlex.join(argv)
 
 
 def main(argv=None) -> int:
@@ -182,22 +230,22 @@ def main(argv=None) -> int:
 
     A user error (`USER_ERRORS`) prints ``gv3lite <command>: error: <message>`` to stderr and returns 2 (as
     argparse does for bad flags); with ``GV3LITE_DEBUG=1`` it is raised with its traceback instead. Other
-    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback. An interrupt (Ctrl-C) prints how to
-    resume and returns 130.
+    exceptions (e.g. torch's RuntimeErrors) propagate with their traceback. An interrupt (Ctrl-C) prints the exact
+    command that resumes (`resume_command`) and returns 130.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("GV3LITE_DEBUG") == "1":
             raise
-        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err  # no KeyError quotes
         hint = "\n(a TypeError may be a bug: set GV3LITE_DEBUG=1 for the traceback)" if type(err) is TypeError else ""
-        print(f"gv3lite {args.command}: error: {message}{hint}", file=sys.stderr)
+        print(f"gv3lite {args.command}: error: {error_message(err)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C (or SIGTERM during `reproduce --jobs`): no traceback, say how to go on
-        print(f"gv3lite {args.command}: interrupted; finished epochs and runs are kept in their run directories: "
-              "run the same command again to resume", file=sys.stderr)
+        print(f"gv3lite {args.command}: interrupted; finished epochs and runs are kept in their run directories. "
+              f"To continue, run:\n  {resume_command(args, argv)}", file=sys.stderr)
         return 130
 
 

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -63,7 +66,7 @@ def check_data_root(root: str | os.PathLike) -> Path:
     """Return ``root`` as a ``Path`` after checking it holds non-empty ``train/`` and ``val/`` class folders.
 
     Raises ``FileNotFoundError`` (missing root, a file instead of a folder, missing split, split without images)
-    with how to get the data.
+    with how to get the data, and ``PermissionError`` naming the folder that cannot be listed.
     """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
@@ -71,15 +74,36 @@ def check_data_root(root: str | os.PathLike) -> Path:
                                 f"train/ and val/ (an archive must be unpacked first). {HOW_TO_GET_DATA}")
     if not root.is_dir():
         raise FileNotFoundError(f"data root {str(root)!r} does not exist. {HOW_TO_GET_DATA}")
+    _listdir(root)
     for split in ("train", "val"):
         split_dir = root / split
         if not split_dir.is_dir():
             raise FileNotFoundError(f"data root {str(root)!r} has no {split}/ folder. {HOW_TO_GET_DATA}")
-        has_image = any(p.suffix.lower() in IMG_EXTENSIONS for c in split_dir.iterdir() if c.is_dir()
-                        for p in c.iterdir())
-        if not has_image:
+        class_dirs = [split_dir / name for name in _listdir(split_dir) if (split_dir / name).is_dir()]
+        if not any(_is_image(name) for c in class_dirs for name in _listdir(c)):
             raise FileNotFoundError(f"{str(split_dir)!r} holds no images in class sub-folders. {HOW_TO_GET_DATA}")
     return root
+
+
+def _listdir(folder: Path) -> list[str]:
+    """``os.listdir`` that names the folder and the fix when it cannot be read (``PermissionError``/``OSError``)."""
+    try:
+        return sorted(os.listdir(folder))
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise _unreadable(folder, err, "folder") from err
+
+
+def _unreadable(path, err: OSError, what: str) -> OSError:
+    """The error for a file or folder the OS refuses to read: same type (``PermissionError``...), path and fix."""
+    fix = (f"make it readable (chmod -R a+rX {str(path)!r}) or move it out of the data root"
+           if isinstance(err, PermissionError) else "check the disk or copy the data again")
+    return type(err)(f"cannot read {what} {str(path)!r} ({err.strerror or err}); {fix}")
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
 
 
 def download_imagenette(dest: str | os.PathLike, size: str = "320px") -> Path:
@@ -144,19 +168,100 @@ def stored_size(img_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> int:
     return max(2 * img_size, math.ceil(img_size / crop_pct))
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file (PIL) to a uint8 tensor of shape (3, H, W); grayscale and CMYK become RGB.
+# PIL modes with more than 8 bits per sample -> the value that maps to 255 (full scale). 16-bit PNG/TIFF open as
+# "I;16*" (or "I" in older Pillow); "F" is 32-bit float, taken as [0, 1]. PIL's own convert("RGB") clips these to
+# 0..255 (a 16-bit photo becomes nearly all white), so they are scaled here instead.
+HIGH_BIT_DEPTH_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
 
-    Raises ``ValueError`` naming ``path`` when PIL cannot decode the file (not an image, corrupt or truncated).
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode an image file (PIL) to a uint8 tensor of shape (3, H, W); grayscale, CMYK, palette and RGBA become RGB
+    (alpha dropped).
+
+    High-bit-depth single-channel images are scaled to 8 bits, not clipped: 16-bit modes (``I;16``, and ``I`` with
+    values in 0..65535) by 255/65535, float ``F`` images with values in [0, 1] by 255 (rounded to nearest).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        PermissionError / OSError: the file cannot be read (permissions, I/O error) -- named, with the fix.
+        ValueError: naming ``path`` when PIL cannot decode the file (not an image, corrupt or truncated), when it is
+            larger than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), or when a 32-bit integer /
+            float image has values outside the range above (no safe 8-bit scaling).
     """
     try:
         with Image.open(path) as img:
-            return F.pil_to_tensor(img.convert("RGB"))
+            if img.mode not in HIGH_BIT_DEPTH_FULL_SCALE:
+                return F.pil_to_tensor(img.convert("RGB"))
+            mode, values = img.mode, np.asarray(img)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image {str(path)!r} is too large to decode safely ({err}); it may be a decompression "
+                         "bomb: downscale it (e.g. to 512 px on the short side) or remove it, or raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from err
     except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError/truncated (OSError), bad headers
         if isinstance(err, FileNotFoundError):
             raise
+        if isinstance(err, OSError) and err.errno is not None:  # the OS refused: not the image's fault
+            raise _unreadable(path, err, "image file") from err
         raise ValueError(f"cannot decode image {str(path)!r} ({type(err).__name__}: {err}); the file is corrupt, "
                          "truncated or not an image: replace or delete it") from err
+    return _high_bit_depth_to_rgb(mode, values, path)
+
+
+def _high_bit_depth_to_rgb(mode: str, values: np.ndarray, path) -> torch.Tensor:
+    """(3, H, W) uint8 from the (H, W) values of a single-channel 16/32-bit or float PIL image (see `read_image`)."""
+    full_scale = HIGH_BIT_DEPTH_FULL_SCALE[mode]
+    values = values.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(values).all() and low >= 0 and high <= full_scale):
+        raise ValueError(f"image {str(path)!r} has mode {mode!r} with values in [{low:g}, {high:g}], outside "
+                         f"0..{full_scale:g}, so it has no safe 8-bit scaling; save it as an 8-bit (or 16-bit) "
+                         "PNG/JPEG, or remove it")
+    gray = torch.from_numpy(np.rint(values * (255.0 / full_scale)).astype(np.uint8))
+    return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def scan_split(split_dir: str | os.PathLike, classes: Sequence[str]) -> list[str]:
+    """Check a split folder before its images are listed: every folder under it can be read and every class folder
+    in ``classes`` holds at least one image (an extension torchvision's ``IMG_EXTENSIONS`` lists).
+
+    Returns the paths of the files that are skipped because they are not images (e.g. ``notes.txt``, ``.gif``),
+    both inside class folders and loose in ``split_dir``. Raises ``FileNotFoundError`` for an empty class folder and
+    ``PermissionError`` (or ``OSError``) for a folder that cannot be listed; each message names the path and the fix.
+    """
+    split_dir = Path(split_dir)
+    skipped = [str(split_dir / n) for n in _listdir(split_dir) if not (split_dir / n).is_dir()]
+    for name in classes:
+        images = 0
+        for folder, _, files in os.walk(split_dir / name, onerror=_raise_unreadable_folder, followlinks=True):
+            for file in files:
+                if _is_image(file):
+                    images += 1
+                else:
+                    skipped.append(os.path.join(folder, file))
+        if images == 0:
+            raise FileNotFoundError(f"class folder {str(split_dir / name)!r} holds no images (extensions "
+                                    f"{', '.join(IMG_EXTENSIONS)}); add its images, or remove the empty folder "
+                                    "(or leave the class out with --classes)")
+    return skipped
+
+
+def _raise_unreadable_folder(err: OSError) -> None:
+    raise _unreadable(err.filename, err, "folder") from err
+
+
+_ANNOUNCED_SKIPS: set[str] = set()  # split folders whose skipped files were already announced in this process
+
+
+def _announce_skipped(split_dir: Path, skipped: list[str]) -> None:
+    """Warn once per split folder (per process) how many non-image files are skipped, by extension."""
+    if not skipped or str(split_dir) in _ANNOUNCED_SKIPS:
+        return
+    _ANNOUNCED_SKIPS.add(str(split_dir))
+    kinds = Counter(Path(p).suffix.lower() or "(no extension)" for p in skipped)
+    listed = ", ".join(f"{n} {ext}" for ext, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    warnings.warn(f"{str(split_dir)!r}: skipping {len(skipped)} files that are not images ({listed}; e.g. "
+                  f"{skipped[0]!r}); only {', '.join(IMG_EXTENSIONS)} are read: convert the files you want "
+                  "(e.g. .gif -> .png) or move the others out of the data root", UserWarning, stacklevel=3)
 
 
 class ImageFolderDataset(Dataset):
@@ -191,6 +296,7 @@ class ImageFolderDataset(Dataset):
         self.return_crop_info = return_crop_info
         self.root = Path(root)
         split_dir = self.root / split
+        _listdir(split_dir)  # an unreadable split folder: our message, not torchvision's traceback
         all_classes, _ = find_classes(str(split_dir))
         if classes is None:
             classes = all_classes
@@ -199,6 +305,8 @@ class ImageFolderDataset(Dataset):
             raise KeyError(f"classes {missing} are not folders of {str(split_dir)!r}; choose from {all_classes}")
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.skipped_files = scan_split(split_dir, self.classes)
+        _announce_skipped(split_dir, self.skipped_files)
         samples = make_dataset(str(split_dir), self.class_to_idx, extensions=IMG_EXTENSIONS)
         keep = balanced_subset([t for _, t in samples], per_class, seed,
                                class_names=[f"{split}/{c}" for c in self.classes])

@@ -8,8 +8,7 @@ Owns:
 * cached teacher outputs as dense label maps pooled over the student's crop box (ReLabel, Yun et al. CVPR 2021):
   ``build_label_maps`` / ``TeacherLabelMaps`` and the KD objects the trainer receives, ``CachedKD`` and ``OnlineKD``
   (``make_kd`` builds one from a teacher name, see ``gv3lite.teacher``);
-* the names ``KD_MODES`` / ``KD_LOSSES`` and the one rule on combining KD with Mixup/CutMix
-  (``check_kd_with_mixup``).
+* the names ``KD_MODES`` / ``KD_LOSSES`` and the teacher target of a Mixup/CutMix image (``mix_teacher_logits``).
 
 KD object protocol (what ``gv3lite.train`` needs): ``kd.alpha`` (KD weight in [0, 1]), ``kd.temperature``,
 ``kd.kd_loss`` (a ``KD_LOSSES`` name) and ``kd.teacher_logits(images, info) -> (B, K)``. ``info`` holds per-sample
@@ -30,17 +29,20 @@ import json
 import math
 import numbers
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from timm.loss import SoftTargetCrossEntropy
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
+from gv3lite.checkpoint import save_checkpoint
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD, apply_crop_info, read_image
 from gv3lite.teacher import FrozenTeacher, create_teacher
 from gv3lite.utils import cache_dir
@@ -135,14 +137,27 @@ def training_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_l
     return LossParts((1.0 - alpha) * ce + alpha * kd, ce, kd)
 
 
-def check_kd_with_mixup(uses_kd: bool, mixup_alpha: float, cutmix_alpha: float,
-                        error: type[Exception] = NotImplementedError) -> None:
-    """The one rule on KD with Mixup/CutMix: not supported together (the teacher would need the mixed images).
-    Raises ``error`` naming both settings and the fix when ``uses_kd`` and ``mixup_alpha`` or ``cutmix_alpha`` > 0."""
-    if uses_kd and (mixup_alpha > 0 or cutmix_alpha > 0):
-        raise error(f"knowledge distillation with mixup_alpha={mixup_alpha:g} / cutmix_alpha={cutmix_alpha:g}: "
-                    "KD together with Mixup/CutMix is not supported by the trainer; set mixup_alpha=0 and "
-                    "cutmix_alpha=0, or teacher=None")
+def mix_teacher_logits(teacher_logits: torch.Tensor, lam: float, temperature: float) -> torch.Tensor:
+    """The teacher's logits for a Mixup/CutMix batch (timm ``Mixup``, batch mode: image b mixed with image B-1-b).
+
+    The target of a mixed image is the same lam-mixture of the two source images' *teacher distributions* that
+    Mixup/CutMix uses for their labels: ``p = lam * softmax(z_b / T) + (1 - lam) * softmax(z_{B-1-b} / T)``, with
+    CutMix's lam the area share of image b. Why: Mixup/CutMix define a mixed image's label as that mixture of the
+    labels; replacing each label by the teacher's distribution keeps the rule, and the teacher's output on the mixed
+    image itself is out of reach for cached KD (its label maps are of the unmixed images) and would cost an extra
+    teacher pass per step online. (For CutMix, pooling each source's label map over its own region would be closer;
+    the area rule matches the labels and treats both KD modes alike.)
+
+    Args: teacher_logits (B, K) of the *unmixed* batch; lam in [0, 1]; temperature T > 0. Returns (B, K) logits
+    ``T * log p``, so that ``softmax(result / T) = p``, which is what ``kd_kl_loss`` and
+    ``soft_target_cross_entropy`` use. Raises ``ValueError`` for lam outside [0, 1] or T <= 0.
+    """
+    _check_temperature(temperature)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam={lam!r}: the Mixup/CutMix weight must lie in [0, 1]")
+    p = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
+    mixed = lam * p + (1.0 - lam) * p.flip(0)
+    return temperature * mixed.clamp_min(torch.finfo(mixed.dtype).tiny).log()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -201,18 +216,23 @@ class TeacherLabelMaps:
         return roi_align(maps, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=True).view(b, -1)
 
 
-def label_maps_cache_file(teacher: FrozenTeacher, paths: list[str], class_names: list[str], image_size: int,
-                          cache_root: str | Path | None = None) -> Path:
-    """Where the label maps for (teacher name and weights, dataset root and image list, classes, resolution) live
-    on disk: ``<cache>/label_maps/<teacher>-<size>px-<hash>.pt`` with ``<cache>`` = ``cache_root`` or
-    ``gv3lite.utils.cache_dir()`` (never the repository). The key holds the SHA-256 of the teacher's weights
-    (``FrozenTeacher.weights_sha256``), so a changed teacher never reads another teacher's maps."""
-    cache_root = cache_dir() if cache_root is None else cache_root
+def label_maps_key(teacher: FrozenTeacher, paths: list[str], class_names: list[str], image_size: int) -> str:
+    """SHA-256 (hex) of what the label maps depend on: the teacher's name and weights (``FrozenTeacher.weights_sha256``,
+    so a changed teacher never reads another teacher's maps), the dataset root and image list, the images' sizes and
+    modification times (`images_fingerprint`: an image replaced in place changes it), classes and resolution."""
     root = os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else ""
     key = json.dumps({"teacher": teacher.name, "weights": teacher.weights_sha256(), "root": root,
-                      "paths": [os.path.abspath(p) for p in paths], "classes": list(class_names),
-                      "image_size": image_size, "format": 1})
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+                      "paths": [os.path.abspath(p) for p in paths], "images": images_fingerprint(paths),
+                      "classes": list(class_names), "image_size": image_size, "format": 2})
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def label_maps_cache_file(teacher: FrozenTeacher, paths: list[str], class_names: list[str], image_size: int,
+                          cache_root: str | Path | None = None) -> Path:
+    """Where the label maps for `label_maps_key` live on disk: ``<cache>/label_maps/<teacher>-<size>px-<hash>.pt``
+    with ``<cache>`` = ``cache_root`` or ``gv3lite.utils.cache_dir()`` (never the repository)."""
+    cache_root = cache_dir() if cache_root is None else cache_root
+    digest = label_maps_key(teacher, paths, class_names, image_size)[:16]
     stem = teacher.name.split(":")[0].replace("/", "_")
     return Path(cache_root).expanduser() / "label_maps" / f"{stem}-{image_size}px-{digest}.pt"
 
@@ -224,10 +244,12 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
 
     Each whole image is resized to (image_size, image_size) (default: the teacher's native size, else 224) and
     ``teacher.dense_logits`` gives a (K, h, w) map; all maps are stacked in dataset-index order. A cache file
-    (``label_maps_cache_file``) is reused across runs when teacher, image list, classes and resolution match.
+    (``label_maps_cache_file``) is reused across runs when teacher, image list and contents, classes and resolution
+    match, and is validated on load (`read_label_maps`): a broken or mismatching file is rebuilt with a notice.
 
     Args: dataset: ImageFolder / Subset / list of paths (see ``image_paths``); class_names: the dataset's classes
-    (default ``dataset.classes``). Returns ``TeacherLabelMaps``. Raises ``ValueError`` for an empty dataset.
+    (default ``dataset.classes``). Returns ``TeacherLabelMaps``. Raises ``ValueError`` for an empty dataset and
+    ``FloatingPointError`` naming an image when the teacher's outputs are not finite.
     """
     paths = image_paths(dataset)
     if not paths:
@@ -235,11 +257,24 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
     if class_names is None:
         class_names = dataset_classes(dataset)
     size = image_size or teacher.input_size or 224
-    file = label_maps_cache_file(teacher, paths, class_names, size, cache_root)
-    if use_cache and file.is_file():
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-        if saved["maps"].shape[0] == len(paths):
-            return TeacherLabelMaps(saved["maps"], list(class_names), teacher.name, size)
+    if not use_cache:
+        return TeacherLabelMaps(_teacher_pass(teacher, paths, size, batch_size, progress), list(class_names),
+                                teacher.name, size)
+    key, file = label_maps_key(teacher, paths, class_names, size), label_maps_cache_file(teacher, paths, class_names,
+                                                                                          size, cache_root)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(file) + ".lock"):  # two processes at once: the second waits for the first's pass, then reads it
+        maps = read_label_maps(file, len(paths), class_names, size, key) if file.is_file() else None
+        if maps is None:
+            maps = _teacher_pass(teacher, paths, size, batch_size, progress)
+            save_checkpoint({"maps": maps, "teacher": teacher.name, "image_size": size, "classes": list(class_names),
+                             "key": key}, file)  # atomic: a killed run never leaves a half-written cache
+    return TeacherLabelMaps(maps, list(class_names), teacher.name, size)
+
+
+def _teacher_pass(teacher: FrozenTeacher, paths: list[str], size: int, batch_size: int, progress: bool) -> torch.Tensor:
+    """The (N, K, h, w) float16 dense logit maps of the images ``paths`` resized to ``size`` px. Raises
+    ``FloatingPointError`` naming an image when the teacher's outputs are not finite."""
     chunks = []
     batches = range(0, len(paths), batch_size)
     if progress:
@@ -249,12 +284,55 @@ def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | N
         x = teacher.normalize_unit(torch.stack(images).float() / 255.0)
         chunks.append(teacher.dense_logits(x).half())
     maps = torch.cat(chunks)
-    if use_cache:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"maps": maps, "teacher": teacher.name, "image_size": size, "classes": list(class_names)}, tmp)
-        os.replace(tmp, file)
-    return TeacherLabelMaps(maps, list(class_names), teacher.name, size)
+    bad = (~torch.isfinite(maps.float()).flatten(1).all(1)).nonzero().flatten().tolist()
+    if bad:
+        raise FloatingPointError(f"teacher {teacher.name} gives non-finite outputs (NaN/inf) for {len(bad)} images, "
+                                 f"e.g. {paths[bad[0]]!r} (float16 overflow or broken teacher weights); check the "
+                                 "teacher checkpoint or use another teacher")
+    return maps
+
+
+def images_fingerprint(paths: list[str]) -> str:
+    """SHA-256 over every image file's size and modification time (ns): changes when an image is replaced, edited
+    or touched. Raises ``FileNotFoundError`` naming a missing file."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def read_label_maps(file: Path, num_images: int, class_names: list[str], image_size: int,
+                    key: str | None = None) -> torch.Tensor | None:
+    """The (N, K, h, w) maps of a cache file, or None -- after a one-line notice on stderr naming the file and the
+    reason -- when the file cannot be read (truncated, empty, garbage) or does not fit: N != ``num_images``,
+    K != ``len(class_names)``, other classes or resolution, another `label_maps_key` than ``key`` (a file copied
+    from another cache entry), not floating point, or non-finite values. The caller then rebuilds it (and overwrites
+    the file)."""
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+        maps = saved["maps"] if isinstance(saved, dict) else None
+    except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError ... for broken files
+        first_line = (str(err).strip().splitlines() or [""])[0][:120]  # torch's messages run over many lines
+        return _stale_cache(file, f"is unreadable ({type(err).__name__}: {first_line})")
+    k = len(class_names)
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or not maps.is_floating_point():
+        return _stale_cache(file, "holds no (N, K, h, w) float maps")
+    if tuple(maps.shape[:2]) != (num_images, k):
+        return _stale_cache(file, f"holds maps for {maps.shape[0]} images x {maps.shape[1]} classes, the dataset has "
+                                  f"{num_images} x {k}")
+    if saved.get("classes") != list(class_names) or saved.get("image_size") != image_size:
+        return _stale_cache(file, "was made for other classes or another resolution")
+    if not bool(torch.isfinite(maps).all()):
+        return _stale_cache(file, "holds non-finite values (NaN/inf)")
+    if key is not None and saved.get("key") != key:
+        return _stale_cache(file, "was made for another teacher or other images (its key differs)")
+    return maps
+
+
+def _stale_cache(file: Path, reason: str) -> None:
+    print(f"gv3lite: teacher cache {file} {reason}; rebuilding it", file=sys.stderr, flush=True)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ place where a recipe is turned into a training run: seeding, datasets, teacher, 
 (timm ``ModelEmaV3``), Mixup/CutMix (timm ``Mixup``), then ``fit``), and small experiments built on it
 (``compare_kd_modes``). ``gv3lite.ablation``, ``gv3lite.cli``, ``benchmarks/`` and the notebooks go through here.
 
-Determinism: the model is initialized after ``seed_everything(recipe.seed)``, the dataset build and the teacher
-build, always in this order, so a recipe gives the same initial weights on every run.
+Determinism and common random numbers: the student is initialized from its own random stream (`init_student`:
+torch's generator forked and seeded with ``recipe.seed``), so neither the dataset build nor the teacher (whose own
+construction draws random numbers before its weights are loaded) changes it. For one seed, every cell whose
+architecture matches therefore starts from the same weights, and, as ``gv3lite.train.fit`` re-seeds every epoch from
+the seed, sees the same batches and crops (issue 11: paired cells, ``tests/test_train.py``).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from gv3lite.data import build_datasets, count_images, list_classes, plan_data_path, resolve_data_root
-from gv3lite.distill import CachedKD, check_kd_with_mixup, make_kd
+from gv3lite.distill import CachedKD, make_kd
 from gv3lite.models import create_model_from_config
 from gv3lite.recipe import Recipe
 from gv3lite.train import LoopSettings, check_resumable, fit, setup_distributed
@@ -35,6 +38,15 @@ from gv3lite.utils import seed_everything
 def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
     """The train-form model of the recipe (``model``, branch switches, ``drop_rate``; ``gv3lite.models``)."""
     return create_model_from_config(recipe.to_dict(), num_classes)
+
+
+def init_student(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    """`build_model` on the student's own random stream: torch's global generator is forked, seeded with
+    ``recipe.seed`` for the initialization and restored afterwards, so the initial weights depend on the seed and the
+    architecture only (not on what drew random numbers before, e.g. a teacher), and nothing after depends on them."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        return build_model(recipe, num_classes)
 
 
 def recipe_datasets(recipe: Recipe, root, return_crop_info: bool = False, progress: bool = False,
@@ -114,19 +126,19 @@ def choose_data_path(recipe: Recipe, root, device, log=print) -> tuple[str, Loop
 
 # ------------------------------------------------------------------------------------------------ run
 def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool = False, quiet: bool = False,
-        kd=None, datasets=None, max_epochs: int | None = None) -> pd.DataFrame:
+        kd=None, datasets=None, max_epochs: int | None = None, sync_bn: bool = False) -> pd.DataFrame:
     """Train ``recipe`` on ``data_root`` (see ``gv3lite.data.resolve_data_root``); return ``fit``'s per-epoch history.
 
     ``kd``: a prebuilt KD object (default: built from ``recipe.teacher``, or none); ``datasets``: a prebuilt
     ``(train, val)`` pair (skips data loading); ``out_dir``, ``resume``, ``max_epochs``, ``quiet``: see
-    ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume). Raises
-    ``FileNotFoundError`` (resume without ``last.pth``), ``NotImplementedError`` (KD with Mixup/CutMix),
+    ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume); ``sync_bn``: SyncBatchNorm
+    under torchrun on GPUs (``gv3lite.train.with_sync_bn``). Raises
+    ``FileNotFoundError`` (resume without ``last.pth``),
     ``ValueError`` (``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
     """
     check_resumable(out_dir, resume)
     device = setup_distributed(device)
     uses_kd = kd is not None or recipe.teacher is not None
-    check_kd_with_mixup(uses_kd, recipe.mixup_alpha, recipe.cutmix_alpha)
     seed_everything(recipe.seed)
     settings = loop_settings(recipe)
     if datasets is None:
@@ -139,7 +151,7 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         raise ValueError(f"recipe.num_classes={num_classes} but the data has {len(datasets[0].classes)} classes")
     if kd is None and recipe.teacher is not None:
         kd = build_kd(recipe, datasets[0], device, progress=not quiet)
-    model = build_model(recipe, num_classes).to(device)
+    model = init_student(recipe, num_classes).to(device)
     optimizer = build_optimizer(recipe, model)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema else None
     mixup = None
@@ -148,7 +160,7 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
                       label_smoothing=recipe.label_smoothing, num_classes=num_classes)
     return fit(model, datasets, optimizer, functools.partial(build_scheduler, recipe, optimizer),
                settings, kd=kd, ema=ema, mixup=mixup, device=device, out_dir=out_dir, resume=resume,
-               config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet)
+               config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet, sync_bn=sync_bn)
 
 
 # ---------------------------------------------------------------------------------------- experiments

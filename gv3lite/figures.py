@@ -6,8 +6,8 @@ Owns:
 * `savefig(fig, name, *, budget=None, command=None)`: stamps a footer (budget, git commit, command) and writes
   ``<figures_dir>/<name>.png``. Notebooks and ``gv3lite reproduce`` both use it.
 * `plot_grid(summary, runs, grid, paper)`: one ablation grid — our mean ± std per cell (error bar, each seed a
-  dot) beside the paper's reported number or claimed direction (``gv3lite.paper``); unknown paper values are
-  written as such on the figure, never filled in.
+  dot) beside the direction the paper claims (``gv3lite.paper``; its ImageNet accuracies are not drawn beside ours);
+* `plot_forest(table)`: all claims as paired differences with 95% intervals beside the paper's differences.
 
 Committed figures in ``figures/`` must come from real runs of the package's own commands.
 """
@@ -18,7 +18,10 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from gv3lite import paper as paper_mod
+from gv3lite.stats import DELTA
 from gv3lite.utils import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
 
@@ -44,12 +47,12 @@ def _default_command() -> str:
     return " ".join([argv0, *sys.argv[1:]]).strip() or "python"
 
 
-def savefig(fig, name: str, *, budget: str | None = None, command: str | None = None) -> Path:
+def savefig(fig, name: str, *, budget: str | None = None, command: str | None = None, folder=None) -> Path:
     """Stamp a footer (budget, commit, command) on ``fig`` and save it as ``<figures_dir(budget)>/<name>.png``.
 
     ``name``: a file stem of letters, digits, ``_``, ``-``, ``.`` (no folders, no suffix). ``budget`` defaults to
     ``GV3LITE_BUDGET`` (``smoke`` when unset); ``command`` defaults to the running command line (``"notebook"``
-    inside Jupyter). Returns the written path. Raises ``ValueError`` for a bad ``name``.
+    inside Jupyter); ``folder`` (created if missing) replaces ``figures_dir(budget)``. Returns the written path. Raises ``ValueError`` for a bad ``name``.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or "") or name.endswith(".png"):
         raise ValueError(f"figure name {name!r}: use a plain file stem such as 'kd_grid' (no folder, no .png)")
@@ -57,7 +60,9 @@ def savefig(fig, name: str, *, budget: str | None = None, command: str | None = 
     command = command if command is not None else _default_command()
     footer = f"gv3lite · budget {budget} · commit {git_commit()} · {command}"
     fig.text(0.005, 0.005, footer, fontsize=FOOTER_FONTSIZE, color="0.4", ha="left", va="bottom")
-    path = figures_dir(budget) / f"{name}.png"
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    path = (Path(folder) if folder is not None else figures_dir(budget)) / f"{name}.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
 
@@ -68,8 +73,8 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
     ``summary``: rows of this grid with ``cell``, ``top1_mean``, ``top1_std``, ``n`` (``gv3lite.ablation.summarize``);
     ``runs``: per-run rows with ``grid``, ``cell``, ``seed``, ``top1``; ``paper``: the grid's rows of
     ``gv3lite.paper.paper_results`` (``None`` = look them up). Left axis: our top-1 (%) per cell, mean ± std with
-    each seed as a dot. Right panel: per cell, the paper's top-1 where known, else its claimed direction
-    against the baseline and "value unknown". ``paper_cells`` maps our cell name to ``(paper cell, paper model
+    each seed as a dot. Right panel: per cell, the direction the paper claims against the baseline (not
+    its ImageNet top-1: absolute accuracies of the two datasets are not comparable). ``paper_cells`` maps our cell name to ``(paper cell, paper model
     label or None)`` where the two differ (``gv3lite.ablation.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
     """
     import matplotlib.pyplot as plt  # lazy: pyplot is slow to import; `import gv3lite.figures` stays light
@@ -100,7 +105,16 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
     ax.legend(fontsize=7, loc="best")
 
     ax_paper.axis("off")
-    ax_paper.set_title("paper (GhostNetV3, arXiv 2404.11202)", fontsize=9)
+    ax_paper.set_title("paper (ImageNet; arXiv 2404.11202)", fontsize=9)
+    ax_paper.text(0.0, 1.0, "\n".join(_paper_lines(cells, paper, paper_cells)), va="top", ha="left", fontsize=7,
+                  family="monospace", transform=ax_paper.transAxes, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _paper_lines(cells, paper, paper_cells) -> list[str]:
+    """Per cell the direction the paper claims against the grid's baseline -- never its absolute ImageNet top-1,
+    which is not comparable with our Imagenette accuracies (the claimed differences are in the forest plot)."""
     lines = []
     for cell in cells:
         paper_cell, model = (paper_cells or {}).get(cell, (cell, None))
@@ -110,12 +124,98 @@ def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, pa
         if len(rows) == 0:
             lines.append(f"{cell}: not in the paper table")
             continue
-        for _, row in rows.iterrows():
-            claim = row["claim"] if isinstance(row["claim"], str) else "unknown"
-            value = "value unknown" if row["value"] != row["value"] else f"{row['value']:g}%"  # NaN check
-            said = "baseline" if claim == "baseline" else f"claims {claim}"
-            lines.append(f"{cell} ({row['model']}): {value}, {said}")
-    ax_paper.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace",
-                  transform=ax_paper.transAxes, wrap=True)
+        claim = next((c for c in rows["claim"] if isinstance(c, str)), "unknown")
+        lines.append(f"{cell}: baseline" if claim == "baseline" else f"{cell}: claims {claim}")
+    return lines
+
+
+def plot_forest(table, title: str | None = None, delta: float | None = None):
+    """A forest plot of the study's claims; returns the matplotlib ``Figure`` (save it with `savefig`).
+
+    ``table``: `gv3lite.ablation.verdicts` / `gv3lite.stats.contrast_table` rows (``grid``, ``cell``,
+    ``baseline``, ``diff``, ``low``, ``high``, ``per_seed``, ``paper_diff``, ``claim``, ``verdict``). One row per
+    contrast: the paired difference (pp) with its 95% interval, each seed's (or, within-run, each training's)
+    difference as a dot, the +-``delta`` band of no practical effect (default ``gv3lite.stats.DELTA``), and the
+    paper's claimed difference (a diamond, one per model width) or, when only its direction is known, an arrow.
+    Only differences are drawn: the paper's are ImageNet differences, ours Imagenette ones at a small budget.
+    Raises ``ValueError`` for an empty table.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    if len(table) == 0:
+        raise ValueError("no contrasts to draw; run `gv3lite reproduce` with at least a baseline and one other cell")
+    delta = DELTA if delta is None else delta
+    rows = table.reset_index(drop=True)
+    seeds = [[float(v) for v in s.split()] if isinstance(s, str) else [] for s in rows["per_seed"]]
+    claimed = [[float(v) for v in s.split("/") if v.strip()] if isinstance(s, str) else [] for s in rows["paper_diff"]]
+    values = [v for r, d, c in zip(rows.itertuples(), seeds, claimed) for v in (r.low, r.high, r.diff, *d, *c)]
+    finite = [abs(v) for v in values if np.isfinite(v)]
+    span = max(finite + [2 * delta]) * 1.1
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.8))
+    ax.axvspan(-delta, delta, color="0.88")
+    ax.axvline(0, color="0.4", lw=0.8)
+    for i, r in rows.iterrows():
+        y = len(rows) - 1 - i
+        ax.plot(seeds[i], [y + 0.2] * len(seeds[i]), ".", color="C1", alpha=0.6, ms=4)
+        if r["low"] == r["low"]:
+            ax.plot([r["low"], r["high"]], [y, y], color="C0", lw=2)
+        ax.plot([r["diff"]], [y], "o", color="C0", ms=6)
+        ax.plot(claimed[i], [y - 0.2] * len(claimed[i]), "D", color="C3", ms=5, mfc="none")
+        if not claimed[i] and r["claim"] in ("better", "worse"):
+            sign = 1 if r["claim"] == "better" else -1
+            ax.annotate("", xy=(sign * 0.15 * span, y - 0.2), xytext=(0, y - 0.2),
+                        arrowprops=dict(arrowstyle="->", color="C3", lw=1.2))
+        ax.text(1.01, y, r["verdict"], transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{r.grid}: {r.cell} vs {r.baseline}" for r in rows[::-1].itertuples()],
+                  fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlim(-span, span)
+    ax.set_xlabel("top-1 difference, cell − baseline (pp)")
+    ax.set_title(title or "claims: paired differences with 95% intervals", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
+               Line2D([], [], color="C0", lw=2, marker="o", label="ours: mean paired difference, 95% interval"),
+               Line2D([], [], color="C1", ls="", marker=".", label="ours: each seed (EMA: each training)"),
+               Line2D([], [], color="C3", ls="", marker="D", mfc="none", label="paper's difference (ImageNet)"),
+               Line2D([], [], color="C3", marker=">", label="paper's direction (value unknown)")]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.3, -1.2 / (len(rows) + 2)), ncol=3,
+              frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 0.9, 1))
+    return fig
+
+
+def plot_learning_curves(history, runs, title: str | None = None):
+    """Learning curves per cell; returns the matplotlib ``Figure`` (save it with `savefig`), or ``None`` when
+    ``history`` holds no run of ``runs`` (e.g. results recorded before histories were kept).
+
+    ``history``: per-epoch rows with ``run_id``, ``epoch``, ``train_loss`` and ``val_top1`` / ``ema_top1`` (%, NaN on
+    epochs without evaluation) -- ``history.csv`` beside a budget's results; ``runs``: ``runs.csv`` rows (``grid``,
+    ``cell``, ``seed``, ``run_id``). One column per grid: top, the training loss per epoch (one colour per cell, one
+    line per seed); bottom, the evaluated val top-1 of the EMA weights (raw weights where a run keeps none).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = runs[["grid", "cell", "seed", "run_id"]].merge(history, on="run_id")
+    if rows.empty:
+        return None
+    grids = list(dict.fromkeys(rows["grid"]))
+    fig, axes = plt.subplots(2, len(grids), figsize=(3.6 * len(grids), 5.4), squeeze=False, sharex="col")
+    for j, grid in enumerate(grids):
+        part = rows[rows["grid"] == grid]
+        for k, (cell, cell_rows) in enumerate(part.groupby("cell", sort=False)):
+            for i, (seed, r) in enumerate(cell_rows.groupby("seed")):
+                label = cell if i == 0 else None
+                axes[0, j].plot(r["epoch"], r["train_loss"], ".-", color=f"C{k}", ms=3, lw=1, alpha=0.8, label=label)
+                top1 = r["ema_top1"].where(r["ema_top1"].notna(), r["val_top1"]) if "ema_top1" in r else r["val_top1"]
+                axes[1, j].plot(r["epoch"], top1, "o-", color=f"C{k}", ms=3, lw=0.8, alpha=0.8)
+        axes[0, j].set_title(grid, fontsize=9)
+        axes[0, j].legend(fontsize=6)
+        axes[1, j].set_xlabel("epoch")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("training loss")
+    axes[1, 0].set_ylabel("val top-1 (%), EMA weights")
+    fig.suptitle(title or "learning curves (one line per seed)", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig

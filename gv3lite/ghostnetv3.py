@@ -62,7 +62,7 @@ class GhostNetV3(nn.Module):
                  deploy: bool = False, fast_branches: bool = True):
         super().__init__()
         _check_args(width, num_classes, in_chans, drop_rate)
-        self.width, self.num_classes, self.drop_rate = width, num_classes, drop_rate
+        self.width, self.num_classes, self.drop_rate, self.in_chans = width, num_classes, drop_rate, in_chans
         branch_opts = dict(num_conv_branches=num_conv_branches, use_scale_branch=use_scale_branch,
                            use_identity_branch=use_identity_branch, deploy=deploy, fast_branches=fast_branches)
 
@@ -92,7 +92,9 @@ class GhostNetV3(nn.Module):
         self.classifier = nn.Linear(HEAD_CH, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> feature map (B, num_features, H/32, W/32)."""
+        """(B, in_chans, H, W) -> feature map (B, num_features, H/32, W/32). Raises ``ValueError`` for input the
+        network cannot take (see `check_input`)."""
+        check_input(x, self.conv_stem.weight, MIN_INPUT_SIZE)
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -109,6 +111,40 @@ class GhostNetV3(nn.Module):
         _check_args(self.width, num_classes, 1, self.drop_rate)
         self.num_classes = num_classes
         self.classifier = nn.Linear(HEAD_CH, num_classes) if num_classes > 0 else nn.Identity()
+
+
+MIN_INPUT_SIZE = 33  # px: at 32 the last stage is 1x1 and DFC attention's 2x2 pooling has nothing to pool
+
+
+def check_input(x, weight: torch.Tensor, min_size: int = MIN_INPUT_SIZE) -> None:
+    """Raise ``ValueError`` naming the problem and the fix unless ``x`` is a (B, C, H, W) tensor that a network whose
+    first conv has ``weight`` (shape (out, C, k, k)) can take: same channel count C, same floating dtype and device
+    as ``weight``, and H, W >= ``min_size``. Skipped while tracing / exporting (shapes are symbolic there)."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"the model takes a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}; convert "
+                         "images with torchvision.transforms.v2 (or gv3lite.data) first")
+    chans = weight.shape[1]
+    if x.ndim != 4:
+        fix = " (one image: add the batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise ValueError(f"input has shape {tuple(x.shape)}; the model takes a batch of shape (B, {chans}, H, W)"
+                         f"{fix}")
+    if x.shape[1] != chans:
+        fix = ("; channels-last images (B, H, W, C) need x.permute(0, 3, 1, 2)" if x.shape[-1] == chans else
+               "; grayscale images need x.expand(-1, 3, -1, -1)" if x.shape[1] == 1 and chans == 3 else "")
+        raise ValueError(f"input has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model takes {chans} "
+                         f"(in_chans={chans}){fix}")
+    if x.dtype != weight.dtype:
+        fix = ("convert with x.float() / 255 and normalize with the ImageNet mean/std (gv3lite.data.IMAGENET_MEAN/"
+               "IMAGENET_STD)" if not x.is_floating_point() else f"convert with x.to({weight.dtype})")
+        raise ValueError(f"input dtype is {x.dtype} but the model's weights are {weight.dtype}: {fix}")
+    if x.device != weight.device:
+        raise ValueError(f"input is on {x.device} but the model is on {weight.device}: move one of them, e.g. "
+                         f"x.to('{weight.device}')")
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(f"input is {x.shape[-2]}x{x.shape[-1]} px; the model needs at least {min_size}x{min_size} "
+                         f"(five stride-2 stages): resize the images, e.g. to 224 px or the recipe's img_size")
 
 
 def _check_args(width, num_classes, in_chans, drop_rate):

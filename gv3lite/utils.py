@@ -1,20 +1,23 @@
 """Small helpers shared by the data, training and CLI modules.
 
 Owns: seeding (`seed_everything`), the run budget (`budget`, from ``GV3LITE_BUDGET``), the user cache
-directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit` and
-`resolve_device`. Nothing here imports torchvision or timm.
+directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit`,
+`resolve_device` (`DeviceNotAvailableError`) and `check_output_dir` (an output folder is writable, checked before any
+work). Nothing here imports torchvision or timm.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-BUDGET_NAMES = ("smoke", "quick", "full")  # the sizes of each: gv3lite.ablation.BUDGETS
+BUDGET_NAMES = ("smoke", "quick", "medium", "full")  # the sizes of each: gv3lite.ablation.BUDGETS
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
@@ -36,7 +39,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
 def budget() -> str:
     """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a laptop CPU,
-    under an hour) or ``full`` (a GPU). Raises ``ValueError`` for any other value."""
+    under an hour), ``medium`` (all of Imagenette on a 2-core CPU, ~2.5 h over one or more sittings) or ``full`` (a
+    GPU). Raises ``ValueError`` for any other value."""
     value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
     if value not in BUDGET_NAMES:
         raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGET_NAMES}")
@@ -76,8 +80,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+class DeviceNotAvailableError(RuntimeError, ValueError):
+    """A device was asked for that this machine does not have (e.g. ``cuda`` without a GPU). A ``RuntimeError`` (as
+    before) and a ``ValueError`` (a bad argument: the ``gv3lite`` command prints it as a one-line error, exit 2)."""
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises ``RuntimeError``.
+    """``None``/``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises `DeviceNotAvailableError`
+    (a ``RuntimeError``).
 
     Raises ``ValueError`` for a string torch does not know as a device (e.g. ``'gpu'``), listing cpu, cuda, auto.
     """
@@ -88,5 +98,37 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:N') or 'auto'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu")
+        why = (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but finds no GPU: check the driver "
+               "(nvidia-smi) and CUDA_VISIBLE_DEVICES" if torch.version.cuda else
+               f"torch {torch.__version__} is a CPU-only build: install a CUDA build on a GPU machine")
+        raise DeviceNotAvailableError(f"device {str(device)!r} was asked for but torch sees no GPU ({why}); or use "
+                                      "--device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceNotAvailableError(f"device {str(device)!r} was asked for but this machine has "
+                                      f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..); use one of them")
     return device
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Make sure ``path`` is, or can be created as, a writable folder; create it and return it as a ``Path``.
+
+    Meant to run before any data is decoded, so a bad output place fails in a second, not after the work. Raises
+    ``FileExistsError`` when ``path`` or one of its parents is an existing file, and ``PermissionError`` (or the
+    ``OSError`` of a full / read-only disk) when a file cannot be created in it; each names ``flag``, the path and the
+    fix.
+    """
+    path = Path(path).expanduser()
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is an existing file" if parent == path else f"is inside {str(parent)!r}, an existing file"
+            raise FileExistsError(f"{flag} {str(path)!r} {where}, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        fix = ("the disk is full: free space or choose another" if err.errno == errno.ENOSPC else
+               "make it writable (chmod u+w) or choose another")
+        raise type(err)(err.errno, f"{flag} {str(path)!r} is not writable ({err.strerror or err}); {fix} "
+                                   f"{flag}") from err
+    return path

@@ -36,6 +36,27 @@ def tiny_datasets(data_root):
                           seed=0, scale=(0.25, 1.0))
 
 
+@pytest.fixture
+def make_image_root(tmp_path):
+    """A factory of tiny ImageFolder roots under ``tmp_path``: ``make_image_root(classes=("a", "b"), per_class=2,
+    size=(12, 10))`` writes ``train/`` and ``val/`` with ``per_class`` random RGB PNGs per class and returns the root.
+    Made by the test itself (no committed images)."""
+    import numpy as np
+    from PIL import Image
+
+    def make(classes=("a", "b"), per_class=2, size=(12, 10), name="data"):
+        root = tmp_path / name
+        g = np.random.default_rng(0)
+        for split in ("train", "val"):
+            for c in classes:
+                (root / split / c).mkdir(parents=True, exist_ok=True)
+                for i in range(per_class):
+                    pixels = g.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                    Image.fromarray(pixels, "RGB").save(root / split / c / f"{i}.png")
+        return root
+    return make
+
+
 def randomize_bn_around_activations(model, seed=0):
     """Random BN affine params and running stats randomized *around* real activation statistics.
 

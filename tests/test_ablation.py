@@ -3,11 +3,13 @@ and the figure-saving contract of `gv3lite.figures`."""
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from gv3lite import ablation
 from gv3lite.recipe import PRESET_NOTES, PRESETS, Recipe, preset
+from gv3lite.utils import repo_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,7 +25,13 @@ def test_presets_round_trip(tmp_path, name, suffix):
 def test_presets_differ_in_the_papers_ingredients_and_every_choice_has_a_note():
     conv, gv3 = preset("conventional"), preset("ghostnetv3")
     assert (conv.num_conv_branches, conv.use_scale_branch, conv.teacher) == (1, False, None)
-    assert conv.mixup_alpha > 0 and conv.cutmix_alpha > 0 and conv.auto_augment == "randaugment"
+    # conventional = GhostNetV2's published recipe: RandAugment and random erasing 0.2, no Mixup/CutMix (issue 11)
+    assert conv.mixup_alpha == conv.cutmix_alpha == 0 and conv.auto_augment == "randaugment"
+    assert conv.random_erasing == 0.2
+    # KD: KL * T^2 at T = 4; the unused KD fields of conventional equal ghostnetv3's (no spurious differences)
+    assert (gv3.kd_loss, gv3.kd_temperature, gv3.kd_alpha) == ("kl", 4.0, 0.5)
+    kd_fields = ("kd_loss", "kd_temperature", "kd_alpha", "kd_mode")
+    assert [getattr(conv, f) for f in kd_fields] == [getattr(gv3, f) for f in kd_fields]
     assert (gv3.num_conv_branches, gv3.use_scale_branch, gv3.use_identity_branch) == (3, True, True)
     assert gv3.teacher is not None and gv3.ema and gv3.mixup_alpha == gv3.cutmix_alpha == 0
     for name in ("conventional", "ghostnetv3"):
@@ -31,6 +39,12 @@ def test_presets_differ_in_the_papers_ingredients_and_every_choice_has_a_note():
             "use_scale_branch", "use_identity_branch", "kd_loss", "kd_alpha", "kd_temperature", "kd_mode", "sched"}
     with pytest.raises(KeyError, match="unknown preset"):
         preset("nope")
+
+
+def test_soft_ce_with_a_temperature_is_refused():
+    assert preset("ghostnetv3", kd_loss="soft_ce", kd_temperature=1.0).kd_loss == "soft_ce"
+    with pytest.raises(ValueError, match="no T² factor.*kd_loss='kl'"):
+        preset("ghostnetv3", kd_loss="soft_ce", kd_temperature=4.0)
 
 
 def test_cli_train_preset():
@@ -62,9 +76,9 @@ def test_shared_configs_run_once_and_cells_differ():
     ids = {(it["grid"], it["cell"], it["seed"]): it["run_id"] for it in items}
     for seed in (0, 1):
         shared = {ids[("recipe", "ghostnetv3", seed)], ids[("reparam", "full", seed)], ids[("kd", "teacher", seed)],
-                  ids[("schedule", "ema", seed)]}
-        assert len(shared) == 1
-        assert ids[("kd", "none", seed)] == ids[("augment", "basic", seed)]
+                  ids[("schedule", "ema", seed)], ids[("augment", "basic", seed)], ids[("kd_control", "teacher", seed)]}
+        assert len(shared) == 1  # every grid's GhostNetV3-recipe cell is one training
+        assert ids[("augment", "mixup", seed)] != ids[("augment", "basic", seed)]
         # no EMA = the EMA run's raw weights; GhostNetV2 + a recipe = GhostNetV3's architecture with its switches
         assert ids[("schedule", "no_ema", seed)] == ids[("schedule", "ema", seed)]
         assert ids[("architectures", "ghostnetv2/conventional", seed)] == ids[("recipe", "conventional", seed)]
@@ -117,38 +131,49 @@ def test_reproduce_cli_rejects_bad_grids(flag, capsys):
 
 
 # ------------------------------------------------------------------------------------------ report logic
-def test_judge():
-    assert ablation.judge(+2.0, 1.0, "better") == "agrees"
-    assert ablation.judge(-2.0, 1.0, "worse") == "agrees"
-    assert ablation.judge(-2.0, 1.0, "better") == "disagrees"
-    assert ablation.judge(+0.5, 1.0, "better") == "inconclusive"
-    assert ablation.judge(+5.0, float("nan"), "better") == "inconclusive"  # one seed: no spread
-    assert ablation.judge(+5.0, 1.0, "unknown") == "no paper claim"
-
-
 def _synthetic(rows):
     return pd.DataFrame([{"grid": g, "cell": c, "seed": s, "top1": t, "top5": 90.0, "train_seconds": 1.0,
-                          "run_id": f"{g}{c}{s}"} for g, c, s, t in rows])
+                          "run_id": f"{g}{c}{s}", "mixup_alpha": 0.8 if c == "mixup" else 0.0,
+                          "teacher": "efficientnet_lite0" if c == "teacher" else None} for g, c, s, t in rows])
 
 
 def test_verdicts_and_report_on_synthetic_results(tmp_path):
-    runs = _synthetic([
-        ("kd", "none", 0, 50.0), ("kd", "none", 1, 52.0), ("kd", "teacher", 0, 60.0), ("kd", "teacher", 1, 62.0),
-        ("augment", "basic", 0, 50.0), ("augment", "basic", 1, 52.0),
-        ("augment", "mixup", 0, 57.0), ("augment", "mixup", 1, 59.0),  # paper: worse -> we disagree
-        ("augment", "cutmix", 0, 49.0), ("augment", "cutmix", 1, 53.0),  # within the spread
-    ])
+    top1 = {("kd", "none"): [50, 52, 54], ("kd", "teacher"): [60, 61, 65],  # +10, +9, +11: paper better -> agrees
+            ("augment", "basic"): [50, 53, 51], ("augment", "mixup"): [57, 59, 58],  # +7 +6 +7: paper worse
+            ("augment", "cutmix"): [49, 54, 51]}  # -1 +1 0
+    runs = _synthetic([(g, c, s, float(v)) for (g, c), values in top1.items() for s, v in enumerate(values)])
     table = ablation.verdicts(runs).set_index(["grid", "cell"])
-    assert table.loc[("kd", "teacher"), "verdict"] == "agrees"
+    assert len(table) == 3 and (table["baseline"] == ["none", "basic", "basic"]).all()
     assert table.loc[("kd", "teacher"), "diff"] == pytest.approx(10.0)
-    assert table.loc[("kd", "teacher"), "spread"] == pytest.approx(math.sqrt(2 + 2))
+    assert table.loc[("augment", "mixup"), "diff"] == pytest.approx(20 / 3)
+    assert table.loc[("kd", "teacher"), "per_seed"] == "+10.00 +9.00 +11.00"
+    # 5 cells x 3 seeds, residual variance pooled (df 8), checked against an independent two-way ANOVA
+    y = np.array(list(top1.values()), float)
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    assert table["df"].tolist() == [8, 8, 8]
+    assert table.loc[("kd", "teacher"), "se"] == pytest.approx(math.sqrt((resid ** 2).sum() / 8 * 2 / 3))
+    assert table.loc[("kd", "teacher"), "verdict"] == "agrees"
     assert table.loc[("augment", "mixup"), "verdict"] == "disagrees"
-    assert table.loc[("augment", "cutmix"), "verdict"] == "inconclusive"
-    assert table.loc[("augment", "cutmix"), "baseline"] == "basic"
-    report = ablation.write_report(runs, ablation.verdicts(runs), tmp_path / "report.md", "quick", "cmd").read_text()
-    assert "| kd | teacher vs none | +10.00 | 2.00 | 2 / 2 | better | agrees |" in report
-    assert "| augment | mixup vs basic | +7.00 |" in report and "disagrees" in report
-    assert "inconclusive" in report
+    assert table.loc[("augment", "cutmix"), "verdict"] in ("underpowered", "no effect >= 1 pp")
+    assert table.loc[("augment", "mixup"), "differs"] == "mixup_alpha: 0 -> 0.8"
+    assert table.loc[("kd", "teacher"), "differs"] == "teacher: None -> efficientnet_lite0"
+    report = ablation.write_report(runs, table.reset_index(), tmp_path / "report.md", "quick", "cmd").read_text()
+    assert "| kd | teacher vs none | teacher: None -> efficientnet_lite0 | +10.00 +9.00 +11.00 | +10.00 |" in report
+    assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 |" in report and "**disagrees**" in report
+
+
+def test_contrasts_of_the_committed_quick_results():
+    runs = pd.read_csv(repo_root() / "results" / "quick" / "runs.csv")
+    by_cell = {(c.grid, c.cell): c for c in ablation.contrasts(runs)}
+    assert by_cell[("recipe", "ghostnetv3")].paper_diff == (1.8, 2.2, 2.6)  # from paper_results.csv, not typed
+    assert by_cell[("schedule", "ema")].within_run == ("top1_ema", "top1_raw")
+    assert by_cell[("schedule", "ema")].paper_diff == pytest.approx((0.204,))
+    assert by_cell[("architectures", "mobilenetv2/ghostnetv3")].baseline == "mobilenetv2/conventional"
+    assert by_cell[("kd", "teacher")].within_run is None
+    assert ablation.differing_fields(runs, "augment", "mixup", "basic") == {"mixup_alpha": (0.0, 0.8)}
+    table = ablation.verdicts(runs).set_index("cell")
+    assert table.loc["ema", "diff"] == pytest.approx(-0.317, abs=1e-3)
+    assert table.loc["ema", "verdict"] == "no effect >= 1 pp"
 
 
 # ------------------------------------------------------------------------------------- smoke end to end
@@ -186,11 +211,21 @@ def test_smoke_budget_end_to_end(smoke_run):
     assert {"top1_mean", "top1_std", "n", "paper_claim"} <= set(summary.columns)
     assert "| recipe | conventional | 1 |" in (out / "summary.md").read_text()
     report = (out / "report.md").read_text()
-    assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "inconclusive" in report
-    for grid in sorted(set(runs["grid"])):
+    assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "underpowered" in report
+    for grid in [*sorted(set(runs["grid"])), "forest", "learning_curves"]:
         png = tmp / "figures" / f"ablation_{grid}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     assert json.loads((out / "runs" / runs["run_id"][0] / "result.json").read_text())["epochs"] == 1
+    # every val image's prediction, per run and compactly beside the results; the report's intervals use them
+    predictions = pd.read_csv(out / "predictions.csv.gz")
+    val_images = 10 * ablation.BUDGETS["smoke"]["images_per_class_val"]
+    assert len(predictions) == val_images * runs["run_id"].nunique()
+    assert set(predictions.columns) >= {"run_id", "val_index", "target", "pred_raw", "correct_raw", "pred_ema"}
+    one = predictions[predictions["run_id"] == runs["run_id"][0]]
+    assert sorted(one["val_index"]) == list(range(val_images))
+    top1_raw = runs.drop_duplicates("run_id").set_index("run_id")["top1_raw"]
+    assert (predictions.groupby("run_id")["correct_raw"].mean() * 100).round(6).to_dict() == top1_raw.round(6).to_dict()
+    assert (out / "runs" / runs["run_id"][0] / "predictions.csv").is_file()
 
 
 def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root):
@@ -211,6 +246,16 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
                                log=lambda *a: None)
     assert (third["trained"], third["resumed"]) == (1, 1)
     assert third["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
+    # a run recorded in runs.csv whose directory is gone (committed results) is not retrained, and keeps its row,
+    # its history and its place in the results files
+    import shutil
+    shutil.rmtree(out / "smoke" / "runs" / rid)
+    fourth = ablation.reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
+                                log=lambda *a: None)
+    assert fourth["trained"] == 0 and fourth["skipped"] == first["trained"]
+    assert fourth["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
+    history = pd.read_csv(out / "smoke" / "history.csv")
+    assert set(history["run_id"]) == set(first["runs"]["run_id"]) and (history["epoch"] == 1).all()
 
 
 # --------------------------------------------------------------------------------------------- figures
@@ -247,3 +292,32 @@ def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
         assert abs(row.top1 - sequential[(row.grid, row.cell)]) <= 2.5  # at most one of 40 val images differs
     with pytest.raises(ValueError, match="jobs"):
         ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, jobs=0)
+
+
+def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
+    from gv3lite.figures import plot_forest, savefig
+    monkeypatch.setenv("GV3LITE_FIGURES", str(tmp_path))
+    table = ablation.verdicts(pd.read_csv(repo_root() / "results" / "quick" / "runs.csv"))
+    fig = plot_forest(table)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[-1] == "recipe: ghostnetv3 vs conventional" and len(labels) == len(table) == 7
+    assert [t.get_text() for t in fig.axes[0].texts].count("underpowered") == 6
+    png = savefig(fig, "forest", budget="quick", command="pytest")
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    with pytest.raises(ValueError, match="no contrasts"):
+        plot_forest(table.iloc[:0])
+
+
+def test_report_reanalyses_the_committed_quick_results(tmp_path):
+    from gv3lite.cli import main
+    import shutil
+    shutil.copy(repo_root() / "results" / "quick" / "runs.csv", tmp_path / "runs.csv")
+    assert main(["report", str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| schedule | ema vs no_ema | ema: False -> True |" in report and "**no effect >= 1 pp**" in report
+    assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 | -2.30 -2.70 | -2.50 |" in report
+    verdicts = pd.read_csv(tmp_path / "verdicts.csv")
+    assert len(verdicts) == 7 and set(verdicts["verdict"]) == {"underpowered", "no effect >= 1 pp"}
+    assert (tmp_path / "fig" / "ablation_forest.png").stat().st_size > 5000
+    assert not (tmp_path / "fig" / "ablation_learning_curves.png").exists()  # old results: no histories
+    assert main(["report", str(tmp_path / "nope")]) == 2

@@ -79,7 +79,7 @@ def test_user_error_file_inputs(capsys, monkeypatch, tmp_path):
     out_file = tmp_path / "out.txt"
     out_file.write_text("")  # --out is checked before the data root is even looked at
     assert main(["train", "--out", str(out_file), "--data", str(tmp_path / "no_data")]) == 2
-    assert f"--out {out_file} is an existing file" in capsys.readouterr().err
+    assert f"--out '{out_file}' is an existing file" in capsys.readouterr().err
 
 
 def test_debug_env_keeps_traceback_and_internal_errors_propagate(monkeypatch):

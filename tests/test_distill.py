@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gv3lite.distill import (CachedKD, TeacherLabelMaps, build_label_maps, check_kd_with_mixup, kd_kl_loss,
+from gv3lite.distill import (CachedKD, TeacherLabelMaps, build_label_maps, kd_kl_loss, mix_teacher_logits,
                              label_maps_cache_file, soft_target_cross_entropy, training_loss)
 from gv3lite.teacher import FrozenTeacher
 
@@ -186,9 +186,21 @@ def test_cached_kd_protocol():
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(KeyError, match="return_crop_info"):
         kd.teacher_logits(None, None)
-    with pytest.raises(NotImplementedError, match="mixup_alpha=0.2"):
-        check_kd_with_mixup(True, 0.2, 0.0)
-    check_kd_with_mixup(False, 0.2, 1.0)  # no KD: Mixup/CutMix are fine
+
+
+def test_mix_teacher_logits_mixes_the_teacher_distributions_like_the_labels():
+    torch.manual_seed(0)
+    z = torch.randn(4, 5) * 3
+    for lam in (0.0, 0.3, 1.0):
+        mixed = mix_teacher_logits(z, lam, 4.0)
+        expected = lam * F.softmax(z / 4, 1) + (1 - lam) * F.softmax(z.flip(0) / 4, 1)  # image b with image B-1-b
+        torch.testing.assert_close(F.softmax(mixed / 4, 1), expected, rtol=1e-5, atol=1e-7)
+    # at lam = 1 the KD loss is the unmixed one
+    student = torch.randn(4, 5)
+    torch.testing.assert_close(kd_kl_loss(student, mix_teacher_logits(z, 1.0, 4.0), 4.0), kd_kl_loss(student, z, 4.0),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="lam=1.5"):
+        mix_teacher_logits(z, 1.5, 4.0)
 
 
 def test_build_label_maps_caches_on_disk(tmp_path, monkeypatch, data_root):

@@ -12,11 +12,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "gv3lite"
 
 LAYERS = [
-    "utils", "checkpoint", "paper",                       # no gv3lite imports
+    "utils", "checkpoint", "paper", "stats",              # no gv3lite imports
     "layers", "reparam", "ghost", "ghostnetv3",           # the paper's network
     "add_branches", "models", "counting",                 # branches for other models, the registry, counting
     "data", "teacher", "distill", "recipe", "train",      # data, teacher, KD + objective, recipe, the loop
     "figures", "show",                                    # figures and notebook display helpers
+    "launch",                                             # scale-out: run locks, GPUs per worker, submitit
     "experiment", "ablation", "cli",                      # composition root, ablation engine, command line
 ]
 TOP = "__init__"  # the package's public API re-exports from any module; nothing imports it

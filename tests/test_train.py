@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
+from gv3lite import experiment
 from gv3lite.data import build_datasets
 from gv3lite.experiment import build_optimizer, build_scheduler, run
 from gv3lite.recipe import Recipe
-from gv3lite.train import scheduler_step
+from gv3lite.train import mix_batch, scheduler_step
 
 from conftest import FOUR_CLASSES
 
@@ -77,8 +78,7 @@ def test_recipe_checks_field_types(changes, field):
     (dict(weight_decay=5.0), "recipe.weight_decay=5.0"),
     (dict(model="resnet50"), "recipe.model='resnet50' is not one of \\['ghostnetv3_050'"),
     (dict(teacher="lite0"), "recipe.teacher='lite0' is neither a pretrained teacher name"),
-    (dict(teacher="efficientnet_lite0", mixup_alpha=0.8), "mixup_alpha=0.8.*not supported"),
-    (dict(teacher="efficientnet_lite0", cutmix_alpha=1.0), "cutmix_alpha=1.*teacher=None"),
+    (dict(kd_loss="soft_ce", kd_temperature=4.0), "kd_loss='soft_ce' with kd_temperature=4: .*no T² factor"),
 ])
 def test_recipe_checks_values_names_and_combinations(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -229,8 +229,31 @@ def test_kd_hook_receives_images_and_crop_info_and_logs_kd_term(data_root):
     assert 0 < history.train_kd.iloc[0] < history.train_loss.iloc[0] * 2  # KL(uniform || student) > 0 is logged
     indices = torch.cat([c[1]["index"] for c in kd.calls])
     assert sorted(indices.tolist()) == list(range(64))  # every train image once per epoch
-    with pytest.raises(NotImplementedError, match="mixup"):
-        run(recipe.replace(mixup_alpha=0.2), data_root, None, quiet=True, kd=kd)
+    # Mixup/CutMix with KD: the teacher still sees the unmixed crops; the run trains with a finite KD term
+    kd = RecordingKD()
+    mixed = run(recipe.replace(mixup_alpha=0.8, cutmix_alpha=1.0), data_root, None, quiet=True, kd=kd)
+    assert len(kd.calls) == 4 and mixed.train_kd.notna().all() and (mixed.train_kd > 0).all()
+    assert Recipe(teacher="efficientnet_lite0", mixup_alpha=0.8).mixup_alpha == 0.8  # a valid recipe now
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.8, 0.0), (0.0, 1.0)])
+def test_mix_batch_is_timm_mixup_plus_its_weight(mixup_alpha, cutmix_alpha):
+    import numpy as np
+    from timm.data import Mixup
+    mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=0.1, num_classes=4)
+    torch.manual_seed(0)
+    images, targets = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    np.random.seed(3)
+    expected_images, expected_targets = mixup(images.clone(), targets)
+    np.random.seed(3)
+    mixed, soft, lam = mix_batch(mixup, images.clone(), targets)
+    torch.testing.assert_close(mixed, expected_images, rtol=0, atol=0)
+    torch.testing.assert_close(soft, expected_targets, rtol=0, atol=0)
+    # lam is the weight of image b (class targets[b]) in its own target: on 1 - 0.1 + 0.1/4, off 0.1/4
+    on, off = 0.925, 0.025
+    assert 0 < lam < 1 and float(soft[0, 0]) == pytest.approx(lam * on + (1 - lam) * off)
+    with pytest.raises(ValueError, match="even batch"):
+        mix_batch(mixup, images[:5].clone(), targets[:5])
 
 
 # ------------------------------------------------------------------------------------------------ utils
@@ -258,3 +281,50 @@ def test_augmentation_switches_train(data_root):
                     mixup_alpha=0.2, cutmix_alpha=1.0)
     history = run(recipe, data_root, None, quiet=True)
     assert len(history) == 1 and 0 < history.train_loss.iloc[0] < 10
+
+
+# ------------------------------------------------------------------------------------ common random numbers
+def _recorder(monkeypatch):
+    """Wrap experiment.build_model (the original, restored when ``monkeypatch`` ends): keep the student's initial
+    weights and its first three training inputs."""
+    seen = {"init": None, "batches": []}
+    real = experiment.build_model
+    assert real.__module__ == "gv3lite.experiment", "wrap the original build_model, not a wrapper"
+
+    def build(recipe, num_classes):
+        model = real(recipe, num_classes)
+        seen["init"] = {k: v.clone() for k, v in model.state_dict().items()}
+        model.register_forward_pre_hook(
+            lambda m, args: seen["batches"].append(args[0].clone()) if m.training and len(seen["batches"]) < 3 else None)
+        return model
+
+    monkeypatch.setattr(experiment, "build_model", build)
+    return seen
+
+
+def test_common_random_numbers_across_cells(data_root, tmp_path):
+    """For one seed, a KD cell and a no-KD cell start from the same student weights and see the same crops, although
+    the KD cell builds a teacher (whose own initialization draws random numbers) before the student."""
+    from gv3lite.checkpoint import save_checkpoint
+    tiny = dict(TINY, epochs=1, warmup_epochs=0.0, sched="cosine")
+    datasets = build_datasets(data_root, 40, classes=FOUR_CLASSES, images_per_class_train=16,
+                              images_per_class_val=5, return_crop_info=True)
+    # a small checkpoint teacher: building it initializes a network (random draws) before loading its weights
+    teacher_recipe = Recipe(model="ghostnetv3_050", num_conv_branches=1, use_scale_branch=False,
+                            use_identity_branch=False)
+    path = save_checkpoint({"model": experiment.build_model(teacher_recipe, 4).state_dict(),
+                            "recipe": teacher_recipe.to_dict(), "num_classes": 4, "classes": FOUR_CLASSES},
+                           tmp_path / "teacher.pth")
+    runs = {}
+    for name, changes in [("none", dict(teacher=None)), ("teacher", dict(teacher=str(path), kd_mode="online")),
+                          ("other seed", dict(teacher=None, seed=1))]:
+        with pytest.MonkeyPatch.context() as mp:
+            seen = _recorder(mp)
+            run(Recipe(**tiny, **changes), datasets=datasets, quiet=True)
+        runs[name] = seen
+    none, teacher, other = runs["none"], runs["teacher"], runs["other seed"]
+    assert all(torch.equal(none["init"][k], teacher["init"][k]) for k in none["init"])
+    assert len(none["batches"]) == 3 and all(torch.equal(a, b) for a, b in zip(none["batches"], teacher["batches"]))
+    # the control: another seed gives other weights and other batches
+    assert not all(torch.equal(none["init"][k], other["init"][k]) for k in none["init"])
+    assert not torch.equal(none["batches"][0], other["batches"][0])
