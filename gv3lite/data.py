@@ -513,10 +513,11 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, n_in: i
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 or 0..255 float (B, 3, H, W) -> float32 normalized with the ImageNet mean/std."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1) * 255
-    return (images.float() - mean) / std
+    """uint8 or 0..255 float (B, 3, H, W) -> float32 normalized with the ImageNet mean/std, with the same operations
+    as the per-image transform (``ToDtype(scale=True)`` then ``Normalize``), so both give the same floats."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
 
 
 class BatchedTrainLoader:
@@ -587,6 +588,8 @@ class BatchedTrainLoader:
         return images
 
     def __iter__(self):
+        # randperm straight from the generator: under torchrun, DistributedSampler (seeded with the same per-epoch
+        # seed) splits this very permutation between the ranks
         order = torch.randperm(len(self.dataset), generator=self.generator)
         for b in range(len(self)):
             yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size])

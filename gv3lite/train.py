@@ -257,9 +257,9 @@ def with_sync_bn(model: torch.nn.Module, sync_bn: bool, world: int, device) -> t
 
 
 def to_device(images: torch.Tensor, device) -> torch.Tensor:
-    """A batch (B, 3, H, W) on ``device`` in channels_last memory format (measured faster for these networks,
-    ``benchmarks/throughput.py`` case ``train_step_contiguous``); a batch of another rank is only moved."""
-    if images.dim() != 4:
+    """A batch (B, 3, H, W) on ``device`` in channels_last memory format, other shapes as they are (measured faster
+    for these networks, ``benchmarks/throughput.py`` case ``train_step_contiguous``)."""
+    if images.dim() != 4:  # e.g. feature vectors of a toy model: no memory format to choose
         return images.to(device, non_blocking=True)
     return images.to(device, non_blocking=True, memory_format=torch.channels_last)
 
