@@ -292,18 +292,15 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
     """Train ``model`` (already on ``device``) on ``datasets`` = (train, val) and return the per-epoch history.
 
     Columns: ``epoch`` (1-based), ``train_loss``, ``train_kd`` (mean KD term, NaN without ``kd``), ``val_loss``,
-    ``val_top1``, ``val_top5`` (%), ``ema_top1`` (% or NaN), ``lr`` (last step), ``seconds`` (wall time of the epoch
-    incl. evaluation). Val columns are NaN on epochs that ``settings.eval_every`` skips (the last is always evaluated).
-    ``make_scheduler(steps_per_epoch)`` builds the per-step schedule (see `scheduler_step`). ``out_dir`` (None = write
-    nothing) receives ``recipe.yaml``, ``run_info.json``, ``metrics.csv``, ``last.pth`` (each epoch), ``best.pth``
-    (best val top-1 of the EMA weights if ``ema`` else of the model) and ``predictions.csv`` (every val image at the
-    last evaluation: ``val_index`` (position in the val dataset), ``target``, ``pred_raw``, ``correct_raw``,
-    ``pred_ema``, ``correct_ema``; the EMA columns empty without ``ema``); ``config`` (a plain dict, e.g. the recipe)
-    is stored in them as ``recipe`` and must match on ``resume=True``, which continues from ``out_dir/last.pth`` (see
-    `_load_state`). ``max_epochs`` stops after that many epochs in total (the schedule follows ``settings.epochs``).
-    Under ``torchrun``: DDP (call `setup_distributed` first; rank 0 writes; val metrics and predictions of the whole
-    val set on every rank; ``sync_bn``: `with_sync_bn`). A NaN/inf loss, logits or weights raise `NonFiniteError`
-    (`diverged`).
+    ``val_top1``, ``val_top5`` (%), ``ema_top1`` (% or NaN), ``lr`` (last step), ``seconds`` (epoch wall time incl.
+    evaluation); val columns are NaN on epochs that ``settings.eval_every`` skips (the last is always evaluated).
+    ``make_scheduler(steps_per_epoch)`` builds the per-step schedule (`scheduler_step`). ``out_dir`` (None: write
+    nothing) receives ``recipe.yaml``, ``run_info.json``, ``metrics.csv``, ``last.pth`` (each epoch), ``best.pth`` (best
+    val top-1 of the EMA if ``ema`` else of the model) and ``predictions.csv`` (every val image at the last evaluation:
+    ``val_index``, ``target``, ``pred_raw``, ``correct_raw``, ``pred_ema``, ``correct_ema``). ``config`` (a plain
+    dict, e.g. the recipe) is stored as ``recipe`` and must match on ``resume=True`` (continue from ``last.pth``).
+    ``max_epochs`` stops early (the schedule follows ``settings.epochs``). Under ``torchrun``: DDP (`setup_distributed`
+    first; rank 0 writes; whole-val metrics on every rank; ``sync_bn``: `with_sync_bn`). Raises `NonFiniteError`.
     """
     check_resumable(out_dir, resume)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
@@ -332,9 +329,7 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
             stats = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
                                     start_step=epoch * len(train_loader), label_smoothing=settings.label_smoothing,
                                     ema=ema, mixup=mixup, kd=kd, quiet=quiet)
-            val = (evaluate(deploy_form(unwrap_model(model)), val_loader, device) if evaluated
-                   else dict.fromkeys(_VAL, float("nan")))
-            val_ema = evaluate(deploy_form(ema.module), val_loader, device) if ema is not None and evaluated else None
+            val, val_ema = _evaluate_epoch(model, ema, val_loader, device) if evaluated else (_NO_VAL, None)
         except NonFiniteError as err:
             raise diverged(err, epoch + 1, out_dir if writer else None, optimizer.param_groups[0]["lr"]) from err
         ema_top1 = val_ema["top1"] if val_ema is not None else float("nan")
@@ -347,16 +342,29 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
             _print_epoch(history[-1], settings.epochs, ema is not None)
         score = ema_top1 if ema is not None else val["top1"]
         if writer:
-            state = {"model": unwrap_model(model).state_dict(), "model_ema": ema.module.state_dict() if ema else None,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                     "recipe": config, "num_classes": _num_classes(train_ds), "classes": train_ds.classes,
-                     "history": history, "best_top1": max(best, score)}
+            state = _checkpoint_state(model, ema, optimizer, scheduler, config, train_ds, history, max(best, score))
             _save_epoch(out_dir, state, history, is_best=score > best)
         best = max(best, score)
     return pd.DataFrame(history)
 
 
 _VAL = ("loss", "top1", "top5")
+_NO_VAL = dict.fromkeys(_VAL, float("nan"))  # an epoch that `LoopSettings.eval_every` skips
+
+
+def _evaluate_epoch(model, ema, val_loader, device) -> tuple[dict, dict | None]:
+    """`evaluate` of the model's and the EMA's deploy forms (`deploy_form`): (val, val of the EMA or None)."""
+    val = evaluate(deploy_form(unwrap_model(model)), val_loader, device)
+    return val, evaluate(deploy_form(ema.module), val_loader, device) if ema is not None else None
+
+
+def _checkpoint_state(model, ema, optimizer, scheduler, config, train_ds, history, best_top1) -> dict:
+    """What ``last.pth`` / ``best.pth`` hold after an epoch: weights (and EMA), optimizer, schedule, the config, the
+    class list and the history so far (``epoch`` = epochs done), so that `_load_state` resumes exactly."""
+    return {"model": unwrap_model(model).state_dict(), "model_ema": ema.module.state_dict() if ema else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": len(history),
+            "recipe": config, "num_classes": _num_classes(train_ds), "classes": train_ds.classes,
+            "history": history, "best_top1": best_top1}
 
 
 def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int, device):
