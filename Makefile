@@ -26,11 +26,12 @@ git-filters: $(VENV)/.installed
 	fi
 
 # torch/torchvision are pinned to the builds this project is developed and tested with (DEVELOPERS.md).
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml etc/jupyter/jupyter_server_config.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	mkdir -p $(VENV)/etc/jupyter && cp etc/jupyter/jupyter_server_config.py $(VENV)/etc/jupyter/
 	touch $@
 
 main: install

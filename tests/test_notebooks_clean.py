@@ -71,3 +71,37 @@ def test_claim_check_prints_its_line(notebook):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert 'print(f"claim checked' in "".join(code[-1]["source"]) or 'print("claim checked' in "".join(
         code[-1]["source"]), f"{name}: the last cell must print a line starting 'claim checked' (the browser test reads it)"
+
+
+def test_jupyter_save_hook_keeps_a_run_notebook_identical_to_the_committed_one(tmp_path):
+    """``etc/jupyter/jupyter_server_config.py`` (installed into the venv by ``make install``): JupyterLab saving a run
+    notebook of this repository writes exactly the committed bytes (so ``git status`` stays clean), while a notebook
+    outside an nbstripout-filtered work tree keeps its outputs."""
+    import runpy
+    import shutil
+    import types
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    repo = NOTEBOOKS[0].parent.parent
+    config = types.SimpleNamespace(FileContentsManager=types.SimpleNamespace())
+    runpy.run_path(str(repo / "etc" / "jupyter" / "jupyter_server_config.py"), init_globals={"c": config})
+    hook = config.FileContentsManager.pre_save_hook
+    shutil.copytree(repo / "notebooks", tmp_path / "repo" / "notebooks")
+    shutil.copy(repo / ".gitattributes", tmp_path / "repo" / ".gitattributes")
+    (tmp_path / "repo" / ".git").mkdir()
+    shutil.copy(NOTEBOOKS[0], tmp_path / "elsewhere.ipynb")
+    for root, rel in [(tmp_path / "repo", f"notebooks/{p.name}") for p in NOTEBOOKS] + [(tmp_path, "elsewhere.ipynb")]:
+        manager = FileContentsManager(root_dir=str(root), pre_save_hook=hook)
+        nb = manager.get(rel)["content"]
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "ran\n"}]
+                cell["execution_count"] = 1
+        nb["metadata"].setdefault("language_info", {})["version"] = "3.11.7"  # what a running kernel adds
+        manager.save({"type": "notebook", "format": "json", "content": nb}, rel)
+        saved = (root / rel).read_bytes()
+        if rel == "elsewhere.ipynb":
+            assert b'"ran\\n"' in saved, "a notebook outside the repository must keep its outputs"
+        else:
+            assert saved == (repo / rel).read_bytes(), f"{rel}: saving it after a run changed the committed bytes"
