@@ -75,6 +75,10 @@ def git_commit() -> str:
         run = lambda *a: subprocess.run(["git", *a], cwd=repo_root(), capture_output=True, text=True,  # noqa: E731
                                         timeout=10, check=True).stdout.strip()
         commit = run("rev-parse", "--short", "HEAD")
+        # refresh the index's file stats first (its exit code only says some files differ): without it, files whose
+        # stats git cannot trust (e.g. checked out in the same second as the index was written) are passed through
+        # the clean filter -- one nbstripout process per notebook -- on every call
+        subprocess.run(["git", "update-index", "-q", "--refresh"], cwd=repo_root(), capture_output=True, timeout=60)
         # `git diff` compares content through the clean filters (.gitattributes: nbstripout), so a notebook that was
         # only run or opened is not a change; `git status` may still list it (git's size check), see README
         changed = run("diff", "--name-only", "HEAD", "--", ".", ":!results", ":!figures")
