@@ -727,9 +727,10 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
     return path
 
 
-def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True) -> dict:
+def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True, out_dir=None) -> dict:
     """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv`` if there)
-    and write ``summary.csv``/``.md``, ``report.md`` and the figures (default folder ``<results_dir>/figures``).
+    and write ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md`` into ``out_dir`` (default ``results_dir``) and
+    the figures into ``figures_dir`` (default ``<out_dir>/figures``).
 
     Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
     uses the per-seed top-1 it has). Returns ``dict(runs, summary, verdicts, figures)``. Raises
@@ -746,14 +747,16 @@ def report(results_dir, figures_dir=None, command: str | None = None, pool: bool
     command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
     history = pd.read_csv(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
     predictions = (pd.read_csv(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None)
+    out_dir = Path(out_dir or results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
-    summary.to_csv(results_dir / "summary.csv", index=False)
-    (results_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
     table = verdicts(runs, pool=pool, predictions=predictions)
-    table.to_csv(results_dir / "verdicts.csv", index=False)
-    write_report(runs, table, results_dir / "report.md", budget, command)
+    table.to_csv(out_dir / "verdicts.csv", index=False)
+    write_report(runs, table, out_dir / "report.md", budget, command)
     paths = plot_grids(runs, summary, budget, command, table=table, history=history,
-                       folder=Path(figures_dir or results_dir / "figures"))
+                       folder=Path(figures_dir or out_dir / "figures"))
     return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
 
 
@@ -802,7 +805,7 @@ def add_reproduce(subparsers) -> None:
                               description="Train every cell of the ablation grids (gv3lite.ablation.GRIDS) for each "
                                           "seed under a budget (gv3lite.ablation.BUDGETS). Finished runs are skipped, "
                                           "interrupted ones resume from their checkpoint.")
-    p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | full (default: "
+    p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | medium | full (default: "
                                                                           "$GV3LITE_BUDGET, else smoke)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
     p.add_argument("--out", default="runs/reproduce", help="results root; files go to OUT/<budget>/ (default "
@@ -832,19 +835,24 @@ def add_report(subparsers) -> None:
                               description="Read RESULTS/runs.csv and rewrite summary, verdicts.csv, report.md and "
                                           "the figures with the current statistics (gv3lite.stats).")
     p.add_argument("results", help="a folder gv3lite reproduce wrote, e.g. results/quick")
-    p.add_argument("--figures", default=None, help="figure folder (default RESULTS/figures)")
+    p.add_argument("--out", default=None, help="where summary, verdicts.csv and report.md go (default: the "
+                                               "git-ignored runs/report/<name of RESULTS>; `--out results/quick "
+                                               "--figures figures` rewrites the committed ones)")
+    p.add_argument("--figures", default=None, help="figure folder (default OUT/figures)")
     p.add_argument("--no-pool", action="store_true", help="a paired t interval per contrast instead of the "
                                                           "seed-blocked model with pooled residual variance")
     p.set_defaults(func=run_report)
 
 
 def run_report(args) -> int:
-    result = report(args.results, args.figures, pool=not args.no_pool)
+    out = Path(args.out) if args.out else repo_root() / "runs" / "report" / Path(args.results).resolve().name
+    check_output_dir(out)
+    result = report(args.results, args.figures, pool=not args.no_pool, out_dir=out)
     table = result["verdicts"]
     shown = table[["grid", "cell", "baseline", "diff", "low", "high", "p_holm", "mde", "verdict"]].round(
         {"diff": 2, "low": 2, "high": 2, "p_holm": 3, "mde": 1})
     print(shown.to_string(index=False))
-    print(f"-> {args.results}/report.md, verdicts.csv; figures: " + ", ".join(str(p) for p in result["figures"]))
+    print(f"-> {out}/report.md, verdicts.csv; figures: " + ", ".join(str(p) for p in result["figures"]))
     return 0
 
 

@@ -6,7 +6,7 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 
   gv3lite train [--recipe FILE] [flags]     train a recipe (defaults = the main job), print top-1/top-5, wall time
   gv3lite eval --checkpoint PATH [--data]   val top-1 of the train form and the re-parameterized (deploy) form
-  gv3lite reproduce --budget smoke|quick|full   the paper's ablation grids (gv3lite.ablation)
+  gv3lite reproduce --budget smoke|quick|medium|full the paper's ablation grids (gv3lite.ablation)
   gv3lite export --checkpoint PATH --onnx OUT.onnx   the deploy form as ONNX, checked by onnxruntime (gv3lite.export)
 """
 from __future__ import annotations

@@ -109,15 +109,16 @@ def _is_image(name: str) -> bool:
 def download_imagenette(dest: str | os.PathLike, size: str = "320px") -> Path:
     """Download Imagenette with torchvision's ``Imagenette`` into ``dest`` and return the ImageFolder root.
 
-    ``size``: ``"full"``, ``"320px"`` or ``"160px"`` (torchvision's names). Raises ``RuntimeError`` when the
-    download fails (e.g. offline), naming the fix.
+    ``size``: ``"full"``, ``"320px"`` or ``"160px"`` (torchvision's names). Raises ``ConnectionError`` (an
+    ``OSError``: the ``gv3lite`` command prints it as a one-line error) when the download fails (e.g. offline), naming
+    the fix.
     """
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     try:
         Imagenette(str(dest), split="train", size=size, download=True)
     except Exception as err:  # urllib/HTTP/OS errors all mean the same thing to the user
-        raise RuntimeError(f"could not download Imagenette into {str(dest)!r} ({type(err).__name__}: {err}). "
+        raise ConnectionError(f"could not download Imagenette into {str(dest)!r} ({type(err).__name__}: {err}). "
                            f"Without internet access, copy the data by hand. {HOW_TO_GET_DATA}") from err
     folder = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}[size]
     return check_data_root(dest / folder)

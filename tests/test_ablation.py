@@ -313,7 +313,7 @@ def test_report_reanalyses_the_committed_quick_results(tmp_path):
     from gv3lite.cli import main
     import shutil
     shutil.copy(repo_root() / "results" / "quick" / "runs.csv", tmp_path / "runs.csv")
-    assert main(["report", str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
+    assert main(["report", str(tmp_path), "--out", str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| schedule | ema vs no_ema | ema: False -> True |" in report and "**no effect >= 1 pp**" in report
     assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 | -2.30 -2.70 | -2.50 |" in report
@@ -322,3 +322,9 @@ def test_report_reanalyses_the_committed_quick_results(tmp_path):
     assert (tmp_path / "fig" / "ablation_forest.png").stat().st_size > 5000
     assert not (tmp_path / "fig" / "ablation_learning_curves.png").exists()  # old results: no histories
     assert main(["report", str(tmp_path / "nope")]) == 2
+    # by default the re-analysis goes to the git-ignored runs/report/<name>, never into the recorded folder
+    (tmp_path / "rec").mkdir()
+    shutil.copy(tmp_path / "runs.csv", tmp_path / "rec" / "runs.csv")
+    assert main(["report", str(tmp_path / "rec")]) == 0
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["runs.csv"]
+    assert (repo_root() / "runs" / "report" / "rec" / "report.md").is_file()

@@ -133,3 +133,17 @@ def test_eval_refuses_a_diverged_checkpoint(tmp_path, capsys):
     err = error_of(["eval", "--checkpoint", str(tmp_path / "best.pth"), "--data", str(tmp_path)], capsys)
     assert err.startswith(f"gv3lite eval: error: {tmp_path / 'best.pth'} holds non-finite weights (NaN/inf in 1 "
                           "tensors, e.g. 'classifier.weight'): it comes from a diverged training")
+
+
+def test_download_without_network_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import gv3lite.data as data
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data, "Imagenette", offline)
+    err = error_of(["train", "--download", "--data", str(tmp_path / "dl"), "--out", str(tmp_path / "out"), *TINY],
+                   capsys)
+    assert err.startswith("gv3lite train: error: could not download Imagenette into") and "by hand" in err, err
