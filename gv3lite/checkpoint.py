@@ -23,6 +23,7 @@ of classes, branch setting or form (train vs deploy) raises ``ValueError`` namin
 import errno
 import glob
 import os
+import pickle
 import re
 import tempfile
 import warnings
@@ -55,9 +56,21 @@ def read_checkpoint(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises KeyError, RuntimeError, UnpicklingError, EOFError ... for bad files
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}); pass a .pth "
-                         "file written by torch.save (e.g. gv3lite train's last.pth), and re-copy it if it was "
-                         "truncated") from err
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {_load_error(err)}); "
+                         "pass a .pth file written by torch.save (e.g. gv3lite train's last.pth), and re-copy it if "
+                         "it was truncated") from err
+
+
+def _load_error(err: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to retry with ``weights_only=False`` (that would run
+    the code a crafted file carries) and without its links: the sentences that say what was refused."""
+    advice = re.compile(r"weights.only|re-running|trusted source|documentation|file an issue|two options|allowlist"
+                        r"|^\(\d\)", flags=re.I)
+    sentences = re.split(r"(?<=[.:])\s+|\n+", str(err))
+    kept = [x.strip() for x in sentences if x.strip() and not advice.search(x.strip())]
+    reason = " ".join(kept) or "refused by the weights-only loader"
+    return ("refused by the weights-only loader: " + reason if isinstance(err, pickle.UnpicklingError)
+            else reason)[:300]
 
 
 _SAVE_FIXES = {errno.ENOSPC: "free disk space there or choose another output folder",

@@ -136,5 +136,7 @@ def test_a_crafted_pickle_never_executes(tmp_path, capsys, monkeypatch):
             attempt()
     monkeypatch.delenv("GV3LITE_DEBUG", raising=False)
     assert main(["eval", "--checkpoint", str(evil)]) == 2
-    assert "evil.pth is not a readable PyTorch checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "evil.pth is not a readable PyTorch checkpoint" in err and "refused by the weights-only loader" in err
+    assert "weights_only" not in err  # never torch's advice to retry the unsafe way
     assert not marker.exists()
