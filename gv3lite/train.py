@@ -192,9 +192,14 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
             "predictions": _gather_shards(torch.cat(predictions)), "targets": _gather_shards(torch.cat(labels))}
 
 
+def _distributed() -> bool:
+    """True inside an initialized process group of more than one process (DDP under ``torchrun``)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _sum_over_processes(values: list[float], device) -> list[float]:
     """``values`` summed over the DDP processes (all-reduce, float64); unchanged without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return values
     total = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(total)
@@ -204,7 +209,7 @@ def _sum_over_processes(values: list[float], device) -> list[float]:
 def _gather_shards(values: torch.Tensor) -> torch.Tensor:
     """The per-image ``values`` (N_rank,) of every DDP process put back in the val set's order (rank r holds images
     r, r + world, ... -- see `val_shard`); unchanged without a process group."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return values
     shards = [None] * dist.get_world_size()
     dist.all_gather_object(shards, values.cpu())

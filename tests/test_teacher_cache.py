@@ -1,7 +1,6 @@
 """The teacher cache is trustworthy (issue 13): keyed by the images' contents, validated on load, rebuilt with a
 one-line notice naming the file when it is broken or does not fit; non-finite teacher outputs are an error."""
 import os
-import time
 
 import numpy as np
 import pytest
