@@ -1,5 +1,6 @@
 # gv3lite: two commands for a new user (see README.md).
-#   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/ (installs first if needed)
+#   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/, README's Results
+#                  block (installs first if needed)
 #   make medium -- the same on all of Imagenette, 3 seeds -> results/medium/, figures/medium/ (~2.5 h; resumable)
 #   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
 #   make test   -- the whole test suite: pytest, including every notebook run in JupyterLab in headless Chromium
@@ -36,10 +37,12 @@ $(VENV)/.installed: pyproject.toml etc/jupyter/jupyter_server_config.py
 
 main: install
 	$(VENV)/bin/gv3lite reproduce --budget quick --jobs 2 --data $(GV3LITE_DATA) --out results --figures figures
+	$(VENV)/bin/gv3lite readme
 
 # resumable: finished runs recorded in results/medium/runs.csv are not retrained, so it can be run over sittings
 medium: install
 	$(VENV)/bin/gv3lite reproduce --budget medium --jobs 2 --data $(GV3LITE_DATA) --out results --figures figures/medium
+	$(VENV)/bin/gv3lite readme
 
 # one model: GhostNetV3-0.5x on all of Imagenette at 64 px (the trainer's defaults), then train vs deploy form
 train: install

@@ -7,14 +7,17 @@ Owns:
   baseline. Cell names are the contract with ``gv3lite/paper_results.csv``;
 * `plan` (every (grid, cell, seed) with its resolved `Recipe` and run id), `reproduce` (train what is missing),
   `summarize` (mean ± std per cell), `verdicts` / `write_report` (agreement with the paper's claims), and the
-  ``reproduce`` subcommand (`add_reproduce`, hooked into ``gv3lite.cli``).
+  ``reproduce`` subcommand (`add_reproduce`, hooked into ``gv3lite.cli``);
+* `readme_results` and ``gv3lite readme`` (`add_readme`): README.md's generated Results block, from the committed
+  ``results/<budget>/`` folders.
 
 Runs are keyed by a hash of the resolved recipe (seed included), so a config shared by several grids (e.g. the
 ``ghostnetv3`` recipe is the ``recipe`` grid's cell, ``reparam/full``, ``kd/teacher`` and ``schedule/ema``) trains
 once; so does a cell without EMA (trained as its EMA twin, whose raw weights it reads: `trained_as`), and the
 architectures grid's GhostNetV2 cells (GhostNetV3's architecture: the recipe's switches decide the branches).
 Layout under ``<out>/<budget>/``: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``),
-``runs.csv`` (one row per grid, cell and seed), ``summary.csv`` / ``summary.md``, ``report.md``. A run with
+``runs.csv`` (one row per grid, cell and seed), ``summary.csv`` / ``summary.md``, ``report.md``, ``calls.csv`` (one
+row per ``reproduce`` call: command, commit, wall time; `CALL_COLUMNS`). A run with
 ``result.json`` is skipped on a re-run; one with only ``last.pth`` continues from it
 (``gv3lite.experiment.run(resume=True)``).
 
@@ -24,6 +27,7 @@ reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import multiprocessing
@@ -33,6 +37,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -284,6 +289,10 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     jobs`` threads (on a 2-core CPU, ``jobs=2`` with one thread each trains ~1.8x more images per second than one
     run with two threads: small convolutions do not split well over threads). Before any training, the teacher
     outputs every cached-KD run needs are computed once and stored on disk (`prepare_teachers`).
+    Every call appends one row to ``<out>/<budget>/calls.csv`` (`CALL_COLUMNS`: start time, command, commit, wall
+    time, trained and skipped runs, jobs, CPU cores) at its end, also when it is interrupted (``KeyboardInterrupt``:
+    Ctrl-C, or SIGTERM with ``jobs`` > 1) during the teacher pass or the trainings, so that the wall time of a budget
+    finished over several sittings is the sum of the rows; report.md gives this call's wall time and that total.
     Returns ``dict(trained, skipped, resumed, out_dir, runs, summary, verdicts, figures)``: ``trained`` counts
     trainings started by this call (``resumed`` of them continued a checkpoint), ``skipped`` the unique runs already
     finished. ``grids`` limits what is trained (and drawn); the results files cover every finished run of the
@@ -299,6 +308,7 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
     items = plan(budget, grids, seeds)
     command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
     out_dir = Path(out) / budget
@@ -309,8 +319,12 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     todo = {rid: r for rid, r in unique.items()
             if not (out_dir / "runs" / rid / "result.json").is_file() and rid not in recorded}
     counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
-    t0 = time.perf_counter()
-    prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
+    commit = git_commit()  # the code this call trains with (results/ and figures/ do not count, see git_commit)
+
+    def call_row(interrupted: bool) -> dict:
+        return {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
+                "wall_seconds": round(time.perf_counter() - t0, 1), "trained": counts["trained"],
+                "skipped": counts["skipped"], "jobs": jobs, "cpu_count": os.cpu_count(), "interrupted": interrupted}
 
     def describe(rid):
         return ", ".join(f"{it['grid']}/{it['cell']}" for it in items if it["run_id"] == rid)
@@ -328,26 +342,31 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
         log(f"[{k}/{len(todo)}] run {rid} seed {todo[rid].seed} ({describe(rid)}): top-1 {result['top1']:.2f}%  "
             f"{result['train_seconds']:.0f} s train, {result['cpu_seconds']:.0f} s CPU")
 
-    counts["resumed"] = sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
-    if submitit is not None and todo:
-        options = dict(submitit_options or {})
-        # slurm gives each job its own GPU(s) (cuda:0 inside the job); local jobs see every GPU: pick one per job
-        devices = worker_devices(device, jobs) if submitit == "local" else [device]
-        if submitit == "local" and devices[0].startswith("cuda"):
-            options["gpus_per_run"] = torch.cuda.device_count()
-        tasks = {rid: _task(rid, r, out_dir, root, command, budget == "full", devices[k % len(devices)], 0)
-                 for k, (rid, r) in enumerate(todo.items())}
-        log(f"{len(todo)} trainings as submitit jobs ({submitit}, {jobs} at once); logs in {out_dir / 'submitit'}")
-        submit_runs(_worker_train_result, tasks, out_dir / "submitit", submitit, jobs, done, **options)
-    elif jobs == 1:
-        for k, (rid, recipe) in enumerate(todo.items(), 1):
-            datasets = _datasets_for(recipe, root, keep_one=budget == "full")
-            done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command,
-                                 device=worker_devices(device, 1)[0]))
-    elif todo:
-        threads = _threads_per_job(jobs, log)
-        log(f"{len(todo)} trainings, {jobs} at once with {threads} thread{'s' if threads > 1 else ''} each")
-        _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done, device)
+    try:  # an interrupted call is logged too: the time it spent counts towards the budget's wall time
+        prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
+        counts["resumed"] = sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
+        if submitit is not None and todo:
+            options = dict(submitit_options or {})
+            # slurm gives each job its own GPU(s) (cuda:0 inside the job); local jobs see every GPU: pick one per job
+            devices = worker_devices(device, jobs) if submitit == "local" else [device]
+            if submitit == "local" and devices[0].startswith("cuda"):
+                options["gpus_per_run"] = torch.cuda.device_count()
+            tasks = {rid: _task(rid, r, out_dir, root, command, budget == "full", devices[k % len(devices)], 0)
+                     for k, (rid, r) in enumerate(todo.items())}
+            log(f"{len(todo)} trainings as submitit jobs ({submitit}, {jobs} at once); logs in {out_dir / 'submitit'}")
+            submit_runs(_worker_train_result, tasks, out_dir / "submitit", submitit, jobs, done, **options)
+        elif jobs == 1:
+            for k, (rid, recipe) in enumerate(todo.items(), 1):
+                datasets = _datasets_for(recipe, root, keep_one=budget == "full")
+                done(k, rid, run_one(recipe, out_dir / "runs" / rid, root, datasets, quiet=quiet, command=command,
+                                     device=worker_devices(device, 1)[0]))
+        elif todo:
+            threads = _threads_per_job(jobs, log)
+            log(f"{len(todo)} trainings, {jobs} at once with {threads} thread{'s' if threads > 1 else ''} each")
+            _run_parallel(todo, jobs, threads, out_dir, root, command, budget == "full", done, device)
+    except KeyboardInterrupt:
+        append_call(out_dir, call_row(interrupted=True))
+        raise
     # the results files cover every finished run of the budget, not only the grids trained by this call (and every
     # recorded seed, also when this call asked for fewer)
     n_seeds = max(len({it["seed"] for it in items}), 1 + max((r["seed"] for r in recorded.values()), default=-1))
@@ -364,8 +383,6 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
     table = verdicts(runs, predictions=predictions if len(predictions) else None)
     table.to_csv(out_dir / "verdicts.csv", index=False)
-    write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=time.perf_counter() - t0,
-                 counts=counts)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
     # a contrast of the asked grids may be listed under another grid that compares the same runs (`same_as`)
@@ -376,6 +393,9 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
     paths = plot_grids(pick(runs), pick(summary), budget, command, table=table_mine, history=history,
                        folder=folder) if figures else []
+    row = call_row(interrupted=False)
+    write_report(runs, table, out_dir / "report.md", budget, command, wall_seconds=row["wall_seconds"],
+                 counts=counts, calls=append_call(out_dir, row))
     return {**counts, "out_dir": out_dir, "runs": pick(runs), "summary": pick(summary), "verdicts": table_mine,
             "figures": paths}
 
@@ -479,6 +499,54 @@ def _worker_train_result(task: dict) -> dict | None:
 
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
 RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
+
+
+CALLS = "calls.csv"  # one row per `reproduce` call, beside its runs.csv
+CALL_COLUMNS = ("started", "command", "git_commit", "wall_seconds", "trained", "skipped", "jobs", "cpu_count",
+                "interrupted")
+
+
+def append_call(out_dir, row: dict) -> pd.DataFrame:
+    """Append ``row`` (`CALL_COLUMNS`: ``started`` UTC ISO time, ``command``, ``git_commit``, ``wall_seconds``,
+    ``trained``/``skipped`` runs, ``jobs``, ``cpu_count``, ``interrupted``) to ``<out_dir>/calls.csv`` (created with
+    its header) and return the whole log (`read_calls`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    file = out_dir / CALLS
+    pd.DataFrame([row], columns=list(CALL_COLUMNS)).to_csv(file, mode="a", header=not file.is_file(), index=False)
+    return read_calls(out_dir)
+
+
+def read_calls(folder) -> pd.DataFrame | None:
+    """The call log ``<folder>/calls.csv`` written by `reproduce` (`append_call`), or ``None`` when there is none.
+    Raises ``ValueError`` naming missing columns."""
+    file = Path(folder) / CALLS
+    if not file.is_file():
+        return None
+    calls = pd.read_csv(file)
+    missing = [c for c in CALL_COLUMNS if c not in calls]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
+    return calls
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``"45 s"``, ``"41 min 45 s"`` or ``"2 h 05 min"``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _calls_note(calls: pd.DataFrame | None) -> str:
+    """``"total wall time X over N calls (calls.csv)"`` or ``"wall time not recorded (no calls.csv)"``."""
+    if calls is None or calls.empty:
+        return "wall time not recorded (no calls.csv)"
+    n, interrupted = len(calls), int(calls["interrupted"].astype(str).eq("True").sum())
+    return (f"total wall time {_duration(calls['wall_seconds'].sum())} over {n} call{'s' if n != 1 else ''} of "
+            "`gv3lite reproduce`" + (f" ({interrupted} interrupted)" if interrupted else "") + " (calls.csv)")
 
 
 def recorded_results(out_dir) -> dict:
@@ -666,6 +734,46 @@ def _ci(r) -> str:
     return f"[{r.low:+.2f}, {r.high:+.2f}]"
 
 
+def _paper(r) -> str:
+    """The paper's claimed differences of a verdict row (e.g. ``+1.8/+2.2/+2.6``), else its claimed direction."""
+    return r.paper_diff if isinstance(r.paper_diff, str) and r.paper_diff else str(r.claim)
+
+
+def _verdict_lines(table: pd.DataFrame) -> list[str]:
+    """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as Markdown lines: contrast, fields
+    that differ, per-seed differences, diff, 95% interval and its half-width, Holm p, MDE, paper, verdict."""
+    lines = ["| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | half-width (pp) | Holm p "
+             "| MDE (pp) | paper (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        per_seed = str(r.per_seed)
+        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} "
+                     f"| {per_seed if len(per_seed) < 60 else per_seed[:57] + '...'} | {_num(r.diff, '+.2f')} "
+                     f"| {_ci(r)} | {_num((r.high - r.low) / 2, '.2f')} | {_num(r.p_holm, '.3f')} "
+                     f"| {_num(r.mde, '.1f')} | {_paper(r)} | **{r.verdict}** |")
+    if table.empty:
+        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | | |")
+    return lines
+
+
+VERDICT_TEXT = ("grid", "cell", "baseline", "claim", "paper_diff", "seeds", "per_seed", "method", "same_as", "note",
+                "family", "verdict", "differs")  # verdicts.csv columns that are text ("+0.2" or "0 1" must stay text)
+
+
+def read_verdicts(file) -> pd.DataFrame:
+    """``verdicts.csv`` as written by `reproduce` / `report`, its text columns as strings ("" for empty).
+    Raises ``FileNotFoundError`` and ``ValueError`` (missing columns) with the command that writes it."""
+    file = Path(file)
+    fix = f"write it with `gv3lite report {file.parent} --out {file.parent}`"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; {fix}")
+    table = pd.read_csv(file, dtype={c: str for c in VERDICT_TEXT})
+    missing = [c for c in ("grid", "cell", "baseline", "claim", "paper_diff", "per_seed", "diff", "low", "high",
+                           "p_holm", "mde", "verdict", "differs") if c not in table]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; {fix}")
+    return table.fillna({c: "" for c in VERDICT_TEXT if c in table})
+
+
 def committed_study(budget: str = "quick", results=None, grids=None) -> dict | None:
     """The study committed under ``<results>/<budget>/runs.csv`` (default ``<repo>/results/quick``, written by
     ``make main``), for notebooks to show beside a run at another budget, clearly labelled as loaded.
@@ -687,9 +795,12 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
-                 wall_seconds: float | None = None, counts: dict | None = None) -> Path:
+                 wall_seconds: float | None = None, counts: dict | None = None,
+                 calls: pd.DataFrame | None = None) -> Path:
     """``report.md``: per contrast the fields that differ, the paired per-seed differences, the mean with its 95%
     interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.stats``).
+    The header gives ``wall_seconds`` (this call's wall time, when it trained) and, from the call log ``calls``
+    (`read_calls`), the total wall time over all recorded calls.
     """
     path = Path(path)
     seeds = sorted(set(runs["seed"])) if len(runs) else []
@@ -698,7 +809,8 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              f"{', '.join(sorted(set(runs['git_commit'].astype(str)))) if 'git_commit' in runs else 'unknown'})  ",
              f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
              + (f"; this call trained {counts['trained']}, skipped {counts['skipped']}" if counts else "")
-             + (f"; wall time {wall_seconds / 60:.1f} min" if wall_seconds is not None else "")
+             + (f"; wall time of this call {_duration(wall_seconds)}" if wall_seconds is not None else "")
+             + (f"; {_calls_note(calls)}" if calls is not None else "")
              + (f"; training time of all runs {runs.drop_duplicates('run_id')['train_seconds'].sum() / 60:.1f} min "
                 "(summed over runs)" if len(runs) and "train_seconds" in runs else ""), "",
              f"Analysis (`gv3lite/stats.py`, fixed in code before the runs it is meant for; runs recorded by older "
@@ -712,15 +824,7 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              f"with {POWER:.0%} power at the strictest Holm level). EMA is judged within-run: EMA minus raw top-1 of every training. Paper "
              "values are ImageNet differences (gv3lite/paper_results.csv); ours are on Imagenette at this budget's "
              "size: compare directions, not magnitudes. Cells with the same run id in runs.csv are one training.",
-             "", "| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | Holm p | MDE (pp) | paper (pp) "
-             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in table.itertuples():
-        paper = r.paper_diff or r.claim
-        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} | {r.per_seed if len(r.per_seed) < 60 else r.per_seed[:57] + '...'} "
-                     f"| {_num(r.diff, '+.2f')} | {_ci(r)} | {_num(r.p_holm, '.3f')} | {_num(r.mde, '.1f')} | {paper} "
-                     f"| **{r.verdict}** |")
-    if table.empty:
-        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | |")
+             "", *_verdict_lines(table)]
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
     path.write_text("\n".join(lines + ["", "Method per contrast:", ""] + notes) + "\n")
@@ -728,8 +832,8 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
 
 
 def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True, out_dir=None) -> dict:
-    """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv`` if there)
-    and write ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md`` into ``out_dir`` (default ``results_dir``) and
+    """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv``, and the
+    call log ``calls.csv`` for the report's wall time, if there; it is never written here) and write ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md`` into ``out_dir`` (default ``results_dir``) and
     the figures into ``figures_dir`` (default ``<out_dir>/figures``).
 
     Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
@@ -754,10 +858,78 @@ def report(results_dir, figures_dir=None, command: str | None = None, pool: bool
     (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
     table = verdicts(runs, pool=pool, predictions=predictions)
     table.to_csv(out_dir / "verdicts.csv", index=False)
-    write_report(runs, table, out_dir / "report.md", budget, command)
+    write_report(runs, table, out_dir / "report.md", budget, command, calls=read_calls(results_dir))
     paths = plot_grids(runs, summary, budget, command, table=table, history=history,
                        folder=Path(figures_dir or out_dir / "figures"))
     return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
+
+
+# -------------------------------------------------------------------------------------------------- README
+README_BEGIN = "<!-- results: generated by gv3lite readme; do not edit by hand -->"
+README_END = "<!-- /results -->"
+README_BUDGETS = {"quick": "make main", "medium": "make medium"}  # budget -> the command that writes results/<budget>
+
+
+def _shown(path) -> str:
+    """``path`` relative to the repository when it lies inside it (``results/quick``), else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(repo_root())) if resolved.is_relative_to(repo_root()) else str(path)
+
+
+def readme_results(results_root) -> str:
+    """README.md's generated Results block (Markdown, ending in a newline), from the folders ``<results_root>/quick``
+    and ``<results_root>/medium`` that hold a runs.csv, in that order: per budget one provenance paragraph (the
+    command and the commits the runs were trained at, trainings, seeds, the total wall time from calls.csv when it
+    exists, how many of the current plan's trainings are recorded, the verdict counts), then the verdict table of its
+    verdicts.csv (`_verdict_lines`, as in report.md). Reads files only: the same folders give the same text.
+
+    Raises ``FileNotFoundError`` when ``results_root`` is not a folder or a budget folder lacks verdicts.csv."""
+    root = Path(results_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; give the results root that `make main` writes (results)")
+    parts = [_readme_budget(root / budget, budget, make) for budget, make in README_BUDGETS.items()
+             if (root / budget / "runs.csv").is_file()]
+    if not parts:
+        return f"No ablation results recorded under `{_shown(root)}/` yet: `make main` writes them.\n"
+    return "\n".join(parts)
+
+
+def _readme_budget(folder: Path, budget: str, make: str) -> str:
+    runs, table, calls = pd.read_csv(folder / "runs.csv"), read_verdicts(folder / "verdicts.csv"), read_calls(folder)
+    shown = _shown(folder)
+    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(runs["command"].dropna().astype(str))) or "unknown"
+    commits = ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))) or "unknown"
+    seeds = sorted(int(x) for x in runs["seed"].unique())
+    planned = {it["run_id"] for it in plan(budget)}
+    current = len(planned & set(runs["run_id"]))
+    older = runs["run_id"].nunique() - current
+    coverage = (f"{current} of the {len(planned)} trainings of the current plan (`gv3lite reproduce --budget {budget} "
+                f"--list`) are recorded" + (f", `{make}` trains the missing ones" if current < len(planned) else "")
+                + (f"; {older} recorded trainings are of an earlier plan (other recipes or sizes)" if older else ""))
+    counted = table["verdict"].value_counts(sort=False)
+    verdict_counts = ", ".join(f"{n} **{v}**" for v, n in counted.items())
+    lines = [f"**{budget} budget** (`{shown}/`; full report with the method per contrast: `{shown}/report.md`). "
+             f"Command {commands}; code at commit {commits}; {runs['run_id'].nunique()} trainings, "
+             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {_calls_note(calls)}; "
+             f"{coverage}. Verdicts of the {len(table)} contrasts: {verdict_counts or 'none'}.", "",
+             *_verdict_lines(table), ""]
+    return "\n".join(lines)
+
+
+def split_readme(text: str, name="README.md") -> tuple[str, str, str]:
+    """``(head, block, tail)`` of a README: ``block`` is the text between the marker lines `README_BEGIN` and
+    `README_END` (``head`` ends with the first, ``tail`` starts with the second). Raises ``ValueError`` naming the
+    marker lines when they are missing, repeated or out of order."""
+    lines = text.splitlines(keepends=True)
+    begins = [i for i, line in enumerate(lines) if line.strip() == README_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        found = (f"found {len(begins)} start and {len(ends)} end line(s)" + (
+            ", the end before the start" if len(begins) == len(ends) == 1 else ""))
+        raise ValueError(f"{name} needs one generated results block: a line {README_BEGIN} and, below it, a line "
+                         f"{README_END} ({found}); add them where the results go (under '## Results')")
+    b, e = begins[0], ends[0]
+    return "".join(lines[:b + 1]), "".join(lines[b + 1:e]), "".join(lines[e:])
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -842,6 +1014,43 @@ def add_report(subparsers) -> None:
     p.add_argument("--no-pool", action="store_true", help="a paired t interval per contrast instead of the "
                                                           "seed-blocked model with pooled residual variance")
     p.set_defaults(func=run_report)
+
+
+def add_readme(subparsers) -> None:
+    """Register ``gv3lite readme`` (see `readme_results`)."""
+    p = subparsers.add_parser("readme", help="regenerate README.md's Results block from the committed results/",
+                              description="Replace the text between the lines '" + README_BEGIN + "' and '"
+                                          + README_END + "' of README with the provenance and the verdict tables "
+                                          "of RESULTS/quick and RESULTS/medium (gv3lite.ablation.readme_results). "
+                                          "`make main` and `make medium` run it after training.")
+    p.add_argument("--results", default="results", help="the results root (default: results)")
+    p.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when the README's block differs "
+                                                        "from what would be generated (0 when equal)")
+    p.set_defaults(func=run_readme)
+
+
+def run_readme(args) -> int:
+    readme = Path(args.readme)
+    if not readme.is_file():
+        raise FileNotFoundError(f"{readme} does not exist; give the README with --readme")
+    text = readme.read_text()
+    head, block, tail = split_readme(text, str(readme))
+    generated = readme_results(args.results)
+    if block == generated:
+        print(f"{readme}: the results block is up to date with {args.results}/")
+        return 0
+    if args.check:
+        diff = list(difflib.unified_diff(block.splitlines(), generated.splitlines(), "README block",
+                                         f"gv3lite readme --results {args.results}", lineterm="", n=0))
+        print(f"{readme}: the results block differs from what `gv3lite readme` generates from {args.results}/ "
+              f"(differences below); run `gv3lite readme` and commit {readme}", file=sys.stderr)
+        print("\n".join(diff[:40] + ([f"... {len(diff) - 40} more lines"] if len(diff) > 40 else [])),
+              file=sys.stderr)
+        return 1
+    readme.write_text(head + generated + tail)
+    print(f"{readme}: results block regenerated from {args.results}/")
+    return 0
 
 
 def run_report(args) -> int:

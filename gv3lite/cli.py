@@ -7,6 +7,8 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
   gv3lite train [--recipe FILE] [flags]     train a recipe (defaults = the main job), print top-1/top-5, wall time
   gv3lite eval --checkpoint PATH [--data]   val top-1 of the train form and the re-parameterized (deploy) form
   gv3lite reproduce --budget smoke|quick|medium|full the paper's ablation grids (gv3lite.ablation)
+  gv3lite report RESULTS [--out DIR]        re-analyse recorded runs without training
+  gv3lite readme [--check]                  README.md's Results block from the committed results/
   gv3lite export --checkpoint PATH --onnx OUT.onnx   the deploy form as ONNX, checked by onnxruntime (gv3lite.export)
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from gv3lite.ablation import add_report, add_reproduce
+from gv3lite.ablation import add_readme, add_report, add_reproduce
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
 from gv3lite.experiment import run
 from gv3lite.export import add_export, model_from_checkpoint
@@ -167,7 +169,7 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report, add_export]
+SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report, add_readme, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,8 +69,10 @@ def git_commit() -> str:
     """The short git commit of the checkout, ``+dirty`` appended when tracked files changed in content (after the
     git clean filters: notebook outputs do not count); ``"unknown"`` outside git.
 
-    Changes under ``results/`` and ``figures/`` do not count: they are what our own commands write (``gv3lite
-    reproduce`` rewrites ``results/quick/runs.csv`` and the figures before it records the commit in the report)."""
+    Changes under ``results/`` and ``figures/`` and to ``README.md`` do not count: they are what our own commands
+    write (``gv3lite reproduce`` rewrites ``results/quick/runs.csv`` and the figures before it records the commit in
+    the report; ``gv3lite readme`` rewrites README's Results block, so a budget finished over several sittings of
+    ``make medium`` would otherwise record its later runs as ``+dirty``)."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=repo_root(), capture_output=True, text=True,  # noqa: E731
                                         timeout=10, check=True).stdout.strip()
@@ -81,7 +83,7 @@ def git_commit() -> str:
         subprocess.run(["git", "update-index", "-q", "--refresh"], cwd=repo_root(), capture_output=True, timeout=60)
         # `git diff` compares content through the clean filters (.gitattributes: nbstripout), so a notebook that was
         # only run or opened is not a change; `git status` may still list it (git's size check), see README
-        changed = run("diff", "--name-only", "HEAD", "--", ".", ":!results", ":!figures")
+        changed = run("diff", "--name-only", "HEAD", "--", ".", ":!results", ":!figures", ":!README.md")
         return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -212,6 +212,15 @@ def test_smoke_budget_end_to_end(smoke_run):
     assert "| recipe | conventional | 1 |" in (out / "summary.md").read_text()
     report = (out / "report.md").read_text()
     assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "underpowered" in report
+    # the call is logged: command, commit, wall time (also in the report's header), what it trained
+    calls = pd.read_csv(out / "calls.csv")
+    assert list(calls.columns) == list(ablation.CALL_COLUMNS) and len(calls) == 1
+    call = calls.iloc[0]
+    assert (call["command"], call["trained"], call["skipped"], call["jobs"]) == ("pytest smoke", first["trained"], 0, 1)
+    assert call["git_commit"] == runs["git_commit"].iloc[0] and not call["interrupted"]
+    assert call["wall_seconds"] >= runs.drop_duplicates("run_id")["train_seconds"].sum()
+    assert (f"wall time of this call {ablation._duration(call['wall_seconds'])}; total wall time "
+            f"{ablation._duration(call['wall_seconds'])} over 1 call of `gv3lite reproduce` (calls.csv)") in report
     for grid in [*sorted(set(runs["grid"])), "forest", "learning_curves"]:
         png = tmp / "figures" / f"ablation_{grid}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
@@ -256,6 +265,12 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
     assert fourth["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
     history = pd.read_csv(out / "smoke" / "history.csv")
     assert set(history["run_id"]) == set(first["runs"]["run_id"]) and (history["epoch"] == 1).all()
+    # one row per call in calls.csv (the fixture's and these four); the report sums their wall times
+    calls = pd.read_csv(out / "smoke" / "calls.csv")
+    assert calls["trained"].tolist() == [first["trained"], 0, 0, 1, 0]
+    assert calls["skipped"].tolist() == [0, first["trained"], 2, first["trained"] - 1, first["trained"]]
+    total = ablation._duration(calls["wall_seconds"].sum())
+    assert f"total wall time {total} over 5 calls" in (out / "smoke" / "report.md").read_text()
 
 
 # --------------------------------------------------------------------------------------------- figures
@@ -313,8 +328,17 @@ def test_report_reanalyses_the_committed_quick_results(tmp_path):
     from gv3lite.cli import main
     import shutil
     shutil.copy(repo_root() / "results" / "quick" / "runs.csv", tmp_path / "runs.csv")
+    for wall in (1500.0, 1200.0):  # a budget finished over two sittings
+        ablation.append_call(tmp_path, {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce",
+                                        "git_commit": "abc1234", "wall_seconds": wall, "trained": 9, "skipped": 0,
+                                        "jobs": 2, "cpu_count": 2, "interrupted": False})
+    calls = (tmp_path / "calls.csv").read_bytes()
     assert main(["report", str(tmp_path), "--out", str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
     report = (tmp_path / "report.md").read_text()
+    # the report reads the call log for its header, and never writes it (no call of reproduce)
+    assert (tmp_path / "calls.csv").read_bytes() == calls
+    assert "; total wall time 45 min 00 s over 2 calls of `gv3lite reproduce` (calls.csv)" in report
+    assert "wall time of this call" not in report
     assert "| schedule | ema vs no_ema | ema: False -> True |" in report and "**no effect >= 1 pp**" in report
     assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 | -2.30 -2.70 | -2.50 |" in report
     verdicts = pd.read_csv(tmp_path / "verdicts.csv")

@@ -1,0 +1,128 @@
+"""README.md's generated Results block (`gv3lite readme`, `gv3lite.ablation.readme_results`) and the call log
+(calls.csv) it reads the wall time from. No training: the blocks are rendered from the committed results."""
+import re
+import shutil
+
+import pandas as pd
+import pytest
+
+from gv3lite import ablation
+from gv3lite.cli import main
+from gv3lite.utils import repo_root
+
+COMMITTED = repo_root() / "results"
+
+
+def _call(wall_seconds, interrupted=False, trained=3):
+    return {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce --budget medium",
+            "git_commit": "abc1234", "wall_seconds": wall_seconds, "trained": trained, "skipped": 0, "jobs": 2, "cpu_count": 2,
+            "interrupted": interrupted}
+
+
+def _results(tmp_path, budgets):
+    """A results root whose budget folders hold copies of the committed quick runs.csv and verdicts.csv."""
+    root = tmp_path / "results"
+    for budget in budgets:
+        (root / budget).mkdir(parents=True)
+        for name in ("runs.csv", "verdicts.csv"):
+            shutil.copy(COMMITTED / "quick" / name, root / budget / name)
+    return root
+
+
+def test_the_committed_readme_block_is_generated_from_the_committed_results():
+    _, block, _ = ablation.split_readme((repo_root() / "README.md").read_text())
+    assert block == ablation.readme_results(COMMITTED), "README.md is stale: run `gv3lite readme` and commit it"
+    assert "**quick budget**" in block
+
+
+def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_path):
+    root = _results(tmp_path, ["medium", "quick"])
+    ablation.append_call(root / "medium", _call(3000.0, interrupted=True))
+    calls = ablation.append_call(root / "medium", _call(4530.0))
+    assert len(calls) == 2 and list(calls.columns) == list(ablation.CALL_COLUMNS)
+    text = ablation.readme_results(root)
+    quick, medium = text.split("**medium budget**")  # quick first, then medium
+    assert quick.startswith("**quick budget**")
+    assert "wall time not recorded (no calls.csv)" in quick
+    assert "total wall time 2 h 05 min over 2 calls of `gv3lite reproduce` (1 interrupted) (calls.csv)" in medium
+    runs = pd.read_csv(root / "quick" / "runs.csv")
+    table = pd.read_csv(root / "quick" / "verdicts.csv")
+    commits = ", ".join(sorted(set(runs["git_commit"].astype(str))))
+    assert f"code at commit {commits}; {runs['run_id'].nunique()} trainings, {runs['seed'].nunique()} seeds" in quick
+    assert f"Command `{runs['command'].iloc[0]}`" in quick
+    planned = len({it["run_id"] for it in ablation.plan("quick")})
+    assert f"of the {planned} trainings of the current plan" in quick
+    rows = [line for line in quick.splitlines() if line.startswith("| ") and "**" in line]
+    assert len(rows) == len(table)
+    # one row: diff, 95% interval, half-width and Holm p formatted from verdicts.csv, as in report.md
+    r = table.iloc[0]
+    assert (f"| {r['diff']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | {(r['high'] - r['low']) / 2:.2f} "
+            f"| {r['p_holm']:.3f} |") in rows[0]
+    assert rows[0].endswith(f"| **{r['verdict']}** |")
+
+
+def test_readme_results_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        ablation.readme_results(tmp_path / "nope")
+    assert ablation.readme_results(tmp_path).startswith("No ablation results recorded")
+    root = _results(tmp_path, ["quick"])
+    (root / "quick" / "verdicts.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="verdicts.csv does not exist; write it with `gv3lite report"):
+        ablation.readme_results(root)
+
+
+def test_readme_command_replaces_the_block_and_check_detects_an_edit(tmp_path, capsys):
+    head, _, tail = ablation.split_readme((repo_root() / "README.md").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(head + "- hand-typed: 41 min 45 s\n" + tail)
+    root = _results(tmp_path, ["quick"])
+    args = ["readme", "--results", str(root), "--readme", str(readme)]
+    assert main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "differs from what `gv3lite readme` generates" in err and "-- hand-typed: 41 min 45 s" in err
+    assert readme.read_text() == head + "- hand-typed: 41 min 45 s\n" + tail  # --check changes nothing
+    assert main(args) == 0
+    assert readme.read_text() == head + ablation.readme_results(root) + tail  # only the block changed
+    assert main([*args, "--check"]) == 0
+    assert main(args) == 0 and "up to date" in capsys.readouterr().out
+    # a number edited by hand inside the block
+    text = readme.read_text()
+    edited = re.sub(r"\| ([+-]\d+\.\d\d) \|", lambda m: f"| {float(m.group(1)) + 1:+.2f} |", text, count=1)
+    assert edited != text
+    readme.write_text(edited)
+    assert main([*args, "--check"]) == 1
+    assert readme.read_text() == edited
+
+
+@pytest.mark.parametrize("text, found", [
+    ("# README\n\n## Results\n\nnothing here\n", "found 0 start and 0 end"),
+    (f"{ablation.README_END}\n{ablation.README_BEGIN}\n", "the end before the start"),
+    (f"{ablation.README_BEGIN}\n{ablation.README_END}\n{ablation.README_BEGIN}\n", "found 2 start and 1 end"),
+])
+def test_missing_or_misplaced_markers_are_a_clear_error(tmp_path, capsys, text, found):
+    with pytest.raises(ValueError, match=found):
+        ablation.split_readme(text)
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    assert main(["readme", "--results", str(COMMITTED), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gv3lite readme: error: ") and ablation.README_BEGIN in err and ablation.README_END in err
+    assert readme.read_text() == text
+    assert main(["readme", "--readme", str(tmp_path / "missing.md")]) == 2
+    assert "missing.md does not exist" in capsys.readouterr().err
+
+
+def test_an_interrupted_reproduce_call_is_logged(tmp_path, make_image_root, monkeypatch):
+    """Ctrl-C during the teacher pass or the trainings: the call still gets its row in calls.csv (no training here)."""
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ablation, "prepare_teachers", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=make_image_root(), command="pytest interrupt",
+                           log=lambda *a: None)
+    calls = ablation.read_calls(tmp_path / "smoke")
+    assert len(calls) == 1
+    row = calls.iloc[0]
+    assert (row["command"], row["trained"], row["skipped"], row["jobs"]) == ("pytest interrupt", 0, 0, 1)
+    assert bool(row["interrupted"]) and row["wall_seconds"] >= 0 and row["started"].endswith("+00:00")
+    assert not (tmp_path / "smoke" / "runs.csv").exists()
