@@ -19,7 +19,9 @@ Writes to ``--out`` (default ``results/variance_pilot``):
   the pilot can be continued over several sittings;
 * ``summary.csv`` / ``summary.md`` — per configuration: seeds, mean and SD of top-1 (EMA), seconds per run, and the
   seeds per cell a contrast needs for a 95% interval of half-width 2.0 / 1.25 pp (``gv3lite.stats
-  .seeds_for_half_width``, residual variance pooled over 5 cells, paired differences of SD sqrt(2) x SD);
+  .seeds_for_half_width``, residual variance pooled over the quick study's 7 cells, paired differences of SD
+  sqrt(2) x SD), and one last row ``paired (seed-blocked)``: the residual SD of a configuration + seed model over
+  all configurations — the noise the study's paired contrasts actually see (`paired_noise`);
 * ``meta.json`` — command, commit, wall time of this call, the time cap and whether it stopped early.
 
 ``--max-minutes`` caps the wall time: seeds are run round-robin over the configurations (every configuration gets
@@ -48,7 +50,7 @@ import yaml
 from gv3lite.data import resolve_data_root
 from gv3lite.experiment import recipe_datasets, run
 from gv3lite.recipe import preset
-from gv3lite.stats import seeds_for_half_width
+from gv3lite.stats import BlockedModel, seeds_for_half_width
 from gv3lite.utils import git_commit
 
 BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None, img_size=48, epochs=10,
@@ -56,6 +58,7 @@ BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None,
 # one-at-a-time changes from the base (issue 11: learning rate, warm-up, resolution, epochs, images)
 DEFAULT_VARY = ["lr=0.002,0.01", "warmup_epochs=3", "img_size=64", "epochs=20", "images_per_class_train=600"]
 TARGETS = (2.0, 1.25)  # pp: quick and medium half-width targets (issue 11)
+STUDY_CELLS = 7  # cells of GhostNetV3-0.5x in the quick study, over which the study pools its residual variance
 
 
 def _parse(items: list[str], flag: str) -> list[tuple[str, list]]:
@@ -103,9 +106,22 @@ def _train(recipe, data, datasets_cache: dict) -> dict:
             "train_seconds": time.perf_counter() - t0}
 
 
+def _seeds_needed(sd_diff: float, target: float) -> float:
+    if not (sd_diff == sd_diff and sd_diff > 0):
+        return float("nan")
+    try:
+        return seeds_for_half_width(sd_diff, target, pooled_cells=STUDY_CELLS)
+    except ValueError:
+        return float("inf")
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: n seeds, mean / SD of EMA top-1 (pp), SD of raw top-1, seconds per run and the seeds a
-    contrast needs for each target half-width (NaN with < 2 seeds)."""
+    contrast needs for each target half-width if its two cells were independent (paired-difference SD =
+    sqrt(2) x SD; NaN with < 2 seeds). The last row, ``paired (seed-blocked)``, is what the study sees: the
+    residual SD of a configuration + seed model fitted to every configuration on the seeds they share (the
+    configurations of one seed share initial weights and batches, so their differences are less noisy than
+    independent runs'), and the seeds a contrast then needs (paired-difference SD = sqrt(2) x residual SD)."""
     rows = []
     for name, part in runs.groupby("config", sort=False):
         sd = float(part["top1_ema"].std(ddof=1)) if len(part) > 1 else float("nan")
@@ -113,10 +129,32 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                "top1_raw_sd": part["top1_raw"].std(ddof=1) if len(part) > 1 else float("nan"),
                "seconds_per_run": part["train_seconds"].mean()}
         for target in TARGETS:
-            row[f"seeds_for_{target:g}pp"] = (seeds_for_half_width(math.sqrt(2) * sd, target, pooled_cells=5)
-                                              if sd == sd and sd > 0 else float("nan"))
+            row[f"seeds_for_{target:g}pp"] = _seeds_needed(math.sqrt(2) * sd, target)
+        rows.append(row)
+    blocked = paired_noise(runs)
+    if blocked is not None:
+        row = {"config": "paired (seed-blocked)", "n": blocked["runs"], "top1_mean": float("nan"),
+               "top1_sd": blocked["residual_sd"], "top1_raw_sd": float("nan"), "seconds_per_run": float("nan")}
+        for target in TARGETS:
+            row[f"seeds_for_{target:g}pp"] = _seeds_needed(math.sqrt(2) * blocked["residual_sd"], target)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paired_noise(runs: pd.DataFrame) -> dict | None:
+    """Residual SD (pp) of EMA top-1 under a configuration + seed model (`gv3lite.stats.BlockedModel`) over the
+    seeds that at least two configurations share: ``dict(residual_sd, df, runs)``, or None when there is no
+    residual degree of freedom yet."""
+    counts = runs.groupby("seed")["config"].nunique()
+    part = runs[runs["seed"].isin(counts[counts >= 2].index)]
+    part = part[part.groupby("config")["seed"].transform("nunique") >= 2]
+    if part.empty:
+        return None
+    model = BlockedModel(part["config"].tolist(), part["seed"].tolist())
+    if model.df < 1:
+        return None
+    fitted = model.fit(part["top1_ema"].to_numpy(float))
+    return {"residual_sd": float(math.sqrt(fitted["sigma2"])), "df": int(model.df), "runs": len(part)}
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -148,7 +186,7 @@ def main(argv=None) -> int:
     runs_file = out / "runs.csv"
     runs = pd.read_csv(runs_file) if runs_file.is_file() else pd.DataFrame()
     done = set(zip(runs.get("config", []), runs.get("seed", [])))
-    t0, cap = time.perf_counter(), (args.max_minutes * 60 if args.max_minutes else math.inf)
+    t0, cap = time.perf_counter(), (args.max_minutes * 60 if args.max_minutes is not None else math.inf)
     seconds_per_cost, stopped, datasets = [], False, {}
     for seed in args.seeds:  # round-robin: every configuration gets this seed before the next seed starts
         for name, (changes, recipe) in configs.items():

@@ -50,8 +50,9 @@ def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_pat
     commits = ", ".join(sorted(set(runs["git_commit"].astype(str))))
     assert f"code at commit {commits}; {runs['run_id'].nunique()} trainings, {runs['seed'].nunique()} seeds" in quick
     assert f"Command `{runs['command'].iloc[0]}`" in quick
-    planned = len({it["run_id"] for it in ablation.plan("quick")})
-    assert f"of the {planned} trainings of the current plan" in quick
+    grids = list(dict.fromkeys(g for g in ablation.GRIDS if g in set(runs["grid"])))
+    planned = len({it["run_id"] for it in ablation.plan("quick", grids)})
+    assert f"of the {planned} trainings the current plan has for its grids" in quick
     rows = [line for line in quick.splitlines() if line.startswith("| ") and "**" in line]
     assert len(rows) == len(table)
     # one row: diff, 95% interval, half-width and Holm p formatted from verdicts.csv, as in report.md
