@@ -781,8 +781,9 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
     """The study committed under ``<results>/<budget>/runs.csv`` (default ``<repo>/results/quick``, written by
     ``make main``), for notebooks to show beside a run at another budget, clearly labelled as loaded.
 
-    Returns ``dict(runs, verdicts, label)`` (``runs``/``verdicts`` restricted to ``grids`` when given; ``label`` a
-    one-line Markdown provenance note: file, budget, seeds, trainings, commits), or ``None`` when the file is absent.
+    Returns ``dict(runs, verdicts, label, budget)`` (``runs``/``verdicts`` restricted to ``grids`` when given;
+    ``label`` a one-line Markdown provenance note: file, budget, seeds, trainings, commits), or ``None`` when the file
+    is absent or holds no run of ``grids``.
     """
     path = Path(results or repo_root() / "results") / budget / "runs.csv"
     if not path.is_file():
@@ -790,11 +791,14 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
     runs = pd.read_csv(path)
     if grids is not None:
         runs = runs[runs["grid"].isin(list(grids))].reset_index(drop=True)
+        if runs.empty:
+            return None
     shown = path.relative_to(repo_root()) if path.resolve().is_relative_to(repo_root()) else path
     commits = ", ".join(sorted(runs["git_commit"].dropna().astype(str).unique())) or "unknown"
     label = (f"**Loaded, not computed in this run:** `{shown}` (budget `{budget}`, {runs['seed'].nunique()} seed(s), "
-             f"{runs['run_id'].nunique()} trainings, code at commit {commits}; written by `make main`).")
-    return {"runs": runs, "verdicts": verdicts(runs), "label": label}
+             f"{runs['run_id'].nunique()} trainings, code at commit {commits}; written by "
+             f"`make {'main' if budget == 'quick' else budget}`).")
+    return {"runs": runs, "verdicts": verdicts(runs), "label": label, "budget": budget}
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
