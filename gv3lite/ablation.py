@@ -731,6 +731,11 @@ def _num(value, spec: str) -> str:
     return "n/a" if value != value else format(value + 0.0, spec).replace("-0.00", "+0.00")
 
 
+def _mde(value) -> str:
+    """The minimum detectable effect (pp) for a table; above 100 pp (top-1 spans 100 pp) no effect is detectable."""
+    return "none < 100 pp" if value == value and value > 100 else _num(value, ".1f")
+
+
 def _ci(r) -> str:
     if r.low != r.low:
         return "n/a"
@@ -752,7 +757,7 @@ def _verdict_lines(table: pd.DataFrame) -> list[str]:
         lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} "
                      f"| {per_seed if len(per_seed) < 60 else per_seed[:57] + '...'} | {_num(r.diff, '+.2f')} "
                      f"| {_ci(r)} | {_num((r.high - r.low) / 2, '.2f')} | {_num(r.p_holm, '.3f')} "
-                     f"| {_num(r.mde, '.1f')} | {_paper(r)} | **{r.verdict}** |")
+                     f"| {_mde(r.mde)} | {_paper(r)} | **{r.verdict}** |")
     if table.empty:
         lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | | |")
     return lines
