@@ -790,7 +790,7 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
 
     Returns ``dict(runs, verdicts, label, budget)`` (``runs``/``verdicts`` restricted to ``grids`` when given;
     ``label`` a one-line Markdown provenance note: file, budget, seeds, trainings, commits), or ``None`` when the file
-    is absent or holds no run of ``grids``.
+    is absent or holds no contrast of ``grids``.
     """
     path = Path(results or repo_root() / "results") / budget / "runs.csv"
     if not path.is_file():
@@ -805,7 +805,10 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
     label = (f"**Loaded, not computed in this run:** `{shown}` (budget `{budget}`, {runs['seed'].nunique()} seed(s), "
              f"{runs['run_id'].nunique()} trainings, code at commit {commits}; written by "
              f"`make {'main' if budget == 'quick' else budget}`).")
-    return {"runs": runs, "verdicts": verdicts(runs), "label": label, "budget": budget}
+    table = verdicts(runs)
+    if grids is not None and table.empty:  # e.g. a grid's cells shared with another grid's runs, but no contrast yet
+        return None
+    return {"runs": runs, "verdicts": table, "label": label, "budget": budget}
 
 
 def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
@@ -927,7 +930,7 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
                 f"--budget {budget} --list`) are recorded" + (f", `{make}` trains the missing ones"
                                                               if current < len(planned) else "")
                 + (f"; {older} recorded trainings are of an earlier plan (other recipes or sizes)" if older else "")
-                + (f"; not run at this budget: the {', '.join(dict.fromkeys(left_out))} grid(s) (`--grids`)"
+                + (f"; not in these results: the {', '.join(dict.fromkeys(left_out))} grid(s) (`--grids`)"
                    if left_out else ""))
     counted = table["verdict"].value_counts(sort=False)
     verdict_counts = ", ".join(f"{n} **{v}**" for v, n in counted.items())

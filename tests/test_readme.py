@@ -54,7 +54,7 @@ def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_pat
                 and {it["run_id"] for it in ablation.plan("quick", [g])} <= set(runs["run_id"])]
     assert "architectures" not in complete  # make main leaves it out; only its cells shared with the recipe grid
     planned = len({it["run_id"] for it in ablation.plan("quick", complete)})
-    assert "not run at this budget: the architectures grid(s)" in quick
+    assert "not in these results: the architectures grid(s)" in quick
     assert f"of the {planned} trainings the current plan has for its grids" in quick
     rows = [line for line in quick.splitlines() if line.startswith("| ") and "**" in line]
     assert len(rows) == len(table)
@@ -130,3 +130,18 @@ def test_an_interrupted_reproduce_call_is_logged(tmp_path, make_image_root, monk
     assert (row["command"], row["trained"], row["skipped"], row["jobs"]) == ("pytest interrupt", 0, 0, 1)
     assert bool(row["interrupted"]) and row["wall_seconds"] >= 0 and row["started"].endswith("+00:00")
     assert not (tmp_path / "smoke" / "runs.csv").exists()
+
+
+def test_committed_study_of_a_grid_needs_a_contrast(tmp_path):
+    """make main leaves the architectures grid out, but its GhostNetV2 cells share the recipe grid's runs: the loaded
+    study then has that one contrast; a folder with only one of its cells has none and reads as absent."""
+    committed = ablation.committed_study("quick", grids=["architectures"])
+    assert committed is not None and committed["budget"] == "quick"
+    assert set(committed["verdicts"]["grid"]) == {"architectures"}
+    assert list(committed["verdicts"]["cell"]) == ["ghostnetv2/ghostnetv3"]
+    runs = pd.read_csv(ablation.repo_root() / "results" / "quick" / "runs.csv")
+    (tmp_path / "quick").mkdir()
+    runs[runs["cell"] != "ghostnetv2/conventional"].to_csv(tmp_path / "quick" / "runs.csv", index=False)
+    assert ablation.committed_study("quick", results=tmp_path, grids=["architectures"]) is None
+    assert ablation.committed_study("quick", results=tmp_path, grids=["augment"]) is not None
+    assert ablation.committed_study("medium", results=tmp_path) is None  # no file
