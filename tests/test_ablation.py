@@ -2,6 +2,7 @@
 and the figure-saving contract of `gv3lite.figures`."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -162,8 +163,12 @@ def test_verdicts_and_report_on_synthetic_results(tmp_path):
     assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 |" in report and "**disagrees**" in report
 
 
+# the quick study committed at 4a61a24 (18 trainings, 2 seeds), kept as a fixed example of recorded results
+OLD_QUICK_RUNS = Path(__file__).parent / "data" / "quick_runs_4a61a24.csv"
+
+
 def test_contrasts_of_the_committed_quick_results():
-    runs = pd.read_csv(repo_root() / "results" / "quick" / "runs.csv")
+    runs = pd.read_csv(OLD_QUICK_RUNS)
     by_cell = {(c.grid, c.cell): c for c in ablation.contrasts(runs)}
     assert by_cell[("recipe", "ghostnetv3")].paper_diff == (1.8, 2.2, 2.6)  # from paper_results.csv, not typed
     assert by_cell[("schedule", "ema")].within_run == ("top1_ema", "top1_raw")
@@ -313,7 +318,7 @@ def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
 def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
     from gv3lite.figures import plot_forest, savefig
     monkeypatch.setenv("GV3LITE_FIGURES", str(tmp_path))
-    table = ablation.verdicts(pd.read_csv(repo_root() / "results" / "quick" / "runs.csv"))
+    table = ablation.verdicts(pd.read_csv(OLD_QUICK_RUNS))
     fig = plot_forest(table)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[-1] == "recipe: ghostnetv3 vs conventional" and len(labels) == len(table) == 7
@@ -327,7 +332,7 @@ def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
 def test_report_reanalyses_the_committed_quick_results(tmp_path):
     from gv3lite.cli import main
     import shutil
-    shutil.copy(repo_root() / "results" / "quick" / "runs.csv", tmp_path / "runs.csv")
+    shutil.copy(OLD_QUICK_RUNS, tmp_path / "runs.csv")
     for wall in (1500.0, 1200.0):  # a budget finished over two sittings
         ablation.append_call(tmp_path, {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce",
                                         "git_commit": "abc1234", "wall_seconds": wall, "trained": 9, "skipped": 0,
@@ -352,3 +357,21 @@ def test_report_reanalyses_the_committed_quick_results(tmp_path):
     assert main(["report", str(tmp_path / "rec")]) == 0
     assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["runs.csv"]
     assert (repo_root() / "runs" / "report" / "rec" / "report.md").is_file()
+
+
+def test_committed_quick_verdicts_are_the_analysis_of_its_runs():
+    """results/quick/verdicts.csv (written by make main) is what gv3lite.stats makes of the committed runs.csv and
+    predictions.csv.gz: re-analysing them gives the same differences, intervals and verdicts."""
+    folder = repo_root() / "results" / "quick"
+    runs = pd.read_csv(folder / "runs.csv")
+    predictions = pd.read_csv(folder / ablation.PREDICTIONS)
+    fresh = ablation.verdicts(runs, predictions=predictions).set_index(["grid", "cell"])
+    committed = pd.read_csv(folder / "verdicts.csv").set_index(["grid", "cell"])
+    assert list(fresh.index) == list(committed.index)
+    for column in ("diff", "low", "high", "p_holm"):
+        assert np.allclose(fresh[column], committed[column], rtol=1e-9, atol=1e-9), column
+    assert list(fresh["verdict"]) == list(committed["verdict"])
+    # the paired differences behind them come straight from the per-seed top-1 of runs.csv
+    top1 = runs.set_index(["grid", "cell", "seed"])["top1"]
+    d = top1["augment", "mixup"] - top1["augment", "basic"]
+    assert fresh.loc[("augment", "mixup"), "diff"] == pytest.approx(d.mean())
