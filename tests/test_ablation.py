@@ -164,7 +164,7 @@ def test_verdicts_and_report_on_synthetic_results(tmp_path):
 
 
 # the quick study committed at 4a61a24 (18 trainings, 2 seeds), kept as a fixed example of recorded results
-OLD_QUICK_RUNS = Path(__file__).parent / "data" / "quick_runs_4a61a24.csv"
+OLD_QUICK_RUNS = Path(__file__).parent / "fixtures" / "quick_runs_4a61a24.csv"
 
 
 def test_contrasts_of_the_committed_quick_results():

@@ -11,7 +11,7 @@ from gv3lite import stats
 
 # the quick study committed at 4a61a24 (18 trainings, 2 seeds), kept as a fixed example: the hand-computed values
 # below are of these runs (the committed results/quick is re-run whenever the study changes)
-QUICK_RUNS = Path(__file__).parent / "data" / "quick_runs_4a61a24.csv"
+QUICK_RUNS = Path(__file__).parent / "fixtures" / "quick_runs_4a61a24.csv"
 
 
 # ---------------------------------------------------------------------------------------------- by hand
