@@ -244,6 +244,17 @@ def plan(budget: str, grids=None, seeds: int | None = None) -> list[dict]:
     return items
 
 
+def complete_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = None) -> list[str]:
+    """The grids of ``budget`` whose every planned training (``items``, default `plan` ``(budget)``: the budget's
+    seeds) has its run id in ``runs`` (a runs.csv table with a ``run_id`` column), in grid order. A grid with only a
+    few rows is not complete: cells shared with another grid's runs, such as ``architectures/ghostnetv2/*``, put
+    rows of a grid that was not run into runs.csv."""
+    items = plan(budget) if items is None else items
+    recorded = set(runs["run_id"])
+    grids = dict.fromkeys(it["grid"] for it in items)
+    return [g for g in grids if {it["run_id"] for it in items if it["grid"] == g} <= recorded]
+
+
 # ------------------------------------------------------------------------------------------------------- run
 def _dataset_key(r: Recipe) -> tuple:
     return (r.img_size, tuple(r.classes or ()), r.images_per_class_train, r.images_per_class_val, r.data_seed,
@@ -918,20 +929,18 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     commands = " and ".join(f"`{c}`" for c in dict.fromkeys(runs["command"].dropna().astype(str))) or "unknown"
     commits = ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))) or "unknown"
     seeds = sorted(int(x) for x in runs["seed"].unique())
-    # a grid counts as run when every one of its trainings at this budget is recorded (cells shared with another
-    # grid's runs, such as architectures/ghostnetv2/*, put a few rows of a grid that was not run into runs.csv)
-    recorded_grids = [g for g in GRIDS if g in set(runs["grid"])
-                      and {it["run_id"] for it in plan(budget, [g])} <= set(runs["run_id"])]
+    full_plan = plan(budget)
+    recorded_grids = complete_grids(runs, budget, full_plan)
     recorded_grids = recorded_grids or [g for g in GRIDS if g in set(runs["grid"])]  # an older plan: say what it has
-    left_out = [it["grid"] for it in plan(budget) if it["grid"] not in recorded_grids]
-    planned = {it["run_id"] for it in plan(budget, recorded_grids)} if recorded_grids else set()
+    left_out = [g for g in dict.fromkeys(it["grid"] for it in full_plan) if g not in recorded_grids]
+    planned = {it["run_id"] for it in full_plan if it["grid"] in recorded_grids}
     current = len(planned & set(runs["run_id"]))
     older = runs["run_id"].nunique() - current
     coverage = (f"{current} of the {len(planned)} trainings the current plan has for its grids (`gv3lite reproduce "
                 f"--budget {budget} --list`) are recorded" + (f", `{make}` trains the missing ones"
                                                               if current < len(planned) else "")
                 + (f"; {older} recorded trainings are of an earlier plan (other recipes or sizes)" if older else "")
-                + (f"; not in these results: the {', '.join(dict.fromkeys(left_out))} grid(s) (`--grids`)"
+                + (f"; not in these results: the {', '.join(left_out)} grid(s) (`--grids`)"
                    if left_out else ""))
     counted = table["verdict"].value_counts(sort=False)
     verdict_counts = ", ".join(f"{n} **{v}**" for v, n in counted.items())
@@ -1096,8 +1105,9 @@ def run_reproduce(args) -> int:
     budget = args.budget or env_budget()
     # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
     grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids is not None else None
+    items = plan(budget, grids, args.seeds)  # unknown grids, bad --seeds: refused before --out is created
     if args.list:
-        for it in plan(budget, grids, args.seeds):
+        for it in items:
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
     check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read

@@ -145,3 +145,14 @@ def test_committed_study_of_a_grid_needs_a_contrast(tmp_path):
     assert ablation.committed_study("quick", results=tmp_path, grids=["architectures"]) is None
     assert ablation.committed_study("quick", results=tmp_path, grids=["augment"]) is not None
     assert ablation.committed_study("medium", results=tmp_path) is None  # no file
+
+
+def test_a_grid_is_complete_only_when_all_its_planned_trainings_are_recorded():
+    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
+    made = ["recipe", "reparam", "kd", "kd_control", "augment", "schedule"]   # make main's grids
+    assert ablation.complete_grids(runs, "quick") == made  # architectures: only the rows shared with recipe
+    kd_none = {it["run_id"] for it in ablation.plan("quick", ["kd"]) if it["cell"] == "none" and it["seed"] == 2}
+    assert ablation.complete_grids(runs[~runs["run_id"].isin(kd_none)], "quick") == [g for g in made if g != "kd"]
+    one_seed = ablation.plan("quick", ["kd"], seeds=1)
+    assert ablation.complete_grids(runs[runs["seed"] == 0], "quick", one_seed) == ["kd"]
+    assert ablation.complete_grids(runs.iloc[:0], "quick") == []
