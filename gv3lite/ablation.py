@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shlex
@@ -50,7 +51,7 @@ from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefi
 from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
-from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table
+from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table, seeds_for_half_width
 from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, repo_root, resolve_device
 from gv3lite.utils import budget as env_budget
 
@@ -92,6 +93,9 @@ BUDGETS = {
 # (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99; medium: 295 x 6 = 1,770
 # steps -> 0.994.
 NOT_RECIPE_FIELDS = ("seeds", "arch_width")
+# pp: the 95% interval half-width each budget was sized for (issue 11), declared before its runs; `sizing_note`
+# reports what a study reached against it. `full` has none until it is sized from a GPU measurement.
+HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
 assert tuple(BUDGETS) == BUDGET_NAMES, "gv3lite.utils.BUDGET_NAMES and BUDGETS must list the same budgets"
 
 SMOKE, QUICK, FULL = {"smoke", "quick", "medium", "full"}, {"quick", "medium", "full"}, {"full"}
@@ -777,6 +781,44 @@ def _verdict_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.DataFrame | None = None) -> str:
+    """One Markdown sentence: the 95% half-widths the between-run contrasts of ``table`` (`verdicts`) reached
+    against the budget's target (`HALF_WIDTH_TARGETS`); when one is wider, the seeds per cell the widest needs at
+    the spread measured here (`gv3lite.stats.seeds_for_half_width`, with its standard error x sqrt(seeds) as the
+    SD of a paired per-seed difference and its residual df growing with the seeds as in the table) and, given the call log ``calls``
+    (`read_calls`), the wall time that plan would take at the recorded wall time per training. ``""`` when the
+    budget has no target or the table no between-run contrast with an interval (within-run EMA rows are left out:
+    their width does not depend on the seeds)."""
+    target = HALF_WIDTH_TARGETS.get(budget)
+    between = table[~table["method"].astype(str).str.startswith("within-run") & table["high"].notna()
+                    & table["low"].notna() & (table["n"] >= 2)] if len(table) else table
+    if target is None or between.empty:
+        return ""
+    half = (between["high"] - between["low"]) / 2
+    reached = f"{half.min():.2f}" if f"{half.min():.2f}" == f"{half.max():.2f}" else f"{half.min():.2f}–{half.max():.2f}"
+    text = (f"95% half-width target of the {budget} budget: ±{target:g} pp; reached ±{reached} pp over "
+            f"{len(between)} between-run contrast{'s' if len(between) != 1 else ''}")
+    if (half <= target).all():
+        return text + " (met)."
+    worst = between.loc[half.idxmax()]
+    n = int(worst["n"])
+    sd_diff = float(worst["se"]) * math.sqrt(n)
+    try:  # the residual df grow with the seeds as in this table: df / (n - 1) per extra seed
+        need = seeds_for_half_width(sd_diff, target, pooled_cells=1 + max(float(worst["df"]), 1.0) / (n - 1))
+    except ValueError:
+        return text + f" (not met; at a paired per-seed SD of {sd_diff:.1f} pp it needs more than 1000 seeds)."
+    text += (f" (not met): at the spread measured here (paired per-seed SD {sd_diff:.1f} pp, "
+             f"{worst['grid']}/{worst['cell']}) ±{target:g} pp needs {need} seeds per cell")
+    trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
+    if trained:
+        per_training = float(calls["wall_seconds"].sum()) / trained
+        grids = complete_grids(runs, budget) or [g for g in GRIDS if g in set(runs["grid"])]
+        planned = len({it["run_id"] for it in plan(budget, grids, seeds=need)})
+        text += (f": {planned} trainings for the grids recorded here, about {_duration(planned * per_training)} at "
+                 f"the {_duration(per_training)} of wall time per training recorded in calls.csv")
+    return text + "."
+
+
 VERDICT_TEXT = ("grid", "cell", "baseline", "claim", "paper_diff", "seeds", "per_seed", "method", "same_as", "note",
                 "family", "verdict", "differs")  # verdicts.csv columns that are text ("+0.2" or "0 1" must stay text)
 
@@ -856,7 +898,9 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              "", *_verdict_lines(table)]
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
-    path.write_text("\n".join(lines + ["", "Method per contrast:", ""] + notes) + "\n")
+    sizing = sizing_note(table, budget, runs, calls)
+    path.write_text("\n".join(lines + ([""] + [sizing] if sizing else []) + ["", "Method per contrast:", ""] + notes)
+                    + "\n")
     return path
 
 
@@ -949,6 +993,8 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {_calls_note(calls)}; "
              f"{coverage}. Verdicts of the {len(table)} contrasts: {verdict_counts or 'none'}.", "",
              *_verdict_lines(table), ""]
+    sizing = sizing_note(table, budget, runs, calls)
+    lines += [sizing, ""] if sizing else []
     return "\n".join(lines)
 
 
