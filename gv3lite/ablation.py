@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shlex
@@ -50,7 +51,7 @@ from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefi
 from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.paper import paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
-from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table
+from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table, seeds_for_half_width
 from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, repo_root, resolve_device
 from gv3lite.utils import budget as env_budget
 
@@ -92,6 +93,9 @@ BUDGETS = {
 # (the paper's decay was not recovered). quick: 93 steps/epoch x 10 epochs = 930 steps -> 0.99; medium: 295 x 6 = 1,770
 # steps -> 0.994.
 NOT_RECIPE_FIELDS = ("seeds", "arch_width")
+# pp: the 95% interval half-width each budget was sized for (issue 11), declared before its runs; `sizing_note`
+# reports what a study reached against it. `full` has none until it is sized from a GPU measurement.
+HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
 assert tuple(BUDGETS) == BUDGET_NAMES, "gv3lite.utils.BUDGET_NAMES and BUDGETS must list the same budgets"
 
 SMOKE, QUICK, FULL = {"smoke", "quick", "medium", "full"}, {"quick", "medium", "full"}, {"full"}
@@ -242,6 +246,17 @@ def plan(budget: str, grids=None, seeds: int | None = None) -> list[dict]:
                     items.append({"grid": grid, "cell": cell.name, "seed": seed, "recipe": recipe,
                                   "trained_as": trained_as(recipe), "run_id": run_id(trained_as(recipe))})
     return items
+
+
+def complete_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = None) -> list[str]:
+    """The grids of ``budget`` whose every planned training (``items``, default `plan` ``(budget)``: the budget's
+    seeds) has its run id in ``runs`` (a runs.csv table with a ``run_id`` column), in grid order. A grid with only a
+    few rows is not complete: cells shared with another grid's runs, such as ``architectures/ghostnetv2/*``, put
+    rows of a grid that was not run into runs.csv."""
+    items = plan(budget) if items is None else items
+    recorded = set(runs["run_id"])
+    grids = dict.fromkeys(it["grid"] for it in items)
+    return [g for g in grids if {it["run_id"] for it in items if it["grid"] == g} <= recorded]
 
 
 # ------------------------------------------------------------------------------------------------------- run
@@ -766,6 +781,44 @@ def _verdict_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.DataFrame | None = None) -> str:
+    """One Markdown sentence: the 95% half-widths the between-run contrasts of ``table`` (`verdicts`) reached
+    against the budget's target (`HALF_WIDTH_TARGETS`); when one is wider, the seeds per cell the widest needs at
+    the spread measured here (`gv3lite.stats.seeds_for_half_width`, with its standard error x sqrt(seeds) as the
+    SD of a paired per-seed difference and its residual df growing with the seeds as in the table) and, given the call log ``calls``
+    (`read_calls`), the wall time that plan would take at the recorded wall time per training. ``""`` when the
+    budget has no target or the table no between-run contrast with an interval (within-run EMA rows are left out:
+    their width does not depend on the seeds)."""
+    target = HALF_WIDTH_TARGETS.get(budget)
+    between = table[~table["method"].astype(str).str.startswith("within-run") & table["high"].notna()
+                    & table["low"].notna() & (table["n"] >= 2)] if len(table) else table
+    if target is None or between.empty:
+        return ""
+    half = (between["high"] - between["low"]) / 2
+    reached = f"{half.min():.2f}" if f"{half.min():.2f}" == f"{half.max():.2f}" else f"{half.min():.2f}–{half.max():.2f}"
+    text = (f"95% half-width target of the {budget} budget: ±{target:g} pp; reached ±{reached} pp over "
+            f"{len(between)} between-run contrast{'s' if len(between) != 1 else ''}")
+    if (half <= target).all():
+        return text + " (met)."
+    worst = between.loc[half.idxmax()]
+    n = int(worst["n"])
+    sd_diff = float(worst["se"]) * math.sqrt(n)
+    try:  # the residual df grow with the seeds as in this table: df / (n - 1) per extra seed
+        need = seeds_for_half_width(sd_diff, target, pooled_cells=1 + max(float(worst["df"]), 1.0) / (n - 1))
+    except ValueError:
+        return text + f" (not met; at a paired per-seed SD of {sd_diff:.1f} pp it needs more than 1000 seeds)."
+    text += (f" (not met): at the spread measured here (paired per-seed SD {sd_diff:.1f} pp, "
+             f"{worst['grid']}/{worst['cell']}) ±{target:g} pp needs {need} seeds per cell")
+    trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
+    if trained:
+        per_training = float(calls["wall_seconds"].sum()) / trained
+        grids = complete_grids(runs, budget) or [g for g in GRIDS if g in set(runs["grid"])]
+        planned = len({it["run_id"] for it in plan(budget, grids, seeds=need)})
+        text += (f": {planned} trainings for the grids recorded here, about {_duration(planned * per_training)} at "
+                 f"the {_duration(per_training)} of wall time per training recorded in calls.csv")
+    return text + "."
+
+
 VERDICT_TEXT = ("grid", "cell", "baseline", "claim", "paper_diff", "seeds", "per_seed", "method", "same_as", "note",
                 "family", "verdict", "differs")  # verdicts.csv columns that are text ("+0.2" or "0 1" must stay text)
 
@@ -845,7 +898,9 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              "", *_verdict_lines(table)]
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
-    path.write_text("\n".join(lines + ["", "Method per contrast:", ""] + notes) + "\n")
+    sizing = sizing_note(table, budget, runs, calls)
+    path.write_text("\n".join(lines + ([""] + [sizing] if sizing else []) + ["", "Method per contrast:", ""] + notes)
+                    + "\n")
     return path
 
 
@@ -918,20 +973,18 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     commands = " and ".join(f"`{c}`" for c in dict.fromkeys(runs["command"].dropna().astype(str))) or "unknown"
     commits = ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))) or "unknown"
     seeds = sorted(int(x) for x in runs["seed"].unique())
-    # a grid counts as run when every one of its trainings at this budget is recorded (cells shared with another
-    # grid's runs, such as architectures/ghostnetv2/*, put a few rows of a grid that was not run into runs.csv)
-    recorded_grids = [g for g in GRIDS if g in set(runs["grid"])
-                      and {it["run_id"] for it in plan(budget, [g])} <= set(runs["run_id"])]
+    full_plan = plan(budget)
+    recorded_grids = complete_grids(runs, budget, full_plan)
     recorded_grids = recorded_grids or [g for g in GRIDS if g in set(runs["grid"])]  # an older plan: say what it has
-    left_out = [it["grid"] for it in plan(budget) if it["grid"] not in recorded_grids]
-    planned = {it["run_id"] for it in plan(budget, recorded_grids)} if recorded_grids else set()
+    left_out = [g for g in dict.fromkeys(it["grid"] for it in full_plan) if g not in recorded_grids]
+    planned = {it["run_id"] for it in full_plan if it["grid"] in recorded_grids}
     current = len(planned & set(runs["run_id"]))
     older = runs["run_id"].nunique() - current
     coverage = (f"{current} of the {len(planned)} trainings the current plan has for its grids (`gv3lite reproduce "
                 f"--budget {budget} --list`) are recorded" + (f", `{make}` trains the missing ones"
                                                               if current < len(planned) else "")
                 + (f"; {older} recorded trainings are of an earlier plan (other recipes or sizes)" if older else "")
-                + (f"; not in these results: the {', '.join(dict.fromkeys(left_out))} grid(s) (`--grids`)"
+                + (f"; not in these results: the {', '.join(left_out)} grid(s) (`--grids`)"
                    if left_out else ""))
     counted = table["verdict"].value_counts(sort=False)
     verdict_counts = ", ".join(f"{n} **{v}**" for v, n in counted.items())
@@ -940,6 +993,8 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {_calls_note(calls)}; "
              f"{coverage}. Verdicts of the {len(table)} contrasts: {verdict_counts or 'none'}.", "",
              *_verdict_lines(table), ""]
+    sizing = sizing_note(table, budget, runs, calls)
+    lines += [sizing, ""] if sizing else []
     return "\n".join(lines)
 
 
@@ -1096,8 +1151,9 @@ def run_reproduce(args) -> int:
     budget = args.budget or env_budget()
     # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
     grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids is not None else None
+    items = plan(budget, grids, args.seeds)  # unknown grids, bad --seeds: refused before --out is created
     if args.list:
-        for it in plan(budget, grids, args.seeds):
+        for it in items:
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
     check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read

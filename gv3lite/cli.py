@@ -106,13 +106,13 @@ def run_train(args) -> int:
     """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is (inside) a file or holds a run and ``--resume``
     is not given, ``PermissionError`` when it is not writable, ``DeviceNotAvailableError`` for ``--device cuda``
     without a GPU (all before any data is read), and what `recipe_from_args` and ``gv3lite.experiment.run`` raise."""
+    if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
+        args.recipe = str(Path(args.out) / "recipe.yaml")  # resume the run's own recipe unless told otherwise
+    recipe = recipe_from_args(args)  # a bad option fails before --out is created
     check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
     resolve_device(args.device)  # --device cuda without a GPU: before the data too
     if not args.resume and (Path(args.out) / "last.pth").exists():
         raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
-    if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
-        args.recipe = str(Path(args.out) / "recipe.yaml")  # resume the run's own recipe unless told otherwise
-    recipe = recipe_from_args(args)
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
     history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,

@@ -167,7 +167,7 @@ def test_verdicts_and_report_on_synthetic_results(tmp_path):
 OLD_QUICK_RUNS = Path(__file__).parent / "fixtures" / "quick_runs_4a61a24.csv"
 
 
-def test_contrasts_of_the_committed_quick_results():
+def test_contrasts_of_the_4a61a24_quick_results():
     runs = pd.read_csv(OLD_QUICK_RUNS)
     by_cell = {(c.grid, c.cell): c for c in ablation.contrasts(runs)}
     assert by_cell[("recipe", "ghostnetv3")].paper_diff == (1.8, 2.2, 2.6)  # from paper_results.csv, not typed
@@ -315,7 +315,7 @@ def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
         ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, jobs=0)
 
 
-def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
+def test_forest_plot_of_the_4a61a24_quick_results(tmp_path, monkeypatch):
     from gv3lite.figures import plot_forest, savefig
     monkeypatch.setenv("GV3LITE_FIGURES", str(tmp_path))
     table = ablation.verdicts(pd.read_csv(OLD_QUICK_RUNS))
@@ -329,7 +329,7 @@ def test_forest_plot_of_the_committed_quick_results(tmp_path, monkeypatch):
         plot_forest(table.iloc[:0])
 
 
-def test_report_reanalyses_the_committed_quick_results(tmp_path):
+def test_report_reanalyses_the_4a61a24_quick_results(tmp_path):
     from gv3lite.cli import main
     import shutil
     shutil.copy(OLD_QUICK_RUNS, tmp_path / "runs.csv")

@@ -5,6 +5,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from gv3lite import ablation
 from gv3lite.cli import main
@@ -145,3 +146,36 @@ def test_committed_study_of_a_grid_needs_a_contrast(tmp_path):
     assert ablation.committed_study("quick", results=tmp_path, grids=["architectures"]) is None
     assert ablation.committed_study("quick", results=tmp_path, grids=["augment"]) is not None
     assert ablation.committed_study("medium", results=tmp_path) is None  # no file
+
+
+def test_a_grid_is_complete_only_when_all_its_planned_trainings_are_recorded():
+    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
+    made = ["recipe", "reparam", "kd", "kd_control", "augment", "schedule"]   # make main's grids
+    assert ablation.complete_grids(runs, "quick") == made  # architectures: only the rows shared with recipe
+    kd_none = {it["run_id"] for it in ablation.plan("quick", ["kd"]) if it["cell"] == "none" and it["seed"] == 2}
+    assert ablation.complete_grids(runs[~runs["run_id"].isin(kd_none)], "quick") == [g for g in made if g != "kd"]
+    one_seed = ablation.plan("quick", ["kd"], seeds=1)
+    assert ablation.complete_grids(runs[runs["seed"] == 0], "quick", one_seed) == ["kd"]
+    assert ablation.complete_grids(runs.iloc[:0], "quick") == []
+
+
+def test_sizing_note_gives_the_half_width_reached_and_the_seeds_the_target_needs():
+    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
+    table = ablation.read_verdicts(COMMITTED / "quick" / "verdicts.csv")
+    calls = ablation.read_calls(COMMITTED / "quick")
+    note = ablation.sizing_note(table, "quick", runs, calls)
+    between = table[~table["method"].str.startswith("within-run")]
+    half = (between["high"] - between["low"]) / 2
+    assert f"±{half.min():.2f}–{half.max():.2f} pp over {len(between)} between-run contrasts (not met)" in note
+    worst = between.loc[half.idxmax()]
+    sd = worst["se"] * 3 ** 0.5
+    need = int(re.search(r"needs (\d+) seeds per cell", note).group(1))
+    width = lambda n: sps.t.ppf(0.975, worst["df"] / 2 * (n - 1)) * sd / n ** 0.5  # df grow as in the table (3 seeds)
+    assert width(need) <= 2.0 < width(need - 1)
+    per = calls["wall_seconds"].sum() / calls["trained"].sum()
+    assert f"{7 * need} trainings for the grids recorded here" in note  # 7 distinct cells in make main's grids
+    assert f"about {ablation._duration(7 * need * per)}" in note
+    narrow = table.assign(low=table["diff"] - 0.5, high=table["diff"] + 0.5)
+    assert ablation.sizing_note(narrow, "quick", runs).endswith("(met).")
+    assert ablation.sizing_note(table, "full", runs) == ""            # no target before a GPU measurement
+    assert ablation.sizing_note(table[table["method"].str.startswith("within-run")], "quick", runs) == ""

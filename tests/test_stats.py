@@ -1,5 +1,5 @@
-"""gv3lite.stats: hand-computed values, the committed quick results re-analysed, and simulations of the null (the
-false-call rate stays <= 5%) and of a true effect (the power the minimum detectable effect promises)."""
+"""gv3lite.stats: hand-computed values, the quick results recorded at 4a61a24 re-analysed, and simulations of the
+null (the false-call rate stays <= 5%) and of a true effect (the power the minimum detectable effect promises)."""
 import math
 from pathlib import Path
 
@@ -121,7 +121,7 @@ def test_mcnemar_p_by_hand():
     assert stats.mcnemar_p(a, b) == pytest.approx(2 * 0.5 ** 10)
 
 
-# ---------------------------------------------------------------------------------------------- committed results
+# ------------------------------------------------------------------- recorded results (the 4a61a24 fixture)
 QUICK_CONTRASTS = [
     stats.Contrast("recipe", "ghostnetv3", "conventional", "better", (1.8, 2.2, 2.6)),
     stats.Contrast("reparam", "full", "plain", "better"),
@@ -134,7 +134,7 @@ QUICK_CONTRASTS = [
 ]
 
 
-def test_ema_within_run_on_the_committed_quick_runs():
+def test_ema_within_run_on_the_4a61a24_quick_runs():
     # issue 11: EMA - raw over all 18 trainings: -0.32 pp, 95% CI [-0.54, -0.09], 14 of 18 negative
     runs = pd.read_csv(QUICK_RUNS)
     w = stats.within_run(runs, "top1_ema", "top1_raw")
@@ -144,7 +144,7 @@ def test_ema_within_run_on_the_committed_quick_runs():
     assert (float(ci["low"]), float(ci["high"])) == pytest.approx((-0.543, -0.090), abs=1e-3)
 
 
-def test_contrast_table_on_the_committed_quick_runs():
+def test_contrast_table_on_the_4a61a24_quick_runs():
     runs = pd.read_csv(QUICK_RUNS)
     table = stats.contrast_table(runs, QUICK_CONTRASTS).set_index("cell")
     # one row per distinct pair of runs: architectures/ghostnetv2/* are the recipe grid's runs
