@@ -800,15 +800,20 @@ def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.
             f"{len(between)} between-run contrast{'s' if len(between) != 1 else ''}")
     if (half <= target).all():
         return text + " (met)."
-    worst = between.loc[half.idxmax()]
-    n = int(worst["n"])
-    sd_diff = float(worst["se"]) * math.sqrt(n)
-    try:  # the residual df grow with the seeds as in this table: df / (n - 1) per extra seed
-        need = seeds_for_half_width(sd_diff, target, pooled_cells=1 + max(float(worst["df"]), 1.0) / (n - 1))
+    def seeds_needed(row) -> int:  # the residual df grow with the seeds as in this table: df / (n - 1) per seed
+        n = int(row["n"])
+        return seeds_for_half_width(float(row["se"]) * math.sqrt(n), target,
+                                    pooled_cells=1 + max(float(row["df"]), 1.0) / (n - 1))
+
+    try:
+        needs = between.apply(seeds_needed, axis=1)
     except ValueError:
-        return text + f" (not met; at a paired per-seed SD of {sd_diff:.1f} pp it needs more than 1000 seeds)."
-    text += (f" (not met): at the spread measured here (paired per-seed SD {sd_diff:.1f} pp, "
-             f"{worst['grid']}/{worst['cell']}) ±{target:g} pp needs {need} seeds per cell")
+        return text + " (not met; at the spread measured here one contrast needs more than 1000 seeds per cell)."
+    worst = between.loc[needs.idxmax()]
+    need = int(needs.max())
+    text += (f" (not met): at the spread measured here ±{target:g} pp needs {need} seeds per cell (the most any "
+             f"contrast needs: {worst['grid']}/{worst['cell']}, paired per-seed SD "
+             f"{float(worst['se']) * math.sqrt(int(worst['n'])):.1f} pp)")
     trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
     if trained:
         per_training = float(calls["wall_seconds"].sum()) / trained
