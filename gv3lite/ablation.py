@@ -71,9 +71,9 @@ from gv3lite.utils import budget as env_budget
 # 26 s at 542d4c2 (results/quick/calls.csv; the 21 trainings took 83.6 min of 1-thread time). The architectures grid
 # runs in medium (`make medium`) or with `--grids architectures`.
 # medium: all 9,469 train images; 11 configs x 3 seeds x 6 epochs. First sitting (--grids reparam, 6 trainings):
-# teacher pass 394 s, plain 297 s and full 557 s per 1-thread training, 30 min 43 s wall; from these rates the whole
-# budget is ~2.5 h of 2-core wall with --jobs 2, resumable over several sittings (`recorded_results`, calls.csv sums
-# the wall time).
+# teacher pass 394 s, plain 297 s and full 557 s per 1-thread training, 30 min 43 s wall. Second sitting (the other
+# 27 trainings): 1 h 43 min 55 s. The whole budget, 33 trainings: 2 h 14 min of 2-core wall with --jobs 2 (calls.csv
+# sums the sittings; runs recorded in runs.csv are not retrained, `recorded_results`).
 BUDGETS = {
     #          images/class  images/class                  batch  warm-up  EMA          eval   seeds  model   width
     #          train         val        px   epochs        size   epochs   decay        every                 (arch grid)

@@ -39,7 +39,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
 def budget() -> str:
     """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a laptop CPU,
-    under an hour), ``medium`` (all of Imagenette on a 2-core CPU, ~2.5 h over one or more sittings) or ``full`` (a
+    under an hour), ``medium`` (all of Imagenette on a 2-core CPU, ~2 h 15 min over one or more sittings) or ``full`` (a
     GPU). Raises ``ValueError`` for any other value."""
     value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
     if value not in BUDGET_NAMES:
