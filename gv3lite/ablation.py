@@ -259,6 +259,12 @@ def complete_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = N
     return [g for g in grids if {it["run_id"] for it in items if it["grid"] == g} <= recorded]
 
 
+def recorded_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = None) -> list[str]:
+    """The grids a runs.csv table stands for: its `complete_grids`, or -- when none is complete (results of an older
+    plan, other recipes or sizes) -- every grid that has rows in it, in grid order."""
+    return complete_grids(runs, budget, items) or [g for g in GRIDS if g in set(runs["grid"])]
+
+
 # ------------------------------------------------------------------------------------------------------- run
 def _dataset_key(r: Recipe) -> tuple:
     return (r.img_size, tuple(r.classes or ()), r.images_per_class_train, r.images_per_class_val, r.data_seed,
@@ -783,10 +789,11 @@ def _verdict_lines(table: pd.DataFrame) -> list[str]:
 
 def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.DataFrame | None = None) -> str:
     """One Markdown sentence: the 95% half-widths the between-run contrasts of ``table`` (`verdicts`) reached
-    against the budget's target (`HALF_WIDTH_TARGETS`); when one is wider, the seeds per cell the widest needs at
-    the spread measured here (`gv3lite.stats.seeds_for_half_width`, with its standard error x sqrt(seeds) as the
-    SD of a paired per-seed difference and its residual df growing with the seeds as in the table) and, given the call log ``calls``
-    (`read_calls`), the wall time that plan would take at the recorded wall time per training. ``""`` when the
+    against the budget's target (`HALF_WIDTH_TARGETS`); when one is wider, the seeds per cell that bring every
+    contrast within the target at the spread measured here (the most any one needs, `gv3lite.stats
+    .seeds_for_half_width`, with its standard error x sqrt(seeds) as the SD of a paired per-seed difference and its
+    residual df growing with the seeds as in the table) and, given the call log ``calls`` (`read_calls`), the wall
+    time that plan would take at the recorded wall time per training. ``""`` when the
     budget has no target or the table no between-run contrast with an interval (within-run EMA rows are left out:
     their width does not depend on the seeds)."""
     target = HALF_WIDTH_TARGETS.get(budget)
@@ -800,6 +807,7 @@ def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.
             f"{len(between)} between-run contrast{'s' if len(between) != 1 else ''}")
     if (half <= target).all():
         return text + " (met)."
+
     def seeds_needed(row) -> int:  # the residual df grow with the seeds as in this table: df / (n - 1) per seed
         n = int(row["n"])
         return seeds_for_half_width(float(row["se"]) * math.sqrt(n), target,
@@ -817,8 +825,7 @@ def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.
     trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
     if trained:
         per_training = float(calls["wall_seconds"].sum()) / trained
-        grids = complete_grids(runs, budget) or [g for g in GRIDS if g in set(runs["grid"])]
-        planned = len({it["run_id"] for it in plan(budget, grids, seeds=need)})
+        planned = len({it["run_id"] for it in plan(budget, recorded_grids(runs, budget), seeds=need)})
         text += (f": {planned} trainings for the grids recorded here, about {_duration(planned * per_training)} at "
                  f"the {_duration(per_training)} of wall time per training recorded in calls.csv")
     return text + "."
@@ -979,10 +986,9 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     commits = ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))) or "unknown"
     seeds = sorted(int(x) for x in runs["seed"].unique())
     full_plan = plan(budget)
-    recorded_grids = complete_grids(runs, budget, full_plan)
-    recorded_grids = recorded_grids or [g for g in GRIDS if g in set(runs["grid"])]  # an older plan: say what it has
-    left_out = [g for g in dict.fromkeys(it["grid"] for it in full_plan) if g not in recorded_grids]
-    planned = {it["run_id"] for it in full_plan if it["grid"] in recorded_grids}
+    grids = recorded_grids(runs, budget, full_plan)
+    left_out = [g for g in dict.fromkeys(it["grid"] for it in full_plan) if g not in grids]
+    planned = {it["run_id"] for it in full_plan if it["grid"] in grids}
     current = len(planned & set(runs["run_id"]))
     older = runs["run_id"].nunique() - current
     coverage = (f"{current} of the {len(planned)} trainings the current plan has for its grids (`gv3lite reproduce "
