@@ -55,6 +55,8 @@ def add_train(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on GPUs: BatchNorm statistics over the "
                                                           "global batch (torch SyncBatchNorm)")
+    p.add_argument("--compile", action="store_true", help="train steps through torch.compile (worth it on GPUs; on "
+                                                          "a CPU the first step compiles for minutes)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", help="ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160")
     g.add_argument("--width", type=float, choices=sorted(WIDTHS), help="width multiplier (sets --model)")
@@ -116,7 +118,7 @@ def run_train(args) -> int:
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
     history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
-                  sync_bn=args.sync_bn)
+                  sync_bn=args.sync_bn, compile_model=args.compile)
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
           f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")

@@ -126,13 +126,15 @@ def choose_data_path(recipe: Recipe, root, device, log=print) -> tuple[str, Loop
 
 # ------------------------------------------------------------------------------------------------ run
 def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool = False, quiet: bool = False,
-        kd=None, datasets=None, max_epochs: int | None = None, sync_bn: bool = False) -> pd.DataFrame:
+        kd=None, datasets=None, max_epochs: int | None = None, sync_bn: bool = False,
+        compile_model: bool = False) -> pd.DataFrame:
     """Train ``recipe`` on ``data_root`` (see ``gv3lite.data.resolve_data_root``); return ``fit``'s per-epoch history.
 
     ``kd``: a prebuilt KD object (default: built from ``recipe.teacher``, or none); ``datasets``: a prebuilt
     ``(train, val)`` pair (skips data loading); ``out_dir``, ``resume``, ``max_epochs``, ``quiet``: see
     ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume); ``sync_bn``: SyncBatchNorm
-    under torchrun on GPUs (``gv3lite.train.with_sync_bn``). Raises
+    under torchrun on GPUs (``gv3lite.train.with_sync_bn``); ``compile_model``: train steps through
+    ``torch.compile`` (see ``gv3lite.train.fit``; not a recipe field: it changes speed, not the arithmetic). Raises
     ``FileNotFoundError`` (resume without ``last.pth``),
     ``ValueError`` (``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
     """
@@ -160,7 +162,8 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
                       label_smoothing=recipe.label_smoothing, num_classes=num_classes)
     return fit(model, datasets, optimizer, functools.partial(build_scheduler, recipe, optimizer),
                settings, kd=kd, ema=ema, mixup=mixup, device=device, out_dir=out_dir, resume=resume,
-               config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet, sync_bn=sync_bn)
+               config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet, sync_bn=sync_bn,
+               compile_model=compile_model)
 
 
 # ---------------------------------------------------------------------------------------- experiments

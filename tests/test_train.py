@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gv3lite import experiment
+from gv3lite.checkpoint import read_checkpoint
 from gv3lite.data import build_datasets
 from gv3lite.experiment import build_optimizer, build_scheduler, run
 from gv3lite.recipe import Recipe
@@ -159,7 +160,6 @@ def _metrics(history):
 
 
 def test_same_seed_same_metrics_and_resume_is_exact(data_root, tmp_path):
-    from gv3lite.checkpoint import read_checkpoint
     recipe = Recipe(**TINY, ema=True, ema_decay=0.9)
     a = run(recipe, data_root, tmp_path / "a", quiet=True)
     b = run(recipe, data_root, tmp_path / "b", quiet=True)
@@ -184,7 +184,6 @@ def test_same_seed_same_metrics_and_resume_is_exact(data_root, tmp_path):
 def test_ema_only_observes_training_and_eval_every_skips_epochs(data_root, tmp_path):
     """An EMA run's raw weights are the run without EMA (gv3lite.ablation.trained_as relies on it); eval_every
     leaves skipped epochs NaN and always evaluates the last; the subset depends on data_seed, not on seed."""
-    from gv3lite.checkpoint import read_checkpoint
     recipe = Recipe(**{**TINY, "epochs": 3}, ema=False)
     plain = run(recipe, data_root, tmp_path / "plain", quiet=True)
     with_ema = run(recipe.replace(ema=True, ema_decay=0.9), data_root, tmp_path / "ema", quiet=True)
@@ -328,3 +327,31 @@ def test_common_random_numbers_across_cells(data_root, tmp_path):
     # the control: another seed gives other weights and other batches
     assert not all(torch.equal(none["init"][k], other["init"][k]) for k in none["init"])
     assert not torch.equal(none["batches"][0], other["batches"][0])
+
+
+class CountingWrapper(torch.nn.Module):
+    """What the fake ``torch.compile`` returns: the model itself, counting the forward passes it is given."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.model(x)
+
+
+def test_compile_model_trains_through_the_compiled_module_and_keeps_the_weights(data_root, tmp_path, monkeypatch):
+    """``compile_model=True`` sends every training step through ``torch.compile(model)`` (faked here: a real compile
+    takes minutes on CPU; its speed is measured by benchmarks/throughput.py --compile) while evaluation and the
+    checkpoint use the model itself, so the run equals the uncompiled one."""
+    wrappers = []
+    monkeypatch.setattr(torch, "compile", lambda model: wrappers.append(CountingWrapper(model)) or wrappers[-1])
+    recipe = Recipe(**{**TINY, "epochs": 1, "sched": "cosine"})
+    plain = run(recipe, data_root, tmp_path / "plain", quiet=True)
+    compiled = run(recipe, data_root, tmp_path / "compiled", quiet=True, compile_model=True)
+    assert len(wrappers) == 1 and wrappers[0].calls == 4  # 64 images / batch 16, one epoch
+    pd.testing.assert_frame_equal(_metrics(plain), _metrics(compiled))
+    a, b = read_checkpoint(tmp_path / "plain" / "last.pth"), read_checkpoint(tmp_path / "compiled" / "last.pth")
+    assert a["model"].keys() == b["model"].keys()  # no "_orig_mod." / wrapper prefixes
+    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
