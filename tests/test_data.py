@@ -39,6 +39,28 @@ def test_cached_eval_equals_uncached(tiny_datasets, data_root):
         torch.testing.assert_close(plain[i][0], val[i][0])
 
 
+def test_cache_decoded_by_threads_equals_one_thread(data_root):
+    """The cache is filled by a thread pool (decode_workers): the same pixels, in the same order, as one thread."""
+    one = ImageFolderDataset(data_root, "train", 64, per_class=6, seed=1, decode_workers=1)
+    three = ImageFolderDataset(data_root, "train", 64, per_class=6, seed=1, decode_workers=3)
+    assert len(one.cache) == len(three.cache) == 60
+    assert all(torch.equal(a, b) for a, b in zip(one.cache, three.cache))
+    assert len({tuple(t.shape) for t in one.cache}) > 1 or not torch.equal(one.cache[0], one.cache[1])
+    with pytest.raises(ValueError, match="decode_workers must be >= 1, got 0"):
+        ImageFolderDataset(data_root, "val", 64, per_class=1, decode_workers=0)
+
+
+def test_corrupt_file_stops_the_threaded_cache_with_its_name(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(5):
+            F.to_pil_image(torch.full((3, 16, 16), 40 * i, dtype=torch.uint8)).save(tmp_path / "train" / cls / f"{i}.png")
+    bad = tmp_path / "train" / "b" / "3.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=f"cannot decode image '{bad}'"):
+        ImageFolderDataset(tmp_path, "train", 8, decode_workers=2)
+
+
 def test_balanced_subset_is_balanced_seeded_and_validated(tiny_datasets):
     train, val = tiny_datasets
     assert len(train) == 400 and len(val) == 80 and len(train.classes) == 4
