@@ -9,9 +9,9 @@ Speed choice (measured on the shared 2-core CPU, 224×224 JPEGs, one thread): a 
 the JPEG is decoded (PIL) and transformed each time, ~1.2 ms from the uint8 cache below (3.8× less), while one
 training step of ``ghostnetv3_050`` at 64 px costs ~40 ms per image under the same load (~8 ms idle, 2 threads):
 the cache saves ~8% of an epoch for a one-time decode of a few seconds. So by default (``cache=True``) every
-image is decoded **once** with PIL (grayscale → RGB; ``torch.get_num_threads()`` threads at a time), resized so its short side is
-``stored_size = 2·img_size`` and kept in memory as uint8 (~465 MB for the 9,469 Imagenette train images at
-64 px; a 1.25× copy would be smaller but makes small random crops visibly blurrier than the eval images);
+image is decoded **once** with PIL (grayscale → RGB; ``torch.get_num_threads()`` threads at a time), resized so
+its short side is ``stored_size = 2·img_size`` and kept in memory as uint8 (~465 MB for the 9,469 Imagenette
+train images at 64 px; a 1.25× copy would be smaller but makes small random crops visibly blurrier than the eval images);
 the random train transforms then run on these small tensors in the main process (``num_workers=0``).
 Val images are stored already resized and center-cropped. The cache lives in memory only (no disk copy).
 ``cache=False`` decodes the original file each time (use it with ``num_workers>0`` for ImageNet on a GPU).
