@@ -27,13 +27,18 @@ from gv3lite.stats import equivalence_p, t_interval
 
 
 def read_run(path) -> dict:
-    """``dict(seed, commit, recipe, top1, top5, seconds)`` of one run directory; raises ``FileNotFoundError``."""
+    """``dict(seed, commit, recipe, top1, top5, seconds)`` of one run directory. Raises ``FileNotFoundError`` (not a
+    run directory) and ``ValueError`` (a run that did not finish every epoch of its recipe)."""
     path = Path(path)
     for name in ("metrics.csv", "recipe.yaml", "run_info.json"):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} not found: pass directories written by `gv3lite train --out`")
     metrics, info = pd.read_csv(path / "metrics.csv"), json.loads((path / "run_info.json").read_text())
     recipe = Recipe.load(path / "recipe.yaml").to_dict()
+    if len(metrics) != recipe["epochs"] or not math.isfinite(float(metrics.val_top1.iloc[-1])):
+        raise ValueError(f"{path} holds {len(metrics)} of {recipe['epochs']} epochs (last val top-1 "
+                         f"{metrics.val_top1.iloc[-1] if len(metrics) else 'none'}): compare finished runs only "
+                         "(resume it with `gv3lite train --resume --out DIR`)")
     last = metrics.iloc[-1]
     return {"seed": recipe.get("seed"), "commit": info.get("git_commit", "unknown"), "recipe": recipe,
             "top1": float(last.val_top1), "top5": float(last.val_top5), "seconds": float(metrics.seconds.sum())}
@@ -84,11 +89,12 @@ def main(argv=None) -> int:
                                                                   "of runs without a teacher)")
     args = parser.parse_args(argv)
     table = pair_runs(args.a, args.b, args.ignore)
-    print(table.to_markdown(index=False, floatfmt=".2f"))
+    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    print("\n".join("| " + " | ".join(r) + " |" for r in [list(table.columns), ["---"] * len(table.columns), *cells]))
     s = summarize(table, args.delta)
     print(f"\nB - A over {s['seeds']} seeds: mean {s['mean_diff']:+.2f} pp, SD {s['sd_diff']:.2f} pp, 95% CI "
           f"[{s['low']:+.2f}, {s['high']:+.2f}] pp, t-test p = {s['p']:.2f}; equivalence within +-{s['delta']:g} pp "
-          f"(TOST) p = {s['p_equivalent']:.2f} -> "
+          f"(TOST) p = {s['p_equivalent']:.2f} (equivalent at p < 0.025, the 95% interval inside +-delta) -> "
           + ("equivalent" if s["low"] > -s["delta"] and s["high"] < s["delta"] else "not shown equivalent"))
     return 0
 

@@ -134,7 +134,8 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     ``(train, val)`` pair (skips data loading); ``out_dir``, ``resume``, ``max_epochs``, ``quiet``: see
     ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume); ``sync_bn``: SyncBatchNorm
     under torchrun on GPUs (``gv3lite.train.with_sync_bn``); ``compile_model``: train steps through
-    ``torch.compile`` (see ``gv3lite.train.fit``; not a recipe field: it changes speed, not the arithmetic). Raises
+    ``torch.compile`` (see ``gv3lite.train.fit``; not a recipe field: it is meant to change speed, not what is
+    learned, though compiled kernels may round differently). Raises
     ``FileNotFoundError`` (resume without ``last.pth``),
     ``ValueError`` (``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
     """

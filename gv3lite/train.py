@@ -307,8 +307,10 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
     ``max_epochs`` stops early (the schedule follows ``settings.epochs``). Under ``torchrun``: DDP (`setup_distributed`
     first; rank 0 writes; whole-val metrics on every rank; ``sync_bn``: `with_sync_bn`). ``compile_model``: the
     training steps run through ``torch.compile(model)`` (the same weights; evaluation, EMA and checkpoints use
-    ``model`` itself). It pays off on GPUs; on a 2-core CPU the first step compiles for ~6 min and the train step
-    is only ~1.1x faster afterwards (``benchmarks/throughput.py --compile``). Raises `NonFiniteError`.
+    ``model`` itself; ``run_info.json`` records ``compiled``). Compiled kernels may round differently from eager ones,
+    so a compiled run is not bitwise equal to an eager one. It pays off on GPUs; on a 2-core CPU the first step
+    compiles for ~6 min and the train step is only ~1.1x faster afterwards (``benchmarks/throughput.py --compile``).
+    Raises `NonFiniteError`.
     """
     check_resumable(out_dir, resume)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
@@ -325,7 +327,7 @@ def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=N
     step_model = torch.compile(model) if compile_model else model
     writer = out_dir is not None and rank == 0
     if writer:
-        _write_run_info(out_dir, config, device, world, train_ds, val_ds)
+        _write_run_info(out_dir, config, device, world, train_ds, val_ds, compile_model)
     last_epoch = min(settings.epochs, max_epochs or settings.epochs)
     for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
@@ -416,14 +418,15 @@ def _load_state(path: Path, config, model, optimizer, scheduler, ema) -> tuple[l
     return restore_training_state(ckpt, path, model, optimizer, scheduler, ema.module if ema is not None else None)
 
 
-def _write_run_info(out_dir: Path, config, device, world: int, train_ds, val_ds) -> None:
-    """``recipe.yaml`` (``config``, when given) and ``run_info.json`` (environment and data) of a run directory."""
+def _write_run_info(out_dir: Path, config, device, world: int, train_ds, val_ds, compiled: bool = False) -> None:
+    """``recipe.yaml`` (``config``, when given) and ``run_info.json`` (environment, data, whether the training steps
+    were compiled) of a run directory."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if config is not None:
         (out_dir / "recipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     info = {"git_commit": git_commit(), "torch": torch.__version__, "device": str(device), "world_size": world,
             "num_classes": _num_classes(train_ds), "classes": train_ds.classes, "train_images": len(train_ds),
-            "val_images": len(val_ds), "data_root": str(getattr(train_ds, "root", None))}
+            "val_images": len(val_ds), "data_root": str(getattr(train_ds, "root", None)), "compiled": compiled}
     (out_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 

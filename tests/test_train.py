@@ -330,28 +330,33 @@ def test_common_random_numbers_across_cells(data_root, tmp_path):
 
 
 class CountingWrapper(torch.nn.Module):
-    """What the fake ``torch.compile`` returns: the model itself, counting the forward passes it is given."""
+    """What the fake ``torch.compile`` returns: the model under ``_orig_mod`` (where torch's compiled module holds it,
+    so timm's ``unwrap_model`` finds it), counting the forward passes it is given."""
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.calls = model, 0
+        self._orig_mod, self.calls = model, 0
 
     def forward(self, x):
         self.calls += 1
-        return self.model(x)
+        return self._orig_mod(x)
 
 
 def test_compile_model_trains_through_the_compiled_module_and_keeps_the_weights(data_root, tmp_path, monkeypatch):
-    """``compile_model=True`` sends every training step through ``torch.compile(model)`` (faked here: a real compile
-    takes minutes on CPU; its speed is measured by benchmarks/throughput.py --compile) while evaluation and the
-    checkpoint use the model itself, so the run equals the uncompiled one."""
+    """``compile_model=True`` sends every training step through ``torch.compile(model)`` (faked here by a wrapper that
+    computes what the model computes: a real compile takes minutes on CPU and may round differently; its speed is
+    measured by benchmarks/throughput.py --compile) while evaluation, the EMA and the checkpoint use the model itself:
+    with the fake the run equals the uncompiled one, EMA included, and run_info.json records the compile."""
     wrappers = []
     monkeypatch.setattr(torch, "compile", lambda model: wrappers.append(CountingWrapper(model)) or wrappers[-1])
-    recipe = Recipe(**{**TINY, "epochs": 1, "sched": "cosine"})
+    recipe = Recipe(**{**TINY, "epochs": 1, "sched": "cosine", "ema": True})
     plain = run(recipe, data_root, tmp_path / "plain", quiet=True)
     compiled = run(recipe, data_root, tmp_path / "compiled", quiet=True, compile_model=True)
     assert len(wrappers) == 1 and wrappers[0].calls == 4  # 64 images / batch 16, one epoch
     pd.testing.assert_frame_equal(_metrics(plain), _metrics(compiled))
     a, b = read_checkpoint(tmp_path / "plain" / "last.pth"), read_checkpoint(tmp_path / "compiled" / "last.pth")
-    assert a["model"].keys() == b["model"].keys()  # no "_orig_mod." / wrapper prefixes
-    assert all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+    for key in ("model", "model_ema"):
+        assert a[key].keys() == b[key].keys()  # no "_orig_mod." / wrapper prefixes
+        assert all(torch.equal(t, b[key][k]) for k, t in a[key].items())
+    assert not json.loads((tmp_path / "plain" / "run_info.json").read_text())["compiled"]
+    assert json.loads((tmp_path / "compiled" / "run_info.json").read_text())["compiled"]
