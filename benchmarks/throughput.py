@@ -10,6 +10,8 @@ shared machine hit both sides alike. Cases, for ``--model`` at ``--batch-size`` 
 * ``train_step_per_branch``: gv3lite's per-branch train form (``fast_branches=False``) vs timm, channels_last;
 * ``eval_train_form`` / ``eval_deploy_form``: eval-mode forward (no grad) of each form vs timm's same form;
 * ``eval_deploy_vs_train``: gv3lite's deploy form vs its own train form (the deploy speed-up);
+* ``train_step_compiled_vs_eager`` (with ``--compile`` only): gv3lite's compiled train step against its eager one;
+  with ``--compile`` every case also records the seconds of its first (compiling) call;
 * ``loader``: images/s delivered by the batched training loader next to gv3lite's train-step images/s, and
   ``loader_batched_vs_dataloader``: the batched loader against the per-image torch ``DataLoader`` it replaces.
 
@@ -162,6 +164,10 @@ def main(argv=None):
         "eval_deploy_vs_train": lambda: (lambda o, r: (_eval_forward(deploy(o), x_cl, comp),
                                                        _eval_forward(o, x_cl, comp)))(*pair()),
     }
+    if comp:  # what compiling buys: gv3lite compiled against gv3lite eager (the same weights)
+        cases["train_step_compiled_vs_eager"] = lambda: (
+            lambda o, e: (_train_step(o, x_cl, targets, True), _train_step(e, x_cl, targets, False)))(pair()[0], pair()[0])
+    references = {"eval_deploy_vs_train": "gv3lite train form", "train_step_compiled_vs_eager": "gv3lite eager"}
     wanted = list(cases) + ["loader"] if args.cases == "all" else args.cases.split(",")
     unknown = [c for c in wanted if c not in cases and c != "loader"]
     if unknown:
@@ -171,10 +177,16 @@ def main(argv=None):
         if name == "loader":
             continue
         ours, ref = cases[name]()
+        first = {}
+        if comp:  # the first call compiles: timed on its own, then the medians of the compiled calls
+            for side, call in (("ours_first_call_s", ours), ("reference_first_call_s", ref)):
+                t0 = time.perf_counter()
+                call()
+                first[side] = time.perf_counter() - t0
         t_ours, t_ref = paired_medians(ours, ref, args.repeats)
-        reference = "gv3lite train form" if name == "eval_deploy_vs_train" else "timm"
+        reference = references.get(name, "timm")
         rows.append(dict(case=name, ours_img_s=args.batch_size / t_ours, reference=reference,
-                         reference_img_s=args.batch_size / t_ref, ratio=t_ref / t_ours))
+                         reference_img_s=args.batch_size / t_ref, ratio=t_ref / t_ours, **first))
         print(f"{name:24s} gv3lite {rows[-1]['ours_img_s']:8.1f} img/s   {reference} "
               f"{rows[-1]['reference_img_s']:8.1f} img/s   ratio {rows[-1]['ratio']:.2f}", flush=True)
     if "loader" in wanted and args.loader_batches > 0:
@@ -214,6 +226,9 @@ def main(argv=None):
              "| --- | ---: | --- | ---: | ---: |"]
     lines += [f"| {r['case']} | {r['ours_img_s']:.1f} | {r['reference']} | {r['reference_img_s']:.1f} | "
               f"{r['ratio']:.2f} |" for r in rows]
+    lines += ["", "first call (compiles), seconds: " + "; ".join(
+        f"{r['case']}: gv3lite {r['ours_first_call_s']:.0f}, {r['reference']} {r['reference_first_call_s']:.0f}"
+        for r in rows if "ours_first_call_s" in r)] if comp else []
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and .md")
 
