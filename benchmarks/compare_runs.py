@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.recipe import Recipe
-from gv3lite.stats import equivalence_p, t_interval
+from gv3lite.stats import equivalence_p, t_interval, within_run
 
 
 def read_run(path) -> dict:
@@ -59,25 +59,23 @@ def pair_runs(a_dirs, b_dirs, ignore=()) -> pd.DataFrame:
             changed = sorted(k for k in reference.keys() | other.keys() if reference.get(k) != other.get(k))
             raise ValueError(f"the recipes differ in {changed}: compare runs of the same recipe (or --ignore a key "
                              "that cannot matter, e.g. kd_temperature without a teacher)")
-    by_seed = {r["seed"]: r for r in b}
-    rows = [{"seed": r["seed"], "commit_a": r["commit"], "commit_b": by_seed[r["seed"]]["commit"],
-             "top1_a": r["top1"], "top1_b": by_seed[r["seed"]]["top1"], "top5_a": r["top5"],
-             "top5_b": by_seed[r["seed"]]["top5"], "seconds_a": r["seconds"], "seconds_b": by_seed[r["seed"]]["seconds"]}
-            for r in a]
-    table = pd.DataFrame(rows).sort_values("seed", ignore_index=True)
+    columns = ["seed", "commit", "top1", "top5", "seconds"]
+    table = pd.merge(pd.DataFrame(a)[columns], pd.DataFrame(b)[columns], on="seed", suffixes=("_a", "_b"))
+    table = table[["seed", "commit_a", "commit_b", "top1_a", "top1_b", "top5_a", "top5_b", "seconds_a", "seconds_b"]]
+    table = table.sort_values("seed", ignore_index=True)
     table["diff"] = table.top1_b - table.top1_a
     return table
 
 
 def summarize(table: pd.DataFrame, delta: float = 1.0) -> dict:
-    """Mean difference, its 95% t interval over seeds, the t-test p and the TOST p against +-delta (pp)."""
-    n = len(table)
-    mean = float(table["diff"].mean())
-    se = float(table["diff"].std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
-    interval = t_interval(mean, se, n - 1)
+    """Mean difference, its 95% t interval over seeds, the t-test p and the TOST p against +-delta (pp); the paired
+    mean and standard error are ``gv3lite.stats.within_run``'s, with the seed as the unit."""
+    paired = within_run(table.rename(columns={"seed": "run_id"}), "top1_b", "top1_a")
+    n, mean, se = paired["n"], paired["diff"], paired["se"]
+    interval = t_interval(mean, se, paired["df"])
     return {"seeds": n, "mean_diff": mean, "sd_diff": se * math.sqrt(n), "low": float(interval["low"]),
             "high": float(interval["high"]), "p": float(interval["p"]),
-            "p_equivalent": float(equivalence_p(mean, se, n - 1, delta)), "delta": delta}
+            "p_equivalent": float(equivalence_p(mean, se, paired["df"], delta)), "delta": delta}
 
 
 def main(argv=None) -> int:
