@@ -149,12 +149,12 @@ def test_eval_refuses_a_diverged_checkpoint(tmp_path, capsys):
 def test_download_without_network_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import urllib.error
 
-    import gv3lite.data as data
+    import gv3lite.data.download as download
 
     def offline(*a, **k):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "Imagenette", offline)
+    monkeypatch.setattr(download, "Imagenette", offline)
     err = error_of(["train", "--download", "--data", str(tmp_path / "dl"), "--out", str(tmp_path / "out"), *TINY],
                    capsys)
     assert err.startswith("gv3lite train: error: could not download Imagenette into") and "by hand" in err, err

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import gv3lite.data as data
+import gv3lite.data.cache as cache
 from gv3lite.data import ImageFolderDataset, build_datasets, check_data_root, read_image
 
 
@@ -85,7 +85,7 @@ def test_unreadable_image_is_not_called_corrupt(tmp_path, monkeypatch):
 
     def refuse(p, *a, **k):
         raise PermissionError(13, "Permission denied", str(p))
-    monkeypatch.setattr(data.Image, "open", refuse)
+    monkeypatch.setattr(cache.Image, "open", refuse)
     with pytest.raises(PermissionError, match=f"cannot read image file '{path}' \\(Permission denied\\); "
                                               "make it readable \\(chmod") as err:
         read_image(path)

@@ -1,6 +1,6 @@
 """The package's import graph: no cycle, and every module imports only modules declared below it.
 
-An AST walk of ``gv3lite/*.py`` collects every import of a ``gv3lite`` module, at module level and inside
+An AST walk of ``gv3lite/*.py`` and of its sub-packages (``gv3lite/data/``: one node for all its files) collects every import of a ``gv3lite`` module, at module level and inside
 functions (an import hidden in a function still makes the module depend on the other). ``LAYERS`` is the declared
 order, lowest first: a module may import only modules that come earlier in it.
 """
@@ -23,10 +23,17 @@ LAYERS = [
 TOP = "__init__"  # the package's public API re-exports from any module; nothing imports it
 
 
+def modules_and_files() -> dict[str, list[Path]]:
+    """Every module of the package and its files: ``x.py`` is ``x``; a sub-package ``x/`` is one node ``x``."""
+    found = {p.stem: [p] for p in PACKAGE.glob("*.py")}
+    found.update({d.name: sorted(d.rglob("*.py")) for d in PACKAGE.iterdir() if (d / "__init__.py").is_file()})
+    return found
+
+
 def gv3lite_imports(path: Path) -> set[str]:
     """Names of the ``gv3lite`` modules ``path`` imports anywhere in it (``import gv3lite.x``, ``from gv3lite
     import x``, ``from gv3lite.x import y``; ``import gv3lite`` / ``from gv3lite import name`` count as ``__init__``)."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    modules = set(modules_and_files())
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -42,12 +49,13 @@ def gv3lite_imports(path: Path) -> set[str]:
                 found.add(parts[1])
             else:
                 found.update(a.name if a.name in modules else TOP for a in node.names)
-    found.discard(path.stem)
+    found.discard(path.parent.name if path.parent != PACKAGE else path.stem)
     return found
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {p.stem: gv3lite_imports(p) for p in sorted(PACKAGE.glob("*.py"))}
+    return {name: set().union(*(gv3lite_imports(p) for p in files))
+            for name, files in sorted(modules_and_files().items())}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -107,7 +115,7 @@ def test_package_has_no_import_cycle_and_respects_the_layers():
     assert set(graph) == set(LAYERS) | {TOP}, "LAYERS must list every module of gv3lite/"
     assert find_cycle(graph) is None, find_cycle(graph)
     assert layer_violations(graph, LAYERS) == []
-    hidden = {p.name: function_level_imports(p) for p in PACKAGE.glob("*.py") if function_level_imports(p)}
+    hidden = {p.name: function_level_imports(p) for p in PACKAGE.rglob("*.py") if function_level_imports(p)}
     assert hidden == {}, "import gv3lite modules at module level, not inside functions"
 
 
