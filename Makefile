@@ -3,7 +3,8 @@
 #                  block (installs first if needed)
 #   make medium -- the same on all of Imagenette, 3 seeds -> results/medium/, figures/medium/ (2 h 14 min measured; resumable)
 #   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
-#   make test   -- the whole test suite: pytest, including every notebook run in JupyterLab in headless Chromium
+#   make test   -- the whole test suite: pytest, including every notebook run by nbval (--nbval-lax) and in JupyterLab
+#                  in headless Chromium
 #   make book   -- the course as a static web site (Jupyter Book) in build/book/_build/html, checked in Chromium
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -51,8 +52,10 @@ train: install
 	$(VENV)/bin/gv3lite train --data $(GV3LITE_DATA) --out runs/main
 	$(VENV)/bin/gv3lite eval --data $(GV3LITE_DATA) --checkpoint runs/main/last.pth
 
+# one torch thread per process: the notebooks' kernels (nbval's and the browser test's) read OMP_NUM_THREADS
+# (gv3lite.utils.set_torch_threads), and on 2 cores a 2-thread op stalls whenever another process holds a core
 test: install
-	GV3LITE_BUDGET=smoke $(VENV)/bin/python -m pytest
+	GV3LITE_BUDGET=smoke OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest
 
 # the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~2 min on 2 cores;
 # quick takes about an hour), then every page opened in headless Chromium (tests/test_book.py)

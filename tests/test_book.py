@@ -1,5 +1,10 @@
-"""The course as a static web site (``make book``): every page of the built book opens in headless Chromium and every
-figure on it loads.
+"""The course as a static web site (``make book``): every page of the built book opens in headless Chromium, every
+figure on it loads, and its equations are typeset offline.
+
+The equations: MathJax 3 is served by the book itself (``_static/mathjax``, copied there by the
+``sphinx-mathjax-offline`` extension named in ``notebooks/_config.yml``), never from a CDN; every notebook page shows
+at least one typeset equation (``mjx-container``) and no raw TeX delimiters (``$$``, ``\\(``, ``\\[``) in its text
+outside code cells.
 
 The book is served from ``build/book/_build/html`` (or ``GV3LITE_BOOK``) by a local HTTP server on 127.0.0.1.
 When no book has been built the test is skipped with the command that builds it; ``make book`` builds it and then
@@ -34,12 +39,38 @@ def site():
     server.shutdown()
 
 
+# the page's text outside code cells and typeset math, after MathJax's first typesetting pass has finished
+MATH_STATE = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const article = document.querySelector('article').cloneNode(true);
+  article.querySelectorAll('.cell, pre, code, mjx-container, script').forEach(e => e.remove());
+  const scripts = [...document.querySelectorAll('script[src*="mathjax"]')].map(e => e.src);
+  return {typeset: document.querySelectorAll('article mjx-container').length, text: article.textContent,
+          scripts: scripts};
+}"""
+
+
+def _math_problems(page, site: str, name: str) -> list[str]:
+    """What is wrong with a page's equations: MathJax not from the site, nothing typeset, raw TeX left in the text."""
+    state = page.evaluate(MATH_STATE)
+    problems = []
+    if not state["scripts"] or not all(src.startswith(site) for src in state["scripts"]):
+        problems.append(f"{name}.html: MathJax must be served by the book, got scripts {state['scripts']}")
+    if state["typeset"] < 1:
+        problems.append(f"{name}.html: no typeset equation (every notebook shows at least one; mjx-container)")
+    raw = [d for d in ("$$", "\\(", "\\[") if d in state["text"]]
+    if raw:
+        at = state["text"].find(raw[0])
+        problems.append(f"{name}.html: raw TeX {raw} in the page text: {state['text'][max(0, at - 60):at + 60]!r}")
+    return problems
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
 
-def test_every_page_opens_and_every_figure_loads(site):
+def test_every_page_opens_every_figure_loads_and_equations_render(site):
     from playwright.sync_api import sync_playwright
     assert sorted(p.stem for p in BOOK.glob("[0-9][0-9]_*.html")) == NOTEBOOKS, "a notebook is missing from the book"
     failed_runs = sorted(p.name for p in (BOOK / "reports").glob("*.err.log"))
@@ -49,8 +80,8 @@ def test_every_page_opens_and_every_figure_loads(site):
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         failed = []
-        # the book's own files must all load; CDN scripts (MathJax, the widget renderer) cannot load offline and only
-        # add typesetting and live widgets, so they are not counted
+        # the book's own files must all load; CDN scripts (the widget renderer) cannot load offline and only add live
+        # widgets, so they are not counted; MathJax is one of the book's own files
         page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(site) else None)
         page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         for name in ["index", *NOTEBOOKS]:
@@ -65,6 +96,8 @@ def test_every_page_opens_and_every_figure_loads(site):
             figures[name] = len(images)
             if broken or failed or not title.strip():
                 problems.append(f"{name}.html: title {title!r}, broken images {broken}, failed requests {failed}")
+            if name != "index":
+                problems += _math_problems(page, site, name)
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / f"book_{name}.png"))
         browser.close()

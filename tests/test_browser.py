@@ -8,8 +8,8 @@ outputs is an ``<img>`` the browser decoded (natural width > 0); the last cell p
 A screenshot goes to the git-ignored ``runs/browser/``; the wall time of Run All is printed at the end of the
 session (pytest's terminal summary).
 
-This test is also how the notebooks are executed in the suite (it replaced nbval: running every notebook twice
-would not fit CI's time budget, and this run checks more than nbval-lax did).
+The suite also runs every notebook under nbval (``--nbval-lax``, pyproject.toml's ``addopts``), which checks only
+that each cell runs without error; this run checks what a student sees.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Every committed notebook is clean: no outputs or execution counts, the ``python3`` kernelspec, a cell tagged
 ``parameters`` that reads ``GV3LITE_BUDGET``, and a last code cell that checks the notebook's claim with asserts.
 
-(Running the notebooks is tests/test_browser.py's job: JupyterLab in headless Chromium, Run All Cells.)
+(Running the notebooks is nbval's job (``--nbval-lax``, pyproject.toml) and tests/test_browser.py's: JupyterLab in
+headless Chromium, Run All Cells.)
 """
 import json
 from pathlib import Path
