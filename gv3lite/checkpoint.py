@@ -20,17 +20,17 @@ that of huawei-noah/Efficient-AI-Backbones ``ghostnetv3_pytorch/ghostnetv3.py``,
 timm 1.0.31 ``timm/models/ghostnet.py`` ``checkpoint_filter_fn``, line 873). ``use_ema=False`` takes the raw weights. Nothing is loaded partially: a checkpoint for another width, number
 of classes, branch setting or form (train vs deploy) raises ``ValueError`` naming the first mismatching key.
 """
-import errno
-import glob
+import io
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from gv3lite.utils import remove_stale_temp_files, write_atomic
 
 EMA_KEYS = ("state_dict_ema", "model_ema")
 RAW_KEYS = ("state_dict", "model")
@@ -73,77 +73,19 @@ def _load_error(err: Exception) -> str:
             else reason)[:300]
 
 
-_SAVE_FIXES = {errno.ENOSPC: "free disk space there or choose another output folder",
-               errno.EDQUOT: "free space within your disk quota or choose another output folder",
-               errno.EACCES: "make the folder writable (chmod u+w) or choose another output folder",
-               errno.EPERM: "make the folder writable (chmod u+w) or choose another output folder",
-               errno.EROFS: "the file system is read-only: choose another output folder"}
-
-
 def save_checkpoint(obj, path):
-    """Save ``obj`` with ``torch.save`` atomically: write a temporary file ``.<name>.<pid>.<random>.tmp`` in the same
-    folder, fsync, then ``os.replace`` it onto ``path``, so ``path`` is never half-written: after a crash, a full disk
-    or a permission error it still holds its previous content. Creates parent folders. Temporary files left by
-    processes that no longer run (a ``kill -9`` mid-save) are removed first (`remove_stale_temp_files`).
+    """Save ``obj`` with ``torch.save`` atomically (``gv3lite.utils.write_atomic``): serialized in memory, written to a
+    temporary file ``.<name>.<pid>.<random>.tmp`` in the same folder with the umask's mode, fsync, then ``os.replace``
+    onto ``path``, so ``path`` is never half-written: after a crash, a full disk or a permission error it still holds
+    its previous content. Creates parent folders; temporary files of killed saves are removed first.
 
     Returns the ``Path`` written. Raises ``OSError`` of the same type (``PermissionError``...) naming ``path``, the
-    reason and the fix (e.g. disk full: free space or choose another folder); no temporary file is left behind.
+    reason and the fix (e.g. disk full: free space or choose another folder; never torch's ``unexpected pos``); no
+    temporary file is left behind.
     """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _discard(tmp)
-        if err.errno is None:
-            raise
-        kept = " (its previous content is kept)" if path.is_file() else ""
-        fix = _SAVE_FIXES.get(err.errno, "check the disk and the folder's permissions")
-        raise type(err)(err.errno, f"could not save checkpoint {path}{kept}: {err.strerror or err}; {fix}") from err
-    except BaseException:
-        _discard(tmp)
-        raise
-    return path
-
-
-def _discard(tmp) -> None:
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
-
-
-def remove_stale_temp_files(path) -> list[Path]:
-    """Remove ``.<name>.*.tmp`` files next to ``path`` that no running process writes: those whose process id (the
-    second dot-field) is not alive on this machine, and those without one (older gv3lite versions). Returns the
-    removed paths. A save in progress by a live process is left alone."""
-    path = Path(path)
-    removed = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except FileNotFoundError:  # its writer finished or another cleaner was first
-            pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_atomic(path, buffer.getbuffer(), action="save checkpoint")
 
 
 def extract_state_dict(checkpoint, use_ema=True):
@@ -287,8 +229,17 @@ def restore_training_state(ckpt, path, model, optimizer, scheduler, ema_model=No
     EMA copy ``ema_model`` (or None). Returns ``(history, epoch, best_top1)``.
 
     Raises ``ValueError`` naming ``path`` when the state does not fit (another width, number of classes, branch
-    setting or optimizer), with the first mismatching key and the fix; nothing is partly loaded into ``model``.
+    setting or optimizer), with the first mismatching key and the fix, and ``FloatingPointError`` when its weights
+    hold a NaN or an infinity (the trainer never saves such weights: the file was damaged or written elsewhere);
+    nothing is partly loaded into ``model``.
     """
+    for key in ("model", "model_ema"):
+        bad = non_finite_tensors(ckpt.get(key) or {}) if isinstance(ckpt.get(key), Mapping) else []
+        if bad:
+            raise FloatingPointError(f"cannot resume from {path}: its {'EMA ' if key == 'model_ema' else ''}weights "
+                                     f"hold NaN/inf ({len(bad)} tensors, e.g. {bad[0]!r}); gv3lite never saves such "
+                                     "weights, so the file was damaged or replaced: restore a good copy of it, or "
+                                     "move it away and train into a new --out")
     try:
         _check_fits(model, ckpt["model"], strict=True)
         if ema_model is not None:

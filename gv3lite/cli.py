@@ -17,6 +17,7 @@ import argparse
 import errno
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 
 import torch
+import torch.distributed as dist
 import yaml
 
 from gv3lite.ablation import add_readme, add_report, add_reproduce
@@ -33,7 +35,7 @@ from gv3lite.export import add_export, model_from_checkpoint
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, load_yaml, preset
 from gv3lite.reparam import reparameterize
-from gv3lite.utils import check_output_dir, resolve_device
+from gv3lite.utils import DDP_TIMEOUT_ENV, check_output_dir, ddp_timeout, resolve_device
 
 WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
 
@@ -80,10 +82,17 @@ def add_train(subparsers) -> None:
     p.set_defaults(func=run_train)
 
 
-def recipe_from_args(args):
-    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` ← flags.
+FLAG_FIELDS = ("model", "epochs", "batch_size", "img_size", "opt", "lr", "sched", "warmup_epochs", "weight_decay",
+               "label_smoothing", "ema", "ema_decay", "seed", "classes", "images_per_class_train",
+               "images_per_class_val")  # the recipe fields `gv3lite train` also takes as flags
 
-    Raises ``ValueError`` (a malformed ``--set``, a bad value) and ``KeyError`` (an unknown field or preset)."""
+
+def recipe_from_args(args):
+    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` and flags (`FLAG_FIELDS`), all
+    checked by the same ``Recipe.validate``.
+
+    Raises ``ValueError`` (a malformed ``--set``, a bad value, a field given both as ``--set`` and as a flag with
+    different values: neither silently wins) and ``KeyError`` (an unknown field or preset)."""
     recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
     changes = {}
     for item in args.set:
@@ -94,36 +103,64 @@ def recipe_from_args(args):
             changes[key.strip()] = load_yaml(value)
         except yaml.YAMLError as err:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({err}); fix or quote it") from err
+    flags = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
     if args.width is not None:
-        changes["model"] = WIDTHS[args.width]
-    for name in ("model", "epochs", "batch_size", "img_size", "opt", "lr", "sched", "warmup_epochs", "weight_decay",
-                 "label_smoothing", "ema", "ema_decay", "seed", "classes", "images_per_class_train",
-                 "images_per_class_val"):
-        if getattr(args, name) is not None and not (name == "model" and args.width is not None):
-            changes[name] = getattr(args, name)
-    return recipe.replace(**changes)
+        flags["model"] = WIDTHS[args.width]
+    for name, value in flags.items():  # a flag never silently overrides a --set of the same field
+        if name in changes and changes[name] != value:
+            width = name == "model" and args.width is not None
+            flag = f"--width {args.width:g}" if width else f"--{name.replace('_', '-')} {value!r}"
+            raise ValueError(f"{name} is given twice, as --set {name}={changes[name]!r} and {flag}; give it once")
+    return recipe.replace(**{**changes, **flags})
 
 
 def run_train(args) -> int:
     """``gv3lite train``. Raises ``FileExistsError`` when ``--out`` is (inside) a file or holds a run and ``--resume``
     is not given, ``PermissionError`` when it is not writable, ``DeviceNotAvailableError`` for ``--device cuda``
-    without a GPU (all before any data is read), and what `recipe_from_args` and ``gv3lite.experiment.run`` raise."""
+    without a GPU (all before any data is read), ``ChildProcessError`` when another process of a ``torchrun`` job
+    stopped answering (`stopped_process`; after ``GV3LITE_DDP_TIMEOUT_MIN`` minutes), and what `recipe_from_args` and
+    ``gv3lite.experiment.run`` raise."""
     if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
         args.recipe = str(Path(args.out) / "recipe.yaml")  # resume the run's own recipe unless told otherwise
     recipe = recipe_from_args(args)  # a bad option fails before --out is created
+    resolve_device(args.device)  # --device cuda without a GPU, or mps: before --out is created and the data read
     check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
-    resolve_device(args.device)  # --device cuda without a GPU: before the data too
     if not args.resume and (Path(args.out) / "last.pth").exists():
         raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
     root = resolve_data_root(args.data, download=args.download)
     t0 = time.perf_counter()
-    history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
-                  sync_bn=args.sync_bn, compile_model=args.compile)
+    try:
+        history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
+                      sync_bn=args.sync_bn, compile_model=args.compile)
+    except RuntimeError as err:
+        if not stopped_process(err):
+            raise
+        rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "?")
+        raise ChildProcessError(f"rank {rank} of {world}: another process of this torchrun job stopped answering "
+                                f"({_first_line(err)}; a process waits {ddp_timeout().total_seconds() / 60:g} min, "
+                                f"{DDP_TIMEOUT_ENV}), so the job stops. Finished epochs are kept in {args.out}/last.pth: "
+                                "run the same torchrun command with --resume") from err
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
           f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")
           + f"  wall time {time.perf_counter() - t0:.0f} s  ->  {args.out}")
     return 0
+
+
+def stopped_process(err: BaseException) -> bool:
+    """Whether ``err`` is a collective of a ``torchrun`` job that failed because another process stopped answering
+    (torch's ``DistError``, or Gloo's timeout / closed connection) rather than a bug."""
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err)
+    return dist.is_available() and dist.is_initialized() and any(
+        mark in text for mark in ("gloo/transport", "Timed out waiting", "Connection closed by peer",
+                                  "Connection reset by peer"))
+
+
+def _first_line(err: BaseException) -> str:
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line)[:200]  # without Gloo's "[/path/to/file.cc:78]" prefix
 
 
 # ------------------------------------------------------------------------------------------------- eval
@@ -141,9 +178,14 @@ def add_eval(subparsers) -> None:
 
 def run_eval(args) -> int:
     """``gv3lite eval``: 0 when both forms agree within ``--atol``, else 1. Raises ``ValueError`` for a negative
-    ``--atol`` or a file that is not a gv3lite checkpoint, ``FileNotFoundError`` for a missing one."""
+    ``--atol``, a ``--batch-size`` or ``--images-per-class`` below 1, a file that is not a gv3lite checkpoint, ``FileNotFoundError`` for a missing one."""
     if not args.atol >= 0:
         raise ValueError(f"--atol {args.atol}: must be >= 0 (the largest allowed |logit difference|, e.g. 1e-3)")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be an integer >= 1 (images per forward pass, e.g. 256)")
+    if args.images_per_class is not None and args.images_per_class < 1:
+        raise ValueError(f"--images-per-class {args.images_per_class}: must be an integer >= 1, or leave it out to "
+                         "evaluate on every val image")
     model, recipe, ckpt = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     device = resolve_device(args.device)
     model = model.to(device).eval()

@@ -15,6 +15,7 @@ runtime are not named in the sources we have, see ``gv3lite/paper_results.csv``)
 """
 from __future__ import annotations
 
+import io
 import os
 import statistics
 import timeit
@@ -24,10 +25,15 @@ import torch
 
 from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
 from gv3lite.experiment import build_model
-from gv3lite.recipe import Recipe
+from gv3lite.recipe import MIN_IMG_SIZE, Recipe
 from gv3lite.reparam import reparameterize
+from gv3lite.utils import write_atomic
 
 ONNX_RTOL = 1e-4  # largest accepted max|onnxruntime - torch| / max|torch|
+# opsets the TorchScript exporter writes this network with: below 11 its upsample (DFC attention) has no ONNX form
+# (opset 5: "Unsupported: ONNX export of operator upsample_nearest2d"); 11, 13, 14, 17, 18, 20, 21 and 23 were
+# exported and matched onnxruntime (torch 2.14.1, onnxruntime of the dev extra); 23 is torch's ONNX_MAX_OPSET
+ONNX_OPSETS = range(11, 24)
 
 
 def model_from_checkpoint(path, use_ema: bool = True) -> tuple[torch.nn.Module, Recipe, dict]:
@@ -58,20 +64,30 @@ def export_onnx(model: torch.nn.Module, path, img_size: int = 224, opset: int = 
     ``model``: a train-form or deploy-form network; it is re-parameterized (a copy: ``model`` is left as it is) and
     exported in ``eval()`` mode on the CPU. Input ``images`` float32 (N, 3, img_size, img_size), output ``logits``
     (N, num_classes); N is free. Uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``).
-    Returns the path. Raises ``ValueError`` for ``img_size`` < 32 and ``FileNotFoundError`` when the parent folder
-    does not exist.
+    Returns the path. The file is written atomically (``gv3lite.utils.write_atomic``: a good file at ``path`` is never
+    replaced by a half-written one; a full disk names the path). Raises ``ValueError`` for ``img_size`` below
+    ``MIN_IMG_SIZE`` (33: the network downsamples 32x) or an ``opset`` outside `ONNX_OPSETS` (11-23), and
+    ``FileNotFoundError`` when the parent folder does not exist.
     """
-    if not (isinstance(img_size, int) and img_size >= 32):
-        raise ValueError(f"img_size={img_size!r}: give the side in pixels the model was trained at (an int >= 32)")
+    if isinstance(img_size, bool) or not (isinstance(img_size, int) and img_size >= MIN_IMG_SIZE):
+        raise ValueError(f"img_size={img_size!r}: give the side in pixels the model was trained at (an int >= "
+                         f"{MIN_IMG_SIZE}; the network downsamples 32x), e.g. --img-size 64, or leave it out to use "
+                         "the recipe's")
+    if isinstance(opset, bool) or opset not in ONNX_OPSETS:
+        raise ValueError(f"opset={opset!r}: this network exports with ONNX opsets {ONNX_OPSETS.start} to "
+                         f"{ONNX_OPSETS.stop - 1} (older ones lack its upsample; newer ones torch cannot write); "
+                         "e.g. --opset 18 (the default)")
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"folder {path.parent.resolve()} does not exist; create it or choose another --onnx")
     deploy = reparameterize(model.cpu().eval()).eval()
     example = torch.randn(2, 3, img_size, img_size)
+    buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(deploy, (example,), str(path), input_names=["images"], output_names=["logits"],
+        torch.onnx.export(deploy, (example,), buffer, input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           dynamo=False)
+    write_atomic(path, buffer.getbuffer(), action="write ONNX file")
     return path
 
 
@@ -135,14 +151,15 @@ def add_export(subparsers) -> None:
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA weights")
     p.add_argument("--img-size", type=int, default=None, help="input side in px (default: the recipe's img_size)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int, default=18, help=f"ONNX opset, {ONNX_OPSETS.start}-{ONNX_OPSETS.stop - 1} "
+                                                         "(default 18)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
     """``gv3lite export``: 0 when onnxruntime matches PyTorch within ``ONNX_RTOL`` (relative), else 1."""
     model, recipe, _ = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    img_size = args.img_size or recipe.img_size
+    img_size = recipe.img_size if args.img_size is None else args.img_size  # --img-size 0 is refused, not ignored
     path = export_onnx(model, args.onnx, img_size=img_size, opset=args.opset)
     images = torch.randn(4, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     parity = onnx_parity(path, model, images)
@@ -153,5 +170,5 @@ def run_export(args) -> int:
     return 0 if parity["ok"] else 1
 
 
-__all__ = ["ONNX_RTOL", "model_from_checkpoint", "export_onnx", "onnx_session", "onnx_parity", "time_model",
+__all__ = ["ONNX_RTOL", "ONNX_OPSETS", "model_from_checkpoint", "export_onnx", "onnx_session", "onnx_parity", "time_model",
            "ort_callable", "add_export", "run_export"]

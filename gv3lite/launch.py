@@ -8,7 +8,10 @@ Owns:
   has several, else the device asked for.
 * `submit_runs` -- every run as one job of an existing scheduler through submitit: ``cluster="slurm"`` (SLURM, one
   array with ``jobs`` runs at a time), ``"local"`` (submitit's LocalExecutor: subprocesses on this machine, ``jobs``
-  at a time; what the tests use) or ``"debug"`` (in this process, for debugging).
+  at a time; what the tests use) or ``"debug"`` (in this process, for debugging); a failed job is reported with its
+  own error line (`job_error`), not only its log path.
+* `cap_jobs` -- ``--jobs`` lowered to the number of runs to train and to what the available memory holds, with the
+  reason.
 
 The callers (``gv3lite.ablation``) pass the function that trains one task; nothing here knows a recipe.
 """
@@ -17,10 +20,43 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import psutil
 import torch
 from filelock import FileLock, Timeout
 
 CLUSTERS = ("local", "slurm", "debug")
+# memory one training process takes at most, for `cap_jobs`: issue 26 measured 13 GB for `reproduce --jobs 12`
+# (12 workers and the parent) on Imagenette; ~1 GiB per worker
+JOB_MEMORY_BYTES = 1 << 30
+
+
+def cap_jobs(jobs: int, runs: int, log=print, available: int | None = None,
+             per_job: int = JOB_MEMORY_BYTES) -> int:
+    """The number of trainings to run at once: ``jobs`` lowered to ``runs`` (the runs left to train; at least 1)
+    and to the number of `JOB_MEMORY_BYTES` the machine's available memory holds (``available`` bytes; default
+    ``psutil.virtual_memory().available``; at least 1). Each lowering is logged with its reason."""
+    capped = min(jobs, max(runs, 1))
+    if capped < jobs:
+        log(f"--jobs {jobs} lowered to {capped}: only {runs} run{'s' if runs != 1 else ''} to train")
+    available = psutil.virtual_memory().available if available is None else available
+    fits = max(1, available // per_job)
+    if fits < capped:
+        log(f"--jobs {capped} lowered to {fits}: {available / 2**30:.1f} GiB of memory available and a training "
+            f"takes up to ~{per_job / 2**30:.1f} GiB; free memory to run more at once")
+        capped = fits
+    return capped
+
+
+def job_error(err: BaseException) -> str:
+    """The line that says why a submitit job failed: the exception line (``ValueError: ...``) at the end of the
+    job's traceback that submitit's ``FailedJobError`` carries between dashed lines (its message ends with the log
+    paths), else the last line of an ``UncompletedJobError``'s error stream; at most 300 characters."""
+    text = str(err)
+    parts = text.split("----------------------")
+    trace = parts[1] if len(parts) >= 3 else text
+    lines = [line.rstrip() for line in trace.strip().splitlines() if line.strip() and not set(line.strip()) <= {"-"}]
+    unindented = [line for line in lines if not line.startswith((" ", "\t"))]
+    return ((unindented or lines or [type(err).__name__])[-1]).strip()[:300]
 
 
 @contextlib.contextmanager
@@ -62,8 +98,8 @@ def submit_runs(train, tasks: dict, folder: str | Path, cluster: str = "local", 
     receives submitit's job files and logs (``<job id>_0_log.out`` / ``.err``). ``gpus_per_run``, ``cpus_per_run`` and
     ``timeout_min`` are the scheduler's resources per run. ``done(k, run_id, result)`` is called as each run ends.
 
-    Raises ``ValueError`` for an unknown ``cluster``, and ``ChildProcessError`` naming every failed run and its log
-    file (the other runs are finished first). Ctrl-C cancels the jobs still queued or running.
+    Raises ``ValueError`` for an unknown ``cluster``, and ``ChildProcessError`` naming every failed run, its error
+    line (`job_error`) and its log file (the other runs are finished first). Ctrl-C cancels the jobs still queued or running.
     """
     import submitit
 
@@ -87,8 +123,7 @@ def submit_runs(train, tasks: dict, folder: str | Path, cluster: str = "local", 
                 try:
                     results[rid] = job.result()
                 except Exception as err:  # submitit's FailedJobError / UncompletedJobError carry the job's traceback
-                    last = (str(err).strip().splitlines() or [""])[-1]
-                    failed.append(f"run {rid} (job {job.job_id}, log {job.paths.stderr}): {last}")
+                    failed.append(f"run {rid} failed with {job_error(err)} (job {job.job_id}, log {job.paths.stderr})")
                     continue
                 if done is not None:
                     done(len(results), rid, results[rid])
@@ -103,4 +138,4 @@ def submit_runs(train, tasks: dict, folder: str | Path, cluster: str = "local", 
     return results
 
 
-__all__ = ["CLUSTERS", "claim_run", "worker_devices", "submit_runs"]
+__all__ = ["CLUSTERS", "JOB_MEMORY_BYTES", "cap_jobs", "job_error", "claim_run", "worker_devices", "submit_runs"]

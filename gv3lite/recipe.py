@@ -33,6 +33,7 @@ from gv3lite.teacher import list_teachers
 OPTIMIZERS = ("sgd", "momentum", "adamw", "adam", "lamb", "rmsproptf")  # names timm's create_optimizer_v2 knows
 SCHEDULES = ("cosine", "step", "onecycle")
 AUTO_AUGMENT = ("none", "randaugment", "autoaugment")
+MAX_SEED = 2**32  # seeds are NumPy's range (32 bit); torch's (64 bit) would overflow at 2**64
 MIN_IMG_SIZE = 33  # stride 32: at 32 px the last stage is 1x1 and its DFC attention pooling fails
 BOOL_FIELDS = ("use_scale_branch", "use_identity_branch", "cache", "ema")
 INT_FIELDS = ("num_classes", "num_conv_branches", "img_size", "images_per_class_train", "images_per_class_val",
@@ -145,8 +146,10 @@ class Recipe:
         choice("kd_mode", KD_MODES)
         choice("kd_loss", KD_LOSSES)
         choice("model", list_models())
-        for name in ("epochs", "batch_size", "num_conv_branches", "eval_every"):
+        for name in ("epochs", "num_conv_branches", "eval_every"):
             check(getattr(self, name) >= 1, name, "an integer >= 1")
+        check(self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm in train mode needs at least 2 images "
+              "per batch to compute its statistics)")
         check(self.img_size >= MIN_IMG_SIZE, "img_size",
               f"an integer >= {MIN_IMG_SIZE} (the network downsamples 32x: at 32 px its last stage is 1x1 and the "
               "attention pooling there fails)")
@@ -155,6 +158,8 @@ class Recipe:
             check(value is None or value >= 1, name, "None or an integer >= 1")
         for name in ("seed", "data_seed", "num_workers"):
             check(getattr(self, name) >= 0, name, "an integer >= 0")
+        for name in ("seed", "data_seed"):  # torch/NumPy generators take 64/32-bit seeds
+            check(getattr(self, name) < MAX_SEED, name, "an integer in [0, 2**32) (e.g. 0, 1, 2)")
         for name in ("lr", "warmup_lr", "min_lr", "warmup_epochs", "mixup_alpha", "cutmix_alpha"):
             check(getattr(self, name) >= 0, name, ">= 0")
         check(self.lr > 0, "lr", "> 0")

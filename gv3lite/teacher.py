@@ -29,7 +29,7 @@ import torch
 from timm.data import ImageNetInfo
 from torch import nn
 
-from gv3lite.checkpoint import extract_state_dict, load_checkpoint, read_checkpoint
+from gv3lite.checkpoint import extract_state_dict, load_checkpoint, non_finite_tensors, read_checkpoint
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD
 from gv3lite.models import create_model, create_model_from_config
 
@@ -206,7 +206,8 @@ def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | No
 
     The trainer's checkpoints (``gv3lite.train.fit``) record ``recipe`` (architecture and branch settings),
     ``num_classes`` and ``classes``; for other layouts pass ``model_name``. Raises ``ValueError`` when the
-    checkpoint's class list or class count differs from the dataset's.
+    checkpoint's class list or class count differs from the dataset's, and ``FloatingPointError`` when its weights
+    hold a NaN or an infinity.
     """
     ckpt = read_checkpoint(path)
     state, _ = extract_state_dict(ckpt)
@@ -226,6 +227,11 @@ def _checkpoint_teacher(path: Path, class_names: list[str], model_name: str | No
     else:
         raise ValueError(f"{path} does not record its recipe/model; pass model_name=..., e.g. 'ghostnetv3_050'")
     load_checkpoint(model, ckpt, use_ema=True, strict=True)
+    bad = non_finite_tensors(model.state_dict())
+    if bad:  # its logits would be NaN and the student's loss with them: say so, not "lower the learning rate"
+        raise FloatingPointError(f"teacher checkpoint {path} holds non-finite weights (NaN/inf in {len(bad)} tensors, "
+                                 f"e.g. {bad[0]!r}): it comes from a diverged training; use a teacher checkpoint "
+                                 "that trained without diverging, or a pretrained teacher")
     return model.eval(), arch
 
 

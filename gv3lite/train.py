@@ -39,7 +39,7 @@ from gv3lite.checkpoint import (non_finite_tensors, read_checkpoint, read_traini
 from gv3lite.data import ImageFolderDataset, build_loader
 from gv3lite.distill import mix_teacher_logits, training_loss
 from gv3lite.reparam import reparameterize
-from gv3lite.utils import git_commit, resolve_device, seed_everything
+from gv3lite.utils import ddp_timeout, git_commit, resolve_device, seed_everything
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,13 @@ class LoopSettings:
 
 def setup_distributed(device="cpu") -> torch.device:
     """The device of this process: ``gv3lite.utils.resolve_device(device)``; under ``torchrun`` (``WORLD_SIZE`` > 1)
-    it also starts the process group (NCCL on CUDA, else Gloo) and picks the GPU ``LOCAL_RANK``. Call it before the
+    it also starts the process group (NCCL on CUDA, else Gloo; a process waits at most ``gv3lite.utils.ddp_timeout()``
+    for the others, 10 min unless ``GV3LITE_DDP_TIMEOUT_MIN`` says otherwise) and picks the GPU ``LOCAL_RANK``. Call it before the
     model is moved to the device."""
     device = resolve_device(device)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=ddp_timeout())
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)

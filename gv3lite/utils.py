@@ -2,12 +2,19 @@
 
 Owns: seeding (`seed_everything`), the run budget (`budget`, from ``GV3LITE_BUDGET``), the user cache
 directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit`,
-`resolve_device` (`DeviceNotAvailableError`), the notebooks' torch thread count (`set_torch_threads`) and `check_output_dir` (an output folder is writable, checked before any
-work). Nothing here imports torchvision or timm.
+`resolve_device` (`DeviceNotAvailableError`), the notebooks' torch thread count (`set_torch_threads`), `ddp_timeout`
+(``GV3LITE_DDP_TIMEOUT_MIN``), `check_output_dir` (an output folder is writable, checked before any work) and the one
+atomic writer every file the project writes goes through (`write_atomic`, `write_csv`: a temporary file in the same
+folder, fsync, ``os.replace``; the umask's mode; disk full names the path; stale temporary files of killed writers
+removed by `remove_stale_temp_files`). Nothing here imports torchvision or timm.
 """
 from __future__ import annotations
 
+import datetime
 import errno
+import glob
+import gzip
+import io
 import os
 import random
 import subprocess
@@ -119,7 +126,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` → CUDA if available else CPU; ``"cuda"`` without a GPU raises `DeviceNotAvailableError`
     (a ``RuntimeError``).
 
-    Raises ``ValueError`` for a string torch does not know as a device (e.g. ``'gpu'``), listing cpu, cuda, auto.
+    Raises ``ValueError`` for a string torch does not know as a device (e.g. ``'gpu'``), listing cpu, cuda, auto, and
+    `DeviceNotAvailableError` for a device type other than cpu and cuda (e.g. ``'mps'``).
     """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,6 +135,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:N') or 'auto'") from err
+    if device.type not in ("cpu", "cuda"):  # e.g. 'mps', 'meta', 'xpu': torch knows them, gv3lite does not run there
+        raise DeviceNotAvailableError(f"device {str(device)!r} is not supported: gv3lite trains and evaluates on "
+                                      "'cpu' or 'cuda' (or 'cuda:N'); use --device cpu, cuda or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         why = (f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but finds no GPU: check the driver "
                "(nvidia-smi) and CUDA_VISIBLE_DEVICES" if torch.version.cuda else
@@ -137,6 +148,24 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise DeviceNotAvailableError(f"device {str(device)!r} was asked for but this machine has "
                                       f"{torch.cuda.device_count()} GPU(s) (cuda:0 ..); use one of them")
     return device
+
+
+DDP_TIMEOUT_ENV = "GV3LITE_DDP_TIMEOUT_MIN"  # minutes a torchrun process waits for the others (default 10)
+
+
+def ddp_timeout() -> datetime.timedelta:
+    """How long a process of a ``torchrun`` job waits for the others in a collective before it gives up:
+    ``GV3LITE_DDP_TIMEOUT_MIN`` minutes (default 10; torch's own default is 30). Raises ``ValueError`` for a value
+    that is not a positive number of minutes."""
+    text = os.environ.get(DDP_TIMEOUT_ENV, "10")
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = float("nan")
+    if not minutes > 0 or minutes == float("inf"):
+        raise ValueError(f"{DDP_TIMEOUT_ENV}={text!r}: give the minutes a torchrun process waits for the others, "
+                         "a number > 0 (e.g. 10)")
+    return datetime.timedelta(minutes=minutes)
 
 
 def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
@@ -162,3 +191,103 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise type(err)(err.errno, f"{flag} {str(path)!r} is not writable ({err.strerror or err}); {fix} "
                                    f"{flag}") from err
     return path
+
+
+# ------------------------------------------------------------------------------------------- atomic writes
+_WRITE_FIXES = {errno.ENOSPC: "free disk space there or choose another output folder",
+                errno.EDQUOT: "free space within your disk quota or choose another output folder",
+                errno.EACCES: "make the folder writable (chmod u+w) or choose another output folder",
+                errno.EPERM: "make the folder writable (chmod u+w) or choose another output folder",
+                errno.EROFS: "the file system is read-only: choose another output folder"}
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask (``0o644`` under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path, data: bytes | str, action: str = "write") -> Path:
+    """Write ``data`` (bytes, or str as UTF-8) to ``path`` atomically: a temporary file ``.<name>.<pid>.<random>.tmp``
+    in the same folder (mode `file_mode`: the umask's, not ``mkstemp``'s 0600), fsync, then ``os.replace`` onto
+    ``path``. A reader sees the old file or the new one, never half of one; after a crash, a full disk or a
+    permission error ``path`` still holds its previous content and no temporary file is left. Parent folders are
+    created; temporary files of writers that no longer run are removed first (`remove_stale_temp_files`).
+
+    Returns the ``Path``. Raises ``OSError`` of the same type and errno (``PermissionError``, disk full ``ENOSPC``...)
+    whose message names ``path``, the reason and the fix: ``could not <action> <path> (its previous content is
+    kept): No space left on device; free disk space there or choose another output folder``.
+    """
+    path = Path(path)
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        if err.errno is None:
+            raise
+        kept = " (its previous content is kept)" if path.is_file() else ""
+        fix = _WRITE_FIXES.get(err.errno, "check the disk and the folder's permissions")
+        raise type(err)(err.errno, f"could not {action} {path}{kept}: {err.strerror or err}; {fix}") from err
+    except BaseException:
+        _discard(tmp)
+        raise
+    return path
+
+
+def write_csv(table, path, **to_csv) -> Path:
+    """`write_atomic` of a pandas ``table`` as CSV (``index=False`` unless given); a ``.gz`` name is gzip-compressed
+    (``mtime=0``: the same table gives the same bytes)."""
+    to_csv.setdefault("index", False)
+    text = table.to_csv(**to_csv).encode("utf-8")
+    return write_atomic(path, gzip.compress(text, mtime=0) if str(path).endswith(".gz") else text)
+
+
+def figure_bytes(fig, **savefig) -> bytes:
+    """A matplotlib figure rendered as PNG bytes (for `write_atomic`)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig)
+    return buffer.getvalue()
+
+
+def _discard(tmp) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def remove_stale_temp_files(path) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` files next to ``path`` that no running process writes: those whose process id (the
+    second dot-field) is not alive on this machine, and those without one (older gv3lite versions). Returns the
+    removed paths. A write in progress by a live process is left alone."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:  # its writer finished or another cleaner was first
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

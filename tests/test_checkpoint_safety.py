@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gv3lite.checkpoint as checkpoint
+import gv3lite.utils as utils
 from gv3lite import create_model
 from gv3lite.checkpoint import (load_checkpoint, read_checkpoint, read_training_checkpoint, remove_stale_temp_files,
                                 restore_training_state, save_checkpoint)
@@ -29,7 +30,7 @@ def test_disk_full_or_permission_error_keeps_the_previous_checkpoint(tmp_path, m
 
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
-    target = {"fsync": (checkpoint.os, "fsync"), "mkstemp": (checkpoint.tempfile, "mkstemp"),
+    target = {"fsync": (checkpoint.os, "fsync"), "mkstemp": (utils.tempfile, "mkstemp"),
               "replace": (checkpoint.os, "replace")}[where]
     monkeypatch.setattr(*target, fail)
     with pytest.raises(OSError, match=f"could not save checkpoint {path} \\(its previous content is kept\\): "
