@@ -124,6 +124,8 @@ def test_empty_class_folder_names_the_folder(tmp_path, make_image_root):
     with pytest.raises(FileNotFoundError, match=f"class folder '{root / 'train' / 'c'}' holds no images.*remove the "
                                                 "empty folder"):
         ImageFolderDataset(root, "train", 8, cache=False)
+    (root / "train" / "c" / "thumbs.db").unlink()
+    (root / "train" / "c").rmdir()  # else train/c, a class val/ lacks, is the first error (issue 26)
     for p in (root / "val" / "b").iterdir():
         p.unlink()
     with pytest.raises(FileNotFoundError, match=f"class folder '{root / 'val' / 'b'}' holds no images"):

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torchvision.transforms.v2 import functional as F
 
 from gv3lite.data.folder import _unreadable
@@ -41,7 +41,8 @@ HIGH_BIT_DEPTH_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;1
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file (PIL) to a uint8 tensor of shape (3, H, W); grayscale, CMYK, palette and RGBA become RGB
+    """Decode an image file (PIL) to a uint8 tensor of shape (3, H, W), upright: an EXIF orientation tag (a camera
+    photo stored sideways) is applied (``PIL.ImageOps.exif_transpose``); grayscale, CMYK, palette and RGBA become RGB
     (alpha dropped).
 
     High-bit-depth single-channel images are scaled to 8 bits, not clipped: 16-bit modes (``I;16``, and ``I`` with
@@ -56,6 +57,8 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     """
     try:
         with Image.open(path) as img:
+            if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # a photo stored sideways: as it is shown
+                img = ImageOps.exif_transpose(img)
             if img.mode not in HIGH_BIT_DEPTH_FULL_SCALE:
                 return F.pil_to_tensor(img.convert("RGB"))
             mode, values = img.mode, np.asarray(img)

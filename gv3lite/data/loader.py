@@ -131,18 +131,19 @@ class BatchedTrainLoader:
     def decode(self, index: torch.Tensor) -> list[torch.Tensor]:
         """The uint8 (3, H, W) images of ``index`` decoded from their files on ``device``: JPEGs in one batched
         ``torchvision.io.decode_jpeg`` call (on the GPU when ``device`` is CUDA), other formats with
-        ``decode_image``; grayscale/CMYK become RGB. Used when the dataset has no cache (roots too big for memory)."""
+        ``decode_image``; grayscale/CMYK become RGB; EXIF orientation applied, as in ``gv3lite.data.cache.read_image``. Used when the dataset has no cache (roots too big for memory)."""
         paths = [self.dataset.samples[j][0] for j in index.tolist()]
         data = [read_file(p) for p in paths]
         jpeg = [i for i, p in enumerate(paths) if p.lower().endswith((".jpg", ".jpeg"))]
         images = [None] * len(paths)
         if jpeg:
-            decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=self.device)
+            decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=self.device,
+                                  apply_exif_orientation=True)
             for i, img in zip(jpeg, decoded):
                 images[i] = img
         for i, img in enumerate(images):
             if img is None:
-                images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(self.device)
+                images[i] = decode_image(data[i], mode=ImageReadMode.RGB, apply_exif_orientation=True).to(self.device)
         return images
 
     def __iter__(self):
@@ -240,6 +241,40 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, generator: torc
         if train:
             return BatchedTrainLoader(dataset, batch_size, generator, device, drop_last=drop_last)  # resize: auto
         return BatchedEvalLoader(dataset, batch_size, device)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      generator=generator if sampler is None else None, num_workers=num_workers,
-                      drop_last=drop_last, persistent_workers=num_workers > 0)
+    return WorkerLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                        generator=generator if sampler is None else None, num_workers=num_workers,
+                        drop_last=drop_last, persistent_workers=num_workers > 0)
+
+
+class WorkerLoader(DataLoader):
+    """A torch ``DataLoader`` whose worker processes' errors reach the caller as the worker raised them: a bad image
+    read in a worker is the same one-line ``ValueError`` (naming the file and the fix) as in the cached path, not
+    torch's "Caught ValueError in DataLoader worker process 0" with the worker's whole traceback in the message."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as err:
+                raise worker_error(err) from err
+            yield batch
+
+
+def worker_error(err: Exception) -> Exception:
+    """The exception a DataLoader worker raised, rebuilt from torch's re-raised copy (whose message is "Caught X in
+    DataLoader worker process N. Original Traceback ...: <the worker's traceback>"): same type, the worker's own
+    message (the traceback's last line). Any other exception is returned unchanged."""
+    text = str(err.args[0]) if len(err.args) == 1 and isinstance(err.args[0], str) else ""
+    if "DataLoader worker process" not in text or "Original Traceback" not in text:
+        return err
+    last = text.strip().splitlines()[-1]
+    message = last.split(": ", 1)[1] if last.startswith(type(err).__name__ + ":") else last
+    if isinstance(err, KeyError) and len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+        message = message[1:-1]  # KeyError's repr quotes
+    try:
+        return type(err)(message)
+    except Exception:  # an exception type that takes other arguments: keep torch's
+        return err
