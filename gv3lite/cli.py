@@ -138,7 +138,8 @@ def run_train(args) -> int:
         rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "?")
         raise ChildProcessError(f"rank {rank} of {world}: another process of this torchrun job stopped answering "
                                 f"({_first_line(err)}; a process waits {ddp_timeout().total_seconds() / 60:g} min, "
-                                f"{DDP_TIMEOUT_ENV}), so the job stops. Finished epochs are kept in {args.out}/last.pth: "
+                                f"{DDP_TIMEOUT_ENV}), so the job stops. Finished epochs are kept in {args.out}/last.pth"
+                                ": "
                                 "run the same torchrun command with --resume") from err
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "

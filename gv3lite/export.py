@@ -170,5 +170,5 @@ def run_export(args) -> int:
     return 0 if parity["ok"] else 1
 
 
-__all__ = ["ONNX_RTOL", "ONNX_OPSETS", "model_from_checkpoint", "export_onnx", "onnx_session", "onnx_parity", "time_model",
-           "ort_callable", "add_export", "run_export"]
+__all__ = ["ONNX_RTOL", "ONNX_OPSETS", "model_from_checkpoint", "export_onnx", "onnx_session", "onnx_parity",
+           "time_model", "ort_callable", "add_export", "run_export"]

@@ -99,7 +99,8 @@ def submit_runs(train, tasks: dict, folder: str | Path, cluster: str = "local", 
     ``timeout_min`` are the scheduler's resources per run. ``done(k, run_id, result)`` is called as each run ends.
 
     Raises ``ValueError`` for an unknown ``cluster``, and ``ChildProcessError`` naming every failed run, its error
-    line (`job_error`) and its log file (the other runs are finished first). Ctrl-C cancels the jobs still queued or running.
+    line (`job_error`) and its log file (the other runs are finished first). Ctrl-C cancels the jobs still queued or
+    running.
     """
     import submitit
 

@@ -120,9 +120,9 @@ def _raise_unreadable_folder(err: OSError) -> None:
 
 
 def _walk_once(top: Path, folders: dict[str, str]):
-    """``(folder, file names)`` of the folders under ``top`` (``top`` first), following links to folders, each real folder once: a link that
-    leads to a folder already reached (a loop such as ``up -> ..`` or ``loop -> .``, or a second way to the same
-    images) raises ``ValueError`` naming the link, its target and the path it was first reached by."""
+    """``(folder, file names)`` of the folders under ``top`` (``top`` first), following links to folders, each real
+    folder once: a link that leads to a folder already reached (a loop such as ``up -> ..`` or ``loop -> .``, or a
+    second way to the same images) raises ``ValueError`` naming the link, its target and the path it was first reached by."""
     for folder, subdirs, files in os.walk(top, onerror=_raise_unreadable_folder, followlinks=True):
         if folder == str(top):
             _first_visit(folder, folders)

@@ -131,7 +131,8 @@ class BatchedTrainLoader:
     def decode(self, index: torch.Tensor) -> list[torch.Tensor]:
         """The uint8 (3, H, W) images of ``index`` decoded from their files on ``device``: JPEGs in one batched
         ``torchvision.io.decode_jpeg`` call (on the GPU when ``device`` is CUDA), other formats with
-        ``decode_image``; grayscale/CMYK become RGB; EXIF orientation applied, as in ``gv3lite.data.cache.read_image``. Used when the dataset has no cache (roots too big for memory)."""
+        ``decode_image``; grayscale/CMYK become RGB; EXIF orientation applied, as in ``gv3lite.data.cache.read_image``.
+        Used when the dataset has no cache (roots too big for memory)."""
         paths = [self.dataset.samples[j][0] for j in index.tolist()]
         data = [read_file(p) for p in paths]
         jpeg = [i for i, p in enumerate(paths) if p.lower().endswith((".jpg", ".jpeg"))]
