@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 
 from gv3lite.data import build_datasets, build_loader, resolve_data_root
-from gv3lite.distill import CachedKD, OnlineKD, build_label_maps, dataset_classes, training_loss
+from gv3lite.distill import Objective
+from gv3lite.teacher_outputs import CachedKD, OnlineKD, build_label_maps, dataset_classes
 from gv3lite.recipe import Recipe
 from gv3lite.teacher import create_teacher
-from gv3lite.experiment import build_model, build_optimizer, build_scheduler, train_one_epoch
+from gv3lite.experiment import build_model, build_optimizer, build_scheduler
+from gv3lite.train import TrainObjects, train_one_epoch
 from gv3lite.utils import git_commit
 
 
@@ -52,7 +54,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     maps = build_label_maps(teacher, train_ds, use_cache=False)
     caching_s = time.perf_counter() - t0
-    kd = CachedKD(maps, alpha=0.5, temperature=1.0)
+    kd, objective = CachedKD(maps), Objective(alpha=0.5, temperature=1.0)
 
     recipe = Recipe(model=args.model, img_size=args.img_size, batch_size=args.batch_size, epochs=2 * args.epochs)
     torch.manual_seed(0)
@@ -65,8 +67,8 @@ def main(argv=None):
     for epoch in range(2 * args.epochs):
         mode = "plain" if epoch % 2 == 0 else "cached_kd"
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, loader, optimizer, scheduler, "cpu", epoch=epoch, start_step=step,
-                                kd=kd if mode == "cached_kd" else None, quiet=True)
+        objects = TrainObjects(model, optimizer, scheduler, objective, teacher=kd if mode == "cached_kd" else None)
+        stats = train_one_epoch(objects, loader, "cpu", epoch=epoch, start_step=step)
         times[mode].append(time.perf_counter() - t0)
         step += stats["steps"]
     plain, cached = statistics.median(times["plain"]), statistics.median(times["cached_kd"])
@@ -82,14 +84,14 @@ def main(argv=None):
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "git_commit": git_commit(),
     }
     if args.online_batches:
-        online = OnlineKD(teacher, train_ds, alpha=0.5)
+        online = OnlineKD(teacher, train_ds)
         model.train()
         t0, n = time.perf_counter(), 0
         for i, (images, targets, info) in enumerate(loader):
             if i == args.online_batches:
                 break
             logits = model(images)
-            loss = training_loss(logits, targets, online.teacher_logits(images, info), alpha=online.alpha).loss
+            loss = objective(logits, targets, online.teacher_logits(images, info)).loss
             loss.backward()
             n += len(targets)
         result["online_kd_img_per_s"] = n / (time.perf_counter() - t0)

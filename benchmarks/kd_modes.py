@@ -1,8 +1,8 @@
 """Cached vs online knowledge distillation: do they train the same student equally well (within seed noise)?
 
 Issue 3 asks to show, on a small run with several seeds, that distilling from cached teacher outputs (ReLabel-style
-label maps pooled over each crop, `gv3lite.distill.CachedKD`) matches distilling from the teacher run online on the
-very same crop (`gv3lite.distill.OnlineKD`). This script calls `gv3lite.experiment.compare_kd_modes` (no KD, cached KD,
+label maps pooled over each crop, `gv3lite.teacher_outputs.CachedKD`) matches distilling from the teacher run online on the
+very same crop (`gv3lite.teacher_outputs.OnlineKD`). This script calls `gv3lite.experiment.compare_kd_modes` (no KD, cached KD,
 online KD; same student, data, crops and seeds) and writes
 
 * ``<out>/runs.csv`` — one row per (mode, seed): val top-1 (%), train seconds, plus the command and git commit;

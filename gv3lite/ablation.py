@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from gv3lite.data import ImageFolderDataset, resolve_data_root
-from gv3lite.distill import make_kd
+from gv3lite.teacher_outputs import make_kd
 from gv3lite.experiment import recipe_datasets, run
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.launch import claim_run, submit_runs, worker_devices

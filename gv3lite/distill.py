@@ -1,51 +1,27 @@
-"""Knowledge distillation (KD): the losses, the training objective, and cached / online teacher outputs.
+"""Knowledge distillation (KD) as a training objective: the KD losses and the one objective the trainer calls.
 
 Owns:
-* the losses: ``kd_kl_loss`` (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"), the soft-target
-  cross-entropy of the released GhostNetV3 ``train.py`` (``soft_target_cross_entropy``), and ``training_loss``, the
-  one function that states the whole training objective ``(1 - alpha) * CE + alpha * KD`` and returns its parts
-  (the trainer, ``gv3lite.train``, calls exactly this function);
-* cached teacher outputs as dense label maps pooled over the student's crop box (ReLabel, Yun et al. CVPR 2021):
-  ``build_label_maps`` / ``TeacherLabelMaps`` and the KD objects the trainer receives, ``CachedKD`` and ``OnlineKD``
-  (``make_kd`` builds one from a teacher name, see ``gv3lite.teacher``);
-* the names ``KD_MODES`` / ``KD_LOSSES`` and the teacher target of a Mixup/CutMix image (``mix_teacher_logits``).
+* the KD losses: ``kd_kl_loss`` (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network") and the
+  soft-target cross-entropy of the released GhostNetV3 ``train.py`` (``soft_target_cross_entropy``), by name in
+  ``KD_LOSSES``;
+* ``Objective``: the whole training objective ``(1 - alpha) * CE + alpha * KD`` with its label smoothing, weight
+  and temperature, built and checked once from the recipe; it returns the loss with its parts (``LossParts``) and is
+  the only loss ``gv3lite.train`` computes (``training_loss`` is one call of it);
+* the teacher target of a Mixup/CutMix image (``mix_teacher_logits``).
 
-KD object protocol (what ``gv3lite.train`` needs): ``kd.alpha`` (KD weight in [0, 1]), ``kd.temperature``,
-``kd.kd_loss`` (a ``KD_LOSSES`` name) and ``kd.teacher_logits(images, info) -> (B, K)``. ``info`` holds per-sample
-``index`` (position in the training dataset), ``box`` ((B, 4) crop box ``[x0, y0, x1, y1]`` normalized to [0, 1] in
-original-image coordinates) and ``flip``.
-
-Why a cache: a pretrained teacher at its own resolution runs at ~15-20 img/s on a 2-core CPU, while the student
-trains at ~100 img/s at 64 px, so online KD multiplies the cost ~6x. ReLabel runs the teacher once per training image,
-keeps its class-logit map *before* global pooling (the classifier applied at every position of the last feature map),
-and for any crop pools that map over the crop box with RoIAlign. The student thus gets the teacher's label for the very
-crop it sees, at no teacher cost per step. The map is an approximation of running the teacher on the crop; it is exact
-for the whole-image box when the head is linear after pooling (pooling commutes with the linear classifier).
+Where the teacher's logits come from (cached label maps or the teacher run on every crop) is
+``gv3lite.teacher_outputs``; the teachers themselves are ``gv3lite.teacher``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from timm.loss import SoftTargetCrossEntropy
-from torchvision.ops import roi_align
-from torchvision.transforms.v2 import functional as TF
-from tqdm.auto import tqdm
-
-from gv3lite.checkpoint import save_checkpoint
-from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD, apply_crop_info, read_image
-from gv3lite.teacher import FrozenTeacher, create_teacher
-from gv3lite.utils import cache_dir
 
 # --------------------------------------------------------------------------------------------------------------------
 # Losses
@@ -59,10 +35,14 @@ def _check_temperature(temperature) -> None:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
-def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> None:
+def _check_shapes(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
     if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
         raise ValueError(f"student and teacher logits must both be (B, K); got {tuple(student_logits.shape)} and "
                          f"{tuple(teacher_logits.shape)} (map the teacher's classes onto the dataset's first)")
+
+
+def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> None:
+    _check_shapes(student_logits, teacher_logits)
     _check_temperature(temperature)
 
 
@@ -78,6 +58,11 @@ def kd_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     Raises ``ValueError`` for mismatched shapes or T <= 0.
     """
     _check_logits(student_logits, teacher_logits, temperature)
+    return _kl_term(student_logits, teacher_logits, temperature)
+
+
+def _kl_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`kd_kl_loss` without the argument checks (the `Objective` checked them once)."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
@@ -95,14 +80,17 @@ def soft_target_cross_entropy(student_logits: torch.Tensor, teacher_logits: torc
     Shapes: (B, K) and (B, K) -> scalar. Raises ``ValueError`` for mismatched shapes or T <= 0.
     """
     _check_logits(student_logits, teacher_logits, temperature)
+    return _soft_ce_term(student_logits, teacher_logits, temperature)
+
+
+def _soft_ce_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`soft_target_cross_entropy` without the argument checks (the `Objective` checked them once)."""
     p_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
     return -(p_t * F.log_softmax(student_logits / temperature, dim=1)).sum(dim=1).mean()
 
 
 KD_LOSSES = {"kl": kd_kl_loss, "soft_ce": soft_target_cross_entropy}
-
-
-KD_MODES = ("online", "cached")  # teacher on every crop, or its label maps computed once (ReLabel)
+_KD_TERMS = {"kl": _kl_term, "soft_ce": _soft_ce_term}  # the same, unchecked: what `Objective` calls per step
 
 
 class LossParts(NamedTuple):
@@ -113,28 +101,62 @@ class LossParts(NamedTuple):
     kd: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class Objective:
+    """The training objective, built once (``gv3lite.experiment.build_objective`` from the recipe) and checked once:
+    ``loss = (1 - alpha) * CE(student, targets) + alpha * KD(student, teacher)``.
+
+    Fields: ``label_smoothing`` of the CE term, in [0, 1); ``alpha`` in [0, 1] (0 = plain CE, 1 = teacher only);
+    ``temperature`` T > 0; ``kd_loss`` a ``KD_LOSSES`` name: ``'kl'`` (``kd_kl_loss``, ``T^2 * KL``) or ``'soft_ce'``
+    (``soft_target_cross_entropy``). Raises ``ValueError`` for a field out of range or an unknown ``kd_loss``.
+
+    ``objective(student_logits, targets, teacher_logits=None) -> LossParts(loss, ce, kd)`` is the only loss the
+    trainer (``gv3lite.train``) computes: student_logits, teacher_logits (B, K) (``teacher_logits=None``: no KD,
+    ``loss = CE``); targets (B,) class indices, or (B, K) soft targets (Mixup/CutMix: then CE is timm's
+    ``SoftTargetCrossEntropy`` and the label smoothing is already in the targets). `mix_teacher` gives the teacher's
+    target of a Mixup/CutMix batch at this temperature. Source: Hinton et al. 2015, Sec. 2 (weighted average of the
+    two objectives); GhostNetV3 paper Sec. 3.3.
+    """
+    label_smoothing: float = 0.0
+    alpha: float = 0.5
+    temperature: float = 1.0
+    kd_loss: str = "kl"
+
+    def __post_init__(self):
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        _check_kd_args(self.alpha, self.temperature, self.kd_loss)
+
+    def __call__(self, student_logits: torch.Tensor, targets: torch.Tensor,
+                 teacher_logits: torch.Tensor | None = None) -> LossParts:
+        if targets.ndim == 2:
+            ce = SoftTargetCrossEntropy()(student_logits, targets)
+        else:
+            ce = F.cross_entropy(student_logits, targets, label_smoothing=self.label_smoothing)
+        if teacher_logits is None:
+            return LossParts(ce, ce, None)
+        _check_shapes(student_logits, teacher_logits)
+        kd = _KD_TERMS[self.kd_loss](student_logits, teacher_logits, self.temperature)
+        return LossParts((1.0 - self.alpha) * ce + self.alpha * kd, ce, kd)
+
+    def mix_teacher(self, teacher_logits: torch.Tensor, lam: float) -> torch.Tensor:
+        """`mix_teacher_logits` at this objective's temperature: (B, K) -> (B, K)."""
+        return mix_teacher_logits(teacher_logits, lam, self.temperature)
+
+
+def _check_kd_args(alpha: float, temperature: float, kd_loss: str) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    _check_temperature(temperature)
+    if kd_loss not in KD_LOSSES:
+        raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
+
+
 def training_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,
                   alpha: float = 0.5, temperature: float = 1.0, label_smoothing: float = 0.0,
                   kd_loss: str = "kl") -> LossParts:
-    """The whole training objective: ``loss = (1 - alpha) * CE(student, targets) + alpha * KD(student, teacher)``.
-
-    Args: student_logits, teacher_logits (B, K) (``teacher_logits=None``: no KD, ``loss = CE``); targets (B,) class
-    indices, or (B, K) soft targets (Mixup/CutMix: then CE is timm's ``SoftTargetCrossEntropy`` and
-    ``label_smoothing`` is already in the targets); alpha in [0, 1] (0 = plain CE, 1 = teacher only); temperature
-    T > 0; label_smoothing of the CE term; kd_loss ``'kl'`` (``kd_kl_loss``, ``T^2 * KL``) or ``'soft_ce'``
-    (``soft_target_cross_entropy``). Returns ``LossParts(loss, ce, kd)``. Raises ``ValueError`` for alpha outside
-    [0, 1], T <= 0 or an unknown kd_loss. Source: Hinton et al. 2015, Sec. 2 (weighted average of the two
-    objectives); GhostNetV3 paper Sec. 3.3.
-    """
-    if targets.ndim == 2:
-        ce = SoftTargetCrossEntropy()(student_logits, targets)
-    else:
-        ce = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
-    if teacher_logits is None:
-        return LossParts(ce, ce, None)
-    _check_kd_args(alpha, temperature, kd_loss)
-    kd = KD_LOSSES[kd_loss](student_logits, teacher_logits, temperature)
-    return LossParts((1.0 - alpha) * ce + alpha * kd, ce, kd)
+    """One call of the `Objective` with these fields (see there for shapes, the formula and what it raises)."""
+    return Objective(label_smoothing, alpha, temperature, kd_loss)(student_logits, targets, teacher_logits)
 
 
 def mix_teacher_logits(teacher_logits: torch.Tensor, lam: float, temperature: float) -> torch.Tensor:
@@ -158,281 +180,3 @@ def mix_teacher_logits(teacher_logits: torch.Tensor, lam: float, temperature: fl
     p = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
     mixed = lam * p + (1.0 - lam) * p.flip(0)
     return temperature * mixed.clamp_min(torch.finfo(mixed.dtype).tiny).log()
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Images and crops
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def image_paths(dataset) -> list[str]:
-    """Image file paths in dataset-index order for an ImageFolder (``.samples``), a ``Subset`` of one (recursively),
-    or a list of paths. Raises ``TypeError`` for anything else."""
-    if isinstance(dataset, (list, tuple)) and all(isinstance(p, (str, Path)) for p in dataset):
-        return [str(p) for p in dataset]
-    if isinstance(dataset, torch.utils.data.Subset):
-        base = image_paths(dataset.dataset)
-        return [base[i] for i in dataset.indices]
-    if hasattr(dataset, "samples"):
-        return [str(p) for p, _ in dataset.samples]
-    if hasattr(dataset, "dataset"):  # thin wrappers that keep the wrapped dataset's indexing
-        return image_paths(dataset.dataset)
-    raise TypeError(f"cannot list image files of {type(dataset).__name__}; pass an ImageFolder, a Subset of one, "
-                    "or a list of paths")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Cached dense label maps (ReLabel)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TeacherLabelMaps:
-    """The teacher's class-logit map for every training image (ReLabel, Yun et al. CVPR 2021).
-
-    ``maps``: (N, K, h, w) float16, one map per dataset index (N images, K dataset classes); ``image_size``: the
-    square resolution (px) the whole image was resized to for the teacher pass; ``teacher``: the teacher's id.
-    """
-
-    maps: torch.Tensor
-    class_names: list[str]
-    teacher: str
-    image_size: int
-
-    def pool(self, index: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        """Teacher logits for crops: RoIAlign-average the maps of images ``index`` (B,) over ``box`` (B, 4)
-        (normalized ``[x0, y0, x1, y1]``) -> (B, K) float32.
-
-        Uses ``torchvision.ops.roi_align`` with ``output_size=1``, ``aligned=True`` (map cell i covers [i, i+1) in map
-        units, so the box is scaled by (w, h)) and adaptive sampling (about one bilinear sample per map cell).
-        For the whole-image box the samples fall exactly on the cell centres, so the result is the plain spatial mean
-        of the map. A horizontal flip does not change the pooled value (average over the same region), so ``flip`` is
-        not needed here.
-        """
-        maps = self.maps[index.cpu()].float()
-        b, _, h, w = maps.shape
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        rois = torch.cat([torch.arange(b, dtype=torch.float32).unsqueeze(1), box.float().cpu() * scale], dim=1)
-        return roi_align(maps, rois, output_size=1, spatial_scale=1.0, sampling_ratio=-1, aligned=True).view(b, -1)
-
-
-def label_maps_key(teacher: FrozenTeacher, paths: list[str], class_names: list[str], image_size: int) -> str:
-    """SHA-256 (hex) of what the label maps depend on: the teacher's name and weights (``FrozenTeacher.weights_sha256``,
-    so a changed teacher never reads another teacher's maps), the dataset root and image list, the images' sizes and
-    modification times (`images_fingerprint`: an image replaced in place changes it), classes and resolution."""
-    root = os.path.commonpath([os.path.abspath(p) for p in paths]) if paths else ""
-    key = json.dumps({"teacher": teacher.name, "weights": teacher.weights_sha256(), "root": root,
-                      "paths": [os.path.abspath(p) for p in paths], "images": images_fingerprint(paths),
-                      "classes": list(class_names), "image_size": image_size, "format": 2})
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def label_maps_cache_file(teacher: FrozenTeacher, paths: list[str], class_names: list[str], image_size: int,
-                          cache_root: str | Path | None = None) -> Path:
-    """Where the label maps for `label_maps_key` live on disk: ``<cache>/label_maps/<teacher>-<size>px-<hash>.pt``
-    with ``<cache>`` = ``cache_root`` or ``gv3lite.utils.cache_dir()`` (never the repository)."""
-    cache_root = cache_dir() if cache_root is None else cache_root
-    digest = label_maps_key(teacher, paths, class_names, image_size)[:16]
-    stem = teacher.name.split(":")[0].replace("/", "_")
-    return Path(cache_root).expanduser() / "label_maps" / f"{stem}-{image_size}px-{digest}.pt"
-
-
-def build_label_maps(teacher: FrozenTeacher, dataset, class_names: list[str] | None = None,
-                     image_size: int | None = None, batch_size: int = 32, cache_root: str | Path | None = None,
-                     use_cache: bool = True, progress: bool = False) -> TeacherLabelMaps:
-    """Run the teacher once per training image and keep its dense logit maps (float16), cached on disk.
-
-    Each whole image is resized to (image_size, image_size) (default: the teacher's native size, else 224) and
-    ``teacher.dense_logits`` gives a (K, h, w) map; all maps are stacked in dataset-index order. A cache file
-    (``label_maps_cache_file``) is reused across runs when teacher, image list and contents, classes and resolution
-    match, and is validated on load (`read_label_maps`): a broken or mismatching file is rebuilt with a notice.
-
-    Args: dataset: ImageFolder / Subset / list of paths (see ``image_paths``); class_names: the dataset's classes
-    (default ``dataset.classes``). Returns ``TeacherLabelMaps``. Raises ``ValueError`` for an empty dataset and
-    ``FloatingPointError`` naming an image when the teacher's outputs are not finite.
-    """
-    paths = image_paths(dataset)
-    if not paths:
-        raise ValueError("the dataset has no images; nothing to cache")
-    if class_names is None:
-        class_names = dataset_classes(dataset)
-    size = image_size or teacher.input_size or 224
-    if not use_cache:
-        return TeacherLabelMaps(_teacher_pass(teacher, paths, size, batch_size, progress), list(class_names),
-                                teacher.name, size)
-    key, file = label_maps_key(teacher, paths, class_names, size), label_maps_cache_file(teacher, paths, class_names,
-                                                                                          size, cache_root)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(file) + ".lock"):  # two processes at once: the second waits for the first's pass, then reads it
-        maps = read_label_maps(file, len(paths), class_names, size, key) if file.is_file() else None
-        if maps is None:
-            maps = _teacher_pass(teacher, paths, size, batch_size, progress)
-            save_checkpoint({"maps": maps, "teacher": teacher.name, "image_size": size, "classes": list(class_names),
-                             "key": key}, file)  # atomic: a killed run never leaves a half-written cache
-    return TeacherLabelMaps(maps, list(class_names), teacher.name, size)
-
-
-def _teacher_pass(teacher: FrozenTeacher, paths: list[str], size: int, batch_size: int, progress: bool) -> torch.Tensor:
-    """The (N, K, h, w) float16 dense logit maps of the images ``paths`` resized to ``size`` px. Raises
-    ``FloatingPointError`` naming an image when the teacher's outputs are not finite."""
-    chunks = []
-    batches = range(0, len(paths), batch_size)
-    if progress:
-        batches = tqdm(batches, desc=f"teacher label maps ({teacher.name.split(':')[0]}, {size}px)", unit="batch")
-    for start in batches:
-        images = [TF.resize(read_image(p), [size, size], antialias=True) for p in paths[start:start + batch_size]]
-        x = teacher.normalize_unit(torch.stack(images).float() / 255.0)
-        chunks.append(teacher.dense_logits(x).half())
-    maps = torch.cat(chunks)
-    bad = (~torch.isfinite(maps.float()).flatten(1).all(1)).nonzero().flatten().tolist()
-    if bad:
-        raise FloatingPointError(f"teacher {teacher.name} gives non-finite outputs (NaN/inf) for {len(bad)} images, "
-                                 f"e.g. {paths[bad[0]]!r} (float16 overflow or broken teacher weights); check the "
-                                 "teacher checkpoint or use another teacher")
-    return maps
-
-
-def images_fingerprint(paths: list[str]) -> str:
-    """SHA-256 over every image file's size and modification time (ns): changes when an image is replaced, edited
-    or touched. Raises ``FileNotFoundError`` naming a missing file."""
-    h = hashlib.sha256()
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
-
-
-def read_label_maps(file: Path, num_images: int, class_names: list[str], image_size: int,
-                    key: str | None = None) -> torch.Tensor | None:
-    """The (N, K, h, w) maps of a cache file, or None -- after a one-line notice on stderr naming the file and the
-    reason -- when the file cannot be read (truncated, empty, garbage) or does not fit: N != ``num_images``,
-    K != ``len(class_names)``, other classes or resolution, another `label_maps_key` than ``key`` (a file copied
-    from another cache entry), not floating point, or non-finite values. The caller then rebuilds it (and overwrites
-    the file)."""
-    try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-        maps = saved["maps"] if isinstance(saved, dict) else None
-    except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError ... for broken files
-        first_line = (str(err).strip().splitlines() or [""])[0][:120]  # torch's messages run over many lines
-        return _stale_cache(file, f"is unreadable ({type(err).__name__}: {first_line})")
-    k = len(class_names)
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or not maps.is_floating_point():
-        return _stale_cache(file, "holds no (N, K, h, w) float maps")
-    if tuple(maps.shape[:2]) != (num_images, k):
-        return _stale_cache(file, f"holds maps for {maps.shape[0]} images x {maps.shape[1]} classes, the dataset has "
-                                  f"{num_images} x {k}")
-    if saved.get("classes") != list(class_names) or saved.get("image_size") != image_size:
-        return _stale_cache(file, "was made for other classes or another resolution")
-    if not bool(torch.isfinite(maps).all()):
-        return _stale_cache(file, "holds non-finite values (NaN/inf)")
-    if key is not None and saved.get("key") != key:
-        return _stale_cache(file, "was made for another teacher or other images (its key differs)")
-    return maps
-
-
-def _stale_cache(file: Path, reason: str) -> None:
-    print(f"gv3lite: teacher cache {file} {reason}; rebuilding it", file=sys.stderr, flush=True)
-    return None
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# KD objects the trainer calls: kd(student_logits, images, targets, info) -> alpha * KD
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _info_tensors(info) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if info is None or any(k not in info for k in ("index", "box")):
-        raise KeyError("KD needs the batch's crop info (info['index'], info['box']); build the training set with "
-                       "return_crop_info=True (gv3lite.data.ImageFolderDataset)")
-    index = torch.as_tensor(info["index"]).long().view(-1).cpu()
-    box = torch.as_tensor(info["box"]).float().view(-1, 4).cpu()
-    flip = torch.as_tensor(info.get("flip", torch.zeros_like(index))).bool().view(-1).cpu()
-    return index, box, flip
-
-
-class CachedKD:
-    """KD from cached teacher label maps: the teacher's logits for the student's crop are pooled from the map
-    (``TeacherLabelMaps.pool``), so a training step costs no teacher forward pass.
-
-    Follows the KD object protocol of the module docstring: ``teacher_logits(images, info) -> (B, K)`` (``images``
-    unused here) and the settings ``alpha``, ``temperature``, ``kd_loss`` that `training_loss` takes.
-    """
-
-    def __init__(self, label_maps: TeacherLabelMaps, alpha: float = 0.5, temperature: float = 1.0,
-                 kd_loss: str = "kl"):
-        _check_kd_args(alpha, temperature, kd_loss)
-        self.label_maps, self.alpha, self.temperature, self.kd_loss = label_maps, alpha, temperature, kd_loss
-
-    def teacher_logits(self, images: torch.Tensor | None, info) -> torch.Tensor:
-        """(B, K) teacher logits for the batch's crops."""
-        index, box, _ = _info_tensors(info)
-        return self.label_maps.pool(index, box)
-
-
-def _check_kd_args(alpha: float, temperature: float, kd_loss: str) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    _check_temperature(temperature)
-    if kd_loss not in KD_LOSSES:
-        raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
-
-
-class OnlineKD(CachedKD):
-    """KD with the teacher run on every crop during training (the expensive reference path; same call protocol as
-    ``CachedKD``).
-
-    With ``recrop=True`` (default) each sample's original image file is re-read and cut by ``info['box']`` (mirrored
-    if ``info['flip']``) at the teacher's own resolution (``image_size``, default ``teacher.input_size``), so the
-    teacher sees the student's crop at full detail. With ``recrop=False`` the student's input batch is bilinearly
-    resized up to that size instead (no file reads, but the teacher then sees the student's low-resolution pixels).
-    """
-
-    def __init__(self, teacher: FrozenTeacher, dataset=None, alpha: float = 0.5, temperature: float = 1.0,
-                 kd_loss: str = "kl", image_size: int | None = None, recrop: bool = True):
-        _check_kd_args(alpha, temperature, kd_loss)
-        if recrop and dataset is None:
-            raise ValueError("OnlineKD(recrop=True) needs the training dataset to re-read the original images")
-        self.teacher, self.alpha, self.temperature, self.kd_loss = teacher, alpha, temperature, kd_loss
-        self.recrop = recrop
-        self.paths = image_paths(dataset) if recrop else None
-        self.image_size = image_size or teacher.input_size or 224
-
-    def teacher_logits(self, images: torch.Tensor | None, info) -> torch.Tensor:
-        device = next(self.teacher.parameters()).device
-        if not self.recrop:
-            x = F.interpolate(images.to(device), size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False)
-            return self.teacher(x)
-        index, box, flip = _info_tensors(info)
-        crops = [apply_crop_info(read_image(self.paths[i]), b, bool(f), self.image_size)
-                 for i, b, f in zip(index.tolist(), box, flip)]
-        return self.teacher(self.teacher.normalize_unit(torch.stack(crops).float().to(device) / 255.0))
-
-
-def dataset_classes(dataset) -> list[str]:
-    """The class names (``.classes``) of a dataset or of the dataset a ``Subset``/wrapper holds."""
-    base = dataset
-    while not hasattr(base, "classes") and hasattr(base, "dataset"):
-        base = base.dataset
-    if not hasattr(base, "classes"):
-        raise TypeError(f"{type(dataset).__name__} has no .classes; pass class_names explicitly")
-    return list(base.classes)
-
-
-def make_kd(teacher: str, train_dataset, mode: str = "cached", alpha: float = 0.5, temperature: float = 1.0,
-            kd_loss: str = "kl", device="cpu", cache_root=None, progress: bool = True) -> CachedKD:
-    """Build a KD object (``CachedKD`` or ``OnlineKD``) from a teacher name / checkpoint path and the training set.
-
-    ``teacher``: see ``gv3lite.teacher.create_teacher``; ``mode``: ``'cached'`` (build or load the label maps
-    once, then no teacher cost per step) or ``'online'`` (teacher on every re-cropped crop). The student's input is
-    assumed ImageNet-normalized (``gv3lite.data``). Raises ``ValueError`` for an unknown mode.
-    """
-    if mode not in ("cached", "online"):
-        raise ValueError(f"unknown KD mode {mode!r}; choose 'cached' or 'online'")
-    _check_kd_args(alpha, temperature, kd_loss)
-    classes = dataset_classes(train_dataset)
-    frozen = create_teacher(teacher, classes, student_mean=IMAGENET_MEAN, student_std=IMAGENET_STD)
-    if mode == "online":
-        return OnlineKD(frozen.to(device), train_dataset, alpha=alpha, temperature=temperature, kd_loss=kd_loss)
-    maps = build_label_maps(frozen, train_dataset, class_names=classes, cache_root=cache_root, progress=progress)
-    return CachedKD(maps, alpha=alpha, temperature=temperature, kd_loss=kd_loss)

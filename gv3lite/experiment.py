@@ -1,11 +1,13 @@
 """The composition root: a `Recipe` becomes built objects, and `run` trains them with ``gv3lite.train.fit``.
 
 Owns: ``build_model`` (registry model of the recipe), ``recipe_datasets`` (its (train, val) pair), ``build_optimizer``
-(timm ``create_optimizer_v2``), ``build_scheduler`` (torch ``OneCycleLR`` or timm ``create_scheduler_v2``),
-``build_kd`` (``gv3lite.distill.make_kd`` from the recipe's teacher fields), ``loop_settings``, ``run`` (the one
-place where a recipe is turned into a training run: seeding, datasets, teacher, model, optimizer, schedule, EMA
-(timm ``ModelEmaV3``), Mixup/CutMix (timm ``Mixup``), then ``fit``), and small experiments built on it
-(``compare_kd_modes``). ``gv3lite.ablation``, ``gv3lite.cli``, ``benchmarks/`` and the notebooks go through here.
+(timm ``create_optimizer_v2``), ``build_scheduler`` (torch ``OneCycleLR`` or timm ``create_scheduler_v2``, built
+once the loader length is known), ``build_objective`` (``gv3lite.distill.Objective`` from the recipe's label
+smoothing and KD fields), ``build_teacher_outputs`` (``gv3lite.teacher_outputs.make_kd`` from the recipe's teacher),
+``loop_settings``, ``run`` (the one place where a recipe is turned into a training run: seeding, datasets, teacher,
+model, optimizer, loaders, schedule, objective, EMA (timm ``ModelEmaV3``), Mixup/CutMix (timm ``Mixup``), the
+callbacks of ``gv3lite.callbacks``, then ``fit``), and small experiments built on it (``compare_kd_modes``).
+``gv3lite.ablation``, ``gv3lite.cli``, ``benchmarks/`` and the notebooks go through here.
 
 Determinism and common random numbers: the student is initialized from its own random stream (`init_student`:
 torch's generator forked and seeded with ``recipe.seed``), so neither the dataset build nor the teacher (whose own
@@ -16,7 +18,6 @@ the seed, sees the same batches and crops (issue 11: paired cells, ``tests/test_
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import pandas as pd
@@ -26,11 +27,14 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
+from gv3lite.callbacks import run_callbacks
 from gv3lite.data import build_datasets, count_images, list_classes, plan_data_path, resolve_data_root
-from gv3lite.distill import CachedKD, make_kd
+from gv3lite.distill import Objective
+from gv3lite.distributed import setup_distributed
 from gv3lite.models import create_model_from_config
 from gv3lite.recipe import Recipe
-from gv3lite.train import LoopSettings, check_resumable, fit, setup_distributed
+from gv3lite.teacher_outputs import CachedKD, OnlineKD, make_kd
+from gv3lite.train import LoopSettings, TrainObjects, build_loaders, fit
 from gv3lite.utils import seed_everything
 
 
@@ -92,18 +96,23 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_
     return scheduler
 
 
-def build_kd(recipe: Recipe, train_dataset, device="cpu", progress: bool = True) -> CachedKD:
-    """``gv3lite.distill.make_kd`` with ``recipe.teacher``, ``kd_mode``, ``kd_alpha``, ``kd_temperature`` and
-    ``kd_loss``; ``progress``: a progress bar while the teacher fills the cache."""
-    return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, alpha=recipe.kd_alpha,
-                   temperature=recipe.kd_temperature, kd_loss=recipe.kd_loss, device=device, progress=progress)
+def build_teacher_outputs(recipe: Recipe, train_dataset, device="cpu", progress: bool = True) -> CachedKD | OnlineKD:
+    """``gv3lite.teacher_outputs.make_kd`` with ``recipe.teacher`` and ``recipe.kd_mode``: the supplier of the
+    teacher's logits; ``progress``: a progress bar while the teacher fills the cache."""
+    return make_kd(recipe.teacher, train_dataset, mode=recipe.kd_mode, device=device, progress=progress)
+
+
+def build_objective(recipe: Recipe) -> Objective:
+    """The training objective of the recipe (``gv3lite.distill.Objective``): ``label_smoothing``, ``kd_alpha``,
+    ``kd_temperature``, ``kd_loss`` (the KD fields act only when the run has a teacher)."""
+    return Objective(label_smoothing=recipe.label_smoothing, alpha=recipe.kd_alpha,
+                     temperature=recipe.kd_temperature, kd_loss=recipe.kd_loss)
 
 
 def loop_settings(recipe: Recipe) -> "LoopSettings":
     """The recipe's fields the loop itself needs (``gv3lite.train.LoopSettings``)."""
     return LoopSettings(epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed,
-                        label_smoothing=recipe.label_smoothing, eval_every=recipe.eval_every,
-                        num_workers=recipe.num_workers)
+                        eval_every=recipe.eval_every, num_workers=recipe.num_workers)
 
 
 def choose_data_path(recipe: Recipe, root, device, log=print) -> tuple[str, LoopSettings]:
@@ -130,30 +139,41 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
         compile_model: bool = False) -> pd.DataFrame:
     """Train ``recipe`` on ``data_root`` (see ``gv3lite.data.resolve_data_root``); return ``fit``'s per-epoch history.
 
-    ``kd``: a prebuilt KD object (default: built from ``recipe.teacher``, or none); ``datasets``: a prebuilt
-    ``(train, val)`` pair (skips data loading); ``out_dir``, ``resume``, ``max_epochs``, ``quiet``: see
-    ``gv3lite.train.fit`` (the recipe is the run's config: ``recipe.yaml``, checked on resume); ``sync_bn``: SyncBatchNorm
-    under torchrun on GPUs (``gv3lite.train.with_sync_bn``); ``compile_model``: train steps through
-    ``torch.compile`` (see ``gv3lite.train.fit``; not a recipe field: it is meant to change speed, not what is
-    learned, though compiled kernels may round differently). Raises
-    ``FileNotFoundError`` (resume without ``last.pth``),
-    ``ValueError`` (``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
+    ``kd``: a prebuilt teacher-output supplier (``gv3lite.teacher_outputs``; default: built from ``recipe.teacher``,
+    or none); the objective's KD weight, temperature and loss are the recipe's. ``datasets``: a prebuilt ``(train,
+    val)`` pair (skips data loading). ``out_dir`` (None: write nothing), ``resume`` (continue from
+    ``out_dir/last.pth``; the recipe is the run's config: ``recipe.yaml``, checked on resume), ``quiet`` (no progress
+    output): the callbacks of ``gv3lite.callbacks.run_callbacks``. ``max_epochs``: stop early. ``sync_bn``:
+    SyncBatchNorm under torchrun on GPUs (``gv3lite.distributed.with_sync_bn``); ``compile_model``: train steps
+    through ``torch.compile`` (see ``gv3lite.train.fit``; not a recipe field: it is meant to change speed, not what
+    is learned, though compiled kernels may round differently). Raises ``FileNotFoundError`` (resume without
+    ``last.pth``, before any data is read), ``ValueError`` (``recipe.num_classes`` differs from the data's) and what
+    the builders and ``fit`` raise.
     """
-    check_resumable(out_dir, resume)
+    callbacks = run_callbacks(out_dir, recipe.to_dict(), resume, quiet)
     device = setup_distributed(device)
-    uses_kd = kd is not None or recipe.teacher is not None
     seed_everything(recipe.seed)
     settings = loop_settings(recipe)
     if datasets is None:
         root = resolve_data_root(data_root)
         path, settings = choose_data_path(recipe, root, device, log=(lambda *a: None) if quiet else print)
-        datasets = recipe_datasets(recipe, root, return_crop_info=uses_kd, progress=not quiet,
-                                   cache=recipe.cache and path == "cache")
+        datasets = recipe_datasets(recipe, root, return_crop_info=kd is not None or recipe.teacher is not None,
+                                   progress=not quiet, cache=recipe.cache and path == "cache")
+    settings = dataclasses.replace(settings, max_epochs=max_epochs, sync_bn=sync_bn, compile_model=compile_model)
+    objects, loaders = build_objects(recipe, datasets, settings, device, kd, progress=not quiet)
+    return fit(objects, loaders, settings, callbacks, device)
+
+
+def build_objects(recipe: Recipe, datasets, settings: LoopSettings, device, teacher=None, progress: bool = True):
+    """The ``gv3lite.train.TrainObjects`` and ``Loaders`` of ``recipe`` on ``datasets`` (``teacher``: a prebuilt
+    teacher-output supplier, else `build_teacher_outputs` when the recipe names a teacher). The student comes from
+    `init_student`; the schedule is built once the train loader's length is known. Raises ``ValueError`` when
+    ``recipe.num_classes`` differs from the data's."""
     num_classes = recipe.num_classes or len(datasets[0].classes)
     if num_classes != len(datasets[0].classes):
         raise ValueError(f"recipe.num_classes={num_classes} but the data has {len(datasets[0].classes)} classes")
-    if kd is None and recipe.teacher is not None:
-        kd = build_kd(recipe, datasets[0], device, progress=not quiet)
+    if teacher is None and recipe.teacher is not None:
+        teacher = build_teacher_outputs(recipe, datasets[0], device, progress=progress)
     model = init_student(recipe, num_classes).to(device)
     optimizer = build_optimizer(recipe, model)
     ema = ModelEmaV3(model, decay=recipe.ema_decay) if recipe.ema else None
@@ -161,10 +181,11 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
         mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
                       label_smoothing=recipe.label_smoothing, num_classes=num_classes)
-    return fit(model, datasets, optimizer, functools.partial(build_scheduler, recipe, optimizer),
-               settings, kd=kd, ema=ema, mixup=mixup, device=device, out_dir=out_dir, resume=resume,
-               config=recipe.to_dict(), max_epochs=max_epochs, quiet=quiet, sync_bn=sync_bn,
-               compile_model=compile_model)
+    loaders = build_loaders(datasets, settings, device)
+    scheduler = build_scheduler(recipe, optimizer, len(loaders.train))
+    objects = TrainObjects(model, optimizer, scheduler, build_objective(recipe), ema=ema, mixup=mixup,
+                           teacher=teacher)
+    return objects, loaders
 
 
 # ---------------------------------------------------------------------------------------- experiments
@@ -184,12 +205,12 @@ def compare_kd_modes(seeds=(0, 1, 2), modes=("plain", "cached", "online"), teach
     datasets = build_datasets(resolve_data_root(data_root), img_size, classes=classes,
                               images_per_class_train=per_class, images_per_class_val=per_class_val,
                               return_crop_info=True)
-    kds = {m: None if m == "plain" else make_kd(teacher, datasets[0], mode=m, alpha=alpha, temperature=temperature,
-                                                 progress=not quiet) for m in modes}
+    kds = {m: None if m == "plain" else make_kd(teacher, datasets[0], mode=m, progress=not quiet) for m in modes}
     rows = []
     for seed in seeds:
         for mode in modes:
-            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, classes=classes, **recipe_kw)
+            recipe = Recipe(img_size=img_size, epochs=epochs, seed=seed, classes=classes, kd_alpha=alpha,
+                            kd_temperature=temperature, **recipe_kw)
             history = run(recipe, datasets=datasets, kd=kds[mode], quiet=quiet)
             rows.append({"mode": mode, "seed": seed, "val_top1": float(history["val_top1"].iloc[-1]),
                          "train_seconds": float(history["seconds"].sum())})

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from gv3lite.distill import KD_LOSSES, KD_MODES
+from gv3lite.distill import KD_LOSSES
+from gv3lite.teacher_outputs import KD_MODES
 from gv3lite.models import list_models
 from gv3lite.teacher import list_teachers
 

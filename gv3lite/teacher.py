@@ -16,7 +16,7 @@ Two kinds of teacher (teacher strength is an ablation axis of the paper's KD stu
    dataset (a weaker teacher). Its classes must be the dataset's classes.
 
 The paper (GhostNetV3, Sec. 3.3 / 4.3) distils from a large ImageNet teacher (BEiTv2-L in the released script); on a
-2-core CPU we use small teachers and cache their outputs (see ``gv3lite.distill``).
+2-core CPU we use small teachers and cache their outputs (see ``gv3lite.teacher_outputs``).
 """
 from __future__ import annotations
 

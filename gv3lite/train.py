@@ -1,11 +1,15 @@
-"""The training loop: `train_one_epoch`, `evaluate`, `fit`. It receives built objects and knows no recipe.
+"""The training loop on built objects: `fit`, `train_one_epoch`, `evaluate`. It knows no recipe and writes no file.
 
-Owns: the loop over epochs and batches, the per-epoch history, the run directory (``run_info.json``,
-``metrics.csv``, atomic ``last.pth`` / ``best.pth``), exact resume, and data parallelism (DDP) under ``torchrun``
-(`setup_distributed`). What it trains with is built elsewhere (``gv3lite.experiment`` turns a ``Recipe`` into it):
-the model, the (train, val) datasets, the optimizer, a ``make_scheduler(steps_per_epoch)`` callable, `LoopSettings`,
-and optionally an EMA (timm ``ModelEmaV3``), a Mixup/CutMix (timm ``Mixup``) and a KD object
-(``gv3lite.distill``'s protocol). The loss of every step is ``gv3lite.distill.training_loss``.
+Owns: the loop over epochs and batches (`fit`: re-seeding, training, evaluation of the deploy form, the per-epoch
+history), one epoch (`train_one_epoch`: Mixup/CutMix (`mix_batch`), the teacher's outputs, the objective, the
+optimizer, schedule and EMA steps), `evaluate` (whole-val metrics and per-image predictions, reduced over DDP
+processes), the loaders of a (train, val) pair (`build_loaders`), and the hooks a `Callback` receives.
+What it trains with is built elsewhere (``gv3lite.experiment`` turns a ``Recipe`` into `TrainObjects`): the model,
+the optimizer, the schedule (built once the loader length is known), the objective (``gv3lite.distill.Objective``:
+the only loss it computes) and optionally an EMA (timm ``ModelEmaV3``), a Mixup/CutMix (timm ``Mixup``) and a
+teacher-output supplier (``gv3lite.teacher_outputs``: ``teacher_logits(images, info) -> (B, K)``). What happens
+around the loop -- checkpoints and exact resume, metrics and per-image predictions, the divergence guard, progress --
+are callbacks (``gv3lite.callbacks``); DDP helpers are ``gv3lite.distributed``.
 
 Speed (issue 10, measured by ``benchmarks/throughput.py``): the model and every batch are in channels_last memory
 format, cached datasets come through the batched loader on the training device (``gv3lite.data.build_loader``),
@@ -18,62 +22,114 @@ so a resumed run reproduces an uninterrupted one bit for bit (on the same machin
 """
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from timm.data.mixup import mixup_target
 from timm.utils import accuracy, unwrap_model
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from gv3lite.checkpoint import (non_finite_tensors, read_checkpoint, read_training_checkpoint, restore_training_state,
-                                save_checkpoint)
 from gv3lite.data import ImageFolderDataset, build_loader
-from gv3lite.distill import mix_teacher_logits, training_loss
+from gv3lite.distributed import gather_shards, sum_over_processes, val_shard, world_and_rank, wrap_ddp
 from gv3lite.reparam import reparameterize
-from gv3lite.utils import ddp_timeout, git_commit, resolve_device, seed_everything
+from gv3lite.utils import seed_everything
+
+
+class NonFiniteError(FloatingPointError):
+    """The training diverged: a loss, logits or weights became NaN or infinite."""
 
 
 @dataclass(frozen=True)
 class LoopSettings:
     """What the loop itself needs: ``epochs`` (the schedule's length), ``batch_size`` (global, over all processes),
-    ``seed`` (per-epoch re-seeding), ``label_smoothing`` (of the CE term), ``eval_every`` (evaluate every N epochs
-    and always after the last), ``num_workers`` (DataLoader processes)."""
+    ``seed`` (per-epoch re-seeding), ``eval_every`` (evaluate every N epochs and always after the last),
+    ``num_workers`` (DataLoader processes), ``max_epochs`` (stop early; None: ``epochs``), ``sync_bn`` (SyncBatchNorm
+    under DDP on GPUs), ``compile_model`` (training steps through ``torch.compile(model)``)."""
     epochs: int
     batch_size: int
     seed: int = 0
-    label_smoothing: float = 0.0
     eval_every: int = 1
     num_workers: int = 0
+    max_epochs: int | None = None
+    sync_bn: bool = False
+    compile_model: bool = False
 
 
-def setup_distributed(device="cpu") -> torch.device:
-    """The device of this process: ``gv3lite.utils.resolve_device(device)``; under ``torchrun`` (``WORLD_SIZE`` > 1)
-    it also starts the process group (NCCL on CUDA, else Gloo; a process waits at most ``gv3lite.utils.ddp_timeout()``
-    for the others, 10 min unless ``GV3LITE_DDP_TIMEOUT_MIN`` says otherwise) and picks the GPU ``LOCAL_RANK``. Call it before the
-    model is moved to the device."""
-    device = resolve_device(device)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=ddp_timeout())
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-    return device
+@dataclass
+class TrainObjects:
+    """The built objects one training run trains with (see the module docstring). ``objective(logits, targets,
+    teacher_logits) -> LossParts`` and ``objective.mix_teacher(teacher_logits, lam)``; ``teacher`` supplies
+    ``teacher_logits(images, info)``."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    objective: object
+    ema: object = None
+    mixup: object = None
+    teacher: object = None
 
 
-def check_resumable(out_dir, resume: bool) -> None:
-    """Raise ``FileNotFoundError`` when ``resume`` is asked for but ``out_dir/last.pth`` does not exist."""
-    if resume and (out_dir is None or not (Path(out_dir) / "last.pth").is_file()):
-        raise FileNotFoundError(f"resume=True but {out_dir}/last.pth does not exist; run without --resume first")
+@dataclass
+class Loaders:
+    """The loaders of a run: ``train``, ``val`` (this rank's shard), ``sampler`` (DDP) or None, the ``generator``
+    that shuffles the train set, and the (train, val) ``datasets`` they read."""
+    train: object
+    val: object
+    sampler: DistributedSampler | None
+    generator: torch.Generator
+    datasets: tuple
+
+
+@dataclass
+class FitState:
+    """What the callbacks see: the objects, the loaders, where the loop is (``epoch``: 0-based epoch running,
+    ``start_epoch``: first epoch of this call, ``last_epoch``: where it stops) and what it has done (``history``: one
+    row per finished epoch, ``best``: best score so far, -1 before any)."""
+    objects: TrainObjects
+    loaders: Loaders
+    settings: LoopSettings
+    device: torch.device
+    world: int = 1
+    rank: int = 0
+    epoch: int = 0
+    start_epoch: int = 0
+    last_epoch: int = 0
+    history: list = field(default_factory=list)
+    best: float = -1.0
+
+
+@dataclass
+class EpochResult:
+    """One finished epoch: its history ``row``, the val results of the model and of the EMA (`evaluate`'s dicts;
+    ``val_ema`` None without EMA), whether it was ``evaluated`` and its ``score`` (EMA top-1 if EMA, else top-1)."""
+    row: dict
+    val: dict
+    val_ema: dict | None
+    evaluated: bool
+    score: float
+
+
+class Callback:
+    """The hooks `fit` and `train_one_epoch` call, in the order of the callback list; each does nothing here.
+
+    ``on_fit_start(state)`` before the first epoch (e.g. resume); ``on_epoch_start(epoch, num_batches)``;
+    ``on_loss(parts, logits, epoch, step)`` after each step's loss, before the backward pass (may raise);
+    ``on_step_end(step, mean_loss)``; ``on_epoch_end(state, result)`` after each epoch (``state.history`` already
+    holds ``result.row``; ``state.best`` is still the best before it); ``on_diverged(state, err)`` when the epoch
+    raised `NonFiniteError`: return the error to raise instead, or None.
+    """
+
+    def on_fit_start(self, state: FitState) -> None: ...
+    def on_epoch_start(self, epoch: int, num_batches: int) -> None: ...
+    def on_loss(self, parts, logits: torch.Tensor, epoch: int, step: int) -> None: ...
+    def on_step_end(self, step: int, mean_loss: float) -> None: ...
+    def on_epoch_end(self, state: FitState, result: EpochResult) -> None: ...
+    def on_diverged(self, state: FitState, err: NonFiniteError) -> NonFiniteError | None: ...
 
 
 def scheduler_step(scheduler, global_step: int) -> None:
@@ -107,56 +163,55 @@ def mix_batch(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch
 
 
 # ------------------------------------------------------------------------------------------ one epoch
-def train_one_epoch(model, loader, optimizer, scheduler, device, epoch: int = 0, start_step: int = 0,
-                    label_smoothing: float = 0.0, ema=None, mixup=None, kd=None, quiet: bool = False) -> dict:
+def train_one_epoch(objects: TrainObjects, loader, device, epoch: int = 0, start_step: int = 0,
+                    callbacks=()) -> dict:
     """One pass over ``loader``; returns ``dict(train_loss, train_kd, lr, steps)``.
 
     ``loader`` yields ``(images (B,3,H,W), targets (B,))`` or ``(images, targets, info)``. The loss is
-    ``gv3lite.distill.training_loss``: cross-entropy with ``label_smoothing`` (soft-target CE when ``mixup`` -- a timm
-    ``Mixup`` -- is given), mixed with ``kd``'s teacher logits when ``kd`` is given; with both, the teacher's logits of
-    the unmixed crops are mixed like the labels (`mix_batch`, ``gv3lite.distill.mix_teacher_logits``). ``train_loss`` is the batch-size
-    weighted mean of that loss, ``train_kd`` of its KD term (NaN without ``kd``). ``start_step`` is the global step
-    count before this epoch (for the schedule and the EMA). ``lr`` is the learning rate of the last step.
+    ``objects.objective`` of the student's logits, the targets (soft targets after ``objects.mixup``, a timm
+    ``Mixup``: `mix_batch`) and the teacher's logits of the *unmixed* crops (``objects.teacher``; with Mixup mixed
+    like the labels, ``objective.mix_teacher``). ``train_loss`` is the batch-size weighted mean of that loss,
+    ``train_kd`` of its KD term (NaN without a teacher). ``start_step`` is the global step count before this epoch
+    (for the schedule and the EMA). ``lr`` is the learning rate of the last step. ``callbacks``: see `Callback`.
     """
-    model.train()
+    o = objects
+    o.model.train()
     device = torch.device(device)
     total, total_kd, count, step = 0.0, 0.0, 0, start_step
-    bar = tqdm(loader, desc=f"epoch {epoch + 1} train", disable=quiet, leave=False)
-    for batch in bar:
+    _call(callbacks, "on_epoch_start", epoch, len(loader))
+    # Until issue 24 this loop iterated tqdm.auto's bar, whose constructor makes one extra iterator of the loader (a
+    # torch DataLoader draws its base seed from the shuffling generator then): kept, so that runs stay bit-identical
+    iter(loader)
+    for batch in loader:
         images, targets = to_device(batch[0], device), batch[1].to(device, non_blocking=True)
         info = batch[2] if len(batch) > 2 else None
-        # the teacher sees the unmixed crops (cached: their label maps; online: the crops themselves)
-        teacher = None if kd is None else kd.teacher_logits(images, info).to(device)
-        if mixup is not None:
-            images, targets, lam = mix_batch(mixup, images, targets)
+        teacher = None if o.teacher is None else o.teacher.teacher_logits(images, info).to(device)
+        if o.mixup is not None:
+            images, targets, lam = mix_batch(o.mixup, images, targets)
             if teacher is not None:
-                teacher = mix_teacher_logits(teacher, lam, kd.temperature)
+                teacher = o.objective.mix_teacher(teacher, lam)
         with autocast(device):
-            logits = model(images).float()
-        parts = training_loss(logits, targets, teacher, alpha=getattr(kd, "alpha", 0.0),
-                              temperature=getattr(kd, "temperature", 1.0), label_smoothing=label_smoothing,
-                              kd_loss=getattr(kd, "kd_loss", "kl"))
-        if not torch.isfinite(parts.loss):
-            what = "logits and loss" if not bool(torch.isfinite(logits).all()) else "loss"
-            raise NonFiniteError(f"the training {what} became {parts.loss.item()} at epoch {epoch + 1}, step "
-                                 f"{step + 1}")
-        optimizer.zero_grad(set_to_none=True)
+            logits = o.model(images).float()
+        parts = o.objective(logits, targets, teacher)
+        _call(callbacks, "on_loss", parts, logits, epoch, step)
+        o.optimizer.zero_grad(set_to_none=True)
         parts.loss.backward()
-        optimizer.step()
+        o.optimizer.step()
         step += 1
-        scheduler_step(scheduler, step)
-        if ema is not None:
-            ema.update(unwrap_model(model), step=step)
+        scheduler_step(o.scheduler, step)
+        if o.ema is not None:
+            o.ema.update(unwrap_model(o.model), step=step)
         total += parts.loss.item() * len(images)
         total_kd += parts.kd.item() * len(images) if parts.kd is not None else float("nan")
         count += len(images)
-        bar.set_postfix(loss=f"{total / count:.3f}")
+        _call(callbacks, "on_step_end", step, total / count)
     return {"train_loss": total / max(count, 1), "train_kd": total_kd / max(count, 1),
-            "lr": optimizer.param_groups[0]["lr"], "steps": step - start_step}
+            "lr": o.optimizer.param_groups[0]["lr"], "steps": step - start_step}
 
 
-class NonFiniteError(FloatingPointError):
-    """The training diverged: a loss, logits or weights became NaN or infinite."""
+def _call(callbacks, hook: str, *args):
+    for callback in callbacks:
+        getattr(callback, hook)(*args)
 
 
 @torch.no_grad()
@@ -167,9 +222,9 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
     Returns ``dict(top1, top5, loss, predictions, targets)``: top-5 is top-k with k = min(5, num_classes);
     ``predictions`` / ``targets`` are (N,) int64 CPU tensors (predicted and true class of each val image, in the val
     set's order). Under DDP (an initialized process group) each process passes its shard of the val set
-    (`val_shard`): the counts are summed over all processes (all-reduce) and the per-image predictions gathered, so
-    every process returns the metrics and predictions of the whole val set. Raises `NonFiniteError` when the model's
-    logits are not finite (a diverged model).
+    (``gv3lite.distributed.val_shard``): the counts are summed over all processes (all-reduce) and the per-image
+    predictions gathered, so every process returns the metrics and predictions of the whole val set. Raises
+    `NonFiniteError` when the model's logits are not finite (a diverged model).
     """
     model.eval()
     device = torch.device(device)
@@ -188,78 +243,9 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
         correct1 += round(top1.item() * len(targets) / 100)
         correct5 += round(top5.item() * len(targets) / 100)
         n += len(targets)
-    correct1, correct5, loss, n = _sum_over_processes([correct1, correct5, loss, n], device)
+    correct1, correct5, loss, n = sum_over_processes([correct1, correct5, loss, n], device)
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n,
-            "predictions": _gather_shards(torch.cat(predictions)), "targets": _gather_shards(torch.cat(labels))}
-
-
-def _distributed() -> bool:
-    """True inside an initialized process group of more than one process (DDP under ``torchrun``)."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _sum_over_processes(values: list[float], device) -> list[float]:
-    """``values`` summed over the DDP processes (all-reduce, float64); unchanged without a process group."""
-    if not _distributed():
-        return values
-    total = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.tolist()
-
-
-def _gather_shards(values: torch.Tensor) -> torch.Tensor:
-    """The per-image ``values`` (N_rank,) of every DDP process put back in the val set's order (rank r holds images
-    r, r + world, ... -- see `val_shard`); unchanged without a process group."""
-    if not _distributed():
-        return values
-    shards = [None] * dist.get_world_size()
-    dist.all_gather_object(shards, values.cpu())
-    full = torch.empty(sum(len(x) for x in shards), dtype=values.dtype)
-    for rank, shard in enumerate(shards):
-        full[rank::len(shards)] = shard
-    return full
-
-
-def val_shard(dataset, world: int, rank: int):
-    """Rank ``rank``'s part of the val set under DDP: every ``world``-th image from ``rank`` (each image exactly once
-    over all processes, no padding -- unlike ``DistributedSampler`` -- so summed counts are exact)."""
-    return dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-
-
-def check_finite_weights(state: dict, epoch: int) -> None:
-    """Raise `NonFiniteError` when the weights (``state['model']`` / ``state['model_ema']``) hold a NaN or an
-    infinity after epoch index ``epoch``: such a model is never saved."""
-    for key in ("model", "model_ema"):
-        bad = non_finite_tensors(state.get(key) or {})
-        if bad:
-            raise NonFiniteError(f"the {'EMA ' if key == 'model_ema' else ''}weights became non-finite in epoch "
-                                 f"{epoch + 1} ({len(bad)} tensors, e.g. {bad[0]!r})")
-
-
-def diverged(err: NonFiniteError, epoch: int, out_dir, lr: float) -> NonFiniteError:
-    """The error a diverged training ends with: the epoch (1-based) and what became non-finite, the last good
-    checkpoint (kept: nothing non-finite is ever saved), and the fix."""
-    last = Path(out_dir) / "last.pth" if out_dir is not None else None
-    if last is not None and last.is_file():
-        kept = f"the last good checkpoint, {last} (epoch {read_checkpoint(last)['epoch']}), is kept"
-    else:
-        kept = "no checkpoint was saved"
-    return NonFiniteError(f"training diverged at epoch {epoch}: {err}; {kept}. Lower the learning rate (it was "
-                          f"{lr:.3g} at the last step) or check the data, and train "
-                          "into a new --out")
-
-
-def with_sync_bn(model: torch.nn.Module, sync_bn: bool, world: int, device) -> torch.nn.Module:
-    """``model`` with every BatchNorm turned into ``torch.nn.SyncBatchNorm`` (batch statistics over the global batch
-    of all ``world`` processes) when ``sync_bn`` and ``world`` > 1; else ``model`` unchanged. The parameters stay the
-    same objects (an optimizer built before keeps working). Raises ``ValueError`` for ``sync_bn`` on a CPU device:
-    torch's SyncBatchNorm runs on GPUs only."""
-    if not sync_bn or world == 1:
-        return model
-    if torch.device(device).type != "cuda":
-        raise ValueError("--sync-bn: torch's SyncBatchNorm runs on GPUs only; use --device cuda, or drop --sync-bn "
-                         "(each process then normalizes with the statistics of its own part of the batch)")
-    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            "predictions": gather_shards(torch.cat(predictions)), "targets": gather_shards(torch.cat(labels))}
 
 
 def to_device(images: torch.Tensor, device) -> torch.Tensor:
@@ -281,8 +267,8 @@ def deploy_form(model: torch.nn.Module) -> torch.nn.Module:
     """The deploy (fused) copy of ``model`` used for evaluation: ``gv3lite.reparameterize`` of it in eval mode.
 
     Fusion is exact, so its outputs equal the train form's in ``eval()`` mode up to float rounding, and it runs
-    ~2.5x faster (``benchmarks/throughput.py``, case ``eval_deploy_vs_train``). ``model`` itself is unchanged and
-    keeps its train/eval mode."""
+    ~2.2x faster (2.22x measured by ``benchmarks/throughput.py``, case ``eval_deploy_vs_train``). ``model`` itself
+    is unchanged and keeps its train/eval mode."""
     training = model.training
     model.eval()
     try:
@@ -292,97 +278,14 @@ def deploy_form(model: torch.nn.Module) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------- fit
-def fit(model, datasets, optimizer, make_scheduler, settings: LoopSettings, kd=None, ema=None, mixup=None,
-        device="cpu", out_dir=None, resume: bool = False, config: dict | None = None, max_epochs: int | None = None,
-        quiet: bool = False, sync_bn: bool = False, compile_model: bool = False) -> pd.DataFrame:
-    """Train ``model`` (already on ``device``) on ``datasets`` = (train, val) and return the per-epoch history.
-
-    Columns: ``epoch`` (1-based), ``train_loss``, ``train_kd`` (mean KD term, NaN without ``kd``), ``val_loss``,
-    ``val_top1``, ``val_top5`` (%), ``ema_top1`` (% or NaN), ``lr`` (last step), ``seconds`` (epoch wall time incl.
-    evaluation); val columns are NaN on epochs that ``settings.eval_every`` skips (the last is always evaluated).
-    ``make_scheduler(steps_per_epoch)`` builds the per-step schedule (`scheduler_step`). ``out_dir`` (None: write
-    nothing) receives ``recipe.yaml``, ``run_info.json``, ``metrics.csv``, ``last.pth`` (each epoch), ``best.pth`` (best
-    val top-1 of the EMA if ``ema`` else of the model) and ``predictions.csv`` (every val image at the last evaluation:
-    ``val_index``, ``target``, ``pred_raw``, ``correct_raw``, ``pred_ema``, ``correct_ema``). ``config`` (a plain
-    dict, e.g. the recipe) is stored as ``recipe`` and must match on ``resume=True`` (continue from ``last.pth``).
-    ``max_epochs`` stops early (the schedule follows ``settings.epochs``). Under ``torchrun``: DDP (`setup_distributed`
-    first; rank 0 writes; whole-val metrics on every rank; ``sync_bn``: `with_sync_bn`). ``compile_model``: the
-    training steps run through ``torch.compile(model)`` (the same weights; evaluation, EMA and checkpoints use
-    ``model`` itself; ``run_info.json`` records ``compiled``). Compiled kernels may round differently from eager ones,
-    so a compiled run is not bitwise equal to an eager one. It pays off on GPUs; on a 2-core CPU the first step
-    compiles for ~6 min and the train step is only ~1.1x faster afterwards (``benchmarks/throughput.py --compile``).
-    Raises `NonFiniteError`.
-    """
-    check_resumable(out_dir, resume)
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    (train_ds, val_ds), out_dir, device = datasets, Path(out_dir) if out_dir is not None else None, torch.device(device)
-    train_loader, val_loader, sampler, generator = _loaders(train_ds, val_ds, settings, world, rank, device)
-    model = model.to(memory_format=torch.channels_last)
-    scheduler = make_scheduler(len(train_loader))
-    history, start_epoch, best = [], 0, -1.0
-    if resume:
-        history, start_epoch, best = _load_state(out_dir / "last.pth", config, model, optimizer, scheduler, ema)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(with_sync_bn(model, sync_bn, world, device),
-                                                          device_ids=[device] if device.type == "cuda" else None)
-    step_model = torch.compile(model) if compile_model else model
-    writer = out_dir is not None and rank == 0
-    if writer:
-        _write_run_info(out_dir, config, device, world, train_ds, val_ds, compile_model)
-    last_epoch = min(settings.epochs, max_epochs or settings.epochs)
-    for epoch in range(start_epoch, last_epoch):
-        t0 = time.perf_counter()
-        seed_everything(_epoch_seed(settings.seed, epoch, rank), deterministic=False)
-        generator.manual_seed(_epoch_seed(settings.seed, epoch))
-        if sampler is not None:
-            sampler.set_epoch(_epoch_seed(settings.seed, epoch))
-        evaluated = (epoch + 1) % settings.eval_every == 0 or epoch + 1 == last_epoch
-        try:
-            stats = train_one_epoch(step_model, train_loader, optimizer, scheduler, device, epoch=epoch,
-                                    start_step=epoch * len(train_loader), label_smoothing=settings.label_smoothing,
-                                    ema=ema, mixup=mixup, kd=kd, quiet=quiet)
-            val, val_ema = _evaluate_epoch(model, ema, val_loader, device) if evaluated else (_NO_VAL, None)
-        except NonFiniteError as err:
-            raise diverged(err, epoch + 1, out_dir if writer else None, optimizer.param_groups[0]["lr"]) from err
-        ema_top1 = val_ema["top1"] if val_ema is not None else float("nan")
-        if writer and evaluated:
-            _save_predictions(out_dir / "predictions.csv", val, val_ema)
-        history.append({"epoch": epoch + 1, "train_loss": stats["train_loss"], "train_kd": stats["train_kd"],
-                        "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                        "ema_top1": ema_top1, "lr": stats["lr"], "seconds": time.perf_counter() - t0})
-        if not quiet and rank == 0:
-            _print_epoch(history[-1], settings.epochs, ema is not None)
-        score = ema_top1 if ema is not None else val["top1"]
-        if writer:
-            state = _checkpoint_state(model, ema, optimizer, scheduler, config, train_ds, history, max(best, score))
-            _save_epoch(out_dir, state, history, is_best=score > best)
-        best = max(best, score)
-    return pd.DataFrame(history)
-
-
-_VAL = ("loss", "top1", "top5")
-_NO_VAL = dict.fromkeys(_VAL, float("nan"))  # an epoch that `LoopSettings.eval_every` skips
-
-
-def _evaluate_epoch(model, ema, val_loader, device) -> tuple[dict, dict | None]:
-    """`evaluate` of the model's and the EMA's deploy forms (`deploy_form`): (val, val of the EMA or None)."""
-    val = evaluate(deploy_form(unwrap_model(model)), val_loader, device)
-    return val, evaluate(deploy_form(ema.module), val_loader, device) if ema is not None else None
-
-
-def _checkpoint_state(model, ema, optimizer, scheduler, config, train_ds, history, best_top1) -> dict:
-    """What ``last.pth`` / ``best.pth`` hold after an epoch: weights (and EMA), optimizer, schedule, the config, the
-    class list and the history so far (``epoch`` = epochs done), so that `_load_state` resumes exactly."""
-    return {"model": unwrap_model(model).state_dict(), "model_ema": ema.module.state_dict() if ema else None,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": len(history),
-            "recipe": config, "num_classes": _num_classes(train_ds), "classes": train_ds.classes,
-            "history": history, "best_top1": best_top1}
-
-
-def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int, device):
-    """(train loader, val loader, DistributedSampler or None, the train loader's shuffling generator). Cached
-    datasets get the batched path on ``device`` (``gv3lite.data.build_loader``); on CUDA an uncached train set
-    without workers is decoded batch by batch on the GPU (``gv3lite.data.BatchedTrainLoader.decode``)."""
+def build_loaders(datasets, settings: LoopSettings, device) -> Loaders:
+    """The `Loaders` of ``datasets`` = (train, val) for this process. Cached datasets get the batched path on
+    ``device`` (``gv3lite.data.build_loader``); on CUDA an uncached train set without workers is decoded batch by
+    batch on the GPU (``gv3lite.data.BatchedTrainLoader.decode``); under DDP the train set goes through a
+    ``DistributedSampler`` and the val set is sharded. Raises ``ValueError`` when ``batch_size`` does not divide
+    over the processes or gives no full batch."""
+    (train_ds, val_ds), device = datasets, torch.device(device)
+    world, rank = world_and_rank()
     if settings.batch_size % world:
         raise ValueError(f"batch_size {settings.batch_size} is not divisible by the {world} processes")
     sampler = None
@@ -393,71 +296,76 @@ def _loaders(train_ds, val_ds, settings: LoopSettings, world: int, rank: int, de
     generator = torch.Generator().manual_seed(settings.seed)
     decode_on_device = (device.type == "cuda" and isinstance(train_ds, ImageFolderDataset) and train_ds.cache is None
                         and sampler is None and settings.num_workers == 0)
-    train_loader = build_loader(train_ds, settings.batch_size // world, train=True, generator=generator,
-                                sampler=sampler, num_workers=settings.num_workers, device=device,
-                                batched=True if decode_on_device else None)
-    val_loader = build_loader(val_shard(val_ds, world, rank), max(settings.batch_size, 128), train=False,
-                              num_workers=settings.num_workers, device=device)
-    if len(train_loader) == 0:
+    train = build_loader(train_ds, settings.batch_size // world, train=True, generator=generator, sampler=sampler,
+                         num_workers=settings.num_workers, device=device, batched=True if decode_on_device else None)
+    val = build_loader(val_shard(val_ds, world, rank), max(settings.batch_size, 128), train=False,
+                       num_workers=settings.num_workers, device=device)
+    if len(train) == 0:
         raise ValueError(f"{len(train_ds)} train images give no full batch of {settings.batch_size}; "
                          "lower batch_size or use more images")
-    return train_loader, val_loader, sampler, generator
+    return Loaders(train, val, sampler, generator, (train_ds, val_ds))
 
 
-def _num_classes(dataset) -> int:
-    return len(dataset.classes)
+def fit(objects: TrainObjects, loaders: Loaders, settings: LoopSettings, callbacks=(), device="cpu") -> pd.DataFrame:
+    """Train ``objects.model`` (already on ``device``) and return the per-epoch history.
+
+    Columns: ``epoch`` (1-based), ``train_loss``, ``train_kd`` (mean KD term, NaN without a teacher), ``val_loss``,
+    ``val_top1``, ``val_top5`` (%), ``ema_top1`` (% or NaN), ``lr`` (last step), ``seconds`` (epoch wall time incl.
+    evaluation); val columns are NaN on epochs that ``settings.eval_every`` skips (the last is always evaluated).
+    ``loaders``: `build_loaders`. ``callbacks``: `Callback` objects, called in order (``gv3lite.callbacks``: run
+    directory, checkpoints and resume, predictions, the divergence guard, progress). ``settings.max_epochs`` stops
+    early (the schedule follows ``settings.epochs``). Under ``torchrun``: DDP (``gv3lite.distributed``; whole-val
+    metrics on every rank). ``settings.compile_model``: the training steps run through ``torch.compile(model)`` (the
+    same weights; evaluation, EMA and checkpoints use the model itself). Compiled kernels may round differently from
+    eager ones, so a compiled run is not bitwise equal to an eager one. It pays off on GPUs; on a 2-core CPU the first
+    step compiles for ~6 min and the train step is only ~1.1x faster afterwards (``benchmarks/throughput.py
+    --compile``). Raises `NonFiniteError` (or what a callback's ``on_diverged`` returns).
+    """
+    device = torch.device(device)
+    world, rank = world_and_rank()
+    objects.model = objects.model.to(memory_format=torch.channels_last)
+    state = FitState(objects, loaders, settings, device, world, rank,
+                     last_epoch=min(settings.epochs, settings.max_epochs or settings.epochs))
+    _call(callbacks, "on_fit_start", state)
+    model = wrap_ddp(objects.model, settings.sync_bn, world, device)
+    stepping = dataclasses.replace(objects, model=torch.compile(model) if settings.compile_model else model)
+    for epoch in range(state.start_epoch, state.last_epoch):
+        state.epoch = epoch
+        try:
+            result = _run_epoch(state, stepping, callbacks)
+            _call(callbacks, "on_epoch_end", state, result)
+        except NonFiniteError as err:
+            replacement = next((r for r in (c.on_diverged(state, err) for c in callbacks) if r is not None), err)
+            if replacement is err:
+                raise
+            raise replacement from err
+        state.best = max(state.best, result.score)
+    return pd.DataFrame(state.history)
 
 
-def _load_state(path: Path, config, model, optimizer, scheduler, ema) -> tuple[list, int, float]:
-    """Load ``last.pth`` into the built objects; return (history, epochs done, best score). Raises ``ValueError``
-    naming the file for a file that is not a training checkpoint (e.g. a tensor), another config, or state that does
-    not fit (e.g. another width): ``gv3lite.checkpoint.read_training_checkpoint`` / ``restore_training_state``."""
-    ckpt = read_training_checkpoint(path)
-    if ckpt.get("recipe") != config:
-        raise ValueError(f"{path} was written by a different recipe; resume with the same one "
-                         f"(see {path.parent}/recipe.yaml) or use a new --out")
-    return restore_training_state(ckpt, path, model, optimizer, scheduler, ema.module if ema is not None else None)
+_VAL = ("loss", "top1", "top5")
+_NO_VAL = dict.fromkeys(_VAL, float("nan"))  # an epoch that `LoopSettings.eval_every` skips
 
 
-def _write_run_info(out_dir: Path, config, device, world: int, train_ds, val_ds, compiled: bool = False) -> None:
-    """``recipe.yaml`` (``config``, when given) and ``run_info.json`` (environment, data, whether the training steps
-    were compiled) of a run directory."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        (out_dir / "recipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    info = {"git_commit": git_commit(), "torch": torch.__version__, "device": str(device), "world_size": world,
-            "num_classes": _num_classes(train_ds), "classes": train_ds.classes, "train_images": len(train_ds),
-            "val_images": len(val_ds), "data_root": str(getattr(train_ds, "root", None)), "compiled": compiled}
-    (out_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _save_predictions(path: Path, val: dict, val_ema: dict | None) -> None:
-    """``predictions.csv``: per val image its index, true class, and the raw (and EMA) weights' prediction."""
-    table = pd.DataFrame({"val_index": range(len(val["targets"])), "target": val["targets"].numpy(),
-                          "pred_raw": val["predictions"].numpy()})
-    table["correct_raw"] = (table["pred_raw"] == table["target"]).astype(int)
-    if val_ema is not None:
-        table["pred_ema"] = val_ema["predictions"].numpy()
-        table["correct_ema"] = (table["pred_ema"] == table["target"]).astype(int)
+def _run_epoch(state: FitState, stepping: TrainObjects, callbacks) -> EpochResult:
+    """Seed, train and (when due) evaluate epoch ``state.epoch``; append its row to ``state.history``."""
+    t0, epoch, settings, loaders = time.perf_counter(), state.epoch, state.settings, state.loaders
+    seed_everything(_epoch_seed(settings.seed, epoch, state.rank), deterministic=False)
+    loaders.generator.manual_seed(_epoch_seed(settings.seed, epoch))
+    if loaders.sampler is not None:
+        loaders.sampler.set_epoch(_epoch_seed(settings.seed, epoch))
+    evaluated = (epoch + 1) % settings.eval_every == 0 or epoch + 1 == state.last_epoch
+    stats = train_one_epoch(stepping, loaders.train, state.device, epoch=epoch,
+                            start_step=epoch * len(loaders.train), callbacks=callbacks)
+    ema = state.objects.ema
+    if evaluated:
+        val = evaluate(deploy_form(state.objects.model), loaders.val, state.device)
+        val_ema = evaluate(deploy_form(ema.module), loaders.val, state.device) if ema is not None else None
     else:
-        table["pred_ema"] = table["correct_ema"] = pd.NA
-    table.to_csv(path, index=False)
-
-
-def _save_epoch(out_dir: Path, state: dict, history: list, is_best: bool) -> None:
-    """Atomic ``last.pth`` (and ``best.pth``), then ``metrics.csv``; a model with non-finite weights is never saved
-    (`NonFiniteError` via `diverged`: the previous ``last.pth`` stays)."""
-    try:
-        check_finite_weights(state, state["epoch"] - 1)
-    except NonFiniteError as err:
-        raise diverged(err, state["epoch"], out_dir, state["optimizer"]["param_groups"][0]["lr"]) from err
-    save_checkpoint(state, out_dir / "last.pth")
-    if is_best:
-        save_checkpoint(state, out_dir / "best.pth")
-    pd.DataFrame(history).to_csv(out_dir / "metrics.csv", index=False)
-
-
-def _print_epoch(row: dict, epochs: int, has_ema: bool) -> None:
-    tqdm.write(f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.3f}  val top-1 {row['val_top1']:.2f}"
-               f"  top-5 {row['val_top5']:.2f}" + (f"  EMA top-1 {row['ema_top1']:.2f}" if has_ema else "")
-               + f"  lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+        val, val_ema = _NO_VAL, None
+    ema_top1 = val_ema["top1"] if val_ema is not None else float("nan")
+    row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "train_kd": stats["train_kd"],
+           "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"], "ema_top1": ema_top1,
+           "lr": stats["lr"], "seconds": time.perf_counter() - t0}
+    state.history.append(row)
+    return EpochResult(row, val, val_ema, evaluated, ema_top1 if ema is not None else val["top1"])

@@ -69,7 +69,7 @@ def test_sync_bn_converts_on_gpus_and_is_refused_on_cpu():
     import torch
 
     from gv3lite import create_model
-    from gv3lite.train import with_sync_bn
+    from gv3lite.distributed import with_sync_bn
     model = create_model("ghostnetv3_050", num_classes=2)
     assert with_sync_bn(model, False, 2, "cpu") is model and with_sync_bn(model, True, 1, "cpu") is model
     with pytest.raises(ValueError, match="SyncBatchNorm runs on GPUs only; use --device cuda, or drop --sync-bn"):

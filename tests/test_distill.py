@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gv3lite.distill import (CachedKD, TeacherLabelMaps, build_label_maps, kd_kl_loss, mix_teacher_logits,
-                             label_maps_cache_file, soft_target_cross_entropy, training_loss)
+from gv3lite.distill import Objective, kd_kl_loss, mix_teacher_logits, soft_target_cross_entropy, training_loss
+from gv3lite.teacher_outputs import CachedKD, TeacherLabelMaps, build_label_maps, label_maps_cache_file
 from gv3lite.teacher import FrozenTeacher
 
 S = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])  # student logits (B=2, K=3)
@@ -172,14 +172,15 @@ def test_roi_pool_whole_box_and_cell_aligned_box_are_exact():
 
 def test_cached_kd_protocol():
     maps = torch.randn(5, 3, 7, 7).half()
-    kd = CachedKD(TeacherLabelMaps(maps, ["a", "b", "c"], "t", 224), alpha=0.25, temperature=2.0)
+    kd = CachedKD(TeacherLabelMaps(maps, ["a", "b", "c"], "t", 224))
+    objective = Objective(alpha=0.25, temperature=2.0)
     student = torch.randn(2, 3)
     info = {"index": torch.tensor([4, 1]), "box": torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2),
             "flip": torch.tensor([True, False])}
     teacher = kd.teacher_logits(None, info)
     torch.testing.assert_close(teacher, maps[[4, 1]].float().mean(dim=(2, 3)), rtol=0, atol=1e-6)
     targets = torch.tensor([0, 2])
-    parts = training_loss(student, targets, teacher, alpha=kd.alpha, temperature=kd.temperature, kd_loss=kd.kd_loss)
+    parts = objective(student, targets, teacher)
     expected_kd = kd_kl_loss(student, maps[[4, 1]].float().mean(dim=(2, 3)), 2.0)
     torch.testing.assert_close(parts.kd, expected_kd, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parts.loss, 0.75 * F.cross_entropy(student, targets) + 0.25 * expected_kd,

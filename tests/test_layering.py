@@ -15,7 +15,9 @@ LAYERS = [
     "utils", "checkpoint", "paper", "stats", "schemas",   # no gv3lite imports
     "layers", "reparam", "ghost", "ghostnetv3",           # the paper's network
     "add_branches", "models", "counting",                 # branches for other models, the registry, counting
-    "data", "teacher", "distill", "recipe", "train",      # data, teacher, KD + objective, recipe, the loop
+    "data", "distributed",                                # data, DDP helpers
+    "teacher", "teacher_outputs", "distill",              # teachers, their outputs for crops, the objective
+    "recipe", "train", "callbacks",                       # recipe, the loop, what happens around it
     "figures", "show",                                    # figures and notebook display helpers
     "launch",                                             # scale-out: run locks, GPUs per worker, submitit
     "experiment", "export", "ablation", "cli",            # composition root, deployment, ablation engine, CLI

@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 import gv3lite.train as train
+from gv3lite.callbacks import DivergenceGuard
 from gv3lite.checkpoint import non_finite_tensors, read_checkpoint
+from gv3lite.distill import Objective
 from gv3lite.cli import main
 
 TINY = ["--set", "img_size=40", "--batch-size", "8", "--set", "sched=cosine", "--set", "warmup_epochs=0",
@@ -31,11 +33,11 @@ def test_divergence_after_a_good_epoch_keeps_the_last_good_checkpoint(tmp_path, 
     root, out = make_image_root(per_class=8, size=(40, 40)), tmp_path / "run"
     real = train.train_one_epoch
 
-    def second_epoch_blows_up(model, *args, epoch=0, **kwargs):
-        stats = real(model, *args, epoch=epoch, **kwargs)
+    def second_epoch_blows_up(objects, *args, epoch=0, **kwargs):
+        stats = real(objects, *args, epoch=epoch, **kwargs)
         if epoch == 1:
             with torch.no_grad():
-                next(model.parameters()).fill_(float("nan"))  # what a too-large step does
+                next(objects.model.parameters()).fill_(float("nan"))  # what a too-large step does
         return stats
     monkeypatch.setattr(train, "train_one_epoch", second_epoch_blows_up)
     assert main(["train", "--out", str(out), "--data", str(root), *TINY, "--epochs", "3"]) == 2
@@ -61,7 +63,8 @@ def test_train_one_epoch_and_evaluate_refuse_nan():
     batches = [(torch.randn(2, 4), torch.tensor([0, 1]))]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    objects = train.TrainObjects(model, opt, sched, Objective())
     with pytest.raises(train.NonFiniteError, match="the training logits and loss became nan at epoch 3, step 5"):
-        train.train_one_epoch(model, batches, opt, sched, "cpu", epoch=2, start_step=4, quiet=True)
+        train.train_one_epoch(objects, batches, "cpu", epoch=2, start_step=4, callbacks=[DivergenceGuard()])
     with pytest.raises(train.NonFiniteError, match="val logits are not finite"):
         train.evaluate(model, batches)

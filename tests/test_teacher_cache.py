@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gv3lite.distill import build_label_maps, label_maps_cache_file
+from gv3lite.teacher_outputs import build_label_maps, label_maps_cache_file
 from gv3lite.teacher import FrozenTeacher
 
 CLASSES = ["x", "y", "z"]
@@ -109,7 +109,7 @@ def test_a_second_process_waits_for_the_teacher_pass_instead_of_repeating_it(ima
     import subprocess
     import sys
 
-    from gv3lite.distill import label_maps_key
+    from gv3lite.teacher_outputs import label_maps_key
     t = teacher()
     file = label_maps_cache_file(t, images, CLASSES, 32)
     file.parent.mkdir(parents=True)
@@ -123,7 +123,7 @@ def test_a_second_process_waits_for_the_teacher_pass_instead_of_repeating_it(ima
                              label_maps_key(t, images, CLASSES, 32)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
-        monkeypatch.setattr("gv3lite.distill._teacher_pass", lambda *a: pytest.fail("the teacher ran twice"))
+        monkeypatch.setattr("gv3lite.teacher_outputs._teacher_pass", lambda *a: pytest.fail("the teacher ran twice"))
         maps = build_label_maps(t, images, class_names=CLASSES, image_size=32).maps
     finally:
         proc.wait(timeout=60)

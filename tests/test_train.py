@@ -205,9 +205,8 @@ def test_ema_only_observes_training_and_eval_every_skips_epochs(data_root, tmp_p
 
 
 class RecordingKD:
-    """A stand-in KD object following the protocol in gv3lite.distill: records what the trainer passes and returns
-    uniform teacher logits (zeros), so the KD term is KL(uniform || student)."""
-    alpha, temperature, kd_loss = 0.5, 1.0, "kl"
+    """A stand-in teacher-output supplier (gv3lite.teacher_outputs): records what the trainer passes and returns
+    uniform teacher logits (zeros), so the KD term is KL(uniform || student) at the recipe's temperature."""
 
     def __init__(self):
         self.calls = []
