@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "gv3lite"
 
 LAYERS = [
-    "utils", "checkpoint", "paper", "stats", "schemas",   # no gv3lite imports
+    "utils", "fingerprint", "checkpoint", "paper", "stats", "schemas",   # no gv3lite imports
     "layers", "reparam", "ghost", "ghostnetv3",           # the paper's network
     "add_branches", "models", "counting",                 # branches for other models, the registry, counting
     "data", "distributed",                                # data, DDP helpers
