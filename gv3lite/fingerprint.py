@@ -9,8 +9,9 @@ fingerprint cannot be reproduced by today's ``make main``, so the README has to 
 
 What counts: the network (``layers``, ``reparam``, ``ghost``, ``ghostnetv3``, ``add_branches``, ``models``), the data
 (scanning, subsets, decoding and the uint8 cache, transforms and augmentation, the batched loaders: ``data/``
-but its download), the teacher and the distillation objective (``teacher``, ``distill``), the recipe and its presets
-(``recipe``), the loop (``train``), the composition root (``experiment``) and the seeding
+but its download), the teacher, its cached outputs and the distillation objective (``teacher``, ``teacher_outputs``, ``distill``),
+the recipe and its presets (``recipe``), the loop and what runs around it (``train``, ``callbacks``: checkpoints and
+exact resume; ``distributed``: DDP), the composition root (``experiment``) and the seeding
 (``utils.seed_everything``). What does not: reporting and statistics (``stats``, ``figures``, the study's analysis
 and README), file formats and writers (``checkpoint``, ``schemas``), scale-out (``launch``), the CLI. A budget's sizes
 and a grid's cells need no place here: they are fields of the trained recipe, whose hash is the run id.
@@ -31,8 +32,8 @@ import pandas as pd
 PACKAGE = Path(__file__).resolve().parent
 # glob patterns under gv3lite/, or "file.py::function" for one top-level function of a module
 TRAINING_CODE = ("layers.py", "reparam.py", "ghost.py", "ghostnetv3.py", "add_branches.py", "models.py",
-                 "data/*.py", "teacher.py", "distill.py", "recipe.py", "train.py", "train/*.py", "experiment.py",
-                 "utils.py::seed_everything")
+                 "data/*.py", "teacher.py", "teacher_outputs.py", "distill.py", "recipe.py", "train.py", "train/*.py",
+                 "callbacks.py", "distributed.py", "experiment.py", "utils.py::seed_everything")
 NOT_TRAINING_CODE = ("data/download.py", "data/__init__.py", "train/__init__.py")  # re-exports, the opt-in download
 FINGERPRINT_LENGTH = 12
 UNKNOWN = "unknown"  # runs.csv / result.json of runs trained before fingerprints were recorded
