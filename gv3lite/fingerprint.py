@@ -24,6 +24,7 @@ unparsed text is that of Python 3.11, the project's Python.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -78,9 +79,22 @@ def training_sources(package=PACKAGE, patterns=TRAINING_CODE) -> list[tuple[str,
 
 def code_fingerprint(package=PACKAGE) -> str:
     """A 12-hex-digit SHA-256 of the training code (`TRAINING_CODE`, each piece as `code_text` under its path):
-    the same for two checkouts whose training code differs only in comments and docstrings."""
+    the same for two checkouts whose training code differs only in comments and docstrings. Computed again only
+    when a file of it changed (size or modification time)."""
+    sources = training_sources(package)
+    stats = tuple((name, function, *_stat(Path(package) / name)) for name, function in sources)
+    return _fingerprint(str(package), stats)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(package: str, stats: tuple) -> str:
     digest = hashlib.sha256()
-    for name, function in training_sources(package):
+    for name, function, *_ in stats:
         digest.update(f"## {name}{'::' + function if function else ''}\n".encode())
         digest.update(code_text(Path(package) / name, function).encode("utf-8"))
         digest.update(b"\n")
