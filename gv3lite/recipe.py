@@ -30,6 +30,7 @@ from gv3lite.distill import KD_LOSSES
 from gv3lite.teacher_outputs import KD_MODES
 from gv3lite.models import list_models
 from gv3lite.teacher import list_teachers
+from gv3lite.utils import write_atomic
 
 OPTIMIZERS = ("sgd", "momentum", "adamw", "adam", "lamb", "rmsproptf")  # names timm's create_optimizer_v2 knows
 SCHEDULES = ("cosine", "step", "onecycle")
@@ -227,11 +228,10 @@ class Recipe:
         return Recipe.from_dict({**self.to_dict(), **changes})
 
     def save(self, path) -> Path:
-        """Write the recipe as YAML (``.yaml``/``.yml``) or JSON (``.json``), chosen by the suffix."""
+        """Write the recipe as YAML (``.yaml``/``.yml``) or JSON (``.json``), chosen by the suffix, atomically
+        (``gv3lite.utils.write_atomic``)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_dump(self.to_dict(), path))
-        return path
+        return write_atomic(path, _dump(self.to_dict(), path))
 
     @classmethod
     def load(cls, path) -> "Recipe":
