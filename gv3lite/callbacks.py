@@ -1,8 +1,9 @@
 """What happens around the training loop, as ``gv3lite.train.Callback`` objects that ``fit`` calls.
 
 Owns:
-* `Checkpointer`: the run directory of a training (``recipe.yaml``, ``run_info.json``, atomic ``last.pth`` /
-  ``best.pth`` after every epoch, ``metrics.csv``) and exact resume from ``last.pth`` (`check_resumable`: the one
+* `Checkpointer`: the run directory of a training (``recipe.yaml``, ``run_info.json``, and after every epoch
+  ``metrics.csv``, ``best.pth`` and, last, ``last.pth``; every file atomic: ``gv3lite.utils.write_atomic``) and
+  exact resume from ``last.pth`` (`check_resumable`: the one
   place that checks a resume can start); a model with non-finite weights is never saved (`check_finite_weights`);
 * `PredictionWriter`: ``predictions.csv``, every val image's prediction at the last evaluation;
 * `DivergenceGuard`: a non-finite training loss stops the run at once, and a diverged run ends with one error naming
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from gv3lite.checkpoint import (non_finite_tensors, read_checkpoint, read_training_checkpoint, restore_training_state,
                                 save_checkpoint)
 from gv3lite.train import Callback, EpochResult, FitState, NonFiniteError
-from gv3lite.utils import git_commit
+from gv3lite.utils import git_commit, write_atomic, write_csv
 
 
 def check_resumable(out_dir, resume: bool) -> None:
@@ -80,10 +81,13 @@ class Checkpointer(Callback):
             return
         ckpt = self._state(state, max(state.best, result.score))
         check_finite_weights(ckpt, ckpt["epoch"] - 1)
-        save_checkpoint(ckpt, self.out_dir / "last.pth")
+        # last.pth last: it marks the epoch done. A kill before it (after metrics.csv, best.pth or, from
+        # PredictionWriter, predictions.csv) resumes from the previous epoch and rewrites them the same (resume is
+        # exact); so no resumable run ever lacks a file of an epoch its last.pth counts (issue 26)
+        write_csv(pd.DataFrame(state.history), self.out_dir / "metrics.csv")
         if result.score > state.best:
             save_checkpoint(ckpt, self.out_dir / "best.pth")
-        pd.DataFrame(state.history).to_csv(self.out_dir / "metrics.csv", index=False)
+        save_checkpoint(ckpt, self.out_dir / "last.pth")
 
     def _load(self, state: FitState) -> None:
         """Load ``last.pth`` into the built objects; set the history, the first epoch and the best score."""
@@ -109,13 +113,13 @@ class Checkpointer(Callback):
         steps were compiled)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.config is not None:
-            (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+            write_atomic(self.out_dir / "recipe.yaml", yaml.safe_dump(self.config, sort_keys=False))
         train_ds, val_ds = state.loaders.datasets
         info = {"git_commit": git_commit(), "torch": torch.__version__, "device": str(state.device),
                 "world_size": state.world, "num_classes": len(train_ds.classes), "classes": train_ds.classes,
                 "train_images": len(train_ds), "val_images": len(val_ds),
                 "data_root": str(getattr(train_ds, "root", None)), "compiled": state.settings.compile_model}
-        (self.out_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_atomic(self.out_dir / "run_info.json", json.dumps(info, indent=2) + "\n")
 
 
 class PredictionWriter(Callback):
@@ -138,8 +142,7 @@ class PredictionWriter(Callback):
             table["correct_ema"] = (table["pred_ema"] == table["target"]).astype(int)
         else:
             table["pred_ema"] = table["correct_ema"] = pd.NA
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(self.path, index=False)
+        write_csv(table, self.path)
 
 
 class DivergenceGuard(Callback):

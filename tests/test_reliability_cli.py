@@ -12,7 +12,7 @@ import torch
 from submitit.core.utils import FailedJobError
 
 import gv3lite.cli as cli
-import gv3lite.train as train
+import gv3lite.distributed as distributed
 import gv3lite.utils as utils
 from gv3lite.checkpoint import save_checkpoint
 from gv3lite.cli import build_parser, main, recipe_from_args
@@ -219,9 +219,10 @@ def test_ddp_timeout_is_minutes_from_the_environment_and_reaches_the_process_gro
     monkeypatch.setenv("GV3LITE_DDP_TIMEOUT_MIN", "2")
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(train.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(train.dist, "init_process_group", lambda backend, **kw: seen.update(backend=backend, **kw))
-    train.setup_distributed("cpu")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    distributed.setup_distributed("cpu")
     assert seen == {"backend": "gloo", "timeout": utils.ddp_timeout()} and seen["timeout"].total_seconds() == 120
 
 
