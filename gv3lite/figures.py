@@ -25,6 +25,7 @@ from gv3lite import paper as paper_mod
 from gv3lite.stats import DELTA
 from gv3lite.utils import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
+from gv3lite.utils import figure_bytes, write_atomic
 
 FOOTER_FONTSIZE = 6.5
 
@@ -51,7 +52,8 @@ def savefig(fig, name: str, *, budget: str | None = None, command: str | None = 
 
     ``name``: a file stem of letters, digits, ``_``, ``-``, ``.`` (no folders, no suffix). ``budget`` defaults to
     ``GV3LITE_BUDGET`` (``smoke`` when unset); ``command`` defaults to the running command line (``"notebook"``
-    inside Jupyter); ``folder`` (created if missing) replaces ``figures_dir(budget)``. Returns the written path. Raises ``ValueError`` for a bad ``name``.
+    inside Jupyter); ``folder`` (created if missing) replaces ``figures_dir(budget)``. Written atomically
+    (``gv3lite.utils.write_atomic``). Returns the written path. Raises ``ValueError`` for a bad ``name``.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or "") or name.endswith(".png"):
         raise ValueError(f"figure name {name!r}: use a plain file stem such as 'kd_grid' (no folder, no .png)")
@@ -62,8 +64,7 @@ def savefig(fig, name: str, *, budget: str | None = None, command: str | None = 
     if folder is not None:
         Path(folder).mkdir(parents=True, exist_ok=True)
     path = (Path(folder) if folder is not None else figures_dir(budget)) / f"{name}.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return write_atomic(path, figure_bytes(fig, dpi=120, bbox_inches="tight"))  # never a half-written PNG
 
 
 def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, paper_cells: dict | None = None):
