@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import gv3lite
 from gv3lite.ablation import plan
 from gv3lite.data import resolve_data_root
-from gv3lite.experiment import build_model
+from gv3lite.models import build_model
 from gv3lite.utils import git_commit
 
 IMAGENETTE = (9469, 3925)  # train / val images when no data root is found

@@ -29,7 +29,8 @@ from gv3lite.distill import Objective
 from gv3lite.teacher_outputs import CachedKD, OnlineKD, build_label_maps, dataset_classes
 from gv3lite.recipe import Recipe
 from gv3lite.teacher import create_teacher
-from gv3lite.experiment import build_model, build_optimizer, build_scheduler
+from gv3lite.experiment import build_optimizer, build_scheduler
+from gv3lite.models import build_model
 from gv3lite.train import TrainObjects, train_one_epoch
 from gv3lite.utils import git_commit
 

@@ -5,8 +5,10 @@ Owns: ``read_checkpoint``, ``save_checkpoint`` (atomic; stale temporary files of
 ``read_training_checkpoint`` / ``restore_training_state`` (resume).
 
 Accepted layouts (all load strictly into the matching ``create_model(...)``):
-* the official GhostNetV3 release (``ghostnetv3-1.0.pth.tar``): a dict with ``state_dict`` and ``state_dict_ema``,
-  official key names (``...primary_rpr_conv.0.bn.weight`` where timm and we say ``.bn1.``; renamed here);
+* the official GhostNetV3 release (``ghostnetv3-1.0.pth.tar``): a dict with ``state_dict`` and ``state_dict_ema``;
+  its key names are the architecture's business: a model may rename keys before loading (``checkpoint_filter``;
+  ``GhostNetV3`` renames the official ``...primary_rpr_conv.0.bn.weight`` to ``.bn1.``) and name the fix of a load
+  error (``checkpoint_hint``; ``GhostNetV3``: a train/deploy form mix-up); this module knows no architecture;
 * timm training checkpoints (same two keys) and timm/our bare state_dicts;
 * models saved from ``DataParallel``/``DistributedDataParallel`` (``module.`` prefix) or ``torch.compile``
   (``_orig_mod.`` prefix), prefixes stripped;
@@ -15,10 +17,9 @@ thop's ``total_ops`` / ``total_params`` buffers are dropped.
 
 EMA choice: with ``use_ema=True`` (default) the EMA weights (``state_dict_ema`` / ``model_ema``) are taken when
 present, because the paper's numbers are those of the EMA model (for the 1.0x release, PaddleClas PR #3413 measured
-77.13% top-1 for ``state_dict_ema`` -- the paper's 77.1 -- and 76.93% for ``state_dict``; the official key layout is
-that of huawei-noah/Efficient-AI-Backbones ``ghostnetv3_pytorch/ghostnetv3.py``, class ``GhostModule``, renamed as
-timm 1.0.31 ``timm/models/ghostnet.py`` ``checkpoint_filter_fn``, line 873). ``use_ema=False`` takes the raw weights. Nothing is loaded partially: a checkpoint for another width, number
-of classes, branch setting or form (train vs deploy) raises ``ValueError`` naming the first mismatching key.
+77.13% top-1 for ``state_dict_ema`` -- the paper's 77.1 -- and 76.93% for ``state_dict``). ``use_ema=False`` takes
+the raw weights. Nothing is loaded partially: a checkpoint for another width, number of classes, branch setting or
+form (train vs deploy) raises ``ValueError`` naming the first mismatching key.
 """
 import io
 import os
@@ -36,8 +37,6 @@ EMA_KEYS = ("state_dict_ema", "model_ema")
 RAW_KEYS = ("state_dict", "model")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 _THOP_SUFFIXES = ("total_ops", "total_params")
-# official `<x>_rpr_conv.N.bn.*` / `<x>_rpr_scale.bn.*` -> timm's and our `.bn1.`
-_OFFICIAL_BN = re.compile(r"(_rpr_conv\.\d+|_rpr_scale)\.bn\.")
 
 
 def read_checkpoint(path):
@@ -113,8 +112,8 @@ def extract_state_dict(checkpoint, use_ema=True):
 
 
 def clean_state_dict(state_dict):
-    """Normalise key names: strip ``module.``/``_orig_mod.`` prefixes, rename official ``.bn.`` to ``.bn1.`` inside
-    the re-parameterization branches, drop thop ``total_ops``/``total_params`` buffers. Returns a new dict.
+    """Normalise key names: strip ``module.``/``_orig_mod.`` prefixes, drop thop ``total_ops``/``total_params``
+    buffers. Returns a new dict. (Renaming an architecture's keys is the model's `checkpoint_filter`.)
 
     Raises:
         ValueError: a value is not a tensor.
@@ -128,30 +127,14 @@ def clean_state_dict(state_dict):
         for prefix in _STRIP_PREFIXES:
             while key.startswith(prefix):
                 key = key[len(prefix):]
-        cleaned[_OFFICIAL_BN.sub(r"\1.bn1.", key)] = value
+        cleaned[key] = value
     return cleaned
-
-
-def _form(keys):
-    """'train' if the keys hold re-parameterization branches, 'deploy' if fused Ghost convs, else None."""
-    if any("_rpr_conv." in k for k in keys):
-        return "train"
-    if any(".primary_conv.0." in k or ".cheap_operation.0." in k for k in keys):
-        return "deploy"
-    return None
 
 
 def _check_fits(model, state_dict, strict):
     """Raise ValueError naming the first key that does not fit ``model`` (shape always; names if ``strict``)."""
     expected = model.state_dict()
-    ckpt_form, model_form = _form(state_dict), _form(expected)
-    hint = ""
-    if ckpt_form == "deploy" and model_form == "train":
-        hint = (" The checkpoint is in deploy (fused) form but the model is in train form: build the model with "
-                "deploy=True, e.g. create_model(name, deploy=True).")
-    elif ckpt_form == "train" and model_form == "deploy":
-        hint = (" The checkpoint is in train form but the model is fused: load it into a train-form model "
-                "(deploy=False) and then call gv3lite.reparameterize(model).")
+    hint = model.checkpoint_hint(state_dict) if hasattr(model, "checkpoint_hint") else ""
     for key, value in state_dict.items():
         if key in expected and value.shape != expected[key].shape:
             raise ValueError(f"checkpoint does not fit the model: {key!r} has shape {tuple(value.shape)} in the "
@@ -186,6 +169,8 @@ def load_checkpoint(model, path_or_dict, use_ema=True, strict=True):
     checkpoint = read_checkpoint(path_or_dict) if isinstance(path_or_dict, (str, os.PathLike)) else path_or_dict
     state_dict, source = extract_state_dict(checkpoint, use_ema)
     state_dict = clean_state_dict(state_dict)
+    if hasattr(model, "checkpoint_filter"):  # the architecture's own key renames (GhostNetV3: the official release)
+        state_dict = model.checkpoint_filter(state_dict)
     missing, unexpected = _check_fits(model, state_dict, strict)
     model.load_state_dict(state_dict, strict=strict)
     if missing or unexpected:

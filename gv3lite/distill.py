@@ -144,12 +144,17 @@ class Objective:
         return mix_teacher_logits(teacher_logits, lam, self.temperature)
 
 
+def check_kd_loss(name) -> None:
+    """Raise ``ValueError`` listing the choices when ``name`` is not a ``KD_LOSSES`` name."""
+    if name not in KD_LOSSES:
+        raise ValueError(f"unknown kd_loss {name!r}; choose one of {sorted(KD_LOSSES)}")
+
+
 def _check_kd_args(alpha: float, temperature: float, kd_loss: str) -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     _check_temperature(temperature)
-    if kd_loss not in KD_LOSSES:
-        raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
+    check_kd_loss(kd_loss)
 
 
 def training_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,

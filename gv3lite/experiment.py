@@ -1,6 +1,7 @@
 """The composition root: a `Recipe` becomes built objects, and `run` trains them with ``gv3lite.train.fit``.
 
-Owns: ``build_model`` (registry model of the recipe), ``recipe_datasets`` (its (train, val) pair), ``build_optimizer``
+Owns: ``check_names`` (the recipe's names, each checked by its registry), ``init_student`` (the recipe's model,
+``gv3lite.models.build_model``, on its own random stream), ``recipe_datasets`` (its (train, val) pair), ``build_optimizer``
 (timm ``create_optimizer_v2``), ``build_scheduler`` (torch ``OneCycleLR`` or timm ``create_scheduler_v2``, built
 once the loader length is known), ``build_objective`` (``gv3lite.distill.Objective`` from the recipe's label
 smoothing and KD fields), ``build_teacher_outputs`` (``gv3lite.teacher_outputs.make_kd`` from the recipe's teacher),
@@ -29,19 +30,30 @@ from timm.utils import ModelEmaV3
 
 from gv3lite.callbacks import run_callbacks
 from gv3lite.data import build_datasets, count_images, list_classes, plan_data_path, resolve_data_root
-from gv3lite.distill import Objective
+from gv3lite.distill import Objective, check_kd_loss
 from gv3lite.distributed import setup_distributed
-from gv3lite.models import create_model_from_config
+from gv3lite.models import build_model, check_model_name
 from gv3lite.recipe import Recipe
-from gv3lite.teacher_outputs import CachedKD, OnlineKD, make_kd
+from gv3lite.teacher import check_teacher
+from gv3lite.teacher_outputs import CachedKD, OnlineKD, check_kd_mode, make_kd
 from gv3lite.train import LoopSettings, TrainObjects, build_loaders, fit
 from gv3lite.utils import seed_everything
 
 
 # ------------------------------------------------------------------------------------------- builders
-def build_model(recipe: Recipe, num_classes: int) -> torch.nn.Module:
-    """The train-form model of the recipe (``model``, branch switches, ``drop_rate``; ``gv3lite.models``)."""
-    return create_model_from_config(recipe.to_dict(), num_classes)
+def check_names(recipe: Recipe) -> None:
+    """Check the recipe's names against the registries that own them: ``model`` (``gv3lite.models``), ``teacher``
+    (``gv3lite.teacher``, when not None), ``kd_mode`` (``gv3lite.teacher_outputs``) and ``kd_loss``
+    (``gv3lite.distill``). Raises ``ValueError`` ``recipe.<field>: <the registry's message>``."""
+    checks = {"model": check_model_name, "teacher": check_teacher, "kd_mode": check_kd_mode, "kd_loss": check_kd_loss}
+    for name, check in checks.items():
+        value = getattr(recipe, name)
+        if value is None and name == "teacher":
+            continue
+        try:
+            check(value)
+        except ValueError as err:
+            raise ValueError(f"recipe.{name}: {err}") from None
 
 
 def init_student(recipe: Recipe, num_classes: int) -> torch.nn.Module:
@@ -147,9 +159,10 @@ def run(recipe: Recipe, data_root=None, out_dir=None, device="cpu", resume: bool
     SyncBatchNorm under torchrun on GPUs (``gv3lite.distributed.with_sync_bn``); ``compile_model``: train steps
     through ``torch.compile`` (see ``gv3lite.train.fit``; not a recipe field: it is meant to change speed, not what
     is learned, though compiled kernels may round differently). Raises ``FileNotFoundError`` (resume without
-    ``last.pth``, before any data is read), ``ValueError`` (``recipe.num_classes`` differs from the data's) and what
-    the builders and ``fit`` raise.
+    ``last.pth``, before any data is read), ``ValueError`` (a name no registry knows, `check_names`;
+    ``recipe.num_classes`` differs from the data's) and what the builders and ``fit`` raise.
     """
+    check_names(recipe)
     callbacks = run_callbacks(out_dir, recipe.to_dict(), resume, quiet)
     device = setup_distributed(device)
     seed_everything(recipe.seed)

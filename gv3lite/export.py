@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from gv3lite.checkpoint import load_checkpoint, non_finite_tensors, read_checkpoint
-from gv3lite.experiment import build_model
+from gv3lite.models import build_model
 from gv3lite.recipe import MIN_IMG_SIZE, Recipe
 from gv3lite.reparam import reparameterize
 from gv3lite.utils import write_atomic

@@ -10,6 +10,8 @@ Names and state_dict keys equal timm 1.0.31's ``ghostnetv3_*`` (train and deploy
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -33,6 +35,11 @@ LAYER_CFG = [
     [(5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1)],
 ]
 STEM_CH, FINAL_CH, HEAD_CH = 16, 960, 1280
+
+# official `<x>_rpr_conv.N.bn.*` / `<x>_rpr_scale.bn.*` -> timm's and our `.bn1.` (huawei-noah/Efficient-AI-Backbones
+# ghostnetv3_pytorch/ghostnetv3.py, class GhostModule; renamed as timm 1.0.31 timm/models/ghostnet.py
+# checkpoint_filter_fn, line 873)
+_OFFICIAL_BN = re.compile(r"(_rpr_conv\.\d+|_rpr_scale)\.bn\.")
 
 # Registered names (timm's) -> width multiplier.
 MODEL_WIDTHS = {"ghostnetv3_050": 0.5, "ghostnetv3_100": 1.0, "ghostnetv3_130": 1.3, "ghostnetv3_160": 1.6}
@@ -106,6 +113,23 @@ class GhostNetV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def checkpoint_filter(self, state_dict: dict) -> dict:
+        """The keys of the official GhostNetV3 release renamed to ours (``...primary_rpr_conv.0.bn.weight`` ->
+        ``.bn1.``); other keys unchanged. ``gv3lite.checkpoint.load_checkpoint`` calls it before loading."""
+        return {_OFFICIAL_BN.sub(r"\1.bn1.", key): value for key, value in state_dict.items()}
+
+    def checkpoint_hint(self, state_dict: dict) -> str:
+        """The fix to add to a load error when ``state_dict`` is in the other form (train vs deploy) than this
+        model, else ``""``. ``gv3lite.checkpoint.load_checkpoint`` calls it when the weights do not fit."""
+        mine, theirs = _form(self.state_dict()), _form(state_dict)
+        if theirs == "deploy" and mine == "train":
+            return (" The checkpoint is in deploy (fused) form but the model is in train form: build the model with "
+                    "deploy=True, e.g. create_model(name, deploy=True).")
+        if theirs == "train" and mine == "deploy":
+            return (" The checkpoint is in train form but the model is fused: load it into a train-form model "
+                    "(deploy=False) and then call gv3lite.reparameterize(model).")
+        return ""
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh ``Linear(1280, num_classes)`` (Identity for 0), e.g. to fine-tune."""
         _check_args(self.width, num_classes, 1, self.drop_rate)
@@ -114,6 +138,15 @@ class GhostNetV3(nn.Module):
 
 
 MIN_INPUT_SIZE = 33  # px: at 32 the last stage is 1x1 and DFC attention's 2x2 pooling has nothing to pool
+
+
+def _form(keys) -> str | None:
+    """'train' if the keys hold re-parameterization branches, 'deploy' if fused Ghost convs, else None."""
+    if any("_rpr_conv." in k for k in keys):
+        return "train"
+    if any(".primary_conv.0." in k or ".cheap_operation.0." in k for k in keys):
+        return "deploy"
+    return None
 
 
 def check_input(x, weight: torch.Tensor, min_size: int = MIN_INPUT_SIZE) -> None:

@@ -2,8 +2,9 @@
 
 Owns: the names and their builders -- the paper's ``ghostnetv3_050/100/130/160`` (``gv3lite.ghostnetv3``), and
 ``mobilenetv2_{050,100}``, ``shufflenetv2_{050,100}`` (torchvision, ``weights=None``) and ``ghostnetv2_{050,100,130,160}``,
-each plain or as ``*_rep`` with GhostNetV3's re-parameterizable branches (``gv3lite.add_branches``) -- and
-``create_model_from_config`` (a model from a recipe's or a checkpoint's model fields).
+each plain or as ``*_rep`` with GhostNetV3's re-parameterizable branches (``gv3lite.add_branches``) --,
+``check_model_name``, ``create_model_from_config`` (a model from a recipe's or a checkpoint's model fields) and
+``build_model`` (the train-form model of a recipe).
 """
 from __future__ import annotations
 
@@ -117,6 +118,12 @@ def list_models() -> list[str]:
     return list(MODEL_WIDTHS) + list(MODEL_BUILDERS)
 
 
+def check_model_name(name) -> None:
+    """Raise ``ValueError`` listing the valid names when ``name`` is not one of `list_models`."""
+    if name not in list_models():
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+
+
 _MODEL_KWARGS = ("in_chans", "drop_rate", "num_conv_branches", "use_scale_branch", "use_identity_branch")
 
 
@@ -136,8 +143,7 @@ def create_model(name: str, num_classes: int = 1000, deploy: bool = False, check
     Raises:
         ValueError: unknown name (lists the valid ones), unknown keyword, or an invalid value.
     """
-    if name not in MODEL_WIDTHS and name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    check_model_name(name)
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
     if unknown:
         raise ValueError(f"unknown keyword argument(s) {unknown} for {name}; accepted: "
@@ -162,4 +168,11 @@ def create_model_from_config(config: Mapping, num_classes: int) -> nn.Module:
     return create_model(config["model"], num_classes=num_classes, **{k: config[k] for k in CONFIG_FIELDS})
 
 
-__all__ = ["MODEL_BUILDERS", "MODEL_WIDTHS", "create_model", "create_model_from_config", "list_models"]
+def build_model(recipe, num_classes: int) -> nn.Module:
+    """The train-form model of a recipe: `create_model_from_config` of ``recipe.to_dict()`` (a
+    ``gv3lite.recipe.Recipe``) or of a mapping with the same fields (``model``, branch switches, ``drop_rate``)."""
+    return create_model_from_config(recipe.to_dict() if hasattr(recipe, "to_dict") else recipe, num_classes)
+
+
+__all__ = ["MODEL_BUILDERS", "MODEL_WIDTHS", "build_model", "check_model_name", "create_model",
+           "create_model_from_config", "list_models"]

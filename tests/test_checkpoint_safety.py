@@ -72,7 +72,8 @@ def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path):
 # ----------------------------------------------------------------------------------- resuming a training run
 def _training_state(name=NAME, num_classes=4):
     from gv3lite.recipe import Recipe
-    from gv3lite.experiment import build_model, build_optimizer, build_scheduler
+    from gv3lite.experiment import build_optimizer, build_scheduler
+    from gv3lite.models import build_model
     recipe = Recipe(model=name, epochs=2, sched="cosine", warmup_epochs=0)
     model = build_model(recipe, num_classes)
     optimizer = build_optimizer(recipe, model)

@@ -135,7 +135,7 @@ def test_ctrl_c_prints_the_exact_command_that_resumes(tmp_path, capsys, monkeypa
 
 def test_eval_refuses_a_diverged_checkpoint(tmp_path, capsys):
     from gv3lite.recipe import Recipe
-    from gv3lite.experiment import build_model
+    from gv3lite.models import build_model
     recipe = Recipe(teacher=None)
     model = build_model(recipe, 4)
     with torch.no_grad():

@@ -16,7 +16,7 @@ import gv3lite.distributed as distributed
 import gv3lite.utils as utils
 from gv3lite.checkpoint import save_checkpoint
 from gv3lite.cli import build_parser, main, recipe_from_args
-from gv3lite.experiment import build_model
+from gv3lite.models import build_model
 from gv3lite.launch import cap_jobs, job_error, submit_runs
 from gv3lite.recipe import Recipe
 from gv3lite.teacher import create_teacher

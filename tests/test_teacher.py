@@ -106,7 +106,7 @@ def test_cached_labels_agree_with_online_teacher_on_random_crops(lite0, label_ma
 
 def test_checkpoint_teacher_loads_and_checks_classes(tmp_path):
     from gv3lite.checkpoint import save_checkpoint
-    from gv3lite.experiment import build_model
+    from gv3lite.models import build_model
     from gv3lite.recipe import Recipe
 
     recipe = Recipe(model="ghostnetv3_050")

@@ -9,9 +9,9 @@ import torch
 from gv3lite import experiment
 from gv3lite.checkpoint import read_checkpoint
 from gv3lite.data import build_datasets
-from gv3lite.experiment import build_optimizer, build_scheduler, run
+from gv3lite.experiment import run
 from gv3lite.recipe import Recipe
-from gv3lite.train import mix_batch, scheduler_step
+from gv3lite.train import mix_batch
 
 from conftest import FOUR_CLASSES
 
@@ -77,8 +77,6 @@ def test_recipe_checks_field_types(changes, field):
     (dict(momentum=1.5), "recipe.momentum=1.5"),
     (dict(weight_decay=-0.1), "recipe.weight_decay=-0.1"),
     (dict(weight_decay=5.0), "recipe.weight_decay=5.0"),
-    (dict(model="resnet50"), "recipe.model='resnet50' is not one of \\['ghostnetv3_050'"),
-    (dict(teacher="lite0"), "recipe.teacher='lite0' is neither a pretrained teacher name"),
     (dict(kd_loss="soft_ce", kd_temperature=4.0), "kd_loss='soft_ce' with kd_temperature=4: .*no T² factor"),
 ])
 def test_recipe_checks_values_names_and_combinations(changes, message):
@@ -107,24 +105,6 @@ def test_recipe_load_names_file_of_malformed_yaml_json(tmp_path, suffix, text, p
     (tmp_path / "dir.yaml").mkdir()
     with pytest.raises(ValueError, match="dir.yaml' is a directory"):
         Recipe.load(tmp_path / "dir.yaml")
-
-
-@pytest.mark.parametrize("sched", ["onecycle", "cosine"])
-def test_schedule_warms_up_peaks_and_decays(sched):
-    recipe = Recipe(epochs=4, warmup_epochs=1, lr=1e-2, warmup_lr=1e-4, min_lr=1e-5, sched=sched)
-    optimizer = build_optimizer(recipe, torch.nn.Linear(2, 2))
-    scheduler = build_scheduler(recipe, optimizer, steps_per_epoch=10)
-    lrs = [optimizer.param_groups[0]["lr"]]
-    for step in range(1, 41):
-        optimizer.step()
-        scheduler_step(scheduler, step)
-        lrs.append(optimizer.param_groups[0]["lr"])
-    peak = lrs.index(max(lrs))
-    assert lrs[0] == pytest.approx(1e-4, rel=1e-3)  # starts at warmup_lr
-    assert peak in (9, 10) and 0.85e-2 <= max(lrs) <= 1e-2  # peaks at the end of the 10 warm-up steps
-    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))  # rises, then never rises again
-    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
-    assert lrs[-1] == pytest.approx(1e-5, rel=0.05, abs=2e-5)  # ends near min_lr
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -287,7 +267,7 @@ def _recorder(monkeypatch):
     weights and its first three training inputs."""
     seen = {"init": None, "batches": []}
     real = experiment.build_model
-    assert real.__module__ == "gv3lite.experiment", "wrap the original build_model, not a wrapper"
+    assert real.__module__ == "gv3lite.models", "wrap the original build_model, not a wrapper"
 
     def build(recipe, num_classes):
         model = real(recipe, num_classes)
