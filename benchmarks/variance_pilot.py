@@ -37,26 +37,41 @@ Wall-clock numbers depend on the machine and its load (time it alone); accuracie
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+import scipy.stats
+import torch
 import yaml
 
-from gv3lite.data import resolve_data_root
-from gv3lite.experiment import recipe_datasets, run
+from gv3lite.checkpoint import read_training_checkpoint
+from gv3lite.data import build_datasets, resolve_data_root
+from gv3lite.experiment import build_model, recipe_datasets, run
+from gv3lite.posthoc import posthoc_top1
 from gv3lite.recipe import preset
 from gv3lite.stats import BlockedModel, seeds_for_half_width
 from gv3lite.utils import git_commit
 
 BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None, img_size=48, epochs=10,
-            batch_size=32, warmup_epochs=1.0, ema_decay=0.99, eval_every=10)
+            batch_size=32, warmup_epochs=1.0, lr=2e-3, ema_decay=0.99, eval_every=10)
 # one-at-a-time changes from the base (issue 11: learning rate, warm-up, resolution, epochs, images)
 DEFAULT_VARY = ["lr=0.002,0.01", "warmup_epochs=3", "img_size=64", "epochs=20", "images_per_class_train=600"]
+# issue 22: regimes of about the quick budget's training cost (images x epochs x px^2 within 3%), each with the EMA
+# decay of the budgets' rule 1 - 10 / optimizer steps (93 steps per epoch at batch 32)
+REGIMES = {
+    "today": {},                                                           # 48 px, 10 epochs: 930 steps
+    "px40_ep14": dict(img_size=40, epochs=14, ema_decay=0.992),            # 1.4x the steps, 0.97x the cost
+    "b16_lr1.4e-3": dict(batch_size=16, lr=1.4e-3, ema_decay=0.995),      # 2x the steps (lr x 1/sqrt 2), same cost
+}
+POSTHOC = ("raw", "ema", "raw_pbn", "ema_pbn", "avg_pbn")  # gv3lite.posthoc.posthoc_top1, each _center and _flip
+KEEP_LAST = 3  # end-of-epoch checkpoints averaged by ``avg_pbn``
 TARGETS = (2.0, 1.25)  # pp: quick and medium half-width targets (issue 11)
 STUDY_CELLS = 7  # cells of GhostNetV3-0.5x in the quick study, over which the study pools its residual variance
 
@@ -74,14 +89,20 @@ def _parse(items: list[str], flag: str) -> list[tuple[str, list]]:
     return out
 
 
-def configurations(sets: list[str], vary: list[str]) -> dict:
-    """name -> (changes from the base, resolved Recipe without the seed). Raises ``ValueError``/``KeyError`` for a
-    malformed item, an unknown field or a bad value (`gv3lite.recipe.Recipe.validate`)."""
+def configurations(sets: list[str], vary: list[str], regimes: list[str] | None = None) -> dict:
+    """name -> (changes from the base, resolved Recipe without the seed): the base and one configuration per
+    ``--vary`` value, or, with ``regimes``, one per named regime of `REGIMES`. Raises ``ValueError``/``KeyError``
+    for a malformed item, an unknown field, regime or a bad value (`gv3lite.recipe.Recipe.validate`)."""
     base = dict(BASE)
     for key, values in _parse(sets, "--set"):
         if len(values) != 1:
             raise ValueError(f"--set {key}: give one value (use --vary for several)")
         base[key] = values[0]
+    if regimes:
+        unknown = [r for r in regimes if r not in REGIMES]
+        if unknown:
+            raise KeyError(f"unknown regime(s) {unknown}; choose from {list(REGIMES)}")
+        return {r: (REGIMES[r], preset("ghostnetv3", **{**base, **REGIMES[r]})) for r in regimes}
     configs = {"base": ({}, preset("ghostnetv3", **base))}
     for key, values in _parse(vary, "--vary"):
         for v in values:
@@ -94,16 +115,50 @@ def _cost(recipe) -> float:
     return (recipe.images_per_class_train or 1000) * recipe.epochs * recipe.img_size ** 2
 
 
-def _train(recipe, data, datasets_cache: dict) -> dict:
-    key = (recipe.img_size, recipe.images_per_class_train, recipe.images_per_class_val, recipe.data_seed)
-    if key not in datasets_cache:
-        datasets_cache.clear()  # keep one decoded dataset in memory
-        datasets_cache[key] = recipe_datasets(recipe, data)
-    t0 = time.perf_counter()
-    history = run(recipe, data, out_dir=None, quiet=True, datasets=datasets_cache[key])
+def _datasets(recipe, data, cache: dict, tuning: bool):
+    key = (recipe.img_size, recipe.images_per_class_train, recipe.images_per_class_val, recipe.data_seed, tuning)
+    if key not in cache:
+        cache.clear()  # keep one decoded dataset in memory
+        cache[key] = (build_datasets(data, recipe.img_size, classes=recipe.classes,
+                                     images_per_class_train=recipe.images_per_class_train,
+                                     images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
+                                     auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
+                                     scale=(recipe.min_crop_scale, 1.0), tuning="only")
+                      if tuning else recipe_datasets(recipe, data))
+    return cache[key]
+
+
+def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuning: bool = False) -> dict:
+    """Train one seed; top-1 (%) of the raw and EMA weights on the evaluation split (the tuning split with
+    ``tuning``, else val) and the training's wall and CPU seconds. With ``run_dir`` the run is trained in pieces
+    that stop after each of the last `KEEP_LAST` epochs (exact resume: the same weights as one piece), keeps those
+    checkpoints and adds the `POSTHOC` evaluations (``gv3lite.posthoc.posthoc_top1``) and their seconds. An
+    interrupted run continues from its ``last.pth``."""
+    datasets = _datasets(recipe, data, datasets_cache, tuning)
+    t0, c0 = time.perf_counter(), time.process_time()
+    if run_dir is None:
+        history = run(recipe, data, out_dir=None, quiet=True, datasets=datasets)
+    else:
+        for stop in range(max(recipe.epochs - KEEP_LAST + 1, 1), recipe.epochs + 1):
+            kept = run_dir / f"epoch{stop}.pth"
+            if kept.is_file():
+                continue
+            done = (run_dir / "last.pth").is_file()
+            run(recipe, data, out_dir=run_dir, resume=done, quiet=True, datasets=datasets, max_epochs=stop)
+            shutil.copyfile(run_dir / "last.pth", kept)
+        history = pd.read_csv(run_dir / "metrics.csv")
     last = history.iloc[-1]
-    return {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1),
-            "train_seconds": time.perf_counter() - t0}
+    result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1),
+              "train_seconds": float(history["seconds"].sum()) if run_dir else time.perf_counter() - t0,
+              "cpu_seconds": time.process_time() - c0}
+    if run_dir is not None:
+        t1 = time.perf_counter()
+        ckpts = [read_training_checkpoint(run_dir / f"epoch{e}.pth")
+                 for e in range(max(recipe.epochs - KEEP_LAST + 1, 1), recipe.epochs + 1)]
+        model = build_model(recipe, len(datasets[0].classes))
+        result.update({f"top1_{k}": v for k, v in posthoc_top1(model, ckpts, datasets[0], datasets[1]).items()})
+        result["posthoc_seconds"] = time.perf_counter() - t1
+    return result
 
 
 def _seeds_needed(sd_diff: float, target: float) -> float:
@@ -157,29 +212,131 @@ def paired_noise(runs: pd.DataFrame) -> dict | None:
     return {"residual_sd": float(math.sqrt(fitted["sigma2"])), "df": int(model.df), "runs": len(part)}
 
 
+def sd_interval(sd: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The chi-square (1 - alpha) interval of a standard deviation ``sd`` from ``n`` normal draws (NaN below 2)."""
+    if n < 2 or not sd == sd:
+        return float("nan"), float("nan")
+    df = n - 1
+    return (math.sqrt(df * sd ** 2 / scipy.stats.chi2.ppf(1 - alpha / 2, df)),
+            math.sqrt(df * sd ** 2 / scipy.stats.chi2.ppf(alpha / 2, df)))
+
+
+def variance_tests(x, ref) -> dict:
+    """Two-sided F-test of var(x) = var(ref) (independent normal samples) and the Brown-Forsythe/Levene test
+    (``scipy.stats.levene``, center='median'): p-values, NaN when a side has fewer than 2 values."""
+    x, ref = pd.Series(x).dropna().to_numpy(float), pd.Series(ref).dropna().to_numpy(float)
+    if len(x) < 2 or len(ref) < 2:
+        return {"p_F": float("nan"), "p_levene": float("nan")}
+    ratio = x.var(ddof=1) / ref.var(ddof=1)
+    cdf = scipy.stats.f.cdf(ratio, len(x) - 1, len(ref) - 1)
+    return {"p_F": float(min(1.0, 2 * min(cdf, 1 - cdf))),
+            "p_levene": float(scipy.stats.levene(x, ref, center="median").pvalue)}
+
+
+def regime_summary(runs: pd.DataFrame, reference: str = "today", reference_reading: str = "ema_center") -> pd.DataFrame:
+    """Per (regime, reading): seeds, mean top-1, SD with its chi-square 95% interval, wall minutes per run (training
+    plus, for the post-hoc readings, the post-hoc seconds of one reading), ``sd_x_sqrt_min`` = SD x sqrt(minutes per
+    run) (the SD of the mean of the seeds one wall-minute buys: lower is better at any budget), the difference of
+    the mean from the reference (regime ``reference``, reading ``reference_reading``: today's study reads the EMA
+    center crop) and `variance_tests` against it. Every top-1 is on the evaluation split the runs were read on."""
+    rows = []
+    ref = runs.loc[runs["config"] == reference, f"top1_{reference_reading}"] if reference in set(runs["config"]) else None
+    for name, part in runs.groupby("config", sort=False):
+        for reading in (f"{w}_{t}" for w in POSTHOC for t in ("center", "flip")):
+            col = f"top1_{reading}"
+            if col not in part or part[col].isna().all():
+                continue
+            values = part[col].dropna()
+            sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            lo, hi = sd_interval(sd, len(values))
+            extra = 0.0 if reading.split("_")[0] in ("raw", "ema") and "pbn" not in reading else \
+                part["posthoc_seconds"].mean() / 3  # three of the post-hoc readings recompute BN statistics
+            minutes = (part["train_seconds"].mean() + extra) / 60
+            row = {"regime": name, "reading": reading, "n": len(values), "top1_mean": values.mean(), "top1_sd": sd,
+                   "sd_lo95": lo, "sd_hi95": hi, "minutes_per_run": minutes,
+                   "cpu_minutes_per_run": part["cpu_seconds"].mean() / 60,
+                   "sd_x_sqrt_min": sd * math.sqrt(minutes)}
+            if ref is not None:
+                row["mean_minus_ref"] = values.mean() - ref.mean()
+                row.update(variance_tests(values, ref))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def choose(summary: pd.DataFrame) -> pd.Series | None:
+    """The row with the lowest ``sd_x_sqrt_min`` among those whose mean top-1 is not lower than the reference's
+    (``mean_minus_ref >= 0``) and that have at least 6 seeds; None when no row qualifies."""
+    ok = summary[(summary.get("mean_minus_ref", pd.Series(dtype=float)) >= 0) & (summary["n"] >= 6)]
+    return None if ok.empty else ok.loc[ok["sd_x_sqrt_min"].idxmin()]
+
+
+def code_fingerprint() -> str:
+    """SHA-256 (16 hex) of the package's and this script's source: what produced the numbers, dirty or not."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for file in sorted([*root.joinpath("gv3lite").rglob("*.py"), Path(__file__).resolve()]):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _markdown(table: pd.DataFrame) -> str:
     cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
-def main(argv=None) -> int:
+def _args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="ImageFolder root (default: GV3LITE_DATA or the repo's data)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change the base recipe")
     parser.add_argument("--vary", action="append", default=None, metavar="KEY=V1,V2",
                         help=f"one configuration per value (default: {' '.join(DEFAULT_VARY)})")
+    parser.add_argument("--regimes", nargs="+", default=None, metavar="NAME",
+                        help=f"compare these regimes instead of --vary (from {', '.join(REGIMES)}), with the "
+                             "post-hoc readings; implies --eval-on tuning unless given")
+    parser.add_argument("--eval-on", choices=("tuning", "val"), default=None,
+                        help="read top-1 on the tuning split (train/ slice, gv3lite.data.tuning_split; training "
+                             "then excludes it) or on val (default: tuning with --regimes, else val)")
+    parser.add_argument("--work", default="runs/variance_pilot", help="run folders of --regimes (resume; ignored)")
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap for this call")
     parser.add_argument("--out", default="results/variance_pilot")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0 or len(args.seeds) < 2:
         parser.error(f"--seeds {args.seeds}: give at least 2 distinct seeds >= 0 (one seed has no spread)")
+    if args.regimes and args.vary:
+        parser.error("give --regimes or --vary, not both")
+    args.eval_on = args.eval_on or ("tuning" if args.regimes else "val")
     try:
-        data = resolve_data_root(args.data)
-        configs = configurations(args.set, DEFAULT_VARY if args.vary is None else args.vary)
+        args.data = resolve_data_root(args.data)
+        args.configs = configurations(args.set, DEFAULT_VARY if args.vary is None else args.vary, args.regimes)
     except (KeyError, ValueError, FileNotFoundError) as err:
         parser.error(str(err).strip('"'))
+    return args
+
+
+def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped: bool) -> pd.DataFrame:
+    """summary.csv / summary.md / meta.json of the runs so far (rewritten after every run)."""
+    summary = (regime_summary(runs) if args.regimes else summarize(runs)) if len(runs) else pd.DataFrame()
+    summary.to_csv(out / "summary.csv", index=False)
+    pick = choose(summary) if args.regimes and len(summary) else None
+    chosen = ("" if pick is None else f"\nChosen (lowest SD x sqrt(min/run), mean not lower, >= 6 seeds): regime "
+              f"`{pick['regime']}`, reading `{pick['reading']}`\n")
+    (out / "summary.md").write_text(
+        "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
+        f"Command: `{command}`  \nCommit: {git_commit()}  \nCode fingerprint: {code_fingerprint()}  \n"
+        f"Top-1 read on: {args.eval_on}  \nWall time of this call: {(time.perf_counter() - t0) / 60:.1f} min\n\n"
+        + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
+    meta = {"command": command, "git_commit": git_commit(), "code_fingerprint": code_fingerprint(),
+            "wall_seconds": time.perf_counter() - t0, "max_minutes": args.max_minutes, "stopped_by_cap": stopped,
+            "seeds": args.seeds, "eval_on": args.eval_on, "configs": {k: v[0] for k, v in args.configs.items()},
+            "base": next(iter(args.configs.values()))[1].to_dict(), "threads": torch.get_num_threads()}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return summary
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,33 +346,29 @@ def main(argv=None) -> int:
     t0, cap = time.perf_counter(), (args.max_minutes * 60 if args.max_minutes is not None else math.inf)
     seconds_per_cost, stopped, datasets = [], False, {}
     for seed in args.seeds:  # round-robin: every configuration gets this seed before the next seed starts
-        for name, (changes, recipe) in configs.items():
+        for name, (changes, recipe) in args.configs.items():
             if (name, seed) in done:
                 continue
             estimate = (sum(seconds_per_cost) / len(seconds_per_cost) * _cost(recipe)) if seconds_per_cost else 0.0
             if time.perf_counter() - t0 + estimate > cap:
                 stopped = True
                 continue
-            result = _train(recipe.replace(seed=seed), data, datasets)
+            run_dir = Path(args.work) / name / f"seed{seed}" if args.regimes else None
+            result = _train(recipe.replace(seed=seed), args.data, datasets, run_dir, args.eval_on == "tuning")
             seconds_per_cost.append(result["train_seconds"] / _cost(recipe))
             row = {"config": name, "changes": json.dumps(changes), "seed": seed, **result,
                    "images_per_class_train": recipe.images_per_class_train, "img_size": recipe.img_size,
-                   "epochs": recipe.epochs, "lr": recipe.lr, "warmup_epochs": recipe.warmup_epochs,
-                   "git_commit": git_commit(), "command": command}
+                   "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr,
+                   "ema_decay": recipe.ema_decay, "warmup_epochs": recipe.warmup_epochs, "eval_on": args.eval_on,
+                   "git_commit": git_commit(), "code_fingerprint": code_fingerprint(), "command": command}
             runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
             runs.to_csv(runs_file, index=False)  # after every run: an interrupted pilot keeps what finished
+            if run_dir is not None:
+                shutil.rmtree(run_dir)  # its checkpoints (~10 MB each) gave the row; a re-run skips it
+            _write(out, runs, args, command, t0, stopped)
             print(f"{name:32s} seed {seed}: EMA top-1 {result['top1_ema']:.2f}%  raw {result['top1_raw']:.2f}%  "
                   f"{result['train_seconds']:.0f} s", flush=True)
-    summary = summarize(runs) if len(runs) else pd.DataFrame()
-    summary.to_csv(out / "summary.csv", index=False)
-    (out / "summary.md").write_text(
-        "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
-        f"Command: `{command}`  \nCommit: {git_commit()}\n\n"
-        + (_markdown(summary) if len(summary) else "no finished runs") + "\n")
-    meta = {"command": command, "git_commit": git_commit(), "wall_seconds": time.perf_counter() - t0,
-            "max_minutes": args.max_minutes, "stopped_by_cap": stopped, "seeds": args.seeds,
-            "configs": {k: v[0] for k, v in configs.items()}, "base": configs["base"][1].to_dict()}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    summary = _write(out, runs, args, command, t0, stopped)
     print(summary.to_string(index=False) if len(summary) else "no finished runs")
     if stopped:
         print(f"stopped by --max-minutes {args.max_minutes:g}: run the same command again to continue")

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from gv3lite.data.cache import DEFAULT_CROP_PCT, read_image, stored_size
 from gv3lite.data.folder import _announce_skipped, _listdir, check_data_root, scan_split
-from gv3lite.data.subsets import balanced_subset
+from gv3lite.data.subsets import TUNING_SPLITS, balanced_subset, check_disjoint, tuning_split
 
 IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # the student input normalization (timm)
 
@@ -53,15 +53,22 @@ class ImageFolderDataset(Dataset):
         return_crop_info: return ``(image, target, info)`` with ``info = {"index", "box", "flip"}``.
         decode_workers: threads that fill the cache (default ``torch.get_num_threads()``); the cached pixels are
             the same for any number. ``ValueError`` below 1.
+        tuning: ``"include"`` (every image), ``"exclude"`` (``train/`` minus the tuning split: what students and
+            teachers train on) or ``"only"`` (the tuning split, `gv3lite.data.subsets.tuning_split`); applied before
+            ``per_class``. ``ValueError`` for another value or a val split.
     """
 
     def __init__(self, root, split: str = "train", img_size: int = 224, train: bool | None = None,
                  classes: Sequence[str] | None = None, per_class: int | None = None, seed: int = 0,
                  cache: bool = True, auto_augment: str = "none", random_erasing: float = 0.0,
                  scale: tuple[float, float] = (0.08, 1.0), crop_pct: float = DEFAULT_CROP_PCT,
-                 return_crop_info: bool = False, progress: bool = False, decode_workers: int | None = None):
+                 return_crop_info: bool = False, progress: bool = False, decode_workers: int | None = None,
+                 tuning: str = "include"):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if tuning not in TUNING_SPLITS or (split == "val" and tuning != "include"):
+            raise ValueError(f"tuning={tuning!r} for split {split!r}: the tuning split is a slice of train/; use "
+                             f"one of {TUNING_SPLITS} with split='train', and 'include' (all images) with split='val'")
         if decode_workers is not None and decode_workers < 1:
             raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
         self.split, self.img_size, self.crop_pct = split, int(img_size), crop_pct
@@ -81,6 +88,9 @@ class ImageFolderDataset(Dataset):
         self.skipped_files = scan_split(split_dir, self.classes)
         _announce_skipped(split_dir, self.skipped_files)
         samples = make_dataset(str(split_dir), self.class_to_idx, extensions=IMG_EXTENSIONS)
+        if tuning != "include":
+            held = set(tuning_split([p for p, _ in samples], [t for _, t in samples]))
+            samples = [s for i, s in enumerate(samples) if (i in held) == (tuning == "only")]
         keep = balanced_subset([t for _, t in samples], per_class, seed,
                                class_names=[f"{split}/{c}" for c in self.classes])
         self.samples = [samples[i] for i in keep]
@@ -159,12 +169,24 @@ def apply_crop_info(original: torch.Tensor, box: torch.Tensor, flip: bool, img_s
 
 def build_datasets(root, img_size: int, classes=None, images_per_class_train=None, images_per_class_val=None,
                    seed: int = 0, cache: bool = True, auto_augment: str = "none", random_erasing: float = 0.0,
-                   scale: tuple[float, float] = (0.08, 1.0), return_crop_info: bool = False, progress: bool = False):
-    """The (train, val) ``ImageFolderDataset`` pair of a data root with the same classes in both."""
+                   scale: tuple[float, float] = (0.08, 1.0), return_crop_info: bool = False, progress: bool = False,
+                   tuning: str = "include"):
+    """The (train, val) ``ImageFolderDataset`` pair of a data root with the same classes in both. ``tuning``:
+    ``"include"`` (train on all of ``train/``), ``"exclude"`` (train on ``train/`` minus the tuning split) or
+    ``"only"`` (val is the tuning split, eval transform; train excludes it): see `tuning_split`. Raises
+    ``ValueError`` when the tuning split overlaps the val images (`check_disjoint`)."""
     root = check_data_root(root)
     train = ImageFolderDataset(root, "train", img_size, classes=classes, per_class=images_per_class_train,
                                seed=seed, cache=cache, auto_augment=auto_augment, random_erasing=random_erasing,
-                               scale=scale, return_crop_info=return_crop_info, progress=progress)
+                               scale=scale, return_crop_info=return_crop_info, progress=progress,
+                               tuning="include" if tuning == "include" else "exclude")
     val = ImageFolderDataset(root, "val", img_size, classes=train.classes, per_class=images_per_class_val,
                              seed=seed, cache=cache, progress=progress)
+    if tuning != "include":
+        tune = ImageFolderDataset(root, "train", img_size, train=False, classes=train.classes, cache=False,
+                                  tuning="only")
+        check_disjoint([p for p, _ in tune.samples], [p for p, _ in val.samples])
+        if tuning == "only":
+            val = ImageFolderDataset(root, "train", img_size, train=False, classes=train.classes, seed=seed,
+                                     per_class=images_per_class_val, cache=cache, progress=progress, tuning="only")
     return train, val

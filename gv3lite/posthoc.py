@@ -1,0 +1,98 @@
+"""Evaluations of trained weights that cost no training: precise BN statistics, flip test-time averaging and
+averaging the weights of the last checkpoints.
+
+Owns: `precise_bn` (recompute every BatchNorm's running mean/variance as a plain average over training batches,
+through ``torch.optim.swa_utils.update_bn``), `average_states` (the mean of several state dicts of one model: the
+weights of the last epochs, as in SWA, Izmailov et al. 2018), `evaluate_tta` (top-1 of a model with and without
+averaging its softmax over the image and its horizontal mirror) and `posthoc_top1` (all of these for one run's
+last checkpoints). ``benchmarks/variance_pilot.py`` uses them to find out which of these lowers the seed-to-seed
+spread of top-1 (issue 22).
+
+Why they can matter at short training: the BN running statistics are an exponential average (momentum 0.1) over
+the last ~10 batches of a network whose weights still move, and the EMA weights get statistics averaged the same
+way; recomputing them for the final weights removes that mismatch (precise BN, Wu & Johnson 2021).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from gv3lite.data import build_loader
+from gv3lite.train import deploy_form
+
+TTA_VARIANTS = ("center", "flip")
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of ``states`` (state dicts of one architecture, e.g. the end-of-epoch weights of the
+    last epochs); integer buffers (BN ``num_batches_tracked``) are taken from the last. Raises ``ValueError`` for
+    no states or states with different keys/shapes."""
+    if not states:
+        raise ValueError("average_states needs at least one state dict")
+    keys = list(states[-1])
+    for s in states:
+        if list(s) != keys or any(s[k].shape != states[-1][k].shape for k in keys):
+            raise ValueError("average_states: the state dicts are not of one architecture (keys or shapes differ)")
+    return {k: (torch.stack([s[k].float() for s in states]).mean(0).to(states[-1][k].dtype)
+                if states[-1][k].is_floating_point() else states[-1][k].clone()) for k in keys}
+
+
+def precise_bn(model: nn.Module, train_dataset, batch_size: int = 64, max_images: int | None = None,
+               seed: int = 0) -> nn.Module:
+    """``model`` (changed in place and returned) with every BatchNorm's running statistics recomputed as the plain
+    average over shuffled training batches (train-time augmentation, ``seed`` fixed; at most ``max_images``,
+    default all): ``torch.optim.swa_utils.update_bn``. Leaves ``model`` in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = build_loader(train_dataset, batch_size, train=True, generator=generator)
+    if max_images is not None:
+        loader = [batch for _, batch in zip(range(max(1, max_images // batch_size)), loader)]
+    update_bn(((batch[0],) for batch in loader), model)
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_tta(model: nn.Module, eval_dataset, batch_size: int = 256) -> dict:
+    """Top-1 (%) of ``model`` over ``eval_dataset`` (an eval-transform ``ImageFolderDataset``) for the center crop
+    (``"center"``) and for the mean softmax of the center crop and its horizontal mirror (``"flip"``). The deploy
+    form is evaluated (`gv3lite.train.deploy_form`: the same function, faster). Raises ``FloatingPointError`` when
+    the logits are not finite."""
+    model = deploy_form(model).eval()
+    correct = dict.fromkeys(TTA_VARIANTS, 0)
+    n = 0
+    for images, targets in build_loader(eval_dataset, batch_size, train=False):
+        p = model(images).float()
+        q = model(torch.flip(images, dims=[3])).float()
+        if not bool(torch.isfinite(p).all() and torch.isfinite(q).all()):
+            raise FloatingPointError("the model's logits are not finite (NaN/inf); it diverged")
+        correct["center"] += int((p.argmax(1) == targets).sum())
+        correct["flip"] += int(((p.softmax(1) + q.softmax(1)).argmax(1) == targets).sum())
+        n += len(targets)
+    return {k: 100.0 * v / n for k, v in correct.items()}
+
+
+def posthoc_top1(model: nn.Module, checkpoints: list[dict], train_dataset, eval_dataset,
+                 bn_images: int | None = None) -> dict:
+    """Top-1 (%) on ``eval_dataset`` of one run's weights, each with and without flip averaging.
+
+    ``model``: the run's architecture (train form); ``checkpoints``: its last end-of-epoch training checkpoints
+    (``gv3lite.train.fit``'s ``last.pth`` after each of the last epochs, oldest first; keys ``model`` and
+    ``model_ema``). Keys of the result, ``<weights>_<center|flip>``: ``raw`` (final weights), ``ema`` (EMA
+    weights), ``raw_pbn`` / ``ema_pbn`` (the same with `precise_bn` statistics from ``train_dataset``), ``avg_pbn``
+    (mean of the raw weights of all ``checkpoints``, `average_states`, then precise BN)."""
+    last = checkpoints[-1]
+    weights = {"raw": (last["model"], False), "ema": (last["model_ema"], False), "raw_pbn": (last["model"], True),
+               "ema_pbn": (last["model_ema"], True),
+               "avg_pbn": (average_states([c["model"] for c in checkpoints]), True)}
+    out = {}
+    for name, (state, recompute) in weights.items():
+        if state is None:
+            continue
+        m = copy.deepcopy(model)
+        m.load_state_dict(state)
+        if recompute:
+            precise_bn(m, train_dataset, max_images=bn_images)
+        out.update({f"{name}_{k}": v for k, v in evaluate_tta(m, eval_dataset).items()})
+    return out
