@@ -307,6 +307,7 @@ def _args(argv):
     if args.regimes and args.vary:
         parser.error("give --regimes or --vary, not both")
     args.eval_on = args.eval_on or ("tuning" if args.regimes else "val")
+    args.commit, args.fingerprint = git_commit(), code_fingerprint()  # of the code this call runs, read at its start
     try:
         args.data = resolve_data_root(args.data)
         args.configs = configurations(args.set, DEFAULT_VARY if args.vary is None else args.vary, args.regimes)
@@ -324,10 +325,10 @@ def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped
               f"`{pick['regime']}`, reading `{pick['reading']}`\n")
     (out / "summary.md").write_text(
         "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
-        f"Command: `{command}`  \nCommit: {git_commit()}  \nCode fingerprint: {code_fingerprint()}  \n"
+        f"Command: `{command}`  \nCommit: {args.commit}  \nCode fingerprint: {args.fingerprint}  \n"
         f"Top-1 read on: {args.eval_on}  \nWall time of this call: {(time.perf_counter() - t0) / 60:.1f} min\n\n"
         + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
-    meta = {"command": command, "git_commit": git_commit(), "code_fingerprint": code_fingerprint(),
+    meta = {"command": command, "git_commit": args.commit, "code_fingerprint": args.fingerprint,
             "wall_seconds": time.perf_counter() - t0, "max_minutes": args.max_minutes, "stopped_by_cap": stopped,
             "seeds": args.seeds, "eval_on": args.eval_on, "configs": {k: v[0] for k, v in args.configs.items()},
             "base": next(iter(args.configs.values()))[1].to_dict(), "threads": torch.get_num_threads()}
@@ -360,7 +361,7 @@ def main(argv=None) -> int:
                    "images_per_class_train": recipe.images_per_class_train, "img_size": recipe.img_size,
                    "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr,
                    "ema_decay": recipe.ema_decay, "warmup_epochs": recipe.warmup_epochs, "eval_on": args.eval_on,
-                   "git_commit": git_commit(), "code_fingerprint": code_fingerprint(), "command": command}
+                   "git_commit": args.commit, "code_fingerprint": args.fingerprint, "command": command}
             runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
             runs.to_csv(runs_file, index=False)  # after every run: an interrupted pilot keeps what finished
             if run_dir is not None:
