@@ -152,12 +152,13 @@ def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuni
               "train_seconds": float(history["seconds"].sum()) if run_dir else time.perf_counter() - t0,
               "cpu_seconds": time.process_time() - c0}
     if run_dir is not None:
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         ckpts = [read_training_checkpoint(run_dir / f"epoch{e}.pth")
                  for e in range(max(recipe.epochs - KEEP_LAST + 1, 1), recipe.epochs + 1)]
         model = build_model(recipe, len(datasets[0].classes))
         result.update({f"top1_{k}": v for k, v in posthoc_top1(model, ckpts, datasets[0], datasets[1]).items()})
         result["posthoc_seconds"] = time.perf_counter() - t1
+        result["posthoc_cpu_seconds"] = time.process_time() - c1
     return result
 
 
@@ -234,11 +235,13 @@ def variance_tests(x, ref) -> dict:
 
 
 def regime_summary(runs: pd.DataFrame, reference: str = "today", reference_reading: str = "ema_center") -> pd.DataFrame:
-    """Per (regime, reading): seeds, mean top-1, SD with its chi-square 95% interval, wall minutes per run (training
-    plus, for the post-hoc readings, the post-hoc seconds of one reading), ``sd_x_sqrt_min`` = SD x sqrt(minutes per
-    run) (the SD of the mean of the seeds one wall-minute buys: lower is better at any budget), the difference of
-    the mean from the reference (regime ``reference``, reading ``reference_reading``: today's study reads the EMA
-    center crop) and `variance_tests` against it. Every top-1 is on the evaluation split the runs were read on."""
+    """Per (regime, reading): seeds, mean top-1, SD with its chi-square 95% interval, wall and CPU minutes per run
+    (training, plus for a reading that recomputes BN statistics a third of the post-hoc time: three readings do),
+    ``sd_x_sqrt_min`` = SD x sqrt(CPU minutes per run) (the SD of the mean of the seeds one minute of one core buys;
+    lower is better at any budget; CPU time of a 1-thread run is its wall time on an idle core, while wall time on
+    this shared machine depends on the load), the difference of the mean from the reference (regime ``reference``,
+    reading ``reference_reading``: today's study reads the EMA center crop) and `variance_tests` against it. Every
+    top-1 is on the split the runs were read on (``eval_on``)."""
     rows = []
     ref = runs.loc[runs["config"] == reference, f"top1_{reference_reading}"] if reference in set(runs["config"]) else None
     for name, part in runs.groupby("config", sort=False):
@@ -249,13 +252,12 @@ def regime_summary(runs: pd.DataFrame, reference: str = "today", reference_readi
             values = part[col].dropna()
             sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
             lo, hi = sd_interval(sd, len(values))
-            extra = 0.0 if reading.split("_")[0] in ("raw", "ema") and "pbn" not in reading else \
-                part["posthoc_seconds"].mean() / 3  # three of the post-hoc readings recompute BN statistics
-            minutes = (part["train_seconds"].mean() + extra) / 60
+            share = 1 / 3 if "pbn" in reading else 0.0
+            wall = (part["train_seconds"].mean() + share * part["posthoc_seconds"].mean()) / 60
+            cpu = (part["cpu_seconds"].mean() + share * part["posthoc_cpu_seconds"].mean()) / 60
             row = {"regime": name, "reading": reading, "n": len(values), "top1_mean": values.mean(), "top1_sd": sd,
-                   "sd_lo95": lo, "sd_hi95": hi, "minutes_per_run": minutes,
-                   "cpu_minutes_per_run": part["cpu_seconds"].mean() / 60,
-                   "sd_x_sqrt_min": sd * math.sqrt(minutes)}
+                   "sd_lo95": lo, "sd_hi95": hi, "wall_min_per_run": wall, "cpu_min_per_run": cpu,
+                   "sd_x_sqrt_min": sd * math.sqrt(cpu)}
             if ref is not None:
                 row["mean_minus_ref"] = values.mean() - ref.mean()
                 row.update(variance_tests(values, ref))

