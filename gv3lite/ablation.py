@@ -49,7 +49,7 @@ from gv3lite.teacher_outputs import make_kd
 from gv3lite.experiment import recipe_datasets, run
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.launch import claim_run, submit_runs, worker_devices
-from gv3lite.paper import paper_claim, paper_results
+from gv3lite.paper import difference_kind, paper_claim, paper_results
 from gv3lite.recipe import Recipe, preset
 from gv3lite.stats import ALPHA, DELTA, POWER, Contrast, contrast_table, seeds_for_half_width
 from gv3lite.utils import BUDGET_NAMES, check_output_dir, git_commit, repo_root, resolve_device
@@ -767,15 +767,19 @@ def _ci(r) -> str:
 
 
 def _paper(r) -> str:
-    """The paper's claimed differences of a verdict row (e.g. ``+1.8/+2.2/+2.6``), else its claimed direction."""
-    return r.paper_diff if isinstance(r.paper_diff, str) and r.paper_diff else str(r.claim)
+    """The source's number or claim for a verdict row, labelled by what it is: a difference of two published values
+    is ``derived: +1.8/+2.2/+2.6`` or ``checkpoint: +0.2`` (`gv3lite.paper.difference_kind`: the paper states
+    neither), a direction is ``paper: better`` (stated by the paper), else ``unknown``."""
+    if isinstance(r.paper_diff, str) and r.paper_diff:
+        return f"{difference_kind(r.grid)}: {r.paper_diff}"
+    return f"paper: {r.claim}" if r.claim in ("better", "worse") else str(r.claim)
 
 
 def _verdict_lines(table: pd.DataFrame) -> list[str]:
     """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as Markdown lines: contrast, fields
     that differ, per-seed differences, diff, 95% interval and its half-width, Holm p, MDE, paper, verdict."""
     lines = ["| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | half-width (pp) | Holm p "
-             "| MDE (pp) | paper (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| MDE (pp) | source's claim (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         per_seed = str(r.per_seed)
         lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} "
@@ -904,9 +908,12 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              f"the paper's claims. Smallest effect of interest δ = {DELTA:g} pp. **agrees** / **disagrees**: "
              f"adjusted p < {ALPHA:g}, in / against the paper's direction; **no effect >= {DELTA:g} pp**: the "
              f"interval lies inside ±δ; **underpowered**: neither (MDE = the difference this design would detect "
-             f"with {POWER:.0%} power at the strictest Holm level). EMA is judged within-run: EMA minus raw top-1 of every training. Paper "
-             "values are ImageNet differences (gv3lite/paper_results.csv); ours are on Imagenette at this budget's "
-             "size: compare directions, not magnitudes. Cells with the same run id in runs.csv are one training.",
+             f"with {POWER:.0%} power at the strictest Holm level). EMA is judged within-run: EMA minus raw top-1 of every training. The "
+             "source's claim (gv3lite/paper_results.csv) is labelled by what it is: `paper:` a direction the paper "
+             "states; `derived:` two published ImageNet top-1 subtracted by us (GhostNetV3 minus GhostNetV2: two "
+             "papers, 600 vs 450 epochs; not an ablation); `checkpoint:` a measurement of the released checkpoint. "
+             "Ours are on Imagenette at this budget's size: compare directions, not magnitudes. Cells with the same "
+             "run id in runs.csv are one training.",
              "", *_verdict_lines(table)]
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]

@@ -8,7 +8,8 @@ Owns:
   ``<figures_dir>/<name>.png``. Notebooks and ``gv3lite reproduce`` both use it.
 * `plot_grid(summary, runs, grid, paper)`: one ablation grid — our mean ± std per cell (error bar, each seed a
   dot) beside the direction the paper claims (``gv3lite.paper``; its ImageNet accuracies are not drawn beside ours);
-* `plot_forest(table)`: all claims as paired differences with 95% intervals beside the paper's differences.
+* `plot_forest(table)`: all claims as paired differences with 95% intervals beside the source's differences, each
+  labelled derived or checkpoint (``gv3lite.paper.difference_kind``) and the paper's directions.
 
 Committed figures in ``figures/`` must come from real runs of the package's own commands.
 """
@@ -129,6 +130,9 @@ def _paper_lines(cells, paper, paper_cells) -> list[str]:
     return lines
 
 
+MARKERS = {"derived": "D", "checkpoint": "s"}  # forest plot: how a source's difference is drawn, by its kind
+
+
 def plot_forest(table, title: str | None = None, delta: float | None = None):
     """A forest plot of the study's claims; returns the matplotlib ``Figure`` (save it with `savefig`).
 
@@ -136,8 +140,10 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     ``baseline``, ``diff``, ``low``, ``high``, ``per_seed``, ``paper_diff``, ``claim``, ``verdict``). One row per
     contrast: the paired difference (pp) with its 95% interval, each seed's (or, within-run, each training's)
     difference as a dot, the +-``delta`` band of no practical effect (default ``gv3lite.stats.DELTA``), and the
-    paper's claimed difference (a diamond, one per model width) or, when only its direction is known, an arrow.
-    Only differences are drawn: the paper's are ImageNet differences, ours Imagenette ones at a small budget.
+    source's number, labelled by what it is (``gv3lite.paper.difference_kind``: a diamond per model width for a
+    difference we derived from two published top-1, a square for a measurement of the released checkpoint; the paper
+    states neither) or, when only the paper's direction is known, an arrow. Only differences are drawn: those are
+    ImageNet differences, ours Imagenette ones at a small budget.
     Raises ``ValueError`` for an empty table.
     """
     import matplotlib.pyplot as plt
@@ -161,7 +167,9 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
         if r["low"] == r["low"]:
             ax.plot([r["low"], r["high"]], [y, y], color="C0", lw=2)
         ax.plot([r["diff"]], [y], "o", color="C0", ms=6)
-        ax.plot(claimed[i], [y - 0.2] * len(claimed[i]), "D", color="C3", ms=5, mfc="none")
+        if claimed[i]:
+            ax.plot(claimed[i], [y - 0.2] * len(claimed[i]), MARKERS[paper_mod.difference_kind(r["grid"])],
+                    color="C3", ms=5, mfc="none")
         if not claimed[i] and r["claim"] in ("better", "worse"):
             sign = 1 if r["claim"] == "better" else -1
             ax.annotate("", xy=(sign * 0.15 * span, y - 0.2), xytext=(0, y - 0.2),
@@ -177,9 +185,12 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
                Line2D([], [], color="C0", lw=2, marker="o", label="ours: mean paired difference, 95% interval"),
                Line2D([], [], color="C1", ls="", marker=".", label="ours: each seed (EMA: each training)"),
-               Line2D([], [], color="C3", ls="", marker="D", mfc="none", label="paper's difference (ImageNet)"),
+               Line2D([], [], color="C3", ls="", marker=MARKERS["derived"], mfc="none",
+                      label="derived: two published ImageNet top-1 subtracted by us (not an ablation)"),
+               Line2D([], [], color="C3", ls="", marker=MARKERS["checkpoint"], mfc="none",
+                      label="checkpoint: measured on the released model (not an ablation)"),
                Line2D([], [], color="C3", marker=">", label="paper's direction (value unknown)")]
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.3, -1.2 / (len(rows) + 2)), ncol=3,
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.3, -1.2 / (len(rows) + 2)), ncol=2,
               frameon=False)
     fig.tight_layout(rect=(0, 0.04, 0.9, 1))
     return fig
