@@ -128,6 +128,15 @@ def _datasets(recipe, data, cache: dict, tuning: bool):
     return cache[key]
 
 
+def _add_cpu(run_dir: Path, seconds: float) -> float:
+    """Add ``seconds`` of CPU time to the run folder's ``cpu_seconds.txt`` (a run trained over several calls sums
+    them; a piece cut off before it saved is lost with its epochs); return the total."""
+    file = run_dir / "cpu_seconds.txt"
+    total = (float(file.read_text()) if file.is_file() else 0.0) + seconds
+    file.write_text(f"{total!r}\n")
+    return total
+
+
 def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuning: bool = False) -> dict:
     """Train one seed; top-1 (%) of the raw and EMA weights on the evaluation split (the tuning split with
     ``tuning``, else val) and the training's wall and CPU seconds. With ``run_dir`` the run is trained in pieces
@@ -143,14 +152,15 @@ def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuni
             kept = run_dir / f"epoch{stop}.pth"
             if kept.is_file():
                 continue
-            done = (run_dir / "last.pth").is_file()
+            done, c1 = (run_dir / "last.pth").is_file(), time.process_time()
             run(recipe, data, out_dir=run_dir, resume=done, quiet=True, datasets=datasets, max_epochs=stop)
             shutil.copyfile(run_dir / "last.pth", kept)
+            _add_cpu(run_dir, time.process_time() - c1)
         history = pd.read_csv(run_dir / "metrics.csv")
     last = history.iloc[-1]
     result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1),
               "train_seconds": float(history["seconds"].sum()) if run_dir else time.perf_counter() - t0,
-              "cpu_seconds": time.process_time() - c0}
+              "cpu_seconds": _add_cpu(run_dir, 0.0) if run_dir else time.process_time() - c0}
     if run_dir is not None:
         t1, c1 = time.perf_counter(), time.process_time()
         ckpts = [read_training_checkpoint(run_dir / f"epoch{e}.pth")
