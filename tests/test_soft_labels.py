@@ -8,7 +8,7 @@ from PIL import Image
 
 from gv3lite import soft_labels
 from gv3lite.data import TUNING_PER_CLASS, ImageFolderDataset
-from gv3lite.distill import make_kd
+from gv3lite.teacher_outputs import make_kd
 from gv3lite.soft_labels import read_soft_labels, save_soft_labels, soft_labels_for
 
 PER_CLASS = TUNING_PER_CLASS + 3  # 3 images per class left to train on
