@@ -33,8 +33,9 @@ import pandas as pd
 PACKAGE = Path(__file__).resolve().parent
 # glob patterns under gv3lite/, or "file.py::function" for one top-level function of a module
 TRAINING_CODE = ("layers.py", "reparam.py", "ghost.py", "ghostnetv3.py", "add_branches.py", "models.py",
-                 "data/*.py", "teacher.py", "teacher_outputs.py", "distill.py", "recipe.py", "train.py", "train/*.py",
-                 "callbacks.py", "distributed.py", "experiment.py", "utils.py::seed_everything")
+                 "data/*.py", "soft_labels.py", "teacher.py", "teacher_outputs.py", "distill.py", "recipe.py",
+                 "train.py", "train/*.py", "callbacks.py", "distributed.py", "experiment.py",
+                 "utils.py::seed_everything")
 NOT_TRAINING_CODE = ("data/download.py", "data/__init__.py", "train/__init__.py")  # re-exports, the opt-in download
 FINGERPRINT_LENGTH = 12
 UNKNOWN = "unknown"  # runs.csv / result.json of runs trained before fingerprints were recorded
