@@ -16,8 +16,9 @@ exact resume; ``distributed``: DDP), the composition root (``experiment``) and t
 and README), file formats and writers (``checkpoint``, ``schemas``), scale-out (``launch``), the CLI. A budget's sizes
 and a grid's cells need no place here: they are fields of the trained recipe, whose hash is the run id.
 
-The hash is of the code only: each file is parsed and unparsed (``ast``) without its docstrings and comments, so
-editing documentation leaves the fingerprint alone; any change to a statement changes it, whether or not it
+Data files that decide a training's numbers and ship with the package (``artifacts/``: the published soft labels of
+``gv3lite.soft_labels``) are hashed by their bytes. The hash of the code: each file is parsed and unparsed
+(``ast``) without its docstrings and comments, so editing documentation leaves the fingerprint alone; any change to a statement changes it, whether or not it
 changes the numbers (the safe side). The library versions (torch is pinned, DEVELOPERS.md) are not in it. The
 unparsed text is that of Python 3.11, the project's Python.
 """
@@ -35,7 +36,7 @@ PACKAGE = Path(__file__).resolve().parent
 TRAINING_CODE = ("layers.py", "reparam.py", "ghost.py", "ghostnetv3.py", "add_branches.py", "models.py",
                  "data/*.py", "soft_labels.py", "teacher.py", "teacher_outputs.py", "distill.py", "recipe.py",
                  "train.py", "train/*.py", "callbacks.py", "distributed.py", "experiment.py",
-                 "utils.py::seed_everything")
+                 "utils.py::seed_everything", "artifacts/*")  # artifacts (published soft labels): by their bytes
 NOT_TRAINING_CODE = ("data/download.py", "data/__init__.py", "train/__init__.py")  # re-exports, the opt-in download
 FINGERPRINT_LENGTH = 12
 UNKNOWN = "unknown"  # runs.csv / result.json of runs trained before fingerprints were recorded
@@ -70,7 +71,8 @@ def training_sources(package=PACKAGE, patterns=TRAINING_CODE) -> list[tuple[str,
     package, found = Path(package), set()
     for pattern in patterns:
         name, _, function = pattern.partition("::")
-        matches = sorted(p for p in package.glob(name) if p.relative_to(package).as_posix() not in NOT_TRAINING_CODE)
+        matches = sorted(p for p in package.glob(name)
+                         if p.is_file() and p.relative_to(package).as_posix() not in NOT_TRAINING_CODE)
         if not matches and "*" not in name:
             raise FileNotFoundError(f"gv3lite/{name} (in gv3lite.fingerprint.TRAINING_CODE) does not exist; "
                                     "update TRAINING_CODE to where the training code now lives")
@@ -97,7 +99,8 @@ def _fingerprint(package: str, stats: tuple) -> str:
     digest = hashlib.sha256()
     for name, function, *_ in stats:
         digest.update(f"## {name}{'::' + function if function else ''}\n".encode())
-        digest.update(code_text(Path(package) / name, function).encode("utf-8"))
+        path = Path(package) / name
+        digest.update(code_text(path, function).encode("utf-8") if name.endswith(".py") else path.read_bytes())
         digest.update(b"\n")
     return digest.hexdigest()[:FINGERPRINT_LENGTH]
 

@@ -88,3 +88,14 @@ def test_fingerprint_status_of_recorded_runs():
     assert not status["reproducible"] and (status["unknown"], status["recorded"]) == (2, [fp.UNKNOWN])
     assert not fp.fingerprint_status(runs.assign(code_fingerprint=[None, None, current]))["reproducible"]
     assert not fp.fingerprint_status(runs.iloc[:0])["reproducible"]
+
+
+def test_a_published_artifact_is_hashed_by_its_bytes(tmp_path):
+    copy = _package_copy(tmp_path)
+    before = fp.code_fingerprint(copy)
+    (copy / "artifacts").mkdir(exist_ok=True)
+    (copy / "artifacts" / "soft_labels_test.bin").write_bytes(b"\x00\x01")
+    with_file = fp.code_fingerprint(copy)
+    assert with_file != before
+    (copy / "artifacts" / "soft_labels_test.bin").write_bytes(b"\x00\x02")
+    assert fp.code_fingerprint(copy) not in (before, with_file)
