@@ -14,6 +14,7 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import math
 import os
@@ -33,7 +34,7 @@ from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
 from gv3lite.experiment import run
 from gv3lite.export import add_export, model_from_checkpoint
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
-from gv3lite.recipe import Recipe, load_yaml, preset
+from gv3lite.recipe import Recipe, field_kind, load_yaml, preset
 from gv3lite.reparam import reparameterize
 from gv3lite.utils import DDP_TIMEOUT_ENV, check_output_dir, ddp_timeout, resolve_device
 
@@ -60,35 +61,40 @@ def add_train(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="train steps through torch.compile (worth it on GPUs; on "
                                                           "a CPU the first step compiles for minutes)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
-    g.add_argument("--model", help="ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160")
     g.add_argument("--width", type=float, choices=sorted(WIDTHS), help="width multiplier (sets --model)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--img-size", type=int, help="train/eval input side in px")
-    g.add_argument("--opt", help="sgd | adamw | ... (timm create_optimizer_v2 names)")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--sched", help="onecycle | cosine | step")
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="keep an EMA of the weights")
-    g.add_argument("--ema-decay", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--classes", nargs="+", metavar="WNID", help="train on these class folders only")
-    g.add_argument("--images-per-class-train", type=int, help="class-balanced train subset size")
-    g.add_argument("--images-per-class-val", type=int, help="class-balanced val subset size")
+    for name, help_text in RECIPE_FLAGS.items():
+        _add_recipe_flag(g, name, help_text)
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any Recipe field (value parsed as YAML), e.g. --set auto_augment=randaugment")
     p.set_defaults(func=run_train)
 
 
-FLAG_FIELDS = ("model", "epochs", "batch_size", "img_size", "opt", "lr", "sched", "warmup_epochs", "weight_decay",
-               "label_smoothing", "ema", "ema_decay", "seed", "classes", "images_per_class_train",
-               "images_per_class_val")  # the recipe fields `gv3lite train` also takes as flags
+# the recipe fields `gv3lite train` also takes as flags, with their help; each flag's type is the field's annotation
+RECIPE_FLAGS = {
+    "model": "ghostnetv3_050 | ghostnetv3_100 | ghostnetv3_130 | ghostnetv3_160", "epochs": None, "batch_size": None,
+    "img_size": "train/eval input side in px", "opt": "sgd | adamw | ... (timm create_optimizer_v2 names)",
+    "lr": "peak learning rate", "sched": "onecycle | cosine | step", "warmup_epochs": None, "weight_decay": None,
+    "label_smoothing": None, "ema": "keep an EMA of the weights", "ema_decay": None, "seed": None,
+    "classes": "train on these class folders only", "images_per_class_train": "class-balanced train subset size",
+    "images_per_class_val": "class-balanced val subset size",
+}
+_RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def _add_recipe_flag(group, name: str, help_text: str | None) -> None:
+    """``--<name>`` for the recipe field ``name``, typed by the field's annotation (``gv3lite.recipe.field_kind``)."""
+    kind, _ = field_kind(_RECIPE_FIELDS[name])
+    flag = "--" + name.replace("_", "-")
+    if kind == "bool":
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif kind == "list[str]":
+        group.add_argument(flag, nargs="+", metavar="NAME", help=help_text)
+    else:
+        group.add_argument(flag, type={"int": int, "float": float, "str": str}[kind], help=help_text)
 
 
 def recipe_from_args(args):
-    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` and flags (`FLAG_FIELDS`), all
+    """The recipe of ``gv3lite train``: defaults ← ``--recipe FILE`` ← ``--set`` and flags (`RECIPE_FLAGS`), all
     checked by the same ``Recipe.validate``.
 
     Raises ``ValueError`` (a malformed ``--set``, a bad value, a field given both as ``--set`` and as a flag with
@@ -103,7 +109,7 @@ def recipe_from_args(args):
             changes[key.strip()] = load_yaml(value)
         except yaml.YAMLError as err:
             raise ValueError(f"--set {item!r}: the value is not valid YAML ({err}); fix or quote it") from err
-    flags = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
+    flags = {name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None}
     if args.width is not None:
         flags["model"] = WIDTHS[args.width]
     for name, value in flags.items():  # a flag never silently overrides a --set of the same field

@@ -159,7 +159,7 @@ class Recipe:
         """
         fields = dataclasses.fields(self)
         for f in fields:  # types first, so that the range checks never meet a string or None
-            value, (kind, optional) = getattr(self, f.name), _kind(f.type)
+            value, (kind, optional) = getattr(self, f.name), field_kind(f)
             must, is_kind = _KINDS[kind]
             if not (is_kind(value) or (optional and value is None)):
                 raise ValueError(f"recipe.{f.name}={value!r}: must be {must}{' (or None)' if optional else ''}")
@@ -261,9 +261,10 @@ class Recipe:
 _EXPONENT_FLOAT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
 
 
-def _kind(annotation: str) -> tuple[str, bool]:
-    """(the `_KINDS` key, whether None is allowed) of a field annotation such as ``"int | None"``."""
-    kind, _, rest = annotation.partition(" | ")
+def field_kind(field: dataclasses.Field) -> tuple[str, bool]:
+    """(kind, whether None is allowed) of a `Recipe` field from its annotation, e.g. ``("int", True)`` for
+    ``int | None``; kind is ``bool``, ``int``, ``float``, ``str`` or ``list[str]``."""
+    kind, _, rest = field.type.partition(" | ")
     return kind, rest == "None"
 
 
