@@ -63,7 +63,9 @@ class Checkpointer(Callback):
     ``out_dir/last.pth`` (so a run fails before it reads data), ``ValueError`` on resume for a file that is not a
     training checkpoint, another config or state that does not fit (``gv3lite.checkpoint.restore_training_state``),
     and `NonFiniteError` for weights that became non-finite (nothing is saved; the previous ``last.pth`` stays).
-    ``best.pth``: the epoch with the best val top-1 (of the EMA if there is one).
+    ``best.pth``: the epoch with the best val top-1 of the raw or the EMA weights (`gv3lite.train.epoch_score`); every
+    checkpoint records in ``selected`` (``"raw"`` or ``"ema"``) which of its two sets of weights gave that epoch's
+    score, and ``gv3lite.export.model_from_checkpoint`` loads those by default.
     """
 
     def __init__(self, out_dir, config: dict | None = None, resume: bool = False):
@@ -79,7 +81,7 @@ class Checkpointer(Callback):
     def on_epoch_end(self, state: FitState, result: EpochResult) -> None:
         if state.rank != 0:
             return
-        ckpt = self._state(state, max(state.best, result.score))
+        ckpt = {**self._state(state, max(state.best, result.score)), "selected": result.weights}
         check_finite_weights(ckpt, ckpt["epoch"] - 1)
         # last.pth last: it marks the epoch done. A kill before it (after metrics.csv, best.pth or, from
         # PredictionWriter, predictions.csv) resumes from the previous epoch and rewrites them the same (resume is

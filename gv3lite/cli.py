@@ -175,7 +175,9 @@ def add_eval(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a checkpoint in train form and re-parameterized form")
     p.add_argument("--checkpoint", required=True, help="a last.pth / best.pth written by gv3lite train")
     p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA weights")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw weights even where the checkpoint selected its EMA weights (default: the weights "
+                        "it records as selected, the better of raw and EMA on val)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--images-per-class", type=int, default=None, help="evaluate on a class-balanced val subset")
     p.add_argument("--atol", type=float, default=1e-3, help="largest allowed |logit difference| (default 1e-3)")
@@ -193,7 +195,7 @@ def run_eval(args) -> int:
     if args.images_per_class is not None and args.images_per_class < 1:
         raise ValueError(f"--images-per-class {args.images_per_class}: must be an integer >= 1, or leave it out to "
                          "evaluate on every val image")
-    model, recipe, ckpt = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    model, recipe, ckpt = model_from_checkpoint(args.checkpoint, use_ema=False if args.no_ema else None)
     device = resolve_device(args.device)
     model = model.to(device).eval()
     deploy = reparameterize(model).to(device).eval()

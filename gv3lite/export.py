@@ -36,10 +36,12 @@ ONNX_RTOL = 1e-4  # largest accepted max|onnxruntime - torch| / max|torch|
 ONNX_OPSETS = range(11, 24)
 
 
-def model_from_checkpoint(path, use_ema: bool = True) -> tuple[torch.nn.Module, Recipe, dict]:
+def model_from_checkpoint(path, use_ema: bool | None = None) -> tuple[torch.nn.Module, Recipe, dict]:
     """The train-form model (``eval()`` mode, CPU) of a checkpoint written by ``gv3lite train`` / ``fit``, its
     `Recipe` (teacher dropped: not needed to run the model) and the checkpoint dict (``num_classes``, ``classes``,
-    ...). EMA weights by default. Used by ``gv3lite eval`` and ``gv3lite export``.
+    ...). ``use_ema``: None (default) loads the weights the checkpoint records as ``selected`` (the better of raw and
+    EMA on val, ``gv3lite.callbacks.Checkpointer``; the EMA weights for older checkpoints without that entry); True /
+    False force the EMA / raw weights. Used by ``gv3lite eval`` and ``gv3lite export``.
 
     Raises ``FileNotFoundError`` (no such file), ``FloatingPointError`` (NaN/inf weights: a diverged run) and ``ValueError`` (not a checkpoint, or one without a ``recipe``
     entry: for released weights build the model with ``gv3lite.create_model(name, checkpoint_path=...)``)."""
@@ -49,6 +51,8 @@ def model_from_checkpoint(path, use_ema: bool = True) -> tuple[torch.nn.Module, 
                          "weights: gv3lite.create_model(name, checkpoint_path=...) or gv3lite.load_checkpoint)")
     recipe = Recipe.from_dict({**ckpt["recipe"], "teacher": None})  # no teacher needed; its file may be gone
     model = build_model(recipe, ckpt["num_classes"])
+    if use_ema is None:
+        use_ema = ckpt.get("selected", "ema") == "ema"
     load_checkpoint(model, ckpt, use_ema=use_ema)
     bad = non_finite_tensors(model.state_dict())
     if bad:
@@ -149,7 +153,9 @@ def add_export(subparsers) -> None:
                                              "onnxruntime")
     p.add_argument("--checkpoint", required=True, help="a last.pth / best.pth written by gv3lite train")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the checkpoint has EMA weights")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw weights even where the checkpoint selected its EMA weights (default: the weights "
+                        "it records as selected, the better of raw and EMA on val)")
     p.add_argument("--img-size", type=int, default=None, help="input side in px (default: the recipe's img_size)")
     p.add_argument("--opset", type=int, default=18, help=f"ONNX opset, {ONNX_OPSETS.start}-{ONNX_OPSETS.stop - 1} "
                                                          "(default 18)")
@@ -158,7 +164,7 @@ def add_export(subparsers) -> None:
 
 def run_export(args) -> int:
     """``gv3lite export``: 0 when onnxruntime matches PyTorch within ``ONNX_RTOL`` (relative), else 1."""
-    model, recipe, _ = model_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    model, recipe, _ = model_from_checkpoint(args.checkpoint, use_ema=False if args.no_ema else None)
     img_size = recipe.img_size if args.img_size is None else args.img_size  # --img-size 0 is refused, not ignored
     path = export_onnx(model, args.onnx, img_size=img_size, opset=args.opset)
     images = torch.randn(4, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
