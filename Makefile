@@ -1,7 +1,7 @@
 # gv3lite: two commands for a new user (see README.md).
 #   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/, README's Results
 #                  block (installs first if needed)
-#   make medium -- the same on all of Imagenette, 3 seeds -> results/medium/, figures/medium/ (2 h 14 min measured; resumable)
+#   make medium -- the same on all of Imagenette (sizes of every budget: gv3lite/budgets.py) -> results/medium/, figures/medium/ (2 h 14 min measured; resumable)
 #   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
 #   make test   -- the whole test suite: pytest, including every notebook run by nbval (--nbval-lax) and in JupyterLab
 #                  in headless Chromium

@@ -1,6 +1,6 @@
 """What ``gv3lite reproduce --budget BUDGET`` would cost on this machine, extrapolated from measured throughput.
 
-For every distinct trained recipe of ``gv3lite.ablation.plan(budget)`` (runs shared between cells count once) we
+For every distinct trained recipe of ``gv3lite.study.plan.plan(budget)`` (runs shared between cells count once) we
 measure the train step (forward + backward + optimizer, channels_last, bf16 autocast on CUDA) of its model at its
 image size and batch size, and the deploy-form eval forward, for ``--steps`` steps each (medians), then add up
 
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import gv3lite
-from gv3lite.ablation import plan
+from gv3lite.study.plan import plan
 from gv3lite.data import resolve_data_root
 from gv3lite.models import build_model
 from gv3lite.utils import git_commit

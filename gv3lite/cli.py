@@ -6,7 +6,7 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
 
   gv3lite train [--recipe FILE] [flags]     train a recipe (defaults = the main job), print top-1/top-5, wall time
   gv3lite eval --checkpoint PATH [--data]   val top-1 of the train form and the re-parameterized (deploy) form
-  gv3lite reproduce --budget smoke|quick|medium|full the paper's ablation grids (gv3lite.ablation)
+  gv3lite reproduce --budget smoke|quick|medium|full the paper's ablation grids (gv3lite.study)
   gv3lite report RESULTS [--out DIR]        re-analyse recorded runs without training
   gv3lite readme [--check]                  README.md's Results block from the committed results/
   gv3lite export --checkpoint PATH --onnx OUT.onnx   the deploy form as ONNX, checked by onnxruntime (gv3lite.export)
@@ -29,13 +29,13 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from gv3lite.ablation import add_readme, add_report, add_reproduce
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
 from gv3lite.experiment import run
 from gv3lite.export import add_export, model_from_checkpoint
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, field_kind, load_yaml, preset
 from gv3lite.reparam import reparameterize
+from gv3lite.study.cli import add_readme, add_report, add_reproduce
 from gv3lite.utils import DDP_TIMEOUT_ENV, check_output_dir, ddp_timeout, resolve_device
 
 WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050

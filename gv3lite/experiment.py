@@ -8,7 +8,7 @@ smoothing and KD fields), ``build_teacher_outputs`` (``gv3lite.teacher_outputs.m
 ``loop_settings``, ``run`` (the one place where a recipe is turned into a training run: seeding, datasets, teacher,
 model, optimizer, loaders, schedule, objective, EMA (timm ``ModelEmaV3``), Mixup/CutMix (timm ``Mixup``), the
 callbacks of ``gv3lite.callbacks``, then ``fit``), and small experiments built on it (``compare_kd_modes``).
-``gv3lite.ablation``, ``gv3lite.cli``, ``benchmarks/`` and the notebooks go through here.
+``gv3lite.study``, ``gv3lite.cli``, ``benchmarks/`` and the notebooks go through here.
 
 Determinism and common random numbers: the student is initialized from its own random stream (`init_student`:
 torch's generator forked and seeded with ``recipe.seed``), so neither the dataset build nor the teacher (whose own

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from gv3lite import paper as paper_mod
+from gv3lite.budgets import budget as env_budget
 from gv3lite.stats import DELTA
-from gv3lite.utils import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
 from gv3lite.utils import figure_bytes, write_atomic
 
@@ -71,12 +71,12 @@ def savefig(fig, name: str, *, budget: str | None = None, command: str | None = 
 def plot_grid(summary, runs, grid: str, paper=None, title: str | None = None, paper_cells: dict | None = None):
     """One ablation grid as a figure; returns the matplotlib ``Figure`` (save it with `savefig`).
 
-    ``summary``: rows of this grid with ``cell``, ``top1_mean``, ``top1_std``, ``n`` (``gv3lite.ablation.summarize``);
+    ``summary``: rows of this grid with ``cell``, ``top1_mean``, ``top1_std``, ``n`` (``gv3lite.study.analysis.summarize``);
     ``runs``: per-run rows with ``grid``, ``cell``, ``seed``, ``top1``; ``paper``: the grid's rows of
     ``gv3lite.paper.paper_results`` (``None`` = look them up). Left axis: our top-1 (%) per cell, mean ± std with
     each seed as a dot. Right panel: per cell, the direction the paper claims against the baseline (not
     its ImageNet top-1: absolute accuracies of the two datasets are not comparable). ``paper_cells`` maps our cell name to ``(paper cell, paper model
-    label or None)`` where the two differ (``gv3lite.ablation.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
+    label or None)`` where the two differ (``gv3lite.study.grids.paper_key``). Raises ``ValueError`` when ``summary`` has no rows for ``grid``.
     """
     import matplotlib.pyplot as plt  # lazy: pyplot is slow to import; `import gv3lite.figures` stays light
 
@@ -136,7 +136,7 @@ MARKERS = {"derived": "D", "checkpoint": "s"}  # forest plot: how a source's dif
 def plot_forest(table, title: str | None = None, delta: float | None = None):
     """A forest plot of the study's claims; returns the matplotlib ``Figure`` (save it with `savefig`).
 
-    ``table``: `gv3lite.ablation.verdicts` / `gv3lite.stats.contrast_table` rows (``grid``, ``cell``,
+    ``table``: `gv3lite.study.analysis.verdicts` / `gv3lite.stats.contrast_table` rows (``grid``, ``cell``,
     ``baseline``, ``diff``, ``low``, ``high``, ``per_seed``, ``paper_diff``, ``claim``, ``verdict``). One row per
     contrast: the paired difference (pp) with its 95% interval, each seed's (or, within-run, each training's)
     difference as a dot, the +-``delta`` band of no practical effect (default ``gv3lite.stats.DELTA``), and the

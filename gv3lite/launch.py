@@ -13,7 +13,7 @@ Owns:
 * `cap_jobs` -- ``--jobs`` lowered to the number of runs to train and to what the available memory holds, with the
   reason.
 
-The callers (``gv3lite.ablation``) pass the function that trains one task; nothing here knows a recipe.
+The callers (``gv3lite.study.workers``) pass the function that trains one task; nothing here knows a recipe.
 """
 from __future__ import annotations
 

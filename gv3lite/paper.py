@@ -2,7 +2,7 @@
 
 Owns ``paper_results.csv`` (shipped inside the package). One row per reported number or per claimed direction:
 
-- ``grid`` / ``cell``: which of our ablation grids (see ``gv3lite.ablation``) the row speaks about; ``main`` holds
+- ``grid`` / ``cell``: which of our ablation grids (see ``gv3lite.study.grids``) the row speaks about; ``main`` holds
   the headline table.
 - ``value``: the number the source reports (``NaN`` where the paper's value is not known here — the paper's ablation
   tables could not be read offline; they stay visibly unknown, never guessed).

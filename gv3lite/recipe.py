@@ -293,7 +293,7 @@ def _dump(d: dict, path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------------- presets
 # Two named recipes (issue 3). Only the fields that differ from the `Recipe` defaults are listed; the budget
-# (`gv3lite.ablation.BUDGETS`) then sets data size, resolution, epochs, warm-up and EMA decay for both alike.
+# (`gv3lite.budgets.BUDGETS`) then sets data size, resolution, epochs, warm-up and EMA decay for both alike.
 # Optimizer, learning rate, schedule and weight decay are kept equal in both presets on purpose, so that the
 # `recipe` grid compares exactly the ingredients the paper names (re-parameterization, KD, Mixup/CutMix, ...).
 #

@@ -1,12 +1,12 @@
 """Small helpers shared by the data, training and CLI modules.
 
-Owns: seeding (`seed_everything`), the run budget (`budget`, from ``GV3LITE_BUDGET``), the user cache
-directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit`,
+Owns: seeding (`seed_everything`), the user cache directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit`,
 `resolve_device` (`DeviceNotAvailableError`), the notebooks' torch thread count (`set_torch_threads`), `ddp_timeout`
 (``GV3LITE_DDP_TIMEOUT_MIN``), `check_output_dir` (an output folder is writable, checked before any work) and the one
 atomic writer every file the project writes goes through (`write_atomic`, `write_csv`: a temporary file in the same
 folder, fsync, ``os.replace``; the umask's mode; disk full names the path; stale temporary files of killed writers
 removed by `remove_stale_temp_files`). Nothing here imports torchvision or timm.
+The budgets: `gv3lite.budgets`.
 """
 from __future__ import annotations
 
@@ -24,9 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BUDGET_NAMES = ("smoke", "quick", "medium", "full")  # the sizes of each: gv3lite.ablation.BUDGETS
-
-
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA) and return a CPU ``torch.Generator`` seeded with ``seed``.
 
@@ -42,16 +39,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
-
-
-def budget() -> str:
-    """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a laptop CPU,
-    under an hour), ``medium`` (all of Imagenette on a 2-core CPU, ~2 h 15 min over one or more sittings) or ``full`` (a
-    GPU). Raises ``ValueError`` for any other value."""
-    value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
-    if value not in BUDGET_NAMES:
-        raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGET_NAMES}")
-    return value
 
 
 def set_torch_threads(threads: int | None = None) -> int:

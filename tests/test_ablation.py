@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gv3lite import ablation
+from gv3lite.budgets import BUDGETS
 from gv3lite.recipe import PRESET_NOTES, PRESETS, Recipe, preset
+from gv3lite.study.analysis import contrasts, differing_fields, verdicts
+from gv3lite.study.grids import GRIDS, paper_key
+from gv3lite.study.plan import plan
+from gv3lite.study.records import CALL_COLUMNS, PREDICTIONS, append_call
+from gv3lite.study.report import duration, write_report
+from gv3lite.study.runner import reproduce
 from gv3lite.utils import repo_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,12 +64,12 @@ def test_cli_train_preset():
 def test_every_cell_of_every_budget_validates_and_builds():
     from gv3lite.models import build_model
     built = set()
-    for budget in ablation.BUDGETS:
-        items = ablation.plan(budget, seeds=1)
+    for budget in BUDGETS:
+        items = plan(budget, seeds=1)
         assert items, budget
         for it in items:
             recipe = it["recipe"].validate()
-            assert recipe.img_size == ablation.BUDGETS[budget]["img_size"]
+            assert recipe.img_size == BUDGETS[budget]["img_size"]
             key = (recipe.model, recipe.num_conv_branches, recipe.use_scale_branch, recipe.use_identity_branch)
             if key not in built:
                 model = build_model(recipe, num_classes=10)
@@ -73,7 +79,7 @@ def test_every_cell_of_every_budget_validates_and_builds():
 
 
 def test_shared_configs_run_once_and_cells_differ():
-    items = ablation.plan("quick")
+    items = plan("quick")
     ids = {(it["grid"], it["cell"], it["seed"]): it["run_id"] for it in items}
     for seed in (0, 1):
         shared = {ids[("recipe", "ghostnetv3", seed)], ids[("reparam", "full", seed)], ids[("kd", "teacher", seed)],
@@ -88,7 +94,7 @@ def test_shared_configs_run_once_and_cells_differ():
     assert not by_cell[("schedule", "no_ema")]["recipe"].ema and by_cell[("schedule", "no_ema")]["trained_as"].ema
     # quick runs the other architectures at width x0.5, full at the paper's x1.0
     assert by_cell[("architectures", "mobilenetv2/ghostnetv3")]["recipe"].model == "mobilenetv2_050_rep"
-    full = {(it["grid"], it["cell"]): it["recipe"] for it in ablation.plan("full", ["architectures"], seeds=1)}
+    full = {(it["grid"], it["cell"]): it["recipe"] for it in plan("full", ["architectures"], seeds=1)}
     assert full[("architectures", "shufflenetv2/conventional")].model == "shufflenetv2_100"
     assert full[("architectures", "ghostnetv2/ghostnetv3")].model == "ghostnetv3_100"
     assert ids[("recipe", "ghostnetv3", 0)] != ids[("recipe", "ghostnetv3", 1)]
@@ -96,20 +102,20 @@ def test_shared_configs_run_once_and_cells_differ():
     # every grid's baseline and cells have a row (maybe value unknown) in the paper table
     from gv3lite.paper import paper_results
     paper = paper_results()
-    for grid, cells in ablation.GRIDS.items():
+    for grid, cells in GRIDS.items():
         for cell in cells:
-            paper_cell, model = ablation.paper_key(grid, cell.name)
+            paper_cell, model = paper_key(grid, cell.name)
             rows = paper[(paper["grid"] == grid) & (paper["cell"] == paper_cell)]
             assert len(rows if model is None else rows[rows["model"] == model]), (grid, cell.name)
 
 
 def test_plan_errors():
     with pytest.raises(KeyError, match="unknown grid"):
-        ablation.plan("smoke", grids=["recipe", "nope"])
+        plan("smoke", grids=["recipe", "nope"])
     with pytest.raises(ValueError, match="unknown budget"):
-        ablation.plan("huge")
+        plan("huge")
     with pytest.raises(ValueError, match="at least 1"):
-        ablation.plan("smoke", seeds=0)
+        plan("smoke", seeds=0)
 
 
 @pytest.mark.parametrize("grids, message", [
@@ -119,9 +125,9 @@ def test_plan_errors():
 ])
 def test_plan_rejects_empty_repeated_and_cell_less_grids(grids, message):
     with pytest.raises(ValueError, match=message):
-        ablation.plan("smoke", grids=grids)
+        plan("smoke", grids=grids)
     with pytest.raises(ValueError, match=message):
-        ablation.reproduce("smoke", grids=grids, data="/nonexistent")  # fails before data, training or pandas
+        reproduce("smoke", grids=grids, data="/nonexistent")  # fails before data, training or pandas
 
 
 @pytest.mark.parametrize("flag", ["", ",,", "kd,kd"])
@@ -143,7 +149,7 @@ def test_verdicts_and_report_on_synthetic_results(tmp_path):
             ("augment", "basic"): [50, 53, 51], ("augment", "mixup"): [57, 59, 58],  # +7 +6 +7: paper worse
             ("augment", "cutmix"): [49, 54, 51]}  # -1 +1 0
     runs = _synthetic([(g, c, s, float(v)) for (g, c), values in top1.items() for s, v in enumerate(values)])
-    table = ablation.verdicts(runs).set_index(["grid", "cell"])
+    table = verdicts(runs).set_index(["grid", "cell"])
     assert len(table) == 3 and (table["baseline"] == ["none", "basic", "basic"]).all()
     assert table.loc[("kd", "teacher"), "diff"] == pytest.approx(10.0)
     assert table.loc[("augment", "mixup"), "diff"] == pytest.approx(20 / 3)
@@ -158,7 +164,7 @@ def test_verdicts_and_report_on_synthetic_results(tmp_path):
     assert table.loc[("augment", "cutmix"), "verdict"] in ("underpowered", "no effect >= 1 pp")
     assert table.loc[("augment", "mixup"), "differs"] == "mixup_alpha: 0 -> 0.8"
     assert table.loc[("kd", "teacher"), "differs"] == "teacher: None -> efficientnet_lite0"
-    report = ablation.write_report(runs, table.reset_index(), tmp_path / "report.md", "quick", "cmd").read_text()
+    report = write_report(runs, table.reset_index(), tmp_path / "report.md", "quick", "cmd").read_text()
     assert "| kd | teacher vs none | teacher: None -> efficientnet_lite0 | +10.00 +9.00 +11.00 | +10.00 |" in report
     assert "| augment | mixup vs basic | mixup_alpha: 0 -> 0.8 |" in report and "**disagrees**" in report
 
@@ -169,14 +175,14 @@ OLD_QUICK_RUNS = Path(__file__).parent / "fixtures" / "quick_runs_4a61a24.csv"
 
 def test_contrasts_of_the_4a61a24_quick_results():
     runs = pd.read_csv(OLD_QUICK_RUNS)
-    by_cell = {(c.grid, c.cell): c for c in ablation.contrasts(runs)}
+    by_cell = {(c.grid, c.cell): c for c in contrasts(runs)}
     assert by_cell[("recipe", "ghostnetv3")].paper_diff == (1.8, 2.2, 2.6)  # from paper_results.csv, not typed
     assert by_cell[("schedule", "ema")].within_run == ("top1_ema", "top1_raw")
     assert by_cell[("schedule", "ema")].paper_diff == pytest.approx((0.204,))
     assert by_cell[("architectures", "mobilenetv2/ghostnetv3")].baseline == "mobilenetv2/conventional"
     assert by_cell[("kd", "teacher")].within_run is None
-    assert ablation.differing_fields(runs, "augment", "mixup", "basic") == {"mixup_alpha": (0.0, 0.8)}
-    table = ablation.verdicts(runs).set_index("cell")
+    assert differing_fields(runs, "augment", "mixup", "basic") == {"mixup_alpha": (0.0, 0.8)}
+    table = verdicts(runs).set_index("cell")
     assert table.loc["ema", "diff"] == pytest.approx(-0.317, abs=1e-3)
     assert table.loc["ema", "verdict"] == "no effect >= 1 pp"
 
@@ -190,14 +196,14 @@ def smoke_run(data_root, tmp_path_factory):
     mp.setenv("GV3LITE_FIGURES", str(tmp / "figures"))
     mp.setenv("GV3LITE_CACHE", str(tmp / "cache"))
     mp.setenv("OMP_NUM_THREADS", "2")
-    first = ablation.reproduce("smoke", out=tmp / "results", data=data_root, command="pytest smoke", log=lambda *a: None)
+    first = reproduce("smoke", out=tmp / "results", data=data_root, command="pytest smoke", log=lambda *a: None)
     yield tmp, first, mp
     mp.undo()
 
 
 def test_smoke_budget_end_to_end(smoke_run):
     tmp, first, _ = smoke_run
-    items = ablation.plan("smoke")
+    items = plan("smoke")
     out = tmp / "results" / "smoke"
     assert first["trained"] == len({it["run_id"] for it in items}) and first["skipped"] == 0
     runs = pd.read_csv(out / "runs.csv")
@@ -219,20 +225,20 @@ def test_smoke_budget_end_to_end(smoke_run):
     assert "ghostnetv3 vs conventional" in report and "teacher vs none" in report and "underpowered" in report
     # the call is logged: command, commit, wall time (also in the report's header), what it trained
     calls = pd.read_csv(out / "calls.csv")
-    assert list(calls.columns) == list(ablation.CALL_COLUMNS) and len(calls) == 1
+    assert list(calls.columns) == list(CALL_COLUMNS) and len(calls) == 1
     call = calls.iloc[0]
     assert (call["command"], call["trained"], call["skipped"], call["jobs"]) == ("pytest smoke", first["trained"], 0, 1)
     assert call["git_commit"] == runs["git_commit"].iloc[0] and not call["interrupted"]
     assert call["wall_seconds"] >= runs.drop_duplicates("run_id")["train_seconds"].sum()
-    assert (f"wall time of this call {ablation._duration(call['wall_seconds'])}; total wall time "
-            f"{ablation._duration(call['wall_seconds'])} over 1 call of `gv3lite reproduce` (calls.csv)") in report
+    assert (f"wall time of this call {duration(call['wall_seconds'])}; total wall time "
+            f"{duration(call['wall_seconds'])} over 1 call of `gv3lite reproduce` (calls.csv)") in report
     for grid in [*sorted(set(runs["grid"])), "forest", "learning_curves"]:
         png = tmp / "figures" / f"ablation_{grid}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
     assert json.loads((out / "runs" / runs["run_id"][0] / "result.json").read_text())["epochs"] == 1
     # every val image's prediction, per run and compactly beside the results; the report's intervals use them
     predictions = pd.read_csv(out / "predictions.csv.gz")
-    val_images = 10 * ablation.BUDGETS["smoke"]["images_per_class_val"]
+    val_images = 10 * BUDGETS["smoke"]["images_per_class_val"]
     assert len(predictions) == val_images * runs["run_id"].nunique()
     assert set(predictions.columns) >= {"run_id", "val_index", "target", "pred_raw", "correct_raw", "pred_ema"}
     one = predictions[predictions["run_id"] == runs["run_id"][0]]
@@ -245,18 +251,18 @@ def test_smoke_budget_end_to_end(smoke_run):
 def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root):
     tmp, first, _ = smoke_run
     out = tmp / "results"
-    again = ablation.reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
+    again = reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
                                log=lambda *a: None)
     assert again["trained"] == 0 and again["skipped"] == first["trained"]
     assert again["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
     # --grids limits what is trained and returned; the results files keep every finished run of the budget
-    only_kd = ablation.reproduce("smoke", out=out, grids=["kd"], data=data_root, figures=False, log=lambda *a: None)
+    only_kd = reproduce("smoke", out=out, grids=["kd"], data=data_root, figures=False, log=lambda *a: None)
     assert set(only_kd["runs"]["grid"]) == {"kd"}
     assert len(pd.read_csv(out / "smoke" / "runs.csv")) == len(first["runs"])
     # an interrupted run (checkpoint, no result.json) continues from its checkpoint instead of starting over
     rid = first["runs"]["run_id"].iloc[0]
     (out / "smoke" / "runs" / rid / "result.json").unlink()
-    third = ablation.reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
+    third = reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
                                log=lambda *a: None)
     assert (third["trained"], third["resumed"]) == (1, 1)
     assert third["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
@@ -264,7 +270,7 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
     # its history and its place in the results files
     import shutil
     shutil.rmtree(out / "smoke" / "runs" / rid)
-    fourth = ablation.reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
+    fourth = reproduce("smoke", out=out, data=data_root, figures=False, command="pytest smoke",
                                 log=lambda *a: None)
     assert fourth["trained"] == 0 and fourth["skipped"] == first["trained"]
     assert fourth["runs"]["top1"].tolist() == first["runs"]["top1"].tolist()
@@ -274,7 +280,7 @@ def test_smoke_rerun_skips_finished_and_resumes_interrupted(smoke_run, data_root
     calls = pd.read_csv(out / "smoke" / "calls.csv")
     assert calls["trained"].tolist() == [first["trained"], 0, 0, 1, 0]
     assert calls["skipped"].tolist() == [0, first["trained"], 2, first["trained"] - 1, first["trained"]]
-    total = ablation._duration(calls["wall_seconds"].sum())
+    total = duration(calls["wall_seconds"].sum())
     assert f"total wall time {total} over 5 calls" in (out / "smoke" / "report.md").read_text()
 
 
@@ -305,20 +311,20 @@ def test_figures_dir_and_savefig(tmp_path, monkeypatch):
 def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
     """--jobs 2: two trainings at once in their own processes give the runs (and top-1) of the sequential run."""
     _, first, _ = smoke_run
-    result = ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, figures=False, jobs=2,
+    result = reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, figures=False, jobs=2,
                                 command="pytest jobs", log=lambda *a: None)
     assert result["trained"] == 2 and result["skipped"] == 0
     sequential = first["runs"].set_index(["grid", "cell"])["top1"]
     for row in result["runs"].itertuples():
         assert abs(row.top1 - sequential[(row.grid, row.cell)]) <= 2.5  # at most one of 40 val images differs
     with pytest.raises(ValueError, match="jobs"):
-        ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, jobs=0)
+        reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, jobs=0)
 
 
 def test_forest_plot_of_the_4a61a24_quick_results(tmp_path, monkeypatch):
     from gv3lite.figures import plot_forest, savefig
     monkeypatch.setenv("GV3LITE_FIGURES", str(tmp_path))
-    table = ablation.verdicts(pd.read_csv(OLD_QUICK_RUNS))
+    table = verdicts(pd.read_csv(OLD_QUICK_RUNS))
     fig = plot_forest(table)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[-1] == "recipe: ghostnetv3 vs conventional" and len(labels) == len(table) == 7
@@ -334,9 +340,9 @@ def test_report_reanalyses_the_4a61a24_quick_results(tmp_path):
     import shutil
     shutil.copy(OLD_QUICK_RUNS, tmp_path / "runs.csv")
     for wall in (1500.0, 1200.0):  # a budget finished over two sittings
-        ablation.append_call(tmp_path, {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce",
-                                        "git_commit": "abc1234", "wall_seconds": wall, "trained": 9, "skipped": 0,
-                                        "jobs": 2, "cpu_count": 2, "interrupted": False})
+        append_call(tmp_path, {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce",
+                               "git_commit": "abc1234", "wall_seconds": wall, "trained": 9, "skipped": 0,
+                               "jobs": 2, "cpu_count": 2, "interrupted": False})
     calls = (tmp_path / "calls.csv").read_bytes()
     assert main(["report", str(tmp_path), "--out", str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
     report = (tmp_path / "report.md").read_text()
@@ -364,8 +370,8 @@ def test_committed_quick_verdicts_are_the_analysis_of_its_runs():
     predictions.csv.gz: re-analysing them gives the same differences, intervals and verdicts."""
     folder = repo_root() / "results" / "quick"
     runs = pd.read_csv(folder / "runs.csv")
-    predictions = pd.read_csv(folder / ablation.PREDICTIONS)
-    fresh = ablation.verdicts(runs, predictions=predictions).set_index(["grid", "cell"])
+    predictions = pd.read_csv(folder / PREDICTIONS)
+    fresh = verdicts(runs, predictions=predictions).set_index(["grid", "cell"])
     committed = pd.read_csv(folder / "verdicts.csv").set_index(["grid", "cell"])
     assert list(fresh.index) == list(committed.index)
     for column in ("diff", "low", "high", "p_holm"):

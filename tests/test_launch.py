@@ -7,7 +7,10 @@ import time
 import pytest
 import torch
 
-from gv3lite import ablation, launch
+from gv3lite import launch
+from gv3lite.study import runner, workers
+from gv3lite.study.plan import plan
+from gv3lite.study.runner import reproduce
 
 WNIDS = ("n01440764", "n02102040", "n02979186")  # the teacher maps ImageNet classes by wnid
 
@@ -38,13 +41,13 @@ def test_claim_run_is_exclusive_across_processes(tmp_path):
 
 def test_runs_locked_by_another_call_are_not_trained(tmp_path, make_image_root, monkeypatch):
     root = make_image_root(classes=WNIDS, per_class=6, size=(48, 48))
-    items = ablation.plan("smoke", ["reparam"])
+    items = plan("smoke", ["reparam"])
     holders = [hold_lock(str(tmp_path / "out" / "smoke" / "runs" / it["run_id"]) + ".lock") for it in items]
-    monkeypatch.setattr(ablation, "prepare_teachers", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "prepare_teachers", lambda *a, **k: None)
     trained = []
-    monkeypatch.setattr(ablation, "_train_run", lambda *a, **k: trained.append(a) or {})
+    monkeypatch.setattr(workers, "_train_run", lambda *a, **k: trained.append(a) or {})
     try:
-        result = ablation.reproduce("smoke", out=tmp_path / "out", grids=["reparam"], data=root, figures=False,
+        result = reproduce("smoke", out=tmp_path / "out", grids=["reparam"], data=root, figures=False,
                                     log=lambda *a: None)
     finally:
         for proc in holders:
@@ -68,14 +71,14 @@ def test_reproduce_through_submitit_local_executor(tmp_path, make_image_root):
     root = make_image_root(classes=WNIDS, per_class=6, size=(48, 48))
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    result = ablation.reproduce("smoke", out=out, grids=["reparam"], data=root, figures=False, jobs=2,
+    result = reproduce("smoke", out=out, grids=["reparam"], data=root, figures=False, jobs=2,
                                 submitit="local", submitit_options={"timeout_min": 10}, log=lambda *a: None)
     assert result["trained"] == 2 and result["busy"] == 0, result
     runs = result["runs"]
     assert len(runs) == 2 and runs["top1"].between(0, 100).all()
     logs = sorted(p.name for p in (out / "smoke" / "submitit").glob("*_log.err"))
     assert len(logs) == 2, logs  # really two jobs
-    again = ablation.reproduce("smoke", out=out, grids=["reparam"], data=root, figures=False, submitit="local",
+    again = reproduce("smoke", out=out, grids=["reparam"], data=root, figures=False, submitit="local",
                                log=lambda *a: None)
     assert (again["trained"], again["skipped"]) == (0, 2)
     print(f"submitit local: 2 runs in {time.perf_counter() - t0:.0f} s")

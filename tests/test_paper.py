@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gv3lite.ablation import _paper, _verdict_lines, paper_diffs
+from gv3lite.study.analysis import paper_diffs
+from gv3lite.study.report import _paper
+from gv3lite.study.report import verdict_lines as _verdict_lines
 from gv3lite.figures import plot_forest
 from gv3lite.paper import DIFFERENCE_NOTES, KINDS, difference_kind, paper_results
 

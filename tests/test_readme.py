@@ -1,4 +1,4 @@
-"""README.md's generated Results block (`gv3lite readme`, `gv3lite.ablation.readme_results`) and the call log
+"""README.md's generated Results block (`gv3lite readme`, `gv3lite.readme_results`) and the call log
 (calls.csv) it reads the wall time from. No training: the blocks are rendered from the committed results."""
 import re
 import shutil
@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from gv3lite import ablation
 from gv3lite.cli import main
+from gv3lite.study import runner
+from gv3lite.study.grids import GRIDS
+from gv3lite.study.plan import complete_grids, plan
+from gv3lite.study.readme import README_BEGIN, README_END, committed_study, readme_results, split_readme
+from gv3lite.study.records import CALL_COLUMNS, append_call, read_calls, read_verdicts
+from gv3lite.study.report import duration, sizing_note
+from gv3lite.study.runner import reproduce
 from gv3lite.utils import repo_root
 
 COMMITTED = repo_root() / "results"
@@ -31,17 +37,17 @@ def _results(tmp_path, budgets):
 
 
 def test_the_committed_readme_block_is_generated_from_the_committed_results():
-    _, block, _ = ablation.split_readme((repo_root() / "README.md").read_text())
-    assert block == ablation.readme_results(COMMITTED), "README.md is stale: run `gv3lite readme` and commit it"
+    _, block, _ = split_readme((repo_root() / "README.md").read_text())
+    assert block == readme_results(COMMITTED), "README.md is stale: run `gv3lite readme` and commit it"
     assert "**quick budget**" in block
 
 
 def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_path):
     root = _results(tmp_path, ["medium", "quick"])
-    ablation.append_call(root / "medium", _call(3000.0, interrupted=True))
-    calls = ablation.append_call(root / "medium", _call(4530.0))
-    assert len(calls) == 2 and list(calls.columns) == list(ablation.CALL_COLUMNS)
-    text = ablation.readme_results(root)
+    append_call(root / "medium", _call(3000.0, interrupted=True))
+    calls = append_call(root / "medium", _call(4530.0))
+    assert len(calls) == 2 and list(calls.columns) == list(CALL_COLUMNS)
+    text = readme_results(root)
     quick, medium = text.split("**medium budget**")  # quick first, then medium
     assert quick.startswith("**quick budget**")
     assert "wall time not recorded (no calls.csv)" in quick
@@ -51,10 +57,10 @@ def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_pat
     commits = ", ".join(sorted(set(runs["git_commit"].astype(str))))
     assert f"code at commit {commits}; {runs['run_id'].nunique()} trainings, {runs['seed'].nunique()} seeds" in quick
     assert f"Command `{runs['command'].iloc[0]}`" in quick
-    complete = [g for g in ablation.GRIDS if g in set(runs["grid"])
-                and {it["run_id"] for it in ablation.plan("quick", [g])} <= set(runs["run_id"])]
+    complete = [g for g in GRIDS if g in set(runs["grid"])
+                and {it["run_id"] for it in plan("quick", [g])} <= set(runs["run_id"])]
     assert "architectures" not in complete  # make main leaves it out; only its cells shared with the recipe grid
-    planned = len({it["run_id"] for it in ablation.plan("quick", complete)})
+    planned = len({it["run_id"] for it in plan("quick", complete)})
     assert "not in these results: the architectures grid(s)" in quick
     assert f"of the {planned} trainings the current plan has for its grids" in quick
     rows = [line for line in quick.splitlines() if line.startswith("| ") and "**" in line]
@@ -68,16 +74,16 @@ def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_pat
 
 def test_readme_results_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
-        ablation.readme_results(tmp_path / "nope")
-    assert ablation.readme_results(tmp_path).startswith("No ablation results recorded")
+        readme_results(tmp_path / "nope")
+    assert readme_results(tmp_path).startswith("No ablation results recorded")
     root = _results(tmp_path, ["quick"])
     (root / "quick" / "verdicts.csv").unlink()
     with pytest.raises(FileNotFoundError, match="verdicts.csv does not exist; write it with `gv3lite report"):
-        ablation.readme_results(root)
+        readme_results(root)
 
 
 def test_readme_command_replaces_the_block_and_check_detects_an_edit(tmp_path, capsys):
-    head, _, tail = ablation.split_readme((repo_root() / "README.md").read_text())
+    head, _, tail = split_readme((repo_root() / "README.md").read_text())
     readme = tmp_path / "README.md"
     readme.write_text(head + "- hand-typed: 41 min 45 s\n" + tail)
     root = _results(tmp_path, ["quick"])
@@ -87,7 +93,7 @@ def test_readme_command_replaces_the_block_and_check_detects_an_edit(tmp_path, c
     assert "differs from what `gv3lite readme` generates" in err and "-- hand-typed: 41 min 45 s" in err
     assert readme.read_text() == head + "- hand-typed: 41 min 45 s\n" + tail  # --check changes nothing
     assert main(args) == 0
-    assert readme.read_text() == head + ablation.readme_results(root) + tail  # only the block changed
+    assert readme.read_text() == head + readme_results(root) + tail  # only the block changed
     assert main([*args, "--check"]) == 0
     assert main(args) == 0 and "up to date" in capsys.readouterr().out
     # a number edited by hand inside the block
@@ -101,17 +107,17 @@ def test_readme_command_replaces_the_block_and_check_detects_an_edit(tmp_path, c
 
 @pytest.mark.parametrize("text, found", [
     ("# README\n\n## Results\n\nnothing here\n", "found 0 start and 0 end"),
-    (f"{ablation.README_END}\n{ablation.README_BEGIN}\n", "the end before the start"),
-    (f"{ablation.README_BEGIN}\n{ablation.README_END}\n{ablation.README_BEGIN}\n", "found 2 start and 1 end"),
+    (f"{README_END}\n{README_BEGIN}\n", "the end before the start"),
+    (f"{README_BEGIN}\n{README_END}\n{README_BEGIN}\n", "found 2 start and 1 end"),
 ])
 def test_missing_or_misplaced_markers_are_a_clear_error(tmp_path, capsys, text, found):
     with pytest.raises(ValueError, match=found):
-        ablation.split_readme(text)
+        split_readme(text)
     readme = tmp_path / "README.md"
     readme.write_text(text)
     assert main(["readme", "--results", str(COMMITTED), "--readme", str(readme)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("gv3lite readme: error: ") and ablation.README_BEGIN in err and ablation.README_END in err
+    assert err.startswith("gv3lite readme: error: ") and README_BEGIN in err and README_END in err
     assert readme.read_text() == text
     assert main(["readme", "--readme", str(tmp_path / "missing.md")]) == 2
     assert "missing.md does not exist" in capsys.readouterr().err
@@ -121,11 +127,11 @@ def test_an_interrupted_reproduce_call_is_logged(tmp_path, make_image_root, monk
     """Ctrl-C during the teacher pass or the trainings: the call still gets its row in calls.csv (no training here)."""
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ablation, "prepare_teachers", interrupt)
+    monkeypatch.setattr(runner, "prepare_teachers", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        ablation.reproduce("smoke", out=tmp_path, grids=["kd"], data=make_image_root(), command="pytest interrupt",
+        reproduce("smoke", out=tmp_path, grids=["kd"], data=make_image_root(), command="pytest interrupt",
                            log=lambda *a: None)
-    calls = ablation.read_calls(tmp_path / "smoke")
+    calls = read_calls(tmp_path / "smoke")
     assert len(calls) == 1
     row = calls.iloc[0]
     assert (row["command"], row["trained"], row["skipped"], row["jobs"]) == ("pytest interrupt", 0, 0, 1)
@@ -136,34 +142,34 @@ def test_an_interrupted_reproduce_call_is_logged(tmp_path, make_image_root, monk
 def test_committed_study_of_a_grid_needs_a_contrast(tmp_path):
     """make main leaves the architectures grid out, but its GhostNetV2 cells share the recipe grid's runs: the loaded
     study then has that one contrast; a folder with only one of its cells has none and reads as absent."""
-    committed = ablation.committed_study("quick", grids=["architectures"])
+    committed = committed_study("quick", grids=["architectures"])
     assert committed is not None and committed["budget"] == "quick"
     assert set(committed["verdicts"]["grid"]) == {"architectures"}
     assert list(committed["verdicts"]["cell"]) == ["ghostnetv2/ghostnetv3"]
-    runs = pd.read_csv(ablation.repo_root() / "results" / "quick" / "runs.csv")
+    runs = pd.read_csv(repo_root() / "results" / "quick" / "runs.csv")
     (tmp_path / "quick").mkdir()
     runs[runs["cell"] != "ghostnetv2/conventional"].to_csv(tmp_path / "quick" / "runs.csv", index=False)
-    assert ablation.committed_study("quick", results=tmp_path, grids=["architectures"]) is None
-    assert ablation.committed_study("quick", results=tmp_path, grids=["augment"]) is not None
-    assert ablation.committed_study("medium", results=tmp_path) is None  # no file
+    assert committed_study("quick", results=tmp_path, grids=["architectures"]) is None
+    assert committed_study("quick", results=tmp_path, grids=["augment"]) is not None
+    assert committed_study("medium", results=tmp_path) is None  # no file
 
 
 def test_a_grid_is_complete_only_when_all_its_planned_trainings_are_recorded():
     runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
     made = ["recipe", "reparam", "kd", "kd_control", "augment", "schedule"]   # make main's grids
-    assert ablation.complete_grids(runs, "quick") == made  # architectures: only the rows shared with recipe
-    kd_none = {it["run_id"] for it in ablation.plan("quick", ["kd"]) if it["cell"] == "none" and it["seed"] == 2}
-    assert ablation.complete_grids(runs[~runs["run_id"].isin(kd_none)], "quick") == [g for g in made if g != "kd"]
-    one_seed = ablation.plan("quick", ["kd"], seeds=1)
-    assert ablation.complete_grids(runs[runs["seed"] == 0], "quick", one_seed) == ["kd"]
-    assert ablation.complete_grids(runs.iloc[:0], "quick") == []
+    assert complete_grids(runs, "quick") == made  # architectures: only the rows shared with recipe
+    kd_none = {it["run_id"] for it in plan("quick", ["kd"]) if it["cell"] == "none" and it["seed"] == 2}
+    assert complete_grids(runs[~runs["run_id"].isin(kd_none)], "quick") == [g for g in made if g != "kd"]
+    one_seed = plan("quick", ["kd"], seeds=1)
+    assert complete_grids(runs[runs["seed"] == 0], "quick", one_seed) == ["kd"]
+    assert complete_grids(runs.iloc[:0], "quick") == []
 
 
 def test_sizing_note_gives_the_half_width_reached_and_the_seeds_the_target_needs():
     runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
-    table = ablation.read_verdicts(COMMITTED / "quick" / "verdicts.csv")
-    calls = ablation.read_calls(COMMITTED / "quick")
-    note = ablation.sizing_note(table, "quick", runs, calls)
+    table = read_verdicts(COMMITTED / "quick" / "verdicts.csv")
+    calls = read_calls(COMMITTED / "quick")
+    note = sizing_note(table, "quick", runs, calls)
     between = table[~table["method"].str.startswith("within-run")]
     half = (between["high"] - between["low"]) / 2
     assert f"±{half.min():.2f}–{half.max():.2f} pp over {len(between)} between-run contrasts (not met)" in note
@@ -174,8 +180,8 @@ def test_sizing_note_gives_the_half_width_reached_and_the_seeds_the_target_needs
     assert max(widths) > 2.0  # and one of them does not at one seed fewer
     per = calls["wall_seconds"].sum() / calls["trained"].sum()
     assert f"{7 * need} trainings for the grids recorded here" in note  # 7 distinct cells in make main's grids
-    assert f"about {ablation._duration(7 * need * per)}" in note
+    assert f"about {duration(7 * need * per)}" in note
     narrow = table.assign(low=table["diff"] - 0.5, high=table["diff"] + 0.5)
-    assert ablation.sizing_note(narrow, "quick", runs).endswith("(met).")
-    assert ablation.sizing_note(table, "full", runs) == ""            # no target before a GPU measurement
-    assert ablation.sizing_note(table[table["method"].str.startswith("within-run")], "quick", runs) == ""
+    assert sizing_note(narrow, "quick", runs).endswith("(met).")
+    assert sizing_note(table, "full", runs) == ""            # no target before a GPU measurement
+    assert sizing_note(table[table["method"].str.startswith("within-run")], "quick", runs) == ""

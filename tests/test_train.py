@@ -162,7 +162,7 @@ def test_same_seed_same_metrics_and_resume_is_exact(data_root, tmp_path):
 
 
 def test_ema_only_observes_training_and_eval_every_skips_epochs(data_root, tmp_path):
-    """An EMA run's raw weights are the run without EMA (gv3lite.ablation.trained_as relies on it); eval_every
+    """An EMA run's raw weights are the run without EMA (gv3lite.study.plan.trained_as relies on it); eval_every
     leaves skipped epochs NaN and always evaluates the last; the subset depends on data_seed, not on seed."""
     recipe = Recipe(**{**TINY, "epochs": 3}, ema=False)
     plain = run(recipe, data_root, tmp_path / "plain", quiet=True)
@@ -179,8 +179,9 @@ def test_ema_only_observes_training_and_eval_every_skips_epochs(data_root, tmp_p
     with pytest.raises(ValueError, match="eval_every"):
         recipe.replace(eval_every=0)
 
-    from gv3lite.ablation import _dataset_key, plan
-    keys = {_dataset_key(it["recipe"]) for it in plan("quick", ["recipe"]) if it["cell"] == "ghostnetv3"}
+    from gv3lite.study.plan import plan
+    from gv3lite.study.workers import dataset_key
+    keys = {dataset_key(it["recipe"]) for it in plan("quick", ["recipe"]) if it["cell"] == "ghostnetv3"}
     assert len(keys) == 1  # both seeds train on the same images
 
 
@@ -236,7 +237,8 @@ def test_mix_batch_is_timm_mixup_plus_its_weight(mixup_alpha, cutmix_alpha):
 
 # ------------------------------------------------------------------------------------------------ utils
 def test_utils_budget_cache_dir_and_seeding(monkeypatch, tmp_path):
-    from gv3lite.utils import budget, cache_dir, git_commit, resolve_device, seed_everything
+    from gv3lite.budgets import budget
+    from gv3lite.utils import cache_dir, git_commit, resolve_device, seed_everything
     monkeypatch.setenv("GV3LITE_BUDGET", "quick")
     assert budget() == "quick"
     monkeypatch.setenv("GV3LITE_BUDGET", "huge")

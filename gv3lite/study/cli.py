@@ -1,0 +1,136 @@
+"""The study's subcommands of the ``gv3lite`` command, registered by ``gv3lite.cli``: ``reproduce``
+(`add_reproduce`), ``report`` (`add_report`: re-analysis without training) and ``readme`` (`add_readme`: README.md's
+generated Results block).
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+from gv3lite.budgets import BUDGETS
+from gv3lite.budgets import budget as env_budget
+from gv3lite.study.grids import GRIDS
+from gv3lite.study.plan import plan
+from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
+from gv3lite.study.report import report
+from gv3lite.study.runner import reproduce
+from gv3lite.utils import check_output_dir, repo_root, resolve_device
+
+
+def add_reproduce(subparsers) -> None:
+    """Register ``gv3lite reproduce`` (see `reproduce`)."""
+    p = subparsers.add_parser("reproduce", help="run the paper's ablation grids under a budget; write results, "
+                                                "report and figures",
+                              description="Train every cell of the ablation grids (gv3lite.study.grids.GRIDS) for each "
+                                          "seed under a budget (gv3lite.budgets.BUDGETS). Finished runs are skipped, "
+                                          "interrupted ones resume from their checkpoint.")
+    p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | medium | full (default: "
+                                                                          "$GV3LITE_BUDGET, else smoke)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
+    p.add_argument("--out", default="runs/reproduce", help="results root; files go to OUT/<budget>/ (default "
+                                                           "runs/reproduce; `make main` writes the committed results/)")
+    p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
+    p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
+    p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else OUT/<budget>/figures;"
+                                                   " `make main` writes the committed figures/)")
+    p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
+                                                       "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
+    p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines (with --jobs 1 only)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu); with --jobs N on a machine "
+                                                   "with several GPUs, one run per GPU")
+    s = p.add_argument_group("scheduler (submitit): each training as one job; a lock keeps runs from training twice")
+    s.add_argument("--submitit", choices=["local", "slurm", "debug"], help="run the trainings through submitit: "
+                   "slurm (a job array, --jobs at a time), local (subprocesses here) or debug (in this process)")
+    s.add_argument("--slurm-partition", help="SLURM partition (with --submitit slurm)")
+    s.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per training in minutes (default 1440)")
+    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per training job (default 0; 1 with --device cuda)")
+    p.set_defaults(func=run_reproduce)
+
+
+def add_report(subparsers) -> None:
+    """Register ``gv3lite report`` (see `report`)."""
+    p = subparsers.add_parser("report", help="re-analyse recorded results (runs.csv) without training",
+                              description="Read RESULTS/runs.csv and rewrite summary, verdicts.csv, report.md and "
+                                          "the figures with the current statistics (gv3lite.stats).")
+    p.add_argument("results", help="a folder gv3lite reproduce wrote, e.g. results/quick")
+    p.add_argument("--out", default=None, help="where summary, verdicts.csv and report.md go (default: the "
+                                               "git-ignored runs/report/<name of RESULTS>; `--out results/quick "
+                                               "--figures figures` rewrites the committed ones)")
+    p.add_argument("--figures", default=None, help="figure folder (default OUT/figures)")
+    p.add_argument("--no-pool", action="store_true", help="a paired t interval per contrast instead of the "
+                                                          "seed-blocked model with pooled residual variance")
+    p.set_defaults(func=run_report)
+
+
+def add_readme(subparsers) -> None:
+    """Register ``gv3lite readme`` (see `readme_results`)."""
+    p = subparsers.add_parser("readme", help="regenerate README.md's Results block from the committed results/",
+                              description="Replace the text between the lines '" + README_BEGIN + "' and '"
+                                          + README_END + "' of README with the provenance and the verdict tables "
+                                          "of RESULTS/quick and RESULTS/medium (gv3lite.study.readme.readme_results). "
+                                          "`make main` and `make medium` run it after training.")
+    p.add_argument("--results", default="results", help="the results root (default: results)")
+    p.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when the README's block differs "
+                                                        "from what would be generated (0 when equal)")
+    p.set_defaults(func=run_readme)
+
+
+def run_readme(args) -> int:
+    readme = Path(args.readme)
+    if not readme.is_file():
+        raise FileNotFoundError(f"{readme} does not exist; give the README with --readme")
+    text = readme.read_text()
+    head, block, tail = split_readme(text, str(readme))
+    generated = readme_results(args.results)
+    if block == generated:
+        print(f"{readme}: the results block is up to date with {args.results}/")
+        return 0
+    if args.check:
+        diff = list(difflib.unified_diff(block.splitlines(), generated.splitlines(), "README block",
+                                         f"gv3lite readme --results {args.results}", lineterm="", n=0))
+        print(f"{readme}: the results block differs from what `gv3lite readme` generates from {args.results}/ "
+              f"(differences below); run `gv3lite readme` and commit {readme}", file=sys.stderr)
+        print("\n".join(diff[:40] + ([f"... {len(diff) - 40} more lines"] if len(diff) > 40 else [])),
+              file=sys.stderr)
+        return 1
+    readme.write_text(head + generated + tail)
+    print(f"{readme}: results block regenerated from {args.results}/")
+    return 0
+
+
+def run_report(args) -> int:
+    out = Path(args.out) if args.out else repo_root() / "runs" / "report" / Path(args.results).resolve().name
+    check_output_dir(out)
+    result = report(args.results, args.figures, pool=not args.no_pool, out_dir=out)
+    table = result["verdicts"]
+    shown = table[["grid", "cell", "baseline", "diff", "low", "high", "p_holm", "mde", "verdict"]].round(
+        {"diff": 2, "low": 2, "high": 2, "p_holm": 3, "mde": 1})
+    print(shown.to_string(index=False))
+    print(f"-> {out}/report.md, verdicts.csv; figures: " + ", ".join(str(p) for p in result["figures"]))
+    return 0
+
+
+def run_reproduce(args) -> int:
+    budget = args.budget or env_budget()
+    # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
+    grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids is not None else None
+    items = plan(budget, grids, args.seeds)  # unknown grids, bad --seeds: refused before --out is created
+    if args.list:
+        for it in items:
+            print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
+        return 0
+    check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read
+    resolve_device(args.device)  # --device cuda without a GPU: before any data is read
+    options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
+               "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
+    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
+                       figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options)
+    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
+          + (f", {result['busy']} being trained by another process" if result["busy"] else ""))
+    print(result["summary"].to_string(index=False))
+    print(f"-> {result['out_dir']}/runs.csv, summary.csv, summary.md, report.md; figures: "
+          + ", ".join(str(p) for p in result["figures"]))
+    return 0

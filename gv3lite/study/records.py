@@ -1,0 +1,130 @@
+"""The study's results files: what a budget folder ``<out>/<budget>/`` holds and how it is read back.
+
+Layout: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``), ``runs.csv`` (one row per
+grid, cell and seed: `collect`), ``history.csv`` and ``predictions.csv.gz`` (per-run files gathered:
+`gather_run_files`), ``verdicts.csv`` (`read_verdicts`), ``calls.csv`` (one row per ``reproduce`` call: command,
+commit, wall time; `CALL_COLUMNS`, `append_call`, `read_calls`). `recorded_results` reads the finished runs of a
+committed runs.csv, so a budget can be completed over several sittings without retraining what is recorded.
+
+Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
+reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
+RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
+
+
+CALLS = "calls.csv"  # one row per `reproduce` call, beside its runs.csv
+CALL_COLUMNS = ("started", "command", "git_commit", "wall_seconds", "trained", "skipped", "jobs", "cpu_count",
+                "interrupted")
+
+
+def append_call(out_dir, row: dict) -> pd.DataFrame:
+    """Append ``row`` (`CALL_COLUMNS`: ``started`` UTC ISO time, ``command``, ``git_commit``, ``wall_seconds``,
+    ``trained``/``skipped`` runs, ``jobs``, ``cpu_count``, ``interrupted``) to ``<out_dir>/calls.csv`` (created with
+    its header) and return the whole log (`read_calls`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    file = out_dir / CALLS
+    pd.DataFrame([row], columns=list(CALL_COLUMNS)).to_csv(file, mode="a", header=not file.is_file(), index=False)
+    return read_calls(out_dir)
+
+
+def read_calls(folder) -> pd.DataFrame | None:
+    """The call log ``<folder>/calls.csv`` written by `reproduce` (`append_call`), or ``None`` when there is none.
+    Raises ``ValueError`` naming missing columns."""
+    file = Path(folder) / CALLS
+    if not file.is_file():
+        return None
+    calls = pd.read_csv(file)
+    missing = [c for c in CALL_COLUMNS if c not in calls]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
+    return calls
+
+
+def recorded_results(out_dir) -> dict:
+    """``run_id -> result`` (``RESULT_FIELDS`` and ``seed``) of every training recorded in ``<out_dir>/runs.csv``.
+
+    The committed results hold runs.csv but not the run directories, so a budget can be completed over several
+    sittings (or on another machine) without retraining what is recorded: a run id is the hash of the trained
+    recipe, so an equal id is the same training. Empty without runs.csv; raises ``ValueError`` naming missing
+    columns."""
+    file = Path(out_dir) / "runs.csv"
+    if not file.is_file():
+        return {}
+    runs = pd.read_csv(file)
+    missing = [c for c in ("run_id", "seed", *RESULT_FIELDS[:4]) if c not in runs]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
+    rows = runs.drop_duplicates("run_id").to_dict("records")
+    return {r["run_id"]: {k: r.get(k) for k in ("seed", *RESULT_FIELDS)} for r in rows}
+
+
+def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame:
+    """One table of the per-run file ``runs/<id>/<name>`` (e.g. ``metrics.csv``) of each of ``run_ids``, with a
+    ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
+    copy); a run in neither has no rows."""
+    out_dir = Path(out_dir)
+    old = pd.read_csv(out_dir / combined) if (out_dir / combined).is_file() else pd.DataFrame(columns=["run_id"])
+    parts = []
+    for rid in run_ids:
+        file = out_dir / "runs" / rid / name
+        if file.is_file():
+            parts.append(pd.read_csv(file).assign(run_id=rid))
+        else:
+            parts.append(old[old["run_id"] == rid])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["run_id"])
+    table = pd.concat(parts, ignore_index=True)
+    return table[["run_id", *[c for c in table.columns if c != "run_id"]]]
+
+
+def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None = None) -> pd.DataFrame:
+    """One row per (grid, cell, seed): ``grid, cell, seed, run_id``, the result, ``budget`` and every recipe field
+    (lists as JSON). The result comes from ``runs/<id>/result.json``, else from ``recorded`` (`recorded_results`);
+    rows of runs in neither are left out (they are not finished)."""
+    rows = []
+    for it in items:
+        file = out_dir / "runs" / it["run_id"] / "result.json"
+        if file.is_file():
+            result = json.loads(file.read_text())
+        elif it["run_id"] in (recorded or {}):
+            result = recorded[it["run_id"]]
+        else:
+            continue
+        config = {k: (json.dumps(v) if isinstance(v, list) else v) for k, v in it["recipe"].to_dict().items()
+                  if k != "seed"}
+        top1 = result["top1_ema"] if it["recipe"].ema else result["top1_raw"]  # see `trained_as`
+        rows.append({"grid": it["grid"], "cell": it["cell"], "seed": it["seed"], "run_id": it["run_id"],
+                     "top1": top1, "top5": result["top5"], "top1_raw": result["top1_raw"],
+                     "top1_ema": result["top1_ema"], "train_seconds": result["train_seconds"],
+                     "cpu_seconds": result["cpu_seconds"], "git_commit": result["git_commit"], "budget": budget,
+                     "command": result["command"], **config})
+    return pd.DataFrame(rows)
+
+
+VERDICT_TEXT = ("grid", "cell", "baseline", "claim", "paper_diff", "seeds", "per_seed", "method", "same_as", "note",
+                "family", "verdict", "differs")  # verdicts.csv columns that are text ("+0.2" or "0 1" must stay text)
+
+
+def read_verdicts(file) -> pd.DataFrame:
+    """``verdicts.csv`` as written by `reproduce` / `report`, its text columns as strings ("" for empty).
+    Raises ``FileNotFoundError`` and ``ValueError`` (missing columns) with the command that writes it."""
+    file = Path(file)
+    fix = f"write it with `gv3lite report {file.parent} --out {file.parent}`"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; {fix}")
+    table = pd.read_csv(file, dtype={c: str for c in VERDICT_TEXT})
+    missing = [c for c in ("grid", "cell", "baseline", "claim", "paper_diff", "per_seed", "diff", "low", "high",
+                           "p_holm", "mde", "verdict", "differs") if c not in table]
+    if missing:
+        raise ValueError(f"{file} lacks column(s) {missing}; {fix}")
+    return table.fillna({c: "" for c in VERDICT_TEXT if c in table})

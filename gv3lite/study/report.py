@@ -1,0 +1,252 @@
+"""The study's report: Markdown (summary, verdict table, sizing note, report.md), the figures of a budget, and
+`report` (re-analysis of a recorded budget folder without training).
+"""
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from gv3lite.budgets import BUDGETS, HALF_WIDTH_TARGETS
+from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
+from gv3lite.paper import difference_kind, paper_results
+from gv3lite.stats import ALPHA, DELTA, POWER, seeds_for_half_width
+from gv3lite.study.analysis import summarize, verdicts
+from gv3lite.study.grids import paper_key
+from gv3lite.study.plan import plan, recorded_grids
+from gv3lite.study.records import PREDICTIONS, read_calls
+from gv3lite.utils import git_commit
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as ``"45 s"``, ``"41 min 45 s"`` or ``"2 h 05 min"``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def calls_note(calls: pd.DataFrame | None) -> str:
+    """``"total wall time X over N calls (calls.csv)"`` or ``"wall time not recorded (no calls.csv)"``."""
+    if calls is None or calls.empty:
+        return "wall time not recorded (no calls.csv)"
+    n, interrupted = len(calls), int(calls["interrupted"].astype(str).eq("True").sum())
+    return (f"total wall time {duration(calls['wall_seconds'].sum())} over {n} call{'s' if n != 1 else ''} of "
+            "`gv3lite reproduce`" + (f" ({interrupted} interrupted)" if interrupted else "") + " (calls.csv)")
+
+
+def summary_markdown(summary: pd.DataFrame, budget: str) -> str:
+    """The summary as a Markdown table (top-1 / top-5 as mean ± std in %)."""
+    lines = [f"# Ablation summary ({budget} budget)", "",
+             "top-1: of the EMA weights where the cell keeps an EMA, else of the raw weights; top-5: raw weights. "
+             "Cells with the same run id (runs.csv) are one training.", "",
+             "| grid | cell | n | top-1 (%) | top-5 (%) | paper claim | train s / run |", "|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.grid} | {r.cell} | {r.n} | {_pm(r.top1_mean, r.top1_std)} | {_pm(r.top5_mean, r.top5_std)} "
+                     f"| {r.paper_claim} | {r.train_seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean, std) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std == std else " (1 seed)")
+
+
+def _num(value, spec: str) -> str:
+    """``value`` formatted with ``spec`` ("n/a" for NaN, never "-0.00")."""
+    return "n/a" if value != value else format(value + 0.0, spec).replace("-0.00", "+0.00")
+
+
+def _mde(value) -> str:
+    """The minimum detectable effect (pp) for a table; above 100 pp (top-1 spans 100 pp) no effect is detectable."""
+    return "none < 100 pp" if value == value and value > 100 else _num(value, ".1f")
+
+
+def _ci(r) -> str:
+    if r.low != r.low:
+        return "n/a"
+    return f"[{r.low:+.2f}, {r.high:+.2f}]"
+
+
+def _paper(r) -> str:
+    """The source's number or claim for a verdict row, labelled by what it is: a difference of two published values
+    is ``derived: +1.8/+2.2/+2.6`` or ``checkpoint: +0.2`` (`gv3lite.paper.difference_kind`: the paper states
+    neither), a direction is ``paper: better`` (stated by the paper), else ``unknown``."""
+    if isinstance(r.paper_diff, str) and r.paper_diff:
+        return f"{difference_kind(r.grid)}: {r.paper_diff}"
+    return f"paper: {r.claim}" if r.claim in ("better", "worse") else str(r.claim)
+
+
+def verdict_lines(table: pd.DataFrame) -> list[str]:
+    """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as Markdown lines: contrast, fields
+    that differ, per-seed differences, diff, 95% interval and its half-width, Holm p, MDE, paper, verdict."""
+    lines = ["| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | half-width (pp) | Holm p "
+             "| MDE (pp) | source's claim (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        per_seed = str(r.per_seed)
+        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} "
+                     f"| {per_seed if len(per_seed) < 60 else per_seed[:57] + '...'} | {_num(r.diff, '+.2f')} "
+                     f"| {_ci(r)} | {_num((r.high - r.low) / 2, '.2f')} | {_num(r.p_holm, '.3f')} "
+                     f"| {_mde(r.mde)} | {_paper(r)} | **{r.verdict}** |")
+    if table.empty:
+        lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | | |")
+    return lines
+
+
+def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.DataFrame | None = None) -> str:
+    """One Markdown sentence: the 95% half-widths the between-run contrasts of ``table`` (`verdicts`) reached
+    against the budget's target (`HALF_WIDTH_TARGETS`); when one is wider, the seeds per cell that bring every
+    contrast within the target at the spread measured here (the most any one needs, `gv3lite.stats
+    .seeds_for_half_width`, with its standard error x sqrt(seeds) as the SD of a paired per-seed difference and its
+    residual df growing with the seeds as in the table) and, given the call log ``calls`` (`read_calls`), the wall
+    time that plan would take at the recorded wall time per training. ``""`` when the
+    budget has no target or the table no between-run contrast with an interval (within-run EMA rows are left out:
+    their width does not depend on the seeds)."""
+    target = HALF_WIDTH_TARGETS.get(budget)
+    between = table[~table["method"].astype(str).str.startswith("within-run") & table["high"].notna()
+                    & table["low"].notna() & (table["n"] >= 2)] if len(table) else table
+    if target is None or between.empty:
+        return ""
+    half = (between["high"] - between["low"]) / 2
+    reached = f"{half.min():.2f}" if f"{half.min():.2f}" == f"{half.max():.2f}" else f"{half.min():.2f}–{half.max():.2f}"
+    text = (f"95% half-width target of the {budget} budget: ±{target:g} pp; reached ±{reached} pp over "
+            f"{len(between)} between-run contrast{'s' if len(between) != 1 else ''}")
+    if (half <= target).all():
+        return text + " (met)."
+
+    def seeds_needed(row) -> int:  # the residual df grow with the seeds as in this table: df / (n - 1) per seed
+        n = int(row["n"])
+        return seeds_for_half_width(float(row["se"]) * math.sqrt(n), target,
+                                    pooled_cells=1 + max(float(row["df"]), 1.0) / (n - 1))
+
+    try:
+        needs = between.apply(seeds_needed, axis=1)
+    except ValueError:
+        return text + " (not met; at the spread measured here one contrast needs more than 1000 seeds per cell)."
+    worst = between.loc[needs.idxmax()]
+    need = int(needs.max())
+    text += (f" (not met): at the spread measured here ±{target:g} pp needs {need} seeds per cell (the most any "
+             f"contrast needs: {worst['grid']}/{worst['cell']}, paired per-seed SD "
+             f"{float(worst['se']) * math.sqrt(int(worst['n'])):.1f} pp)")
+    trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
+    if trained:
+        per_training = float(calls["wall_seconds"].sum()) / trained
+        planned = len({it["run_id"] for it in plan(budget, recorded_grids(runs, budget), seeds=need)})
+        text += (f": {planned} trainings for the grids recorded here, about {duration(planned * per_training)} at "
+                 f"the {duration(per_training)} of wall time per training recorded in calls.csv")
+    return text + "."
+
+
+def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
+                 wall_seconds: float | None = None, counts: dict | None = None,
+                 calls: pd.DataFrame | None = None) -> Path:
+    """``report.md``: per contrast the fields that differ, the paired per-seed differences, the mean with its 95%
+    interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.stats``).
+    The header gives ``wall_seconds`` (this call's wall time, when it trained) and, from the call log ``calls``
+    (`read_calls`), the total wall time over all recorded calls.
+    """
+    path = Path(path)
+    seeds = sorted(set(runs["seed"])) if len(runs) else []
+    lines = [f"# gv3lite ablation report — {budget} budget", "",
+             f"Command: `{command}`  ", f"Commit: {git_commit()} (runs trained at "
+             f"{', '.join(sorted(set(runs['git_commit'].astype(str)))) if 'git_commit' in runs else 'unknown'})  ",
+             f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
+             + (f"; this call trained {counts['trained']}, skipped {counts['skipped']}" if counts else "")
+             + (f"; wall time of this call {duration(wall_seconds)}" if wall_seconds is not None else "")
+             + (f"; {calls_note(calls)}" if calls is not None else "")
+             + (f"; training time of all runs {runs.drop_duplicates('run_id')['train_seconds'].sum() / 60:.1f} min "
+                "(summed over runs)" if len(runs) and "train_seconds" in runs else ""), "",
+             f"Analysis (`gv3lite/stats.py`, fixed in code before the runs it is meant for; runs recorded by older "
+             f"versions are re-analysed with it): the seed is the unit. diff = mean of the "
+             f"paired per-seed differences cell − baseline (top-1, pp); its 95% interval comes from a seed-blocked "
+             f"model (cell + seed) whose residual variance is pooled over the cells of one architecture, or from "
+             f"the paired differences alone where pooling is not possible (see `method`). p is Holm-adjusted across "
+             f"the paper's claims. Smallest effect of interest δ = {DELTA:g} pp. **agrees** / **disagrees**: "
+             f"adjusted p < {ALPHA:g}, in / against the paper's direction; **no effect >= {DELTA:g} pp**: the "
+             f"interval lies inside ±δ; **underpowered**: neither (MDE = the difference this design would detect "
+             f"with {POWER:.0%} power at the strictest Holm level). EMA is judged within-run: EMA minus raw top-1 of every training. The "
+             "source's claim (gv3lite/paper_results.csv) is labelled by what it is: `paper:` a direction the paper "
+             "states; `derived:` two published ImageNet top-1 subtracted by us (GhostNetV3 minus GhostNetV2: two "
+             "papers, 600 vs 450 epochs; not an ablation); `checkpoint:` a measurement of the released checkpoint. "
+             "Ours are on Imagenette at this budget's size: compare directions, not magnitudes. Cells with the same "
+             "run id in runs.csv are one training.",
+             "", *verdict_lines(table)]
+    notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
+             + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
+    sizing = sizing_note(table, budget, runs, calls)
+    path.write_text("\n".join(lines + ([""] + [sizing] if sizing else []) + ["", "Method per contrast:", ""] + notes)
+                    + "\n")
+    return path
+
+
+def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True, out_dir=None) -> dict:
+    """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv``, and the
+    call log ``calls.csv`` for the report's wall time, if there; it is never written here) and write ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md`` into ``out_dir`` (default ``results_dir``) and
+    the figures into ``figures_dir`` (default ``<out_dir>/figures``).
+
+    Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
+    uses the per-seed top-1 it has). Returns ``dict(runs, summary, verdicts, figures)``. Raises
+    ``FileNotFoundError`` when runs.csv is missing and ``ValueError`` when it has no rows.
+    """
+    results_dir = Path(results_dir)
+    file = results_dir / "runs.csv"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; give the folder `gv3lite reproduce` wrote (e.g. results/quick)")
+    runs = pd.read_csv(file)
+    if runs.empty:
+        raise ValueError(f"{file} has no runs; train some with `gv3lite reproduce` first")
+    budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
+    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
+    history = pd.read_csv(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
+    predictions = (pd.read_csv(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None)
+    out_dir = Path(out_dir or results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(runs)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    table = verdicts(runs, pool=pool, predictions=predictions)
+    table.to_csv(out_dir / "verdicts.csv", index=False)
+    write_report(runs, table, out_dir / "report.md", budget, command, calls=read_calls(results_dir))
+    paths = plot_grids(runs, summary, budget, command, table=table, history=history,
+                       folder=Path(figures_dir or out_dir / "figures"))
+    return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
+
+
+def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
+               table: pd.DataFrame | None = None, history: pd.DataFrame | None = None, folder=None) -> list[Path]:
+    """One figure per grid (``gv3lite.figures.plot_grid``), saved as ``ablation_<grid>.png`` by ``figures.savefig``;
+    given the verdict ``table`` (`verdicts`), the forest plot of all claims as ``ablation_forest.png``
+    (``gv3lite.figures.plot_forest``); given per-epoch ``history`` (``history.csv``), the learning curves per cell as
+    ``ablation_learning_curves.png`` (``gv3lite.figures.plot_learning_curves``; skipped when no run has one).
+    ``folder``: where they go (default ``gv3lite.figures.figures_dir(budget)``)."""
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
+    paths = []
+    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
+        history is not None and len(history)) else None
+    if fig is not None:
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, folder=folder))
+        plt.close(fig)
+    if table is not None and len(table):
+        seeds = int(runs["seed"].nunique())
+        fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
+                                       " (Imagenette); paired differences with 95% intervals, Holm-adjusted verdicts")
+        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, folder=folder))
+        plt.close(fig)
+    for grid in summary["grid"].unique():
+        try:
+            paper = paper_results(grid)
+        except KeyError:
+            paper = None
+        seeds = int(summary[summary["grid"] == grid]["n"].max())
+        title = f"{grid} — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
+        if grid == "architectures":
+            title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
+        fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
+                        title=title)
+        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, folder=folder))
+        plt.close(fig)
+    return paths

@@ -1,0 +1,134 @@
+"""`reproduce`: the study of a budget, trained where it is missing and written as results, report and figures.
+
+What a call does: plan the runs (``gv3lite.study.plan``), skip the finished ones (a ``result.json``, or a row of the
+committed ``runs.csv``: `gv3lite.study.records.recorded_results`), compute the teacher outputs once, train the rest
+(``gv3lite.study.workers.train_runs``: serial, a worker pool, or submitit jobs), then write ``runs.csv``,
+``history.csv``, ``predictions.csv.gz``, ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md``, the figures, and
+one row of ``calls.csv`` (also when interrupted: the wall time of a budget finished over several sittings is the sum
+of the rows).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gv3lite.data import resolve_data_root
+from gv3lite.study.analysis import summarize, verdicts
+from gv3lite.study.plan import plan
+from gv3lite.study.records import PREDICTIONS, append_call, collect, gather_run_files, recorded_results
+from gv3lite.study.report import plot_grids, summary_markdown, write_report
+from gv3lite.study.workers import prepare_teachers, train_runs
+from gv3lite.utils import git_commit
+
+
+def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids=None, data=None, figures: bool = True,
+              quiet: bool = True, command: str | None = None, log=print, jobs: int = 1, figures_dir=None,
+              device: str = "cpu", submitit: str | None = None, submitit_options: dict | None = None) -> dict:
+    """Run (or resume) every cell of ``budget`` and write the results files, report.md and the figures.
+
+    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored: only
+    ``make main`` / ``make medium`` write the committed ``results/`` and ``figures/``). ``figures_dir``: where the
+    figures go (default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``). ``data``: ImageFolder root
+    (``gv3lite.data``'s resolution order). ``jobs``: trainings at once, each in its own process with
+    ``torch.get_num_threads() // jobs`` threads (on a 2-core CPU ``jobs=2`` trains ~1.8x more images per second than
+    one run with two threads). ``device``, ``submitit``, ``submitit_options``: see
+    ``gv3lite.study.workers.train_runs``. Every call appends one row to ``calls.csv`` (`CALL_COLUMNS`), also when
+    interrupted (``KeyboardInterrupt``: Ctrl-C, or SIGTERM with ``jobs`` > 1).
+    Returns ``dict(trained, skipped, resumed, busy, out_dir, runs, summary, verdicts, figures)``: ``trained`` counts
+    trainings started by this call (``resumed`` of them continued a checkpoint), ``skipped`` the unique runs already
+    finished, ``busy`` those another process is training (their results join the files of whichever call ends
+    last). ``grids`` limits what is trained (and drawn); the results files cover every finished run of the budget.
+    Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1 a script must call this
+    under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the script).
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    items = plan(budget, grids, seeds)
+    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
+    out_dir = Path(out) / budget
+    root = resolve_data_root(data)
+    unique = {it["run_id"]: it["trained_as"] for it in items}
+    # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
+    recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
+    todo = {rid: r for rid, r in unique.items()
+            if not (out_dir / "runs" / rid / "result.json").is_file() and rid not in recorded}
+    counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
+    commit = git_commit()  # the code this call trains with (results/ and figures/ do not count, see git_commit)
+
+    def call_row(interrupted: bool) -> dict:
+        return {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
+                "wall_seconds": round(time.perf_counter() - t0, 1), "trained": counts["trained"],
+                "skipped": counts["skipped"], "jobs": jobs, "cpu_count": os.cpu_count(), "interrupted": interrupted}
+
+    try:  # an interrupted call is logged too: the time it spent counts towards the budget's wall time
+        prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
+        counts["resumed"] = sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
+        train_runs(todo, out_dir, root, command, budget, _progress(items, todo, out_dir, counts, log), jobs=jobs,
+                   device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options, log=log)
+    except KeyboardInterrupt:
+        append_call(out_dir, call_row(interrupted=True))
+        raise
+    written = write_results(budget, items, out_dir, recorded, command, figures=figures, figures_dir=figures_dir)
+    row = call_row(interrupted=False)
+    write_report(written["all_runs"], written["table"], out_dir / "report.md", budget, command,
+                 wall_seconds=row["wall_seconds"], counts=counts, calls=append_call(out_dir, row))
+    return {**counts, "out_dir": out_dir, **{k: written[k] for k in ("runs", "summary", "verdicts", "figures")}}
+
+
+def _progress(items: list[dict], todo: dict, out_dir: Path, counts: dict, log):
+    """The ``done(k, run id, result)`` callback of `reproduce`: counts and logs each finished (or busy) run."""
+    def describe(rid):
+        return ", ".join(f"{it['grid']}/{it['cell']}" for it in items if it["run_id"] == rid)
+
+    def done(k, rid, result):
+        if result is None:  # another process holds the run's lock: it trains it
+            counts["busy"] += 1
+            log(f"[{k}/{len(todo)}] run {rid} ({describe(rid)}) is being trained by another process (lock "
+                f"{out_dir / 'runs' / rid}.lock): skipped here")
+            return
+        if result.get("finished_elsewhere"):
+            counts["skipped"] += 1
+            return
+        counts["trained"] += 1
+        log(f"[{k}/{len(todo)}] run {rid} seed {todo[rid].seed} ({describe(rid)}): top-1 {result['top1']:.2f}%  "
+            f"{result['train_seconds']:.0f} s train, {result['cpu_seconds']:.0f} s CPU")
+    return done
+
+
+def write_results(budget: str, items: list[dict], out_dir: Path, recorded: dict, command: str, figures: bool = True,
+                  figures_dir=None) -> dict:
+    """Write runs.csv, history.csv, predictions.csv.gz, summary.csv/.md, verdicts.csv and the figures of every
+    finished run of ``budget`` in ``out_dir`` (every recorded seed, also when ``items`` asked for fewer). Returns
+    ``dict(all_runs, table, runs, summary, verdicts, figures)``: the whole runs table and verdict table, and the parts
+    of the grids in ``items`` (a contrast of those grids may be listed under another grid that compares the same
+    runs: `same_as`)."""
+    n_seeds = max(len({it["seed"] for it in items}), 1 + max((r["seed"] for r in recorded.values()), default=-1))
+    runs = collect(plan(budget, None, n_seeds), out_dir, budget, recorded)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    run_ids = runs["run_id"].unique() if len(runs) else []
+    history = gather_run_files(out_dir, run_ids, "metrics.csv", "history.csv")
+    history.to_csv(out_dir / "history.csv", index=False)
+    predictions = gather_run_files(out_dir, run_ids, "predictions.csv", PREDICTIONS)
+    predictions.to_csv(out_dir / PREDICTIONS, index=False)  # gzip: ~4 kB per run and 1,000 val images
+    summary = summarize(runs)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    table = verdicts(runs, predictions=predictions if len(predictions) else None)
+    table.to_csv(out_dir / "verdicts.csv", index=False)
+    mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
+    pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
+    table_mine = table
+    if len(table):
+        shared = table["same_as"].map(lambda v: any(x.split("/")[0] in mine for x in v.split(", ") if x))
+        table_mine = table[table["grid"].isin(mine) | shared].reset_index(drop=True)
+    folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
+    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table_mine, history=history,
+                       folder=folder) if figures else []
+    return {"all_runs": runs, "table": table, "runs": pick(runs), "summary": pick(summary), "verdicts": table_mine,
+            "figures": paths}
