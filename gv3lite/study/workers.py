@@ -78,11 +78,11 @@ def prepare_teachers(recipes: list[Recipe], root, log=print, quiet: bool = True)
         log(f"teacher {r.teacher}: outputs for {len(train)} training images ready ({time.perf_counter() - t0:.0f} s)")
 
 
-_DATASETS: dict = {}  # per process: decoded datasets by `dataset_key`, reused by the runs that share them
+_DATASETS: dict = {}  # per process: decoded datasets by data root and `dataset_key`, reused by the runs that share them
 
 
 def _datasets_for(recipe: Recipe, root, keep_one: bool = False):
-    key = dataset_key(recipe)
+    key = (str(root), dataset_key(recipe))  # the root too: one process may train on two roots (the tests do)
     if key not in _DATASETS:
         if keep_one:
             _DATASETS.clear()  # full-size datasets: keep one in memory at a time
