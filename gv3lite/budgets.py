@@ -4,7 +4,8 @@ notebooks' sizes.
 Owns: `BUDGET_NAMES` (``smoke`` CI minutes, ``quick`` a 2-core CPU < 1 h, ``medium`` all of Imagenette on a 2-core
 CPU ~2 h 15 min, ``full`` a GPU), `budget` (the budget named by ``GV3LITE_BUDGET``), `BUDGETS` (the study's sizes,
 applied on top of every cell's recipe by ``gv3lite.study``), `NOT_RECIPE_FIELDS`, `HALF_WIDTH_TARGETS` (pp, declared
-before the runs), `NOTEBOOK_SIZES` / `notebook_sizes` (what each notebook in ``notebooks/`` computes at each budget).
+before the runs), `FACTORIAL_BLOCKS` (the factorial's looks and time), `NOTEBOOK_SIZES` / `notebook_sizes` (what
+each notebook in ``notebooks/`` computes at each budget).
 Nothing else defines a budget: the notebooks, the Makefile's targets and the tests read them from here. Imports no
 gv3lite module.
 """
@@ -72,6 +73,18 @@ NOT_RECIPE_FIELDS = ("seeds", "arch_width")
 # pp: the 95% interval half-width each budget was sized for (issue 11), declared before its runs; `sizing_note`
 # reports what a study reached against it. `full` has none until it is sized from a GPU measurement.
 HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
+# The factorial study (gv3lite.study.design, issue 21) adds one block of 16 runs at a time (block b = seed b) and
+# looks after blocks first_look..max_blocks (gv3lite.sequential spends alpha over exactly these looks, declared here
+# before any run); it stops when every claim is decided, at max_blocks, or once the recorded wall time of its calls
+# reaches wall_minutes. One block at quick is ~16 x 280 s of 1-thread training (~37 min with --jobs 2 on 2 cores at
+# today's regime), so the quick maximum is sized for the shorter regime of issue 22; re-declare after measuring it.
+# The effect SE is 2 sigma / sqrt(16 r): at sigma 3.0 pp, +-1.25 pp needs ~6 blocks.
+FACTORIAL_BLOCKS = {
+    "smoke": dict(first_look=1, max_blocks=1, wall_minutes=10),
+    "quick": dict(first_look=2, max_blocks=3, wall_minutes=60),
+    "medium": dict(first_look=2, max_blocks=6, wall_minutes=150),
+    "full": dict(first_look=2, max_blocks=6, wall_minutes=None),
+}
 assert tuple(BUDGETS) == BUDGET_NAMES, "BUDGET_NAMES and BUDGETS must list the same budgets"
 
 # The notebooks' sizes: what each notebook of notebooks/ computes at each budget (images shown, timing repeats, the
@@ -130,3 +143,4 @@ def notebook_sizes(notebook: str, name: str | None = None) -> dict:
 
 
 assert all(tuple(sizes) == BUDGET_NAMES for sizes in NOTEBOOK_SIZES.values()), "every notebook sizes every budget"
+assert tuple(FACTORIAL_BLOCKS) == BUDGET_NAMES, "the factorial needs its looks at every budget"

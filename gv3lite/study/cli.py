@@ -1,5 +1,6 @@
 """The study's subcommands of the ``gv3lite`` command, registered by ``gv3lite.cli``: ``reproduce``
-(`add_reproduce`), ``report`` (`add_report`: re-analysis without training) and ``readme`` (`add_readme`: README.md's
+(`add_reproduce`: the one-factor grids, or ``--design factorial``: the fractional factorial in sequential blocks),
+``report`` (`add_report`: re-analysis without training, of either design) and ``readme`` (`add_readme`: README.md's
 generated Results block).
 """
 from __future__ import annotations
@@ -8,10 +9,15 @@ import difflib
 import sys
 from pathlib import Path
 
-from gv3lite.budgets import BUDGETS
+import pandas as pd
+import yaml
+
+from gv3lite.budgets import BUDGETS, FACTORIAL_BLOCKS
 from gv3lite.budgets import budget as env_budget
+from gv3lite.study.blocks import reproduce_factorial
+from gv3lite.study.factorial_report import report_factorial
 from gv3lite.study.grids import GRIDS
-from gv3lite.study.plan import plan
+from gv3lite.study.plan import FACTORIAL_GRID, factorial_plan, plan
 from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
 from gv3lite.study.report import report
 from gv3lite.study.runner import reproduce
@@ -35,6 +41,13 @@ def add_reproduce(subparsers) -> None:
     p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else OUT/<budget>/figures;"
                                                    " `make main` writes the committed figures/)")
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
+    p.add_argument("--design", choices=["grids", "factorial"], default="grids", help="grids: the one-factor grids "
+                   "(default); factorial: the 2^(6-2) fractional factorial, one block of 16 runs at a time until its "
+                   "claims are decided (gv3lite.study.design, gv3lite.budgets.FACTORIAL_BLOCKS)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="with --design factorial: a "
+                   "recipe field set in every run (repeatable; a factor's field is refused)")
+    p.add_argument("--generators", default=None, help="with --design factorial: the fraction's generators, e.g. "
+                   "E=-ACD,F=-BCD (the default)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once, each with (threads // jobs) threads "
                                                        "(default 1; 2 on a 2-core CPU is ~1.8x faster)")
     p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines (with --jobs 1 only)")
@@ -104,6 +117,12 @@ def run_readme(args) -> int:
 def run_report(args) -> int:
     out = Path(args.out) if args.out else repo_root() / "runs" / "report" / Path(args.results).resolve().name
     check_output_dir(out)
+    runs_file = Path(args.results) / "runs.csv"
+    if runs_file.is_file() and FACTORIAL_GRID in set(pd.read_csv(runs_file, usecols=["grid"])["grid"]):
+        result = report_factorial(args.results, out)
+        print(result["claims"][["claim", "diff", "low", "high", "verdict"]].round(2).to_string(index=False))
+        print(f"-> {out}/report.md, verdicts.csv, looks.csv, effects.csv")
+        return 0
     result = report(args.results, args.figures, pool=not args.no_pool, out_dir=out)
     table = result["verdicts"]
     shown = table[["grid", "cell", "baseline", "diff", "low", "high", "p_holm", "mde", "verdict"]].round(
@@ -113,8 +132,46 @@ def run_report(args) -> int:
     return 0
 
 
+def _pairs(items, flag: str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML); ``ValueError`` for an item without =."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {item!r}: write NAME=VALUE")
+        out[key.strip()] = yaml.safe_load(value) if flag == "--set" else value.strip()
+    return out
+
+
+def run_factorial(args, budget: str) -> int:
+    changes = _pairs(args.set, "--set")
+    generators = _pairs(args.generators.split(","), "--generators") if args.generators else None
+    items = factorial_plan(budget, FACTORIAL_BLOCKS[budget]["max_blocks"], changes, generators)
+    if args.list:
+        for it in items:
+            print(f"block {it['block']}  {it['order']:2d}  {it['cell']}  {it['run_id']}")
+        return 0
+    check_output_dir(args.out)
+    resolve_device(args.device)
+    options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
+               "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
+    result = reproduce_factorial(budget, args.out, args.data, jobs=args.jobs, device=args.device,
+                                 quiet=not args.verbose, changes=changes, generators=generators,
+                                 submitit=args.submitit, submitit_options=options)
+    print(f"trained {result['trained']}, skipped {result['skipped']} finished runs; {result['blocks']} block(s); "
+          f"{result['reason']}")
+    if result["claims"] is not None:
+        print(result["claims"][["claim", "diff", "low", "high", "verdict"]].round(2).to_string(index=False))
+    print(f"-> {result['out_dir']}/report.md, verdicts.csv, looks.csv, effects.csv, runs.csv")
+    return 0
+
+
 def run_reproduce(args) -> int:
     budget = args.budget or env_budget()
+    if args.design == "factorial":
+        return run_factorial(args, budget)
+    if args.set or args.generators:
+        raise ValueError("--set and --generators apply to --design factorial; add it or drop them")
     # `--grids ""` or `--grids ,,` name no grid: `plan` rejects that instead of running all of them
     grids = [g.strip() for g in args.grids.split(",") if g.strip()] if args.grids is not None else None
     items = plan(budget, grids, args.seeds)  # unknown grids, bad --seeds: refused before --out is created

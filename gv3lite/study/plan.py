@@ -2,7 +2,8 @@
 
 Owns `cell_recipe` (preset <- cell changes <- budget sizes), `trained_as` (a cell without EMA trains as its EMA
 twin), `run_id` (a hash of the trained recipe: equal configs share one run), `plan`, and which grids a runs table
-covers (`complete_grids`, `recorded_grids`).
+covers (`complete_grids`, `recorded_grids`), and `factorial_plan` (the blocks of the factorial design,
+``gv3lite.study.design``, as the same items).
 
 Runs are keyed by a hash of the resolved recipe (seed included), so a config shared by several grids (e.g. the
 ``ghostnetv3`` recipe is the ``recipe`` grid's cell, ``reparam/full``, ``kd/teacher`` and ``schedule/ema``) trains
@@ -18,6 +19,7 @@ import pandas as pd
 
 from gv3lite.budgets import BUDGETS, NOT_RECIPE_FIELDS, check_budget
 from gv3lite.recipe import Recipe, preset
+from gv3lite.study import design
 from gv3lite.study.grids import GRIDS, Cell
 
 
@@ -110,3 +112,32 @@ def recorded_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = N
     """The grids a runs.csv table stands for: its `complete_grids`, or -- when none is complete (results of an older
     plan, other recipes or sizes) -- every grid that has rows in it, in grid order."""
     return complete_grids(runs, budget, items) or [g for g in GRIDS if g in set(runs["grid"])]
+
+
+FACTORIAL_GRID = "factorial"  # the grid name of the factorial's rows in runs.csv
+
+
+def factorial_plan(budget: str, blocks: int, changes: dict | None = None, generators: dict | None = None) -> list[dict]:
+    """The runs of blocks 0..``blocks``-1 of the factorial design under ``budget``, as `plan` items (``grid`` =
+    ``"factorial"``, ``cell`` = the run's levels, e.g. ``A+B+C-D-E-F-``, ``seed`` = the block) plus ``block`` and
+    ``order`` (the run's place in its block's random order, `design.block_order`). A run's recipe is the base preset
+    with its factors' fields, ``changes`` (``--set``) and the budget's sizes; the two corners equal the recipe grid's
+    cells, so they share their run ids. Raises ``ValueError`` when ``changes`` sets a factor's field (the factor would
+    have one level: a singular design) or ``blocks`` < 1, and like `design.fraction` for bad generators."""
+    sizes = {k: v for k, v in _check_budget(budget).items() if k not in NOT_RECIPE_FIELDS}
+    changes = dict(changes or {})
+    for f in design.FACTORS:
+        fixed = sorted(set(f.low) & set(changes))
+        if fixed:
+            raise ValueError(f"--set {', '.join(fixed)} would fix factor {f.letter} ({f.name}) at one level, which "
+                             "makes the design singular; drop it from --set (the factorial varies it)")
+    if blocks < 1:
+        raise ValueError(f"blocks={blocks}: the factorial needs at least 1 block")
+    items = []
+    for block in range(blocks):
+        for order, label in enumerate(design.block_order(block, generators)):
+            fields = design.level_fields(design.parse_label(label))
+            recipe = preset(design.BASE_PRESET, **{**fields, **changes, **sizes, "seed": block})
+            items.append({"grid": FACTORIAL_GRID, "cell": label, "seed": block, "block": block, "order": order,
+                          "recipe": recipe, "trained_as": trained_as(recipe), "run_id": run_id(trained_as(recipe))})
+    return items

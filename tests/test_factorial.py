@@ -1,0 +1,138 @@
+"""The factorial design (gv3lite.study.design), its model (gv3lite.study.factorial), the sequential runner
+(gv3lite.study.blocks, with training replaced by a synthetic outcome so the test takes seconds) and its bad input:
+one line, exit 2, nothing recorded lost."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gv3lite import budgets
+from gv3lite.cli import main
+from gv3lite.study import blocks, design, workers
+from gv3lite.study.factorial import CLAIMS, claim_table, design_table, fit_model
+from gv3lite.study.plan import cell_recipe, factorial_plan
+
+WNIDS = ("n01440764", "n02102040", "n02979186")
+TRUE = {"A": 3.0, "B": 2.0, "C": -2.5, "D": -2.0}  # pp: the synthetic study's true main effects
+
+
+def test_the_fraction_its_relation_aliases_and_corners():
+    runs = design.fraction()
+    assert len(runs) == 16 and not runs.duplicated().any() and (runs.sum() == 0).all()
+    assert (runs.T @ runs == 16 * np.eye(6)).all().all()  # orthogonal main effects
+    assert design.relation_text() == "I = +ABEF = -ACDE = -BCDF" and design.resolution() == 4
+    chains = [design.chain_text(c) for c in design.alias_chains()]
+    assert chains[:6] == list("ABCDEF") and "AE + BF - CD" in chains and len(chains) == 13
+    labels = {design.run_label(r) for r in runs.to_dict("records")}
+    assert design.run_label(design.GHOSTNETV3_CORNER) in labels and design.run_label(design.CONVENTIONAL_CORNER) in labels
+    assert design.block_order(1) == design.block_order(1) != design.block_order(2)  # the order is the seed's
+
+
+def test_corners_are_the_recipe_grids_runs():
+    items = {(it["cell"], it["seed"]): it for it in factorial_plan("quick", 2)}
+    for seed in (0, 1):
+        v3 = items[(design.run_label(design.GHOSTNETV3_CORNER), seed)]["recipe"]
+        conv = items[(design.run_label(design.CONVENTIONAL_CORNER), seed)]["recipe"]
+        assert v3 == cell_recipe("quick", "recipe", "ghostnetv3", seed)
+        assert conv == cell_recipe("quick", "recipe", "conventional", seed)
+    assert len({it["run_id"] for it in items.values()}) == 32
+
+
+def synthetic_runs(blocks_: int, sd: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for it in factorial_plan("smoke", blocks_):
+        levels = design.parse_label(it["cell"])
+        top1 = 40 + sum(TRUE.get(x, 0) / 2 * levels[x] for x in design.LETTERS) + it["seed"] + rng.normal(0, sd)
+        rows.append({"grid": "factorial", "cell": it["cell"], "seed": it["seed"], "run_id": it["run_id"],
+                     "top1": top1, "budget": "smoke"})
+    return pd.DataFrame(rows)
+
+
+def test_model_recovers_the_effects_with_intervals():
+    fit = fit_model(design_table(synthetic_runs(3)))
+    table = claim_table(fit).set_index("claim")
+    assert fit["result"].df_resid == 15 * 3 - 13
+    for claim, letter in zip(table.index[:4], "ABCD"):
+        assert table.loc[claim, "low"] < TRUE[letter] < table.loc[claim, "high"]
+    composite = 2 * (TRUE["A"] / 2 + TRUE["B"] / 2)  # corners differ in A, B (+) and E, F (no effect)
+    assert abs(table.iloc[4]["diff"] - composite) < 3 * table.iloc[4]["se"]
+    assert [c.direction for c in CLAIMS] == ["better", "better", "worse", "worse", "better"]
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """`workers._train_run` replaced by the synthetic outcome of the run's levels (and no teacher pass)."""
+    monkeypatch.setattr(blocks, "prepare_teachers", lambda *a, **k: None)
+    monkeypatch.setattr(workers, "_datasets_for", lambda *a, **k: None)
+    rng = np.random.default_rng(0)
+
+    def train(recipe, run_dir, *args, **kwargs):
+        levels = {"A": 1 if recipe.num_conv_branches > 1 else -1, "B": 1 if recipe.teacher else -1,
+                  "C": 1 if recipe.mixup_alpha else -1, "D": 1 if recipe.cutmix_alpha else -1}
+        top1 = 40 + sum(TRUE[x] / 2 * v for x, v in levels.items()) + rng.normal(0, 0.3)
+        result = {"top1_raw": top1, "top1_ema": top1, "top5": 90.0, "train_seconds": 1.0, "cpu_seconds": 1.0,
+                  "epochs": 1, "git_commit": "test", "command": "pytest", "top1": top1}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "result.json").write_text(json.dumps(result))
+        return result
+    monkeypatch.setattr(workers, "_train_run", train)
+
+
+def test_sequential_study_end_to_end_resumes_and_reanalyses(tmp_path, make_image_root, fake_training, monkeypatch):
+    monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "smoke", dict(first_look=1, max_blocks=3, wall_minutes=None))
+    root = make_image_root(classes=WNIDS, per_class=2, size=(24, 24))
+    first = blocks.reproduce_factorial("smoke", out=tmp_path, data=root, command="pytest", log=lambda *a: None)
+    out = tmp_path / "smoke"
+    assert first["trained"] == 16 * first["blocks"] and first["stopped"], first["reason"]
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert list(verdicts["verdict"][:4]) == ["agrees"] * 4  # large true effects, small noise: decided early
+    report = (out / "report.md").read_text()
+    assert "I = +ABEF = -ACDE = -BCDF" in report and "AE + BF - CD" in report and "recipe (composite" in report
+    looks = pd.read_csv(out / "looks.csv")
+    assert set(looks["blocks"]) == set(range(1, first["blocks"] + 1))
+    again = blocks.reproduce_factorial("smoke", out=tmp_path, data=root, command="pytest", log=lambda *a: None)
+    assert again["trained"] == 0 and again["skipped"] == 16 * first["blocks"]
+    assert main(["report", str(out), "--out", str(tmp_path / "re")]) == 0
+    assert pd.read_csv(tmp_path / "re" / "verdicts.csv")["verdict"].tolist() == verdicts["verdict"].tolist()
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--generators", "E=-ACD,F=-ACD"], "inestimable"),
+    (["--generators", "E=-ACD,G=-BCD"], "added factor"),
+    (["--set", "teacher=null"], "singular"),
+    (["--set", "mixup_alpha=0.2"], "singular"),
+    (["--set", "no_such_field=1"], "unknown recipe keys"),
+])
+def test_bad_design_is_one_line_exit_2(tmp_path, capsys, args, message):
+    assert main(["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path / "o"), *args]) == 2
+    assert message in error_line(capsys) and not (tmp_path / "o" / "smoke").exists()
+
+
+def test_missing_run_and_mixed_designs_are_refused_without_loss(tmp_path, capsys, make_image_root, fake_training):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    runs = synthetic_runs(2)
+    runs.drop(index=5).to_csv(folder / "runs.csv", index=False)
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
+    assert "block 0 lacks run(s)" in error_line(capsys)
+    grids = pd.concat([runs, runs.head(2).assign(grid="recipe", cell="conventional")])
+    grids.to_csv(folder / "runs.csv", index=False)
+    before = (folder / "runs.csv").read_bytes()
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
+    assert "mix the factorial with the grid design" in error_line(capsys)
+    root = make_image_root(classes=WNIDS, per_class=2, size=(24, 24))
+    (tmp_path / "g" / "smoke").mkdir(parents=True)
+    grids[grids["grid"] == "recipe"].to_csv(tmp_path / "g" / "smoke" / "runs.csv", index=False)
+    recorded = (tmp_path / "g" / "smoke" / "runs.csv").read_bytes()
+    assert main(["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path / "g"),
+                 "--data", str(root)]) == 2
+    assert "holds the grid design" in error_line(capsys)
+    assert (folder / "runs.csv").read_bytes() == before and (tmp_path / "g" / "smoke" / "runs.csv").read_bytes() == recorded
