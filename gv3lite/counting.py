@@ -7,8 +7,8 @@ only, for one image: a conv producing an output of C_out x H' x W' costs ``C_out
 linear layer ``out_features * in_features`` per row. Biases, BatchNorm, activations, pooling, the DFC
 up-sampling and element-wise ops are not counted. This is the number papers (GhostNet, GhostNetV3) call "FLOPs";
 ``torch.utils.flop_counter`` reports exactly twice it (2 FLOPs per MAC), fvcore's total adds BN and pooling.
-Reference values at 224x224 (``tests/test_model.py``, equal to timm 1.0.31's ``ghostnetv3_*`` of
-``timm/models/ghostnet.py``, lines 1017-1043): e.g. ghostnetv3_050 deploy 49.64 M MACs. ``tests/test_model.py`` pins
+Reference values at 224x224 (``tests/test_ghostnetv3.py``, equal to timm 1.0.31's ``ghostnetv3_*`` of
+``timm/models/ghostnet.py``, lines 1017-1043): e.g. ghostnetv3_050 deploy 49.64 M MACs. ``tests/test_ghostnetv3.py`` pins
 ``count_macs`` to ``torch.utils.flop_counter.FlopCounterMode`` (total / 2).
 """
 import pandas as pd

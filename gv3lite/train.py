@@ -193,7 +193,8 @@ def train_one_epoch(objects: TrainObjects, loader, device, epoch: int = 0, start
     total, total_kd, count, step = 0.0, 0.0, 0, start_step
     _call(callbacks, "on_epoch_start", epoch, len(loader))
     # Until issue 24 this loop iterated tqdm.auto's bar, whose constructor makes one extra iterator of the loader (a
-    # torch DataLoader draws its base seed from the shuffling generator then): kept, so that runs stay bit-identical
+    # torch DataLoader, gv3lite.data.WorkerLoader too, draws its base seed from the shuffling generator then): kept,
+    # so that runs stay bit-identical
     iter(loader)
     for batch in loader:
         images, targets = to_device(batch[0], device), batch[1].to(device, non_blocking=True)

@@ -63,6 +63,15 @@ def test_two_processes_agree_with_one(tmp_path):
     assert (one["val_top1"] - two["val_top1"]).abs().max() <= 100 / 12 + 1e-9  # 12 val images: one image
     info = pd.read_json(tmp_path / "two" / "run_info.json", typ="series")
     assert info["world_size"] == 2 and info["val_images"] == 12
+    # the reductions, exactly: each rank evaluates 6 of the 12 val images (gv3lite.distributed.val_shard); the
+    # gathered predictions are all 12 in the val set's order (same targets as the 1-process run), and the
+    # all-reduced counts give the top-1 of those 12 predictions -- a missing all-reduce (6 images) or a wrong gather
+    # order fails one of these
+    preds_one, preds_two = pd.read_csv(tmp_path / "one" / "predictions.csv"), pd.read_csv(tmp_path / "two" /
+                                                                                          "predictions.csv")
+    assert preds_two["val_index"].tolist() == list(range(12))
+    assert preds_two["target"].tolist() == preds_one["target"].tolist() == [0] * 6 + [1] * 6
+    assert two["val_top1"].iloc[-1] == 100.0 * preds_two["correct_raw"].sum() / 12
 
 
 def test_sync_bn_converts_on_gpus_and_is_refused_on_cpu():

@@ -253,7 +253,12 @@ class WorkerLoader(DataLoader):
     torch's "Caught ValueError in DataLoader worker process 0" with the worker's whole traceback in the message."""
 
     def __iter__(self):
-        batches = super().__iter__()
+        # torch's iterator is made here, at iter() time (it draws its base seed from the shuffling generator then),
+        # as a plain DataLoader does: the trainer's runs depend on when that draw happens
+        return self._reraising(super().__iter__())
+
+    @staticmethod
+    def _reraising(batches):
         while True:
             try:
                 batch = next(batches)
