@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 import gv3lite
 from gv3lite.data import build_datasets, build_loader, resolve_data_root
-from gv3lite.reparam import set_fast_branches
+from gv3lite.branch_sums import set_fast_branches
 from gv3lite.utils import git_commit
 
 

@@ -7,7 +7,7 @@ Every run of the study records ``code_fingerprint`` (its ``result.json`` and ``r
 --check`` compares a committed study's fingerprints with the current code's: a run trained by code with another
 fingerprint cannot be reproduced by today's ``make main``, so the README has to say so.
 
-What counts: the network (``layers``, ``reparam``, ``ghost``, ``ghostnetv3``, ``add_branches``, ``models``), the data
+What counts: the network (``layers``, ``reparam``, ``branch_sums``, ``ghost``, ``ghostnetv3``, ``add_branches``, ``models``), the data
 (scanning, subsets, decoding and the uint8 cache, transforms and augmentation, the batched loaders: ``data/``
 but its download), the teacher, its cached outputs and the distillation objective (``teacher``, ``teacher_outputs``, ``distill``),
 the recipe and its presets (``recipe``), the loop and what runs around it (``train``, ``callbacks``: checkpoints and
@@ -33,7 +33,7 @@ import pandas as pd
 
 PACKAGE = Path(__file__).resolve().parent
 # glob patterns under gv3lite/, or "file.py::function" for one top-level function of a module
-TRAINING_CODE = ("layers.py", "reparam.py", "ghost.py", "ghostnetv3.py", "add_branches.py", "models.py",
+TRAINING_CODE = ("layers.py", "reparam.py", "branch_sums.py", "ghost.py", "ghostnetv3.py", "add_branches.py", "models.py",
                  "data/*.py", "soft_labels.py", "teacher.py", "teacher_outputs.py", "distill.py", "recipe.py",
                  "train.py", "train/*.py", "callbacks.py", "distributed.py", "experiment.py",
                  "utils.py::seed_everything", "artifacts/*")  # artifacts (published soft labels): by their bytes

@@ -30,7 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gv3lite.layers import ConvBnAct, SqueezeExcite
-from gv3lite.reparam import branch_sum, check_branch_options, fuse_branches, fused_conv
+from gv3lite.branch_sums import branch_sum
+from gv3lite.reparam import check_branch_options, fuse_branches, fused_conv
 
 
 def _act(act):
@@ -122,7 +123,7 @@ class GhostModuleV3(nn.Module):
         num_conv_branches (>= 1), use_scale_branch, use_identity_branch: re-parameterization switches
             (``1, False, False`` = a plain Ghost module with one conv+BN per operation).
         deploy: build the fused form directly.
-        fast_branches: compute branch sums by ``gv3lite.reparam.branch_sum``'s fast exact method where it
+        fast_branches: compute branch sums by ``gv3lite.branch_sums.branch_sum``'s fast exact method where it
             applies (the same numbers, faster); False calls the branches one by one.
 
     Raises:

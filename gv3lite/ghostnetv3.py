@@ -59,9 +59,9 @@ class GhostNetV3(nn.Module):
             module and stride-2 depthwise stage (defaults = the paper's 3 / True / True; ``1, False, False`` = the
             plain train form without extra branches).
         deploy: build the fused (deploy) form directly, e.g. to load a deploy state_dict.
-        fast_branches: compute branch sums by the fast exact method of ``gv3lite.reparam.branch_sum``
+        fast_branches: compute branch sums by the fast exact method of ``gv3lite.branch_sums.branch_sum``
             (default; the same numbers as the per-branch computation, faster); False = the per-branch computation
-            (``gv3lite.reparam.set_fast_branches`` switches an existing model).
+            (``gv3lite.branch_sums.set_fast_branches`` switches an existing model).
     """
 
     def __init__(self, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,

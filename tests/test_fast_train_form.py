@@ -1,5 +1,5 @@
 """The fast train form (dense 1x1 branch sums as one conv from the input's moments,
-``gv3lite.reparam.moment_branch_sum``) is exact:
+``gv3lite.branch_sums.moment_branch_sum``) is exact:
 in float64 its outputs, parameter gradients and BatchNorm running statistics equal those of timm's per-branch
 ``ghostnetv3_*`` loaded with the same state_dict (and of our own per-branch form), at every width."""
 import pytest
@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 import gv3lite
-from gv3lite.reparam import RepConvBN, moment_branch_sum, randomize_batchnorm, set_fast_branches
+from gv3lite.branch_sums import moment_branch_sum, set_fast_branches
+from gv3lite.reparam import RepConvBN, randomize_batchnorm
 
 timm = pytest.importorskip("timm")
 
