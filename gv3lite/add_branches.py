@@ -196,6 +196,19 @@ class RepConversion(NamedTuple):
     layers: list
 
 
+def _check_request(model, num_conv_branches: int, use_scale_branch: bool, use_identity_branch: bool) -> None:
+    """The `add_rep_branches` errors about the request itself (switches, model type, branches already there)."""
+    check_branch_options(num_conv_branches, use_scale_branch, use_identity_branch)
+    if (num_conv_branches, use_scale_branch, use_identity_branch) == (1, False, False):
+        raise ValueError("num_conv_branches=1 with use_scale_branch=False and use_identity_branch=False adds no "
+                         "branch; use the model as it is, or ask for num_conv_branches >= 2 or a scale/skip branch")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"add_rep_branches expects an nn.Module, got {type(model).__name__}")
+    if any(isinstance(m, (RepConvBN, RepConv2d)) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} already has re-parameterizable branches (RepConvBN/RepConv2d); "
+                         "convert the plain model instead")
+
+
 def add_rep_branches(model: nn.Module, num_conv_branches: int = 3, use_scale_branch: bool = True,
                      use_identity_branch: bool = True, include=None, inplace: bool = False) -> "RepConversion":
     """Add GhostNetV3's re-parameterizable training-time branches (§3.1) to the convs of an ordinary model.
@@ -223,15 +236,7 @@ def add_rep_branches(model: nn.Module, num_conv_branches: int = 3, use_scale_bra
             branches; no layer selected (names the rule and how to pass ``include``); a selected layer that cannot
             be converted (names the layer and why).
     """
-    check_branch_options(num_conv_branches, use_scale_branch, use_identity_branch)
-    if (num_conv_branches, use_scale_branch, use_identity_branch) == (1, False, False):
-        raise ValueError("num_conv_branches=1 with use_scale_branch=False and use_identity_branch=False adds no "
-                         "branch; use the model as it is, or ask for num_conv_branches >= 2 or a scale/skip branch")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"add_rep_branches expects an nn.Module, got {type(model).__name__}")
-    if any(isinstance(m, (RepConvBN, RepConv2d)) for m in model.modules()):
-        raise ValueError(f"{type(model).__name__} already has re-parameterizable branches (RepConvBN/RepConv2d); "
-                         "convert the plain model instead")
+    _check_request(model, num_conv_branches, use_scale_branch, use_identity_branch)
     if not inplace:
         model = copy.deepcopy(model)
 
