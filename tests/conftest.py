@@ -92,3 +92,16 @@ def pytest_terminal_summary(terminalreporter):
             flag = "" if seconds <= 60 else "   (over the 60 s target)"
             terminalreporter.write_line(f"{name:45s} {seconds:6.1f}{flag}")
         terminalreporter.write_line(f"{'total':45s} {sum(times.values()):6.1f}")
+
+
+def tiny_teacher(num_classes=4, **kw):
+    """A randomly initialized EfficientNet-Lite0 as a ``FrozenTeacher`` (no weights file needed)."""
+    import timm
+
+    from gv3lite.teacher import FrozenTeacher
+
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=num_classes)
+    defaults = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), student_mean=(0.485, 0.456, 0.406),
+                    student_std=(0.229, 0.224, 0.225), name="tiny:test")
+    return FrozenTeacher(model, **{**defaults, **kw})

