@@ -24,6 +24,20 @@ Writes to ``--out`` (default ``results/variance_pilot``):
   all configurations — the noise the study's paired contrasts actually see (`paired_noise`);
 * ``meta.json`` — command, commit, wall time of this call, the time cap and whether it stopped early.
 
+Regimes (issue 22, ``--regimes NAME ...`` from `REGIMES`, instead of ``--vary``): whole training regimes of about
+the quick budget's measured CPU cost (``benchmarks/regime_cost.py``), each read on the **tuning split**
+(``gv3lite.data.tuning_split``: 100 train images per class that no run trains on; the study reports on val only),
+so that choosing a regime never looks at the reported images. Each run is trained in pieces that stop after each of
+its last 3 epochs (exact resume; folders under ``--work``, deleted once its row is written) and read ten ways
+without more training (``gv3lite.posthoc``): raw / EMA weights, each with precise BN statistics, the mean of the last
+three epochs' weights with precise BN, each with and without flip averaging. ``summary.md`` then gives per regime and
+reading the SD of top-1 with its chi-square 95% interval, the mean, wall and CPU minutes per run, SD x sqrt(CPU
+minutes) and F / Brown-Forsythe tests of the variance against today's regime (EMA, center crop), and names the
+choice: the lowest SD x sqrt(CPU min) among readings with >= 6 seeds whose mean is not lower than today's.
+
+    python benchmarks/variance_pilot.py --regimes today px40_ep11 b64_ep14 --seeds 0 1 2 3 4 5 \
+        --out results/variance_pilot/regimes        # 18 trainings, ~5-6 CPU-min each on an idle core
+
 ``--max-minutes`` caps the wall time: seeds are run round-robin over the configurations (every configuration gets
 seed 0, then seed 1, ...), and no run starts whose estimated time (from the finished runs, scaled by images x
 epochs x pixels) would cross the cap.
@@ -63,12 +77,14 @@ BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None,
             batch_size=32, warmup_epochs=1.0, lr=2e-3, ema_decay=0.99, eval_every=10)
 # one-at-a-time changes from the base (issue 11: learning rate, warm-up, resolution, epochs, images)
 DEFAULT_VARY = ["lr=0.002,0.01", "warmup_epochs=3", "img_size=64", "epochs=20", "images_per_class_train=600"]
-# issue 22: regimes of about the quick budget's training cost (images x epochs x px^2 within 3%), each with the EMA
-# decay of the budgets' rule 1 - 10 / optimizer steps (93 steps per epoch at batch 32)
+# issue 22: regimes of the quick budget's training cost as measured by benchmarks/regime_cost.py
+# (results/variance_pilot/regimes/cost.md: per-step CPU time on this 2-core machine; images x epochs x px^2 is not the
+# cost here: 40 px x 14 epochs measured 1.22x today's, batch 16 1.73x, batch 64 x 14 epochs 1.03x). EMA decay by the
+# budgets' rule 1 - 10 / optimizer steps (3,000 images: 93 steps per epoch at batch 32, 46 at batch 64).
 REGIMES = {
-    "today": {},                                                           # 48 px, 10 epochs: 930 steps
-    "px40_ep14": dict(img_size=40, epochs=14, ema_decay=0.992),            # 1.4x the steps, 0.97x the cost
-    "b16_lr1.4e-3": dict(batch_size=16, lr=1.4e-3, ema_decay=0.995),      # 2x the steps (lr x 1/sqrt 2), same cost
+    "today": {},                                                            # 48 px, batch 32, 10 epochs: 930 steps
+    "px40_ep11": dict(img_size=40, epochs=11, ema_decay=0.99),              # 1,023 steps, ~1.0x the measured cost
+    "b64_ep14": dict(batch_size=64, lr=2.8e-3, epochs=14, ema_decay=0.985),  # 1.4x the epochs, 644 steps, lr x sqrt 2
 }
 POSTHOC = ("raw", "ema", "raw_pbn", "ema_pbn", "avg_pbn")  # gv3lite.posthoc.posthoc_top1, each _center and _flip
 KEEP_LAST = 3  # end-of-epoch checkpoints averaged by ``avg_pbn``
