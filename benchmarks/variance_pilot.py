@@ -78,9 +78,9 @@ BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None,
 # one-at-a-time changes from the base (issue 11: learning rate, warm-up, resolution, epochs, images)
 DEFAULT_VARY = ["lr=0.002,0.01", "warmup_epochs=3", "img_size=64", "epochs=20", "images_per_class_train=600"]
 # issue 22: regimes of the quick budget's training cost as measured by benchmarks/regime_cost.py
-# (results/variance_pilot/regimes/cost.md: per-step CPU time on this 2-core machine; images x epochs x px^2 is not the
-# cost here: 40 px x 14 epochs measured 1.22x today's, batch 16 1.73x, batch 64 x 14 epochs 1.03x). EMA decay by the
-# budgets' rule 1 - 10 / optimizer steps (3,000 images: 93 steps per epoch at batch 32, 46 at batch 64).
+# (results/variance_pilot/regimes/cost.md: per-step CPU time on this 2-core machine; images x epochs x px^2 is not
+# the cost here: 40 px x 14 epochs measured 1.18-1.22x today's, batch 16 1.5-1.7x, batch 64 x 14 epochs 0.95-1.03x).
+# EMA decay by the budgets' rule 1 - 10 / optimizer steps (3,000 images: 93 steps per epoch at batch 32, 46 at 64).
 REGIMES = {
     "today": {},                                                            # 48 px, batch 32, 10 epochs: 930 steps
     "px40_ep11": dict(img_size=40, epochs=11, ema_decay=0.99),              # 1,023 steps, ~1.0x the measured cost
