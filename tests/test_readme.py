@@ -20,8 +20,8 @@ from gv3lite.utils import repo_root
 COMMITTED = repo_root() / "results"
 
 
-def _call(wall_seconds, interrupted=False, trained=3):
-    return {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce --budget medium",
+def _call(wall_seconds, interrupted=False, trained=3, started="2025-01-01T10:00:00+00:00"):
+    return {"started": started, "command": "gv3lite reproduce --budget medium",
             "git_commit": "abc1234", "wall_seconds": wall_seconds, "trained": trained, "skipped": 0, "jobs": 2, "cpu_count": 2,
             "interrupted": interrupted}
 
@@ -45,7 +45,7 @@ def test_the_committed_readme_block_is_generated_from_the_committed_results():
 def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_path):
     root = _results(tmp_path, ["medium", "quick"])
     append_call(root / "medium", _call(3000.0, interrupted=True))
-    calls = append_call(root / "medium", _call(4530.0))
+    calls = append_call(root / "medium", _call(4530.0, started="2025-01-01T11:00:00+00:00"))  # after the first
     assert len(calls) == 2 and list(calls.columns) == list(CALL_COLUMNS)
     text = readme_results(root)
     quick, medium = text.split("**medium budget**")  # quick first, then medium

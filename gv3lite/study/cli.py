@@ -21,7 +21,7 @@ from gv3lite.study.plan import FACTORIAL_GRID, factorial_plan, plan
 from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
 from gv3lite.study.report import report
 from gv3lite.study.runner import reproduce
-from gv3lite.utils import check_output_dir, repo_root, resolve_device
+from gv3lite.utils import check_output_dir, repo_root, resolve_device, write_atomic
 
 
 def add_reproduce(subparsers) -> None:
@@ -109,7 +109,7 @@ def run_readme(args) -> int:
         print("\n".join(diff[:40] + ([f"... {len(diff) - 40} more lines"] if len(diff) > 40 else [])),
               file=sys.stderr)
         return 1
-    readme.write_text(head + generated + tail)
+    write_atomic(readme, head + generated + tail)  # a reader never sees half a README
     print(f"{readme}: results block regenerated from {args.results}/")
     return 0
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from gv3lite.schemas import read_results, results_error
 from gv3lite.study.analysis import verdicts
 from gv3lite.study.plan import plan, recorded_grids
-from gv3lite.study.records import read_calls, read_verdicts
+from gv3lite.study.records import PREDICTIONS, read_calls, read_verdicts
 from gv3lite.study.report import calls_note, sizing_note, verdict_lines
 from gv3lite.utils import repo_root
 
@@ -26,7 +28,7 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
     path = Path(results or repo_root() / "results") / budget / "runs.csv"
     if not path.is_file():
         return None
-    runs = pd.read_csv(path)
+    runs = read_results(path)
     if grids is not None:
         runs = runs[runs["grid"].isin(list(grids))].reset_index(drop=True)
         if runs.empty:
@@ -72,7 +74,8 @@ def readme_results(results_root) -> str:
 
 
 def _readme_budget(folder: Path, budget: str, make: str) -> str:
-    runs, table, calls = pd.read_csv(folder / "runs.csv"), read_verdicts(folder / "verdicts.csv"), read_calls(folder)
+    runs, table, calls = read_results(folder / "runs.csv"), read_verdicts(folder / "verdicts.csv"), read_calls(folder)
+    check_verdicts(folder, runs, table)
     shown = _shown(folder)
     commands = " and ".join(f"`{c}`" for c in dict.fromkeys(runs["command"].dropna().astype(str))) or "unknown"
     commits = ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))) or "unknown"
@@ -99,6 +102,37 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     sizing = sizing_note(table, budget, runs, calls)
     lines += [sizing, ""] if sizing else []
     return "\n".join(lines)
+
+
+def check_verdicts(folder: Path, runs: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Raise ``gv3lite.schemas.ResultsFileError`` naming ``<folder>/verdicts.csv`` unless it is what
+    ``gv3lite.study.analysis.verdicts`` makes of ``runs`` and the folder's predictions.csv.gz: the same contrasts,
+    and for each the same diff, interval, Holm p (to 1e-9) and verdict (only the diff when predictions.csv.gz is
+    absent). So a README block is never rendered from
+    verdicts that runs.csv does not support (a truncated or edited runs.csv, files of two different studies)."""
+    file, predictions_file = folder / "verdicts.csv", folder / PREDICTIONS
+    predictions = read_results(predictions_file) if predictions_file.is_file() else None
+    fresh = verdicts(runs, predictions=predictions).set_index(["grid", "cell", "baseline"])
+    recorded = table.set_index(["grid", "cell", "baseline"])
+    fix = (f"rewrite it from runs.csv with `gv3lite report {folder} --out {folder}`, or restore both files "
+           f"(git checkout -- {folder})")
+    if list(recorded.index) != list(fresh.index):
+        odd = [k for k in recorded.index if k not in fresh.index] or [k for k in fresh.index if k not in recorded.index]
+        raise results_error(file, f"holds {len(recorded)} contrasts but runs.csv gives {len(fresh)}"
+                            + (f" (e.g. {odd[0][0]}/{odd[0][1]} vs {odd[0][2]} is in only one)" if odd else ""), fix)
+    # without predictions.csv.gz the intervals cannot be recomputed as recorded (they add image sampling); the mean
+    # paired difference can
+    columns = ("diff", "low", "high", "p_holm", "verdict") if predictions is not None else ("diff",)
+    for key, mine in recorded.iterrows():
+        theirs = fresh.loc[key]
+        for column in columns:
+            a, b = mine[column], theirs[column]
+            same = a == b if column == "verdict" else np.isclose(float(a), float(b), rtol=1e-9, atol=1e-9,
+                                                                 equal_nan=True)
+            if not same:
+                shown = (repr(a), repr(b)) if column == "verdict" else (f"{float(a):.6g}", f"{float(b):.6g}")
+                raise results_error(file, f"contrast {key[0]}/{key[1]} vs {key[2]}: recorded {column} {shown[0]}, "
+                                    f"recomputed from runs.csv {shown[1]}", fix)
 
 
 def split_readme(text: str, name="README.md") -> tuple[str, str, str]:

@@ -15,6 +15,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
+
+from gv3lite.schemas import read_results
+from gv3lite.utils import write_csv
 
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
 RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
@@ -31,22 +35,35 @@ def append_call(out_dir, row: dict) -> pd.DataFrame:
     its header) and return the whole log (`read_calls`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    file = out_dir / CALLS
-    pd.DataFrame([row], columns=list(CALL_COLUMNS)).to_csv(file, mode="a", header=not file.is_file(), index=False)
+    with FileLock(str(out_dir / CALLS) + ".lock"):  # two calls ending at once: both rows kept
+        before = read_calls(out_dir)
+        new = pd.DataFrame([row], columns=list(CALL_COLUMNS))
+        write_csv(new if before is None else pd.concat([before, new], ignore_index=True), out_dir / CALLS)
     return read_calls(out_dir)
 
 
 def read_calls(folder) -> pd.DataFrame | None:
     """The call log ``<folder>/calls.csv`` written by `reproduce` (`append_call`), or ``None`` when there is none.
-    Raises ``ValueError`` naming missing columns."""
+    Raises ``gv3lite.schemas.ResultsFileError`` (a ``ValueError``) naming the file, the problem (a missing column, a
+    repeated header line, a wall time that is not a number...) and the fix."""
     file = Path(folder) / CALLS
     if not file.is_file():
         return None
-    calls = pd.read_csv(file)
-    missing = [c for c in CALL_COLUMNS if c not in calls]
-    if missing:
-        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
-    return calls
+    return read_results(file, fix=f"fix or move away {file} (a new one is started with the next call's row)")
+
+
+def wall_time(calls: pd.DataFrame) -> float:
+    """Seconds during which at least one recorded call ran: the union of the calls' ``[started, started +
+    wall_seconds]`` intervals, so overlapping calls (two ``reproduce`` on one ``--out``) count once, not summed.
+    ``started`` has 1 s resolution: an overlap under 1 s is none."""
+    starts = pd.to_datetime(calls["started"], utc=True, format="ISO8601")
+    spans = sorted(zip((starts - starts.min()).dt.total_seconds(), calls["wall_seconds"].astype(float)))
+    total, end = 0.0, float("-inf")
+    for start, seconds in spans:
+        start = end if end - 1.0 <= start < end else start
+        total += max(0.0, start + seconds - max(start, end))
+        end = max(end, start + seconds)
+    return total
 
 
 def recorded_results(out_dir) -> dict:
@@ -54,15 +71,12 @@ def recorded_results(out_dir) -> dict:
 
     The committed results hold runs.csv but not the run directories, so a budget can be completed over several
     sittings (or on another machine) without retraining what is recorded: a run id is the hash of the trained
-    recipe, so an equal id is the same training. Empty without runs.csv; raises ``ValueError`` naming missing
-    columns."""
+    recipe, so an equal id is the same training. Empty without runs.csv; raises ``ResultsFileError`` for a damaged
+    one (``gv3lite.schemas``: a NaN or out-of-range top-1, a missing column, a truncated file...)."""
     file = Path(out_dir) / "runs.csv"
     if not file.is_file():
         return {}
-    runs = pd.read_csv(file)
-    missing = [c for c in ("run_id", "seed", *RESULT_FIELDS[:4]) if c not in runs]
-    if missing:
-        raise ValueError(f"{file} lacks column(s) {missing}; it was not written by gv3lite reproduce -- move it away")
+    runs = read_results(file)
     rows = runs.drop_duplicates("run_id").to_dict("records")
     return {r["run_id"]: {k: r.get(k) for k in ("seed", *RESULT_FIELDS)} for r in rows}
 
@@ -72,7 +86,7 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
     ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
     copy); a run in neither has no rows."""
     out_dir = Path(out_dir)
-    old = pd.read_csv(out_dir / combined) if (out_dir / combined).is_file() else pd.DataFrame(columns=["run_id"])
+    old = read_results(out_dir / combined) if (out_dir / combined).is_file() else pd.DataFrame(columns=["run_id"])
     parts = []
     for rid in run_ids:
         file = out_dir / "runs" / rid / name
@@ -89,12 +103,12 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
 
 def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None = None) -> pd.DataFrame:
     """One row per (grid, cell, seed): ``grid, cell, seed, run_id``, the result, ``budget`` and every recipe field
-    (lists as JSON). The result comes from ``runs/<id>/result.json``, else from ``recorded`` (`recorded_results`);
-    rows of runs in neither are left out (they are not finished)."""
+    (lists as JSON). The result comes from ``runs/<id>/result.json`` of a finished run (`finished_run`), else from
+    ``recorded`` (`recorded_results`); rows of runs in neither are left out (they are not finished)."""
     rows = []
     for it in items:
         file = out_dir / "runs" / it["run_id"] / "result.json"
-        if file.is_file():
+        if finished_run(file.parent):
             result = json.loads(file.read_text())
         elif it["run_id"] in (recorded or {}):
             result = recorded[it["run_id"]]
@@ -111,6 +125,15 @@ def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None
     return pd.DataFrame(rows)
 
 
+RUN_FILES = ("result.json", "metrics.csv", "predictions.csv", "best.pth", "last.pth")  # a finished run's directory
+
+
+def finished_run(run_dir) -> bool:
+    """Whether ``run_dir`` holds a finished training: every file of `RUN_FILES` (``result.json`` alone is not enough:
+    a run killed by an older gv3lite between its last.pth and its metrics.csv had it without the others)."""
+    return all((Path(run_dir) / name).is_file() for name in RUN_FILES)
+
+
 VERDICT_TEXT = ("grid", "cell", "baseline", "claim", "paper_diff", "seeds", "per_seed", "method", "same_as", "note",
                 "family", "verdict", "differs")  # verdicts.csv columns that are text ("+0.2" or "0 1" must stay text)
 
@@ -122,9 +145,8 @@ def read_verdicts(file) -> pd.DataFrame:
     fix = f"write it with `gv3lite report {file.parent} --out {file.parent}`"
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist; {fix}")
-    table = pd.read_csv(file, dtype={c: str for c in VERDICT_TEXT})
-    missing = [c for c in ("grid", "cell", "baseline", "claim", "paper_diff", "per_seed", "diff", "low", "high",
-                           "p_holm", "mde", "verdict", "differs") if c not in table]
+    table = read_results(file, fix=fix, dtype={c: str for c in VERDICT_TEXT})
+    missing = [c for c in ("paper_diff", "differs") if c not in table]
     if missing:
-        raise ValueError(f"{file} lacks column(s) {missing}; {fix}")
+        raise ValueError(f"results file {file}: lacks column(s) {missing}; {fix}")
     return table.fillna({c: "" for c in VERDICT_TEXT if c in table})

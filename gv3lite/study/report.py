@@ -17,8 +17,8 @@ from gv3lite.stats import ALPHA, DELTA, POWER, seeds_for_half_width
 from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.grids import paper_key
 from gv3lite.study.plan import plan, recorded_grids
-from gv3lite.study.records import PREDICTIONS, read_calls
-from gv3lite.utils import git_commit
+from gv3lite.study.records import PREDICTIONS, read_calls, wall_time
+from gv3lite.utils import git_commit, write_atomic, write_csv
 
 
 def duration(seconds: float) -> str:
@@ -36,8 +36,10 @@ def calls_note(calls: pd.DataFrame | None) -> str:
     if calls is None or calls.empty:
         return "wall time not recorded (no calls.csv)"
     n, interrupted = len(calls), int(calls["interrupted"].astype(str).eq("True").sum())
-    return (f"total wall time {duration(calls['wall_seconds'].sum())} over {n} call{'s' if n != 1 else ''} of "
-            "`gv3lite reproduce`" + (f" ({interrupted} interrupted)" if interrupted else "") + " (calls.csv)")
+    union, summed = wall_time(calls), float(calls["wall_seconds"].sum())
+    overlap = f"; calls overlapped: {duration(summed)} summed" if summed - union >= 1 else ""
+    return (f"total wall time {duration(union)} over {n} call{'s' if n != 1 else ''} of `gv3lite reproduce`"
+            + (f" ({interrupted} interrupted)" if interrupted else "") + f"{overlap} (calls.csv)")
 
 
 def summary_markdown(summary: pd.DataFrame, budget: str) -> str:
@@ -178,9 +180,8 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
     sizing = sizing_note(table, budget, runs, calls)
-    path.write_text("\n".join(lines + ([""] + [sizing] if sizing else []) + ["", "Method per contrast:", ""] + notes)
-                    + "\n")
-    return path
+    return write_atomic(path, "\n".join(lines + ([""] + [sizing] if sizing else []) + ["", "Method per contrast:", ""]
+                                        + notes) + "\n")
 
 
 def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True, out_dir=None) -> dict:
@@ -206,10 +207,10 @@ def report(results_dir, figures_dir=None, command: str | None = None, pool: bool
     out_dir = Path(out_dir or results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    write_csv(summary, out_dir / "summary.csv")
+    write_atomic(out_dir / "summary.md", summary_markdown(summary, budget))
     table = verdicts(runs, pool=pool, predictions=predictions)
-    table.to_csv(out_dir / "verdicts.csv", index=False)
+    write_csv(table, out_dir / "verdicts.csv")
     write_report(runs, table, out_dir / "report.md", budget, command, calls=read_calls(results_dir))
     paths = plot_grids(runs, summary, budget, command, table=table, history=history,
                        folder=Path(figures_dir or out_dir / "figures"))

@@ -19,10 +19,12 @@ from pathlib import Path
 from gv3lite.data import resolve_data_root
 from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.plan import plan
-from gv3lite.study.records import PREDICTIONS, append_call, collect, gather_run_files, recorded_results
+from gv3lite.launch import cap_jobs
+from gv3lite.study.records import (PREDICTIONS, append_call, collect, finished_run, gather_run_files,
+                                   recorded_results)
 from gv3lite.study.report import plot_grids, summary_markdown, write_report
 from gv3lite.study.workers import prepare_teachers, train_runs
-from gv3lite.utils import git_commit
+from gv3lite.utils import git_commit, write_atomic, write_csv
 
 
 def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids=None, data=None, figures: bool = True,
@@ -55,9 +57,9 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     unique = {it["run_id"]: it["trained_as"] for it in items}
     # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
     recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
-    todo = {rid: r for rid, r in unique.items()
-            if not (out_dir / "runs" / rid / "result.json").is_file() and rid not in recorded}
+    todo = {rid: r for rid, r in unique.items() if not finished_run(out_dir / "runs" / rid) and rid not in recorded}
     counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
+    jobs = cap_jobs(jobs, len(todo), log) if todo else jobs  # not more workers than runs or memory holds
     commit = git_commit()  # the code this call trains with (results/ and figures/ do not count, see git_commit)
 
     def call_row(interrupted: bool) -> dict:
@@ -110,17 +112,17 @@ def write_results(budget: str, items: list[dict], out_dir: Path, recorded: dict,
     n_seeds = max(len({it["seed"] for it in items}), 1 + max((r["seed"] for r in recorded.values()), default=-1))
     runs = collect(plan(budget, None, n_seeds), out_dir, budget, recorded)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out_dir / "runs.csv", index=False)
+    write_csv(runs, out_dir / "runs.csv")
     run_ids = runs["run_id"].unique() if len(runs) else []
     history = gather_run_files(out_dir, run_ids, "metrics.csv", "history.csv")
-    history.to_csv(out_dir / "history.csv", index=False)
+    write_csv(history, out_dir / "history.csv")
     predictions = gather_run_files(out_dir, run_ids, "predictions.csv", PREDICTIONS)
-    predictions.to_csv(out_dir / PREDICTIONS, index=False)  # gzip: ~4 kB per run and 1,000 val images
+    write_csv(predictions, out_dir / PREDICTIONS)  # gzip: ~4 kB per run and 1,000 val images
     summary = summarize(runs)
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    (out_dir / "summary.md").write_text(summary_markdown(summary, budget))
+    write_csv(summary, out_dir / "summary.csv")
+    write_atomic(out_dir / "summary.md", summary_markdown(summary, budget))
     table = verdicts(runs, predictions=predictions if len(predictions) else None)
-    table.to_csv(out_dir / "verdicts.csv", index=False)
+    write_csv(table, out_dir / "verdicts.csv")
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
     table_mine = table

@@ -22,7 +22,8 @@ from gv3lite.teacher_outputs import make_kd
 from gv3lite.experiment import recipe_datasets, run
 from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.recipe import Recipe
-from gv3lite.utils import git_commit
+from gv3lite.study.records import finished_run
+from gv3lite.utils import git_commit, write_atomic
 
 
 def dataset_key(r: Recipe) -> tuple:
@@ -43,8 +44,11 @@ def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool
     with claim_run(run_dir) as claimed:
         if not claimed:
             return None
-        if (run_dir / "result.json").is_file():
+        if finished_run(run_dir):
             return {**json.loads((run_dir / "result.json").read_text()), "finished_elsewhere": True}
+        if (run_dir / "result.json").is_file():  # result.json without the run's other files: train it again
+            kept = run_dir.with_name(f"{run_dir.name}.incomplete-{int(time.time())}")
+            run_dir.rename(kept)  # kept, never deleted
         return _train_run(recipe, Path(run_dir), data_root, datasets, quiet, command, device)
 
 
@@ -57,7 +61,7 @@ def _train_run(recipe: Recipe, run_dir: Path, data_root, datasets, quiet: bool, 
               "train_seconds": float(history["seconds"].sum()), "cpu_seconds": time.process_time() - cpu0,
               "epochs": int(last.epoch), "resumed": resume, "git_commit": git_commit(), "command": command}
     result["top1"] = result["top1_ema"] if recipe.ema else result["top1_raw"]
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_atomic(run_dir / "result.json", json.dumps(result, indent=2) + "\n")  # last: the run's commit point
     return result
 
 

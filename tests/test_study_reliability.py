@@ -1,0 +1,104 @@
+"""Issue 26, the study's results on read and on disk: damaged results files stop `readme` / `report` / `reproduce`
+with one line naming the file (exit 2); `readme --check` recomputes the verdicts from runs.csv; a run with result.json
+but not its other files is not finished (trained again, the old directory kept); calls.csv keeps each call's own
+wall time and overlapping calls count once; ``--jobs`` is capped. Fixtures: copies of the committed results, edited."""
+import shutil
+
+import pandas as pd
+import pytest
+
+import gv3lite.study.workers as workers
+from gv3lite.cli import main
+from gv3lite.study.records import RUN_FILES, append_call, finished_run, read_calls, wall_time
+from gv3lite.study.report import calls_note
+from gv3lite.utils import repo_root, write_csv
+
+COMMITTED = repo_root() / "results"
+
+
+@pytest.fixture(autouse=True)
+def no_debug(monkeypatch):
+    monkeypatch.delenv("GV3LITE_DEBUG", raising=False)
+
+
+def _call(started, wall_seconds):
+    return {"started": started, "command": "gv3lite reproduce --budget smoke", "git_commit": "abc1234",
+            "wall_seconds": wall_seconds, "trained": 1, "skipped": 0, "jobs": 1, "cpu_count": 2, "interrupted": False}
+
+
+def test_overlapping_calls_count_once_and_each_keeps_its_own_wall_time(tmp_path):
+    append_call(tmp_path, _call("2026-12-02T10:00:00+00:00", 37.0))
+    calls = append_call(tmp_path, _call("2026-12-02T10:00:05+00:00", 31.0))  # ran alongside the first
+    assert calls["wall_seconds"].tolist() == [37.0, 31.0] and wall_time(calls) == 37.0
+    assert calls_note(calls) == ("total wall time 37 s over 2 calls of `gv3lite reproduce`; calls overlapped: 1 min "
+                                 "08 s summed (calls.csv)")
+    later = append_call(tmp_path, _call("2026-12-02T10:00:36+00:00", 10.5))  # after the first (1 s clock resolution)
+    assert wall_time(later) == 47.5
+    one = pd.DataFrame([_call("2026-12-02T10:00:00+00:00", 12.0), _call("2026-12-02T10:00:12+00:00", 3.0)])
+    assert wall_time(one) == 15.0 and "overlapped" not in calls_note(one)  # back to back: summed
+
+
+def test_a_damaged_calls_csv_is_named_not_a_type_error(tmp_path):
+    append_call(tmp_path, _call("2026-12-02T10:00:00+00:00", 37.0))
+    text = (tmp_path / "calls.csv").read_text()
+    (tmp_path / "calls.csv").write_text(text + text)  # a second log appended with its header
+    with pytest.raises(ValueError, match=f"results file {tmp_path / 'calls.csv'}: line 3 repeats the header line"):
+        read_calls(tmp_path)
+
+
+def _results(tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(COMMITTED / "quick", root / "quick")
+    shutil.copy(repo_root() / "README.md", tmp_path / "README.md")
+    assert main(["readme", "--results", str(root), "--readme", str(tmp_path / "README.md")]) == 0  # this root's block
+    return root
+
+
+def readme_check(tmp_path, root, capsys) -> tuple[int, str]:
+    status = main(["readme", "--check", "--results", str(root), "--readme", str(tmp_path / "README.md")])
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda t: t.assign(top1=[float("nan")] + list(t["top1"][1:])), "column 'top1' is empty (NaN) in line 2"),
+    (lambda t: t.drop(columns="grid"), "lacks column 'grid'"),
+    (lambda t: t.assign(top1=[500.0] + list(t["top1"][1:])), "column 'top1' holds 500 in line 2, which fails "
+                                                              "in_range(0, 100)"),
+])
+def test_readme_check_fails_on_a_damaged_runs_csv(tmp_path, capsys, damage, problem):
+    root = _results(tmp_path)
+    write_csv(damage(pd.read_csv(root / "quick" / "runs.csv")), root / "quick" / "runs.csv")
+    status, err = readme_check(tmp_path, root, capsys)
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'runs.csv'}: {problem}"), err
+
+
+def test_readme_check_recomputes_the_verdicts_from_runs_csv(tmp_path, capsys):
+    root = _results(tmp_path)
+    assert readme_check(tmp_path, root, capsys)[0] == 0
+    runs = pd.read_csv(root / "quick" / "runs.csv")
+    write_csv(runs.iloc[:-18], root / "quick" / "runs.csv")  # truncated at a line end: 27 of 45 rows
+    status, err = readme_check(tmp_path, root, capsys)
+    assert status == 2 and err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'verdicts.csv'}: "
+                                          "holds 7 contrasts but runs.csv gives"), err
+    runs.loc[runs["grid"].eq("augment") & runs["cell"].eq("mixup"), "top1"] += 5.0  # edited, still in range
+    write_csv(runs, root / "quick" / "runs.csv")
+    status, err = readme_check(tmp_path, root, capsys)
+    assert status == 2 and err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'verdicts.csv'}: "
+                                          "contrast "), err
+    assert "recomputed from runs.csv" in err and err.count("\n") == 1
+
+
+def test_a_run_with_result_json_but_not_its_other_files_is_trained_again(tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "0123456789ab"
+    run_dir.mkdir(parents=True)
+    for name in RUN_FILES:
+        (run_dir / name).write_text("{}")
+    assert finished_run(run_dir)
+    (run_dir / "metrics.csv").unlink()  # killed by an older gv3lite between last.pth and metrics.csv
+    assert not finished_run(run_dir)
+    trained = []
+    monkeypatch.setattr(workers, "_train_run", lambda recipe, d, *a: trained.append(d) or {"top1": 1.0})
+    assert workers.run_one(None, run_dir, tmp_path) == {"top1": 1.0} and trained == [run_dir]
+    kept = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("0123456789ab.incomplete-")]
+    assert len(kept) == 1 and sorted(p.name for p in kept[0].iterdir()) == sorted(set(RUN_FILES) - {"metrics.csv"})
