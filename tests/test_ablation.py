@@ -339,8 +339,8 @@ def test_report_reanalyses_the_4a61a24_quick_results(tmp_path):
     from gv3lite.cli import main
     import shutil
     shutil.copy(OLD_QUICK_RUNS, tmp_path / "runs.csv")
-    for wall in (1500.0, 1200.0):  # a budget finished over two sittings
-        append_call(tmp_path, {"started": "2025-01-01T10:00:00+00:00", "command": "gv3lite reproduce",
+    for wall, hour in ((1500.0, 10), (1200.0, 14)):  # a budget finished over two sittings
+        append_call(tmp_path, {"started": f"2025-01-01T{hour}:00:00+00:00", "command": "gv3lite reproduce",
                                "git_commit": "abc1234", "wall_seconds": wall, "trained": 9, "skipped": 0,
                                "jobs": 2, "cpu_count": 2, "interrupted": False})
     calls = (tmp_path / "calls.csv").read_bytes()

@@ -102,3 +102,14 @@ def test_a_run_with_result_json_but_not_its_other_files_is_trained_again(tmp_pat
     assert workers.run_one(None, run_dir, tmp_path) == {"top1": 1.0} and trained == [run_dir]
     kept = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("0123456789ab.incomplete-")]
     assert len(kept) == 1 and sorted(p.name for p in kept[0].iterdir()) == sorted(set(RUN_FILES) - {"metrics.csv"})
+
+
+def test_report_names_a_truncated_predictions_file(tmp_path, capsys):
+    root = _results(tmp_path)
+    gz = root / "quick" / "predictions.csv.gz"
+    gz.write_bytes(gz.read_bytes()[:5000])
+    assert main(["report", str(root / "quick"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"gv3lite report: error: results file {gz}: is truncated (its compressed data ends early); restore "
+                   f"it (git checkout -- {gz}) or rewrite it: `gv3lite reproduce` with the same --out re-trains or "
+                   "rebuilds what is missing\n")

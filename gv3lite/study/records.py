@@ -86,14 +86,17 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
     ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
     copy); a run in neither has no rows."""
     out_dir = Path(out_dir)
-    old = read_results(out_dir / combined) if (out_dir / combined).is_file() else pd.DataFrame(columns=["run_id"])
-    parts = []
+    old = None  # the combined copy is read (and validated) only when a run needs it: a damaged one that every run
+    parts = []  # directory replaces is simply rewritten
     for rid in run_ids:
         file = out_dir / "runs" / rid / name
         if file.is_file():
             parts.append(pd.read_csv(file).assign(run_id=rid))
-        else:
-            parts.append(old[old["run_id"] == rid])
+            continue
+        if old is None:
+            old = (read_results(out_dir / combined) if (out_dir / combined).is_file()
+                   else pd.DataFrame(columns=["run_id"]))
+        parts.append(old[old["run_id"] == rid])
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame(columns=["run_id"])

@@ -13,6 +13,7 @@ import pandas as pd
 from gv3lite.budgets import BUDGETS, HALF_WIDTH_TARGETS
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.paper import difference_kind, paper_results
+from gv3lite.schemas import read_results
 from gv3lite.stats import ALPHA, DELTA, POWER, seeds_for_half_width
 from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.grids import paper_key
@@ -197,13 +198,13 @@ def report(results_dir, figures_dir=None, command: str | None = None, pool: bool
     file = results_dir / "runs.csv"
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist; give the folder `gv3lite reproduce` wrote (e.g. results/quick)")
-    runs = pd.read_csv(file)
+    runs = read_results(file)
     if runs.empty:
         raise ValueError(f"{file} has no runs; train some with `gv3lite reproduce` first")
     budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
     command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
-    history = pd.read_csv(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
-    predictions = (pd.read_csv(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None)
+    history = read_results(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
+    predictions = read_results(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None
     out_dir = Path(out_dir or results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
