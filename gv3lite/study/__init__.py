@@ -1,9 +1,13 @@
 """The study: the paper's ablations (arXiv 2404.11202, Sec. 4) trained, recorded, analysed and reported.
 
-One module per concern, imports flowing down this list: `grids` (the one-factor grids as cells), `plan` (cells ->
-recipes and run ids under a budget; the budgets themselves: ``gv3lite.budgets``), `records` (the results files),
-`analysis` (summaries, contrasts, verdicts), `report` (Markdown, figures, re-analysis without training), `readme`
-(README.md's generated block, committed studies), `workers` (training runs: locks, worker pool, submitit), `runner`
-(`reproduce`), `cli` (the ``reproduce``, ``report`` and ``readme`` subcommands). Import from the module that owns a
-name, e.g. ``from gv3lite.study.plan import plan``.
+One module per concern, imports flowing down this list (import-linter's ``gv3lite.study`` contract in
+pyproject.toml): `grids` (the one-factor grids as cells) and `design` (the main design: the 2^(6-2) fractional
+factorial as data), `plan` (cells and factorial runs -> recipes and run ids under a budget; the budgets themselves:
+``gv3lite.budgets``), `records` (the results files), `analysis` (the grids' summaries, contrasts, verdicts) and
+`factorial` (the factorial's OLS model and declared claims), `looks` (the factorial look by look, with the stopping
+rule of ``gv3lite.sequential``), `report` and `factorial_report` (Markdown, figures, re-analysis without training),
+`readme` (README.md's generated block, committed studies), `workers` (training runs: locks, worker pool, submitit),
+`runner` (`reproduce` of the grids) and `blocks` (the factorial in sequential blocks), `cli` (the ``reproduce``,
+``report`` and ``readme`` subcommands). Import from the module that owns a name, e.g.
+``from gv3lite.study.plan import plan``.
 """

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.budgets import FACTORIAL_BLOCKS
+from gv3lite.paper import difference_kind
 from gv3lite.stats import ALPHA, DELTA
 from gv3lite.study import design
 from gv3lite.study.analysis import paper_diffs
@@ -60,10 +61,11 @@ def _num(v, spec=".2f") -> str:
 
 
 def claim_lines(claims: pd.DataFrame) -> list[str]:
-    lines = ["| claim | paper | diff (pp) | interval | half-width (pp) | confidence | decided at look | MDE (pp) "
-             "| paper (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | claimed direction | diff (pp) | interval | half-width (pp) | confidence | decided at look "
+             "| MDE (pp) | source's claim (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c, r in zip(CLAIMS, claims.itertuples()):
-        paper = "/".join(f"{d:+.1f}" for d in paper_diffs(*c.paper)) or "—"
+        diffs = "/".join(f"{d:+.1f}" for d in paper_diffs(*c.paper))  # labelled by what they are (gv3lite.paper)
+        paper = f"{difference_kind(c.paper[0])}: {diffs}" if diffs else f"paper: {c.direction}"
         lines.append(f"| {r.claim} | {r.direction} | {_num(r.diff, '+.2f')} | [{_num(r.low, '+.2f')}, "
                      f"{_num(r.high, '+.2f')}] | {_num((r.high - r.low) / 2)} | {1 - r.level:.4f} | "
                      f"{r.decided_at_look or '—'} | {_num(r.mde, '.1f')} | {paper} | **{r.verdict}** |")
