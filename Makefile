@@ -1,11 +1,16 @@
 # gv3lite: two commands for a new user (see README.md).
-#   make main   -- the main job: the paper's ablations, quick budget -> results/quick/, figures/, README's Results
-#                  block (installs first if needed)
-#   make medium -- the same on all of Imagenette (sizes of every budget: gv3lite/budgets.py) -> results/medium/, figures/medium/ (2 h 14 min measured; resumable)
-#   make train  -- one GhostNetV3 training run on all of Imagenette (runs/main)
-#   make test   -- the whole test suite: pytest, including every notebook run by nbval (--nbval-lax) and in JupyterLab
-#                  in headless Chromium
-#   make book   -- the course as a static web site (Jupyter Book) in build/book/_build/html, checked in Chromium
+#   make main    -- the main job: trains the paper's ablation study at the quick budget into the git-ignored
+#                   runs/study/quick/ (resumable there) and compares it with the committed results/quick, run by run
+#                   and claim by claim (runs/study/quick/reproduction.md); writes no tracked file
+#   make medium  -- the same on all of Imagenette, 3 seeds, into runs/study/medium/ (resumable over sittings)
+#   make test    -- the whole test suite: pytest, including every notebook run by nbval (--nbval-lax) and in JupyterLab
+#                   in headless Chromium
+# and for maintainers and the course:
+#   make publish -- BUDGET=quick|medium: the study in runs/study/<budget>/ becomes the committed results/<budget>/, its
+#                   figures and README's Results block (re-rendered from the recorded runs; refuses a study trained by
+#                   other code than the current one)
+#   make train   -- one GhostNetV3 training run on all of Imagenette (runs/main)
+#   make book    -- the course as a static web site (Jupyter Book) in build/book/_build/html, checked in Chromium
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -14,7 +19,7 @@ DATA ?= $(abspath ../shared/data/imagenette2-224)
 export GV3LITE_DATA ?= $(DATA)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install git-filters main medium train test book
+.PHONY: install git-filters main medium publish train test book
 
 install: $(VENV)/.installed git-filters
 
@@ -38,14 +43,21 @@ $(VENV)/.installed: pyproject.toml etc/jupyter/jupyter_server_config.py
 
 # every grid but the architectures grid (its 12 extra trainings would not fit the hour; make medium runs it)
 MAIN_GRIDS ?= recipe,reparam,kd,kd_control,augment,schedule
+STUDY ?= runs/study
+GV3LITE := $(VENV)/bin/gv3lite
 main: install
-	$(VENV)/bin/gv3lite reproduce --budget quick --grids $(MAIN_GRIDS) --jobs 2 --data $(GV3LITE_DATA) --out results --figures figures
-	$(VENV)/bin/gv3lite readme
+	$(GV3LITE) reproduce --budget quick --grids $(MAIN_GRIDS) --jobs 2 --data $(GV3LITE_DATA) --out $(STUDY)
+	$(GV3LITE) compare $(STUDY)/quick results/quick
 
-# resumable: finished runs recorded in results/medium/runs.csv are not retrained, so it can be run over sittings
+# resumable: finished runs in runs/study/medium are not retrained, so it can be run over sittings
 medium: install
-	$(VENV)/bin/gv3lite reproduce --budget medium --jobs 2 --data $(GV3LITE_DATA) --out results --figures figures/medium
-	$(VENV)/bin/gv3lite readme
+	$(GV3LITE) reproduce --budget medium --jobs 2 --data $(GV3LITE_DATA) --out $(STUDY)
+	$(GV3LITE) compare $(STUDY)/medium results/medium
+
+# maintainers: the study trained by `make main` (BUDGET=quick) or `make medium` becomes the committed one
+BUDGET ?= quick
+publish: install
+	$(GV3LITE) publish --budget $(BUDGET) --study $(STUDY)
 
 # one model: GhostNetV3-0.5x on all of Imagenette at 64 px (the trainer's defaults), then train vs deploy form
 train: install

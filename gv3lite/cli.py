@@ -9,6 +9,8 @@ the pair and append ``add_<name>`` to ``SUBCOMMANDS``.
   gv3lite reproduce --budget smoke|quick|medium|full the paper's ablation grids (gv3lite.study)
   gv3lite report RESULTS [--out DIR]        re-analyse recorded runs without training
   gv3lite readme [--check]                  README.md's Results block from the committed results/
+  gv3lite compare YOURS COMMITTED           your study beside the committed one (reproduction.md)
+  gv3lite publish --budget quick|medium     maintainers: a trained study becomes the committed results (make publish)
   gv3lite export --checkpoint PATH --onnx OUT.onnx   the deploy form as ONNX, checked by onnxruntime (gv3lite.export)
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gv3lite.export import add_export, model_from_checkpoint
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, field_kind, load_yaml, preset
 from gv3lite.reparam import reparameterize
-from gv3lite.study.cli import add_readme, add_report, add_reproduce
+from gv3lite.study.cli import add_compare, add_publish, add_readme, add_report, add_reproduce
 from gv3lite.utils import DDP_TIMEOUT_ENV, check_output_dir, ddp_timeout, resolve_device
 
 WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
@@ -222,7 +224,7 @@ def run_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- main
-SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report, add_readme, add_export]
+SUBCOMMANDS = [add_train, add_eval, add_reproduce, add_report, add_readme, add_compare, add_publish, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 Owns:
 * `figures_dir(budget=None)`: ``$GV3LITE_FIGURES`` if set; else ``<repo>/runs/figures/<budget>/`` (git-ignored,
   so notebooks and ad-hoc runs never overwrite the committed ``figures/``; only the documented study commands,
-  e.g. ``make main`` = ``gv3lite reproduce ... --figures figures``, write there).
+  ``make publish`` = ``gv3lite publish``, write there).
 * `savefig(fig, name, *, budget=None, command=None)`: stamps a footer (budget, git commit, command) and writes
   ``<figures_dir>/<name>.png``. Notebooks and ``gv3lite reproduce`` both use it.
 * `plot_grid(summary, runs, grid, paper)`: one ablation grid — our mean ± std per cell (error bar, each seed a
@@ -48,19 +48,21 @@ def _default_command() -> str:
     return " ".join([argv0, *sys.argv[1:]]).strip() or "python"
 
 
-def savefig(fig, name: str, *, budget: str | None = None, command: str | None = None, folder=None) -> Path:
+def savefig(fig, name: str, *, budget: str | None = None, command: str | None = None, folder=None,
+            commit: str | None = None) -> Path:
     """Stamp a footer (budget, commit, command) on ``fig`` and save it as ``<figures_dir(budget)>/<name>.png``.
 
     ``name``: a file stem of letters, digits, ``_``, ``-``, ``.`` (no folders, no suffix). ``budget`` defaults to
     ``GV3LITE_BUDGET`` (``smoke`` when unset); ``command`` defaults to the running command line (``"notebook"``
-    inside Jupyter); ``folder`` (created if missing) replaces ``figures_dir(budget)``. Written atomically
-    (``gv3lite.utils.write_atomic``). Returns the written path. Raises ``ValueError`` for a bad ``name``.
+    inside Jupyter); ``folder`` (created if missing) replaces ``figures_dir(budget)``; ``commit`` replaces the
+    checkout's ``git_commit()`` in the footer (a study's figures give the commits its runs were trained at). Written
+    atomically (``gv3lite.utils.write_atomic``). Returns the written path. Raises ``ValueError`` for a bad ``name``.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or "") or name.endswith(".png"):
         raise ValueError(f"figure name {name!r}: use a plain file stem such as 'kd_grid' (no folder, no .png)")
     budget = budget or env_budget()
     command = command if command is not None else _default_command()
-    footer = f"gv3lite · budget {budget} · commit {git_commit()} · {command}"
+    footer = f"gv3lite · budget {budget} · commit {commit or git_commit()} · {command}"
     fig.text(0.005, 0.005, footer, fontsize=FOOTER_FONTSIZE, color="0.4", ha="left", va="bottom")
     if folder is not None:
         Path(folder).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from gv3lite.cli import main
 from gv3lite.study import runner
 from gv3lite.study.grids import GRIDS
 from gv3lite.study.plan import complete_grids, plan
+from gv3lite.study.provenance import portable_command
 from gv3lite.study.readme import README_BEGIN, README_END, committed_study, readme_results, split_readme
 from gv3lite.study.records import CALL_COLUMNS, append_call, read_calls, read_verdicts
 from gv3lite.study.report import duration, sizing_note
@@ -56,7 +57,7 @@ def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_pat
     table = pd.read_csv(root / "quick" / "verdicts.csv")
     commits = ", ".join(sorted(set(runs["git_commit"].astype(str))))
     assert f"code at commit {commits}; {runs['run_id'].nunique()} trainings, {runs['seed'].nunique()} seeds" in quick
-    assert f"Command `{runs['command'].iloc[0]}`" in quick
+    assert f"Command `{portable_command(runs['command'].iloc[0])}`" in quick and "--data imagenette2-224 " in quick
     complete = [g for g in GRIDS if g in set(runs["grid"])
                 and {it["run_id"] for it in plan("quick", [g])} <= set(runs["run_id"])]
     assert "architectures" not in complete  # make main leaves it out; only its cells shared with the recipe grid

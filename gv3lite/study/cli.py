@@ -1,7 +1,8 @@
 """The study's subcommands of the ``gv3lite`` command, registered by ``gv3lite.cli``: ``reproduce``
 (`add_reproduce`: the one-factor grids, or ``--design factorial``: the fractional factorial in sequential blocks),
-``report`` (`add_report`: re-analysis without training, of either design) and ``readme`` (`add_readme`: README.md's
-generated Results block).
+``report`` (`add_report`: re-analysis without training, of either design), ``readme`` (`add_readme`: README.md's
+generated Results block), ``compare`` (`add_compare`: a user's study beside the committed one, reproduction.md) and
+``publish`` (`add_publish`: a trained study becomes the committed results, ``make publish``).
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from gv3lite.study.blocks import reproduce_factorial
 from gv3lite.study.factorial_report import report_factorial
 from gv3lite.study.grids import GRIDS
 from gv3lite.study.plan import FACTORIAL_GRID, factorial_plan, plan
+from gv3lite.study.progress import claim_lines
+from gv3lite.study.publish import FIGURES, publish
 from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
 from gv3lite.study.report import report
+from gv3lite.study.reproduction import summary_line, write_reproduction
 from gv3lite.study.runner import reproduce
 from gv3lite.utils import check_output_dir, repo_root, resolve_device, write_atomic
 
@@ -35,11 +39,11 @@ def add_reproduce(subparsers) -> None:
                                                                           "$GV3LITE_BUDGET, else smoke)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
     p.add_argument("--out", default="runs/reproduce", help="results root; files go to OUT/<budget>/ (default "
-                                                           "runs/reproduce; `make main` writes the committed results/)")
+                                                           "runs/reproduce; `make main` trains into runs/study)")
     p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
     p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
     p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else OUT/<budget>/figures;"
-                                                   " `make main` writes the committed figures/)")
+                                                   " `make publish` writes the committed figures/)")
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
     p.add_argument("--design", choices=["grids", "factorial"], default="grids", help="grids: the one-factor grids "
                    "(default); factorial: the 2^(6-2) fractional factorial, one block of 16 runs at a time until its "
@@ -83,7 +87,7 @@ def add_readme(subparsers) -> None:
                               description="Replace the text between the lines '" + README_BEGIN + "' and '"
                                           + README_END + "' of README with the provenance and the verdict tables "
                                           "of RESULTS/quick and RESULTS/medium (gv3lite.study.readme.readme_results). "
-                                          "`make main` and `make medium` run it after training.")
+                                          "`make publish` runs it.")
     p.add_argument("--results", default="results", help="the results root (default: results)")
     p.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 when the README's block differs "
@@ -106,6 +110,11 @@ def run_readme(args) -> int:
                                          f"gv3lite readme --results {args.results}", lineterm="", n=0))
         print(f"{readme}: the results block differs from what `gv3lite readme` generates from {args.results}/ "
               f"(differences below); run `gv3lite readme` and commit {readme}", file=sys.stderr)
+        unlabelled = [line for line in generated.splitlines() if line.startswith("**Trained by ") and line not in block]
+        if unlabelled:  # the training code changed under a committed study: the README must say so
+            print(f"{readme} shows a study trained by other code than the current one without saying so: "
+                  + " / ".join(unlabelled) + " -- regenerate the study (make main, make publish) or run `gv3lite "
+                  "readme` to label it", file=sys.stderr)
         print("\n".join(diff[:40] + ([f"... {len(diff) - 40} more lines"] if len(diff) > 40 else [])),
               file=sys.stderr)
         return 1
@@ -184,10 +193,55 @@ def run_reproduce(args) -> int:
     options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
                "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
     result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
-                       figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options)
+                       figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options,
+                       progress=True)
     print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
           + (f", {result['busy']} being trained by another process" if result["busy"] else ""))
-    print(result["summary"].to_string(index=False))
+    print("\n".join(claim_lines(result["verdicts"])))
     print(f"-> {result['out_dir']}/runs.csv, summary.csv, summary.md, report.md; figures: "
           + ", ".join(str(p) for p in result["figures"]))
+    return 0
+
+
+def add_compare(subparsers) -> None:
+    """Register ``gv3lite compare`` (see ``gv3lite.study.reproduction``)."""
+    p = subparsers.add_parser("compare", help="a study you trained beside the committed one: run by run and claim "
+                                              "by claim; writes YOURS/reproduction.md",
+                              description="Compare the study in YOURS (e.g. runs/study/quick, written by `make main`) "
+                                          "with COMMITTED (e.g. results/quick): per training whether top-1 is "
+                                          "identical (else the difference), per claim both 95%% intervals and "
+                                          "whether the verdicts agree. `make main` and `make medium` run it.")
+    p.add_argument("yours", help="your study's folder (runs/study/<budget>)")
+    p.add_argument("committed", help="the committed study's folder (results/<budget>)")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args) -> int:
+    path, text, summary = write_reproduction(args.yours, args.committed)
+    print(text.split("\n## ", 1)[0].rstrip())
+    print(f"-> {path}")
+    return 0
+
+
+def add_publish(subparsers) -> None:
+    """Register ``gv3lite publish`` (see ``gv3lite.study.publish``)."""
+    p = subparsers.add_parser("publish", help="maintainers: a trained study becomes the committed results/, "
+                                              "figures/ and README's Results block (make publish)",
+                              description="Copy the records of STUDY/BUDGET (runs.csv, history.csv, predictions, "
+                                          "calls.csv) into RESULTS/BUDGET, re-render its summary, verdicts, "
+                                          "report.md and figures, and regenerate README.md's Results block. Refuses "
+                                          "a study with interrupted runs or runs of other training code.")
+    p.add_argument("--budget", required=True, choices=list(FIGURES), help="quick (make main) or medium (make medium)")
+    p.add_argument("--study", default="runs/study", help="the study root make main trained into (default runs/study)")
+    p.add_argument("--results", default="results", help="the committed results root (default results)")
+    p.add_argument("--render-only", action="store_true", help="copy nothing: re-render the committed results "
+                                                              "(after a change to the analysis or the report)")
+    p.set_defaults(func=run_publish)
+
+
+def run_publish(args) -> int:
+    done = publish(args.budget, args.study, args.results, render_only=args.render_only)
+    print(("re-rendered " if args.render_only else f"published {args.study}/{args.budget} as ") + str(done["results"])
+          + f"; figures in {FIGURES[args.budget]}/; README.md "
+          + ("Results block regenerated" if done["readme_changed"] else "unchanged"))
     return 0

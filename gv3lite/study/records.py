@@ -20,8 +20,11 @@ from filelock import FileLock
 from gv3lite.schemas import read_results
 from gv3lite.utils import write_csv
 
+from gv3lite.fingerprint import UNKNOWN
+
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
-RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "command")
+RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "code_fingerprint",
+                 "command")
 
 
 CALLS = "calls.csv"  # one row per `reproduce` call, beside its runs.csv
@@ -104,6 +107,12 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
     return table[["run_id", *[c for c in table.columns if c != "run_id"]]]
 
 
+def _fingerprint(result: dict) -> str:
+    """The code fingerprint a result records (`UNKNOWN` for results of older versions, or an empty cell)."""
+    value = result.get("code_fingerprint")
+    return value if isinstance(value, str) and value else UNKNOWN
+
+
 def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None = None) -> pd.DataFrame:
     """One row per (grid, cell, seed): ``grid, cell, seed, run_id``, the result, ``budget`` and every recipe field
     (lists as JSON). The result comes from ``runs/<id>/result.json`` of a finished run (`finished_run`), else from
@@ -123,7 +132,8 @@ def collect(items: list[dict], out_dir: Path, budget: str, recorded: dict | None
         rows.append({"grid": it["grid"], "cell": it["cell"], "seed": it["seed"], "run_id": it["run_id"],
                      "top1": top1, "top5": result["top5"], "top1_raw": result["top1_raw"],
                      "top1_ema": result["top1_ema"], "train_seconds": result["train_seconds"],
-                     "cpu_seconds": result["cpu_seconds"], "git_commit": result["git_commit"], "budget": budget,
+                     "cpu_seconds": result["cpu_seconds"], "git_commit": result["git_commit"],
+                     "code_fingerprint": _fingerprint(result), "budget": budget,
                      "command": result["command"], **config})
     return pd.DataFrame(rows)
 

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import math
-import shlex
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from gv3lite.budgets import BUDGETS, HALF_WIDTH_TARGETS
+from gv3lite.fingerprint import recorded_fingerprints
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.paper import difference_kind, paper_results
 from gv3lite.schemas import read_results
@@ -18,8 +17,9 @@ from gv3lite.stats import ALPHA, DELTA, POWER, seeds_for_half_width
 from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.grids import paper_key
 from gv3lite.study.plan import plan, recorded_grids
+from gv3lite.study.provenance import code_label, portable_command
 from gv3lite.study.records import PREDICTIONS, read_calls, wall_time
-from gv3lite.utils import git_commit, write_atomic, write_csv
+from gv3lite.utils import write_atomic, write_csv
 
 
 def duration(seconds: float) -> str:
@@ -144,19 +144,34 @@ def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.
     return text + "."
 
 
-def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, command: str,
+def study_command(runs: pd.DataFrame) -> str:
+    """The command(s) that trained the runs of ``runs`` (runs.csv), without machine paths
+    (``gv3lite.study.provenance.portable_command``), joined by " and "; "unknown" when not recorded."""
+    commands = runs["command"].dropna().astype(str) if "command" in runs else []
+    return " and ".join(dict.fromkeys(portable_command(c) for c in commands)) or "unknown"
+
+
+def study_commits(runs: pd.DataFrame) -> str:
+    """The commits the runs of ``runs`` were trained at, sorted and comma-separated ("unknown" when not recorded)."""
+    return ", ".join(sorted(set(runs["git_commit"].dropna().astype(str)))) if "git_commit" in runs else "unknown"
+
+
+def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str,
                  wall_seconds: float | None = None, counts: dict | None = None,
                  calls: pd.DataFrame | None = None) -> Path:
     """``report.md``: per contrast the fields that differ, the paired per-seed differences, the mean with its 95%
     interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.stats``).
-    The header gives ``wall_seconds`` (this call's wall time, when it trained) and, from the call log ``calls``
-    (`read_calls`), the total wall time over all recorded calls.
+    The header gives the study's command and the commits and code fingerprints its runs were trained with (and
+    `code_label` when that is not the current code), ``wall_seconds`` and ``counts`` (of a ``reproduce`` call that
+    trained) and, from the call log ``calls`` (`read_calls`), the total wall time over all recorded calls. Written
+    from its inputs only (no clock, no checkout state, no machine path): the same inputs give the same bytes.
     """
     path = Path(path)
     seeds = sorted(set(runs["seed"])) if len(runs) else []
+    label = code_label(runs) if len(runs) else ""
     lines = [f"# gv3lite ablation report — {budget} budget", "",
-             f"Command: `{command}`  ", f"Commit: {git_commit()} (runs trained at "
-             f"{', '.join(sorted(set(runs['git_commit'].astype(str)))) if 'git_commit' in runs else 'unknown'})  ",
+             f"Command: `{study_command(runs)}`  ", f"Runs trained at commit {study_commits(runs)}, code fingerprint "
+             f"{', '.join(recorded_fingerprints(runs)) or 'unknown'}  ", *([label, ""] if label else []),
              f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); trainings: {runs['run_id'].nunique() if len(runs) else 0}"
              + (f"; this call trained {counts['trained']}, skipped {counts['skipped']}" if counts else "")
              + (f"; wall time of this call {duration(wall_seconds)}" if wall_seconds is not None else "")
@@ -182,15 +197,32 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str, com
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
     sizing = sizing_note(table, budget, runs, calls)
     return write_atomic(path, "\n".join(lines + ([""] + [sizing] if sizing else []) + ["", "Method per contrast:", ""]
-                                        + notes) + "\n")
+                                         + notes) + "\n")
 
 
-def report(results_dir, figures_dir=None, command: str | None = None, pool: bool = True, out_dir=None) -> dict:
+FLOAT_FORMAT = "%.10g"  # summary.csv, verdicts.csv: 10 significant digits, so no float noise of the last bits shows
+
+
+def write_analysis(runs: pd.DataFrame, budget: str, out_dir, pool: bool = True, predictions=None) -> tuple:
+    """Write ``summary.csv``/``.md`` and ``verdicts.csv`` of ``runs`` into ``out_dir`` (atomically, floats with
+    `FLOAT_FORMAT`); returns ``(summary, verdict table)``."""
+    out_dir = Path(out_dir)
+    summary = summarize(runs)
+    write_csv(summary, out_dir / "summary.csv", float_format=FLOAT_FORMAT)
+    write_atomic(out_dir / "summary.md", summary_markdown(summary, budget))
+    table = verdicts(runs, pool=pool, predictions=predictions)
+    write_csv(table, out_dir / "verdicts.csv", float_format=FLOAT_FORMAT)
+    return summary, table
+
+
+def report(results_dir, figures_dir=None, pool: bool = True, out_dir=None) -> dict:
     """Re-analyse recorded results without training: read ``<results_dir>/runs.csv`` (and ``history.csv``, and the
-    call log ``calls.csv`` for the report's wall time, if there; it is never written here) and write ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md`` into ``out_dir`` (default ``results_dir``) and
+    call log ``calls.csv`` for the report's wall time, if there; it is never written here, so a re-analysis never adds
+    to the study's wall time) and write ``summary.csv``/``.md``, ``verdicts.csv``, ``report.md`` into ``out_dir`` (default ``results_dir``) and
     the figures into ``figures_dir`` (default ``<out_dir>/figures``).
 
-    Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
+    The same inputs give the same bytes (`write_report`, `plot_grids`): ``make publish`` re-renders the committed
+    results with it. Works on results of older versions too (their runs.csv lacks per-image predictions and histories: the analysis
     uses the per-seed top-1 it has). Returns ``dict(runs, summary, verdicts, figures)``. Raises
     ``FileNotFoundError`` when runs.csv is missing and ``ValueError`` when it has no rows.
     """
@@ -202,41 +234,40 @@ def report(results_dir, figures_dir=None, command: str | None = None, pool: bool
     if runs.empty:
         raise ValueError(f"{file} has no runs; train some with `gv3lite reproduce` first")
     budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
-    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
     history = read_results(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
     predictions = read_results(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None
     out_dir = Path(out_dir or results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(runs)
-    write_csv(summary, out_dir / "summary.csv")
-    write_atomic(out_dir / "summary.md", summary_markdown(summary, budget))
-    table = verdicts(runs, pool=pool, predictions=predictions)
-    write_csv(table, out_dir / "verdicts.csv")
-    write_report(runs, table, out_dir / "report.md", budget, command, calls=read_calls(results_dir))
-    paths = plot_grids(runs, summary, budget, command, table=table, history=history,
+    summary, table = write_analysis(runs, budget, out_dir, pool=pool, predictions=predictions)
+    write_report(runs, table, out_dir / "report.md", budget, calls=read_calls(results_dir))
+    grids = recorded_grids(runs, budget) if budget in BUDGETS else list(dict.fromkeys(runs["grid"]))
+    drawn = runs["grid"].isin(grids)  # as `reproduce` draws them: not a grid with only cells shared with another
+    paths = plot_grids(runs[drawn], summary[summary["grid"].isin(grids)], budget, table=table, history=history,
                        folder=Path(figures_dir or out_dir / "figures"))
     return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
 
 
-def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: str,
-               table: pd.DataFrame | None = None, history: pd.DataFrame | None = None, folder=None) -> list[Path]:
+def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, table: pd.DataFrame | None = None,
+               history: pd.DataFrame | None = None, folder=None, command: str | None = None) -> list[Path]:
     """One figure per grid (``gv3lite.figures.plot_grid``), saved as ``ablation_<grid>.png`` by ``figures.savefig``;
     given the verdict ``table`` (`verdicts`), the forest plot of all claims as ``ablation_forest.png``
     (``gv3lite.figures.plot_forest``); given per-epoch ``history`` (``history.csv``), the learning curves per cell as
     ``ablation_learning_curves.png`` (``gv3lite.figures.plot_learning_curves``; skipped when no run has one).
-    ``folder``: where they go (default ``gv3lite.figures.figures_dir(budget)``)."""
+    ``folder``: where they go (default ``gv3lite.figures.figures_dir(budget)``). Each footer gives the study's
+    command (or ``command``, e.g. a notebook's) and the commits its runs were trained at (`study_command`,
+    `study_commits`), not the current checkout's: the same runs give the same bytes."""
     import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
-    paths = []
+    paths, command, commit = [], command or study_command(runs), study_commits(runs)
     fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
         history is not None and len(history)) else None
     if fig is not None:
-        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, folder=folder))
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit, folder=folder))
         plt.close(fig)
     if table is not None and len(table):
         seeds = int(runs["seed"].nunique())
         fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
                                        " (Imagenette); paired differences with 95% intervals, Holm-adjusted verdicts")
-        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, folder=folder))
+        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, commit=commit, folder=folder))
         plt.close(fig)
     for grid in summary["grid"].unique():
         try:
@@ -249,6 +280,6 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, command: 
             title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
         fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
                         title=title)
-        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, folder=folder))
+        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, commit=commit, folder=folder))
         plt.close(fig)
     return paths

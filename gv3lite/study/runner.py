@@ -17,29 +17,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gv3lite.data import resolve_data_root
-from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.plan import plan
 from gv3lite.launch import cap_jobs
-from gv3lite.study.records import (PREDICTIONS, append_call, collect, finished_run, gather_run_files,
+from gv3lite.study.progress import StudyProgress
+from gv3lite.study.provenance import check_study, portable_command
+from gv3lite.study.records import (PREDICTIONS, append_call, collect, finished_run, gather_run_files, read_calls,
                                    recorded_results)
-from gv3lite.study.report import plot_grids, summary_markdown, write_report
+from gv3lite.study.report import plot_grids, write_analysis, write_report
 from gv3lite.study.workers import prepare_teachers, train_runs
-from gv3lite.utils import git_commit, write_atomic, write_csv
+from gv3lite.utils import git_commit, write_csv
 
 
 def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids=None, data=None, figures: bool = True,
               quiet: bool = True, command: str | None = None, log=print, jobs: int = 1, figures_dir=None,
-              device: str = "cpu", submitit: str | None = None, submitit_options: dict | None = None) -> dict:
+              device: str = "cpu", submitit: str | None = None, submitit_options: dict | None = None,
+              progress: bool = False) -> dict:
     """Run (or resume) every cell of ``budget`` and write the results files, report.md and the figures.
 
-    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored: only
-    ``make main`` / ``make medium`` write the committed ``results/`` and ``figures/``). ``figures_dir``: where the
-    figures go (default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``). ``data``: ImageFolder root
+    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored;
+    ``make main`` / ``make medium`` train into ``runs/study``; only ``make publish`` writes the committed ``results/``
+    and ``figures/``). ``figures_dir``: where the figures go (default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``). ``data``: ImageFolder root
     (``gv3lite.data``'s resolution order). ``jobs``: trainings at once, each in its own process with
     ``torch.get_num_threads() // jobs`` threads (on a 2-core CPU ``jobs=2`` trains ~1.8x more images per second than
     one run with two threads). ``device``, ``submitit``, ``submitit_options``: see
     ``gv3lite.study.workers.train_runs``. Every call appends one row to ``calls.csv`` (`CALL_COLUMNS`), also when
-    interrupted (``KeyboardInterrupt``: Ctrl-C, or SIGTERM with ``jobs`` > 1).
+    interrupted (``KeyboardInterrupt``: Ctrl-C, or SIGTERM with ``jobs`` > 1), except a call that had nothing to
+    train (it only re-renders the files: a re-analysis adds nothing to the study's wall time). Before anything is
+    trained, ``<out>/<budget>`` is checked (``gv3lite.study.provenance.check_study``: another budget's study, a
+    damaged ``result.json`` or finished runs of other training code are refused). ``progress``: a live display of
+    the trainings (``gv3lite.study.progress.StudyProgress``: runs done / total, the epoch of each run in progress,
+    elapsed and remaining time; a terminal bar, or an ipywidgets bar in a notebook). The command is recorded
+    without machine paths (``portable_command``).
     Returns ``dict(trained, skipped, resumed, busy, out_dir, runs, summary, verdicts, figures)``: ``trained`` counts
     trainings started by this call (``resumed`` of them continued a checkpoint), ``skipped`` the unique runs already
     finished, ``busy`` those another process is training (their results join the files of whichever call ends
@@ -51,9 +59,10 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     items = plan(budget, grids, seeds)
-    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
+    command = portable_command(command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])]))
     out_dir = Path(out) / budget
     root = resolve_data_root(data)
+    check_study(out_dir, budget)  # another budget, a damaged result.json, runs of other code: refused before training
     unique = {it["run_id"]: it["trained_as"] for it in items}
     # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
     recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
@@ -70,15 +79,19 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     try:  # an interrupted call is logged too: the time it spent counts towards the budget's wall time
         prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
         counts["resumed"] = sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
-        train_runs(todo, out_dir, root, command, budget, _progress(items, todo, out_dir, counts, log), jobs=jobs,
-                   device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options, log=log)
+        with StudyProgress(todo, out_dir, finished=counts["skipped"], disable=not progress) as shown:
+            say = shown.write if progress else log
+            train_runs(todo, out_dir, root, command, budget, _progress(items, todo, out_dir, counts, say), jobs=jobs,
+                       device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options, log=say)
     except KeyboardInterrupt:
         append_call(out_dir, call_row(interrupted=True))
         raise
-    written = write_results(budget, items, out_dir, recorded, command, figures=figures, figures_dir=figures_dir)
+    written = write_results(budget, items, out_dir, recorded, figures=figures, figures_dir=figures_dir)
     row = call_row(interrupted=False)
-    write_report(written["all_runs"], written["table"], out_dir / "report.md", budget, command,
-                 wall_seconds=row["wall_seconds"], counts=counts, calls=append_call(out_dir, row))
+    # a call that trained nothing (everything was finished) only re-renders: it adds nothing to the study's wall time
+    calls = append_call(out_dir, row) if todo else read_calls(out_dir)
+    write_report(written["all_runs"], written["table"], out_dir / "report.md", budget,
+                 wall_seconds=row["wall_seconds"] if todo else None, counts=counts, calls=calls)
     return {**counts, "out_dir": out_dir, **{k: written[k] for k in ("runs", "summary", "verdicts", "figures")}}
 
 
@@ -102,7 +115,7 @@ def _progress(items: list[dict], todo: dict, out_dir: Path, counts: dict, log):
     return done
 
 
-def write_results(budget: str, items: list[dict], out_dir: Path, recorded: dict, command: str, figures: bool = True,
+def write_results(budget: str, items: list[dict], out_dir: Path, recorded: dict, figures: bool = True,
                   figures_dir=None) -> dict:
     """Write runs.csv, history.csv, predictions.csv.gz, summary.csv/.md, verdicts.csv and the figures of every
     finished run of ``budget`` in ``out_dir`` (every recorded seed, also when ``items`` asked for fewer). Returns
@@ -118,11 +131,7 @@ def write_results(budget: str, items: list[dict], out_dir: Path, recorded: dict,
     write_csv(history, out_dir / "history.csv")
     predictions = gather_run_files(out_dir, run_ids, "predictions.csv", PREDICTIONS)
     write_csv(predictions, out_dir / PREDICTIONS)  # gzip: ~4 kB per run and 1,000 val images
-    summary = summarize(runs)
-    write_csv(summary, out_dir / "summary.csv")
-    write_atomic(out_dir / "summary.md", summary_markdown(summary, budget))
-    table = verdicts(runs, predictions=predictions if len(predictions) else None)
-    write_csv(table, out_dir / "verdicts.csv")
+    summary, table = write_analysis(runs, budget, out_dir, predictions=predictions if len(predictions) else None)
     mine = {it["grid"] for it in items}  # figures and returned tables: the grids asked for
     pick = (lambda df: df[df["grid"].isin(mine)].reset_index(drop=True)) if len(runs) else (lambda df: df)
     table_mine = table
@@ -130,7 +139,7 @@ def write_results(budget: str, items: list[dict], out_dir: Path, recorded: dict,
         shared = table["same_as"].map(lambda v: any(x.split("/")[0] in mine for x in v.split(", ") if x))
         table_mine = table[table["grid"].isin(mine) | shared].reset_index(drop=True)
     folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
-    paths = plot_grids(pick(runs), pick(summary), budget, command, table=table_mine, history=history,
+    paths = plot_grids(pick(runs), pick(summary), budget, table=table_mine, history=history,
                        folder=folder) if figures else []
     return {"all_runs": runs, "table": table, "runs": pick(runs), "summary": pick(summary), "verdicts": table_mine,
             "figures": paths}

@@ -20,6 +20,7 @@ import torch
 from gv3lite.data import ImageFolderDataset
 from gv3lite.teacher_outputs import make_kd
 from gv3lite.experiment import recipe_datasets, run
+from gv3lite.fingerprint import code_fingerprint
 from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.recipe import Recipe
 from gv3lite.study.records import finished_run
@@ -38,7 +39,8 @@ def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool
 
     Returns the result dict: ``top1`` (EMA weights if ``recipe.ema``), ``top1_raw``, ``top1_ema`` (NaN without
     EMA), ``top5``, ``train_seconds`` (wall time of all epochs incl. evaluation, summed over resumes),
-    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``command``; the stored result
+    ``cpu_seconds`` (process CPU time of this call only), ``epochs``, ``git_commit``, ``code_fingerprint`` (of the
+    training code, ``gv3lite.fingerprint``), ``command``; the stored result
     (with ``finished_elsewhere: True``) when another process finished the run meanwhile; ``None`` (nothing trained) while another process trains it.
     """
     with claim_run(run_dir) as claimed:
@@ -59,7 +61,8 @@ def _train_run(recipe: Recipe, run_dir: Path, data_root, datasets, quiet: bool, 
     last = history.iloc[-1]
     result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1), "top5": float(last.val_top5),
               "train_seconds": float(history["seconds"].sum()), "cpu_seconds": time.process_time() - cpu0,
-              "epochs": int(last.epoch), "resumed": resume, "git_commit": git_commit(), "command": command}
+              "epochs": int(last.epoch), "resumed": resume, "git_commit": git_commit(),
+              "code_fingerprint": code_fingerprint(), "command": command}
     result["top1"] = result["top1_ema"] if recipe.ema else result["top1_raw"]
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2) + "\n")  # last: the run's commit point
     return result

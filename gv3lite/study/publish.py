@@ -1,0 +1,74 @@
+"""`publish` (``make publish``, maintainers): a study trained by ``make main`` / ``make medium`` in
+``runs/study/<budget>/`` becomes the committed ``results/<budget>/``, its figures and README.md's Results block.
+
+The recorded files (`RECORDS`: runs, per-epoch history, per-image predictions, the call log) are copied; everything
+else is rendered from them (``gv3lite.study.report.report``: summary, verdicts, report.md, figures; then the README
+block), so re-rendering unchanged inputs gives byte-identical files (``tests/test_publish.py``). Only a finished study
+of the current training code is published (``gv3lite.fingerprint``): a study with interrupted runs, or runs of other
+code, is refused with one line naming the problem and the fix. ``render_only`` re-renders the committed results
+without a study (after a change to the analysis or the report).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gv3lite.fingerprint import fingerprint_status
+from gv3lite.study.readme import readme_results, split_readme
+from gv3lite.study.records import CALLS, PREDICTIONS
+from gv3lite.study.report import report
+from gv3lite.utils import repo_root, write_atomic
+
+RECORDS = ("runs.csv", "history.csv", PREDICTIONS, CALLS)
+FIGURES = {"quick": "figures", "medium": "figures/medium"}  # budget -> the committed figure folder
+MAKE = {"quick": "make main", "medium": "make medium"}
+
+
+def check_publishable(study_dir: Path, budget: str) -> pd.DataFrame:
+    """The runs.csv of ``study_dir`` when it is a finished study of the current training code; else ``ValueError``
+    / ``FileNotFoundError`` naming the problem and the fix."""
+    make = MAKE.get(budget, f"gv3lite reproduce --budget {budget} --out {study_dir.parent}")
+    file = study_dir / "runs.csv"
+    if not file.is_file():
+        raise FileNotFoundError(f"nothing to publish: {file} does not exist; train the study first (`{make}`)")
+    runs = pd.read_csv(file)
+    interrupted = sorted(p.parent.name for p in (study_dir / "runs").glob("*/last.pth")
+                         if not (p.parent / "result.json").is_file())
+    if interrupted:
+        raise ValueError(f"{study_dir} has {len(interrupted)} interrupted run(s) ({', '.join(interrupted[:3])}...); "
+                         f"finish them with `{make}` before publishing")
+    status = fingerprint_status(runs)
+    if not status["reproducible"]:
+        raise ValueError(f"{study_dir} holds {status['unknown'] + status['other']} run(s) not trained by the current "
+                         f"training code (fingerprints {', '.join(status['recorded'])}; current {status['current']}): "
+                         f"retrain them with `{make}` (move {study_dir} away first) before publishing")
+    return runs
+
+
+def publish(budget: str, study="runs/study", results="results", figures=None, readme="README.md",
+            render_only: bool = False) -> dict:
+    """Copy the records of ``<study>/<budget>`` into ``<results>/<budget>`` (unless ``render_only``), re-render
+    summary, verdicts, report.md and the figures there (figures into ``figures``, default `FIGURES` of the budget)
+    and regenerate ``readme``'s Results block. Returns ``dict(results, figures, copied, readme_changed)``.
+    Raises like `check_publishable`, and ``FileNotFoundError`` when ``render_only`` finds no committed runs.csv."""
+    study_dir, results_dir = Path(study) / budget, Path(results) / budget
+    copied = []
+    if not render_only:
+        check_publishable(study_dir, budget)
+        for name in RECORDS:
+            if (study_dir / name).is_file():
+                copied.append(write_atomic(results_dir / name, (study_dir / name).read_bytes()))
+            elif (results_dir / name).is_file():  # a record of the old study the new one does not have
+                (results_dir / name).unlink()
+    elif not (results_dir / "runs.csv").is_file():
+        raise FileNotFoundError(f"{results_dir}/runs.csv does not exist: nothing to re-render; publish a study first")
+    folder = Path(figures) if figures else repo_root() / FIGURES.get(budget, f"figures/{budget}")
+    rendered = report(results_dir, figures_dir=folder, out_dir=results_dir)
+    readme = Path(readme)
+    head, block, tail = split_readme(readme.read_text(), str(readme))
+    generated = readme_results(Path(results))
+    if generated != block:
+        write_atomic(readme, head + generated + tail)
+    return {"results": results_dir, "figures": rendered["figures"], "copied": copied,
+            "readme_changed": generated != block}

@@ -1,0 +1,160 @@
+"""A user's study beside the committed one: run by run (top-1 identical or the difference) and claim by claim (the
+two 95% intervals, and whether the verdicts agree); ``reproduction.md``, written by ``gv3lite compare`` at the end
+of ``make main`` / ``make medium`` beside the user's results (``runs/study/<budget>/``).
+
+On a CPU, training is deterministic: the same training code (`gv3lite.fingerprint`) on the same data gives the same
+top-1 to the last digit, so a run is *reproduced* only when its top-1 (raw and EMA weights) is identical. A run id is
+the hash of the trained recipe, so runs are paired by id; runs of a plan that changed since the committed study have
+no partner and are listed as such.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gv3lite.fingerprint import UNKNOWN, code_fingerprint, fingerprint_status, recorded_fingerprints
+from gv3lite.study.records import read_verdicts
+from gv3lite.utils import write_atomic
+
+REPRODUCTION = "reproduction.md"
+
+
+def _read_runs(folder: Path) -> pd.DataFrame:
+    file = folder / "runs.csv"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; give a folder that `gv3lite reproduce` wrote "
+                                f"(e.g. runs/study/quick, results/quick)")
+    runs = pd.read_csv(file)
+    missing = [c for c in ("grid", "cell", "seed", "run_id", "top1", "top1_raw", "top1_ema") if c not in runs]
+    if missing or runs.empty:
+        raise ValueError(f"{file} " + (f"lacks column(s) {missing}" if missing else "has no runs")
+                         + "; it was not written by `gv3lite reproduce`: run `make main` again into an empty folder")
+    return runs
+
+
+def _same(a: pd.Series, b: pd.Series) -> pd.Series:
+    return (a == b) | (a.isna() & b.isna())
+
+
+def compare_runs(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
+    """One row per training (run id) of either study: ``cells`` (grid/cell names), ``seed``, ``top1_user``,
+    ``top1_committed``, ``diff`` (user − committed, pp), ``identical`` (raw and EMA top-1 both equal, to the last
+    digit), ``status`` (``identical``, ``differs``, ``only in yours``, ``only committed``)."""
+    def per_run(runs):
+        cells = runs.groupby("run_id", sort=False).apply(
+            lambda g: ", ".join(f"{r.grid}/{r.cell}" for r in g.itertuples()), include_groups=False)
+        first = runs.drop_duplicates("run_id").set_index("run_id")
+        top1 = first["top1_ema"].where(first["top1_ema"].notna(), first["top1_raw"])  # the EMA where one is kept
+        return pd.DataFrame({"cells": cells, "seed": first["seed"], "top1": top1, "raw": first["top1_raw"],
+                             "ema": first["top1_ema"]})
+
+    mine, theirs = per_run(user), per_run(committed)
+    table = mine.add_suffix("_user").join(theirs.add_suffix("_committed"), how="outer")
+    table["cells"] = table["cells_user"].fillna(table["cells_committed"])
+    table["seed"] = table["seed_user"].fillna(table["seed_committed"]).astype(int)
+    table["diff"] = table["top1_user"] - table["top1_committed"]
+    table["identical"] = _same(table["raw_user"], table["raw_committed"]) & _same(table["ema_user"],
+                                                                                  table["ema_committed"])
+    table["status"] = "differs"
+    table.loc[table["identical"], "status"] = "identical"
+    table.loc[table["top1_committed"].isna(), "status"] = "only in yours"
+    table.loc[table["top1_user"].isna(), "status"] = "only committed"
+    table["identical"] &= table["status"] == "identical"
+    order = list(dict.fromkeys([*mine.index, *theirs.index]))
+    return table.loc[order, ["cells", "seed", "top1_user", "top1_committed", "diff", "identical", "status"]
+                     ].rename_axis("run_id").reset_index()
+
+
+def compare_claims(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
+    """One row per contrast (grid, cell, baseline) of either verdict table: the user's and the committed diff,
+    95% interval and verdict, and ``agree`` (the same verdict word; False where one side has no such contrast)."""
+    keys, cols = ["grid", "cell", "baseline"], ["diff", "low", "high", "verdict"]
+    table = user[keys + cols].merge(committed[keys + cols], on=keys, how="outer", suffixes=("_user", "_committed"))
+    table["agree"] = table["verdict_user"].eq(table["verdict_committed"]) & table["verdict_user"].notna()
+    return table
+
+
+def _interval(diff, low, high) -> str:
+    if diff != diff:
+        return "—"
+    return f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]" if low == low else f"{diff:+.2f}"
+
+
+def _code_line(user: pd.DataFrame, committed: pd.DataFrame, current: str) -> tuple[str, bool]:
+    """The paragraph on which code trained each study, and whether identical top-1 is to be expected."""
+    mine, theirs = fingerprint_status(user, current), fingerprint_status(committed, current)
+    commits = ", ".join(sorted(set(committed["git_commit"].dropna().astype(str)))) or "unknown"
+    same_code = mine["reproducible"] and theirs["reproducible"]
+    line = (f"Code: your runs {', '.join(recorded_fingerprints(user))} (fingerprint of the training code, "
+            f"`gv3lite.fingerprint`); the committed runs {', '.join(recorded_fingerprints(committed))} at commit "
+            f"{commits}; the current code {current}. ")
+    if same_code:
+        line += ("Same training code: on a CPU with the same data every top-1 should be identical to the last digit.")
+    elif theirs["unknown"]:
+        line += ("The committed study was trained by older code whose fingerprint was not recorded (known not to "
+                 "reproduce exactly): differences are expected until it is regenerated with the current code "
+                 "(`make publish`).")
+    else:
+        line += "The two studies were trained by different training code: differences are expected."
+    return line, same_code
+
+
+def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tuple[str, dict]:
+    """``(Markdown, summary)`` of the comparison of the study in ``user_dir`` with the one in ``committed_dir`` (each
+    with runs.csv and verdicts.csv). ``summary``: ``runs`` (in common), ``identical``, ``max_abs_diff`` (pp, NaN
+    when none in common), ``claims`` (in common), ``agree``, ``same_code``. Raises ``FileNotFoundError`` /
+    ``ValueError`` (one line, with the fix) when a folder is not a study."""
+    user_dir, committed_dir = Path(user_dir), Path(committed_dir)
+    user, committed = _read_runs(user_dir), _read_runs(committed_dir)
+    runs = compare_runs(user, committed)
+    claims = compare_claims(read_verdicts(user_dir / "verdicts.csv"), read_verdicts(committed_dir / "verdicts.csv"))
+    code, same_code = _code_line(user, committed, current or code_fingerprint())
+    common, shared = runs[runs["status"].isin(["identical", "differs"])], claims.dropna(subset=["diff_user",
+                                                                                              "diff_committed"])
+    summary = {"runs": len(common), "identical": int(common["identical"].sum()),
+               "max_abs_diff": float(common["diff"].abs().max()) if len(common) else float("nan"),
+               "claims": len(shared), "agree": int(shared["agree"].sum()), "same_code": same_code}
+    lines = [f"# Reproduction: `{user_dir.name}` beside the committed `{committed_dir}`", "", code, "",
+             summary_line(summary), "", "## Run by run (top-1 %, EMA weights where the run keeps an EMA)", "",
+             "| run id | cells | seed | yours | committed | diff (pp) | |", "|---|---|---|---|---|---|---|"]
+    for r in runs.itertuples():
+        lines.append(f"| {r.run_id} | {r.cells} | {r.seed} | {_pct(r.top1_user)} | {_pct(r.top1_committed)} "
+                     f"| {'—' if r.diff != r.diff else f'{r.diff:+.2f}'} | {r.status} |")
+    lines += ["", "## Claim by claim (diff and 95% interval, pp)", "",
+              "| grid | contrast | yours | committed | your verdict | committed verdict | agree |",
+              "|---|---|---|---|---|---|---|"]
+    for r in claims.itertuples():
+        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {_interval(r.diff_user, r.low_user, r.high_user)} "
+                     f"| {_interval(r.diff_committed, r.low_committed, r.high_committed)} "
+                     f"| {r.verdict_user if isinstance(r.verdict_user, str) else '—'} "
+                     f"| {r.verdict_committed if isinstance(r.verdict_committed, str) else '—'} "
+                     f"| {'yes' if r.agree else 'no'} |")
+    figures = sorted((user_dir / "figures").glob("*.png")) if (user_dir / "figures").is_dir() else []
+    if figures:
+        lines += ["", "## Your figures", "", *[f"![{p.stem}](figures/{p.name})" for p in figures]]
+    return "\n".join(lines) + "\n", summary
+
+
+def _pct(value) -> str:
+    return "—" if value != value else f"{value:.2f}"
+
+
+def summary_line(summary: dict) -> str:
+    """One line: how many runs reproduced top-1 exactly and how many claims got the same verdict."""
+    if not summary["runs"]:
+        text = "No training in common with the committed study (its plan differs: other recipes or sizes)"
+    elif summary["identical"] == summary["runs"]:
+        text = f"Top-1 reproduced exactly: all {summary['runs']} trainings in common are identical"
+    else:
+        differ = summary["runs"] - summary["identical"]
+        text = (f"Top-1 not reproduced exactly: {differ} of the {summary['runs']} trainings in common "
+                f"differ{'s' if differ == 1 else ''} (largest difference {summary['max_abs_diff']:.2f} pp)")
+    return text + (f"; verdicts agree for {summary['agree']} of {summary['claims']} claims." if summary["claims"]
+                   else "; no claim in common.")
+
+
+def write_reproduction(user_dir, committed_dir, current: str | None = None) -> tuple[Path, str, dict]:
+    """Write `reproduction_text` as ``<user_dir>/reproduction.md``; returns ``(path, text, summary)``."""
+    text, summary = reproduction_text(user_dir, committed_dir, current)
+    return write_atomic(Path(user_dir) / REPRODUCTION, text), text, summary

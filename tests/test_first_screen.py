@@ -1,0 +1,56 @@
+"""README.md's first screen (everything above ``## Notebooks``) is what a newcomer needs, and every number it quotes
+comes from a committed file; the reference material lives in docs/reference.md."""
+import re
+
+import pandas as pd
+
+from gv3lite.study.provenance import code_label
+from gv3lite.study.records import read_calls
+from gv3lite.study.report import duration
+from gv3lite.utils import repo_root
+
+ROOT = repo_root()
+
+
+def _first_screen() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert "\n## Notebooks" in text, "README.md lost its '## Notebooks' section (the end of the first screen)"
+    return text.split("\n## Notebooks", 1)[0]
+
+
+def test_the_first_screen_has_the_two_commands_the_forest_plot_and_the_course():
+    screen = _first_screen()
+    assert "arXiv 2404.11202" in screen
+    assert re.search(r"(?m)^make main +#", screen) and re.search(r"(?m)^make test +#", screen)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", screen)
+    assert images == ["figures/ablation_forest.png"] and (ROOT / images[0]).is_file()
+    course = re.findall(r"`(notebooks/[^`]+\.ipynb)`", screen)
+    assert course and all((ROOT / c).is_file() for c in course)
+    assert "docs/reference.md" in (ROOT / "README.md").read_text() and (ROOT / "docs" / "reference.md").is_file()
+    assert len(screen.splitlines()) <= 45, "the first screen grew: move reference material to docs/reference.md"
+
+
+def test_the_first_screen_quotes_only_recorded_times_and_labels_a_study_of_other_code():
+    screen = " ".join(_first_screen().split())
+    calls = read_calls(ROOT / "results" / "quick")
+    assert f"took {duration(calls['wall_seconds'].sum())} of wall time, `results/quick/calls.csv`" in screen
+    # make main and make test as they are now have no recorded time: the screen says so instead of guessing
+    assert "`make main` as it is now: not yet measured" in screen and "`make test`: not yet measured" in screen
+    times = re.findall(r"\d+ (?:h \d+ min|min \d+ s)", screen)
+    assert times == [duration(calls["wall_seconds"].sum())]  # no other duration on the first screen
+    runs = pd.read_csv(ROOT / "results" / "quick" / "runs.csv")
+    if code_label(runs):  # the committed quick study was not trained by the current code: the caption says so
+        commits = ", ".join(sorted(set(runs["git_commit"].astype(str))))
+        assert f"Trained by older code (commit {commits}" in screen or "Trained by other training code" in screen
+    else:
+        assert "Trained by older code" not in screen
+
+
+def test_the_reference_page_measurements_cite_files_that_exist():
+    text = (ROOT / "docs" / "reference.md").read_text()
+    assert "\n## Measurements\n" in text
+    text = text.split("\n## Measurements\n", 1)[1].split("\n## ", 1)[0]  # where numbers are quoted
+    cited = set(re.findall(r"`((?:results|benchmarks|figures)/[^` ]+?)/?`", text))
+    assert cited
+    missing = [c for c in sorted(cited) if "<" not in c and "*" not in c and not (ROOT / c).exists()]
+    assert missing == []

@@ -1,0 +1,113 @@
+"""`make publish` (`gv3lite.study.publish`): the committed results re-render byte for byte from their records, a study
+is published only when it is finished and trained by the current code, and README's Results block says visibly when
+a committed study was trained by other code (`gv3lite readme --check` fails until it does)."""
+import shutil
+
+import matplotlib
+import pandas as pd
+import pytest
+from PIL import Image
+
+from gv3lite.cli import main
+from gv3lite.fingerprint import code_fingerprint
+from gv3lite.study import publish as publish_mod
+from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
+from gv3lite.utils import repo_root
+
+COMMITTED = repo_root() / "results"
+RENDERED = ("summary.csv", "summary.md", "verdicts.csv", "report.md")
+
+
+def _records(src, dst):
+    dst.mkdir(parents=True)
+    for name in publish_mod.RECORDS:
+        if (src / name).is_file():
+            shutil.copy(src / name, dst / name)
+
+
+def test_rerendering_the_committed_quick_study_gives_the_same_bytes(tmp_path):
+    _records(COMMITTED / "quick", tmp_path / "results" / "quick")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
+    done = publish_mod.publish("quick", results=tmp_path / "results", figures=tmp_path / "figures", readme=readme,
+                               render_only=True)
+    assert done["copied"] == []
+    for name in RENDERED:
+        assert (tmp_path / "results" / "quick" / name).read_bytes() == (COMMITTED / "quick" / name).read_bytes(), \
+            f"results/quick/{name} is not what its records render to: run `make publish BUDGET=quick` " \
+            "(gv3lite publish --budget quick --render-only) and commit it"
+    committed_figures = sorted((repo_root() / "figures").glob("*.png"))
+    assert committed_figures
+    software = Image.open(committed_figures[0]).text.get("Software", "")
+    if matplotlib.__version__ not in software:
+        pytest.skip(f"the committed figures were drawn by {software!r}, this is matplotlib {matplotlib.__version__}: "
+                    "PNG bytes differ between versions (the text files above were compared)")
+    for png in committed_figures:
+        assert (tmp_path / "figures" / png.name).read_bytes() == png.read_bytes(), f"figures/{png.name} differs"
+
+
+def _study(tmp_path, fingerprint):
+    study = tmp_path / "study" / "quick"
+    _records(COMMITTED / "quick", study)
+    runs = pd.read_csv(study / "runs.csv")
+    runs.assign(code_fingerprint=fingerprint).to_csv(study / "runs.csv", index=False)
+    return study
+
+
+def test_publish_copies_only_a_finished_study_of_the_current_code(tmp_path, monkeypatch, capsys):
+    rendered = []
+    monkeypatch.setattr(publish_mod, "report", lambda folder, **kw: rendered.append(folder) or {"figures": []})
+    monkeypatch.setattr(publish_mod, "readme_results", lambda root: "block\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
+    args = dict(study=tmp_path / "study", results=tmp_path / "results", figures=tmp_path / "fig", readme=readme)
+    with pytest.raises(FileNotFoundError, match="nothing to publish: .*runs.csv does not exist; .*make main"):
+        publish_mod.publish("quick", **args)
+    study = _study(tmp_path, "0123456789ab")
+    with pytest.raises(ValueError, match="not trained by the current training code .*0123456789ab"):
+        publish_mod.publish("quick", **args)
+    study = _study(tmp_path / "b", code_fingerprint())
+    args["study"] = tmp_path / "b" / "study"
+    (study / "runs" / "abc").mkdir(parents=True)
+    (study / "runs" / "abc" / "last.pth").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"1 interrupted run\(s\) \(abc...\); finish them with `make main`"):
+        publish_mod.publish("quick", **args)
+    assert not (tmp_path / "results").exists() and rendered == []  # nothing written by a refused publish
+    shutil.rmtree(study / "runs")
+    done = publish_mod.publish("quick", **args)
+    for name in publish_mod.RECORDS:
+        assert (tmp_path / "results" / "quick" / name).read_bytes() == (study / name).read_bytes()
+    assert rendered == [tmp_path / "results" / "quick"] and done["readme_changed"]
+    assert split_readme(readme.read_text())[1] == "block\n"
+    assert main(["publish", "--budget", "quick", "--study", str(tmp_path / "none"), "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("gv3lite publish: error: nothing to publish")
+
+
+def _results(tmp_path, fingerprint=None):
+    root = tmp_path / "results"
+    (root / "quick").mkdir(parents=True)
+    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
+    if fingerprint:
+        runs = runs.assign(code_fingerprint=fingerprint)
+    runs.to_csv(root / "quick" / "runs.csv", index=False)
+    shutil.copy(COMMITTED / "quick" / "verdicts.csv", root / "quick" / "verdicts.csv")
+    return root
+
+
+def test_readme_check_fails_when_a_study_of_other_code_is_shown_without_its_label(tmp_path, capsys):
+    _, block, _ = split_readme((repo_root() / "README.md").read_text())
+    assert block.count("**Trained by older code: commit ") == 2  # quick and medium predate fingerprints
+    root = _results(tmp_path, code_fingerprint())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\n{readme_results(root)}{README_END}\n")
+    assert "**Trained by" not in readme.read_text()  # the current code: no label
+    args = ["readme", "--results", str(root), "--readme", str(readme)]
+    assert main([*args, "--check"]) == 0
+    runs = pd.read_csv(root / "quick" / "runs.csv")
+    runs.assign(code_fingerprint="0123456789ab").to_csv(root / "quick" / "runs.csv", index=False)  # code changed
+    assert main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "shows a study trained by other code than the current one without saying so" in err
+    assert main(args) == 0  # `gv3lite readme` writes the label ...
+    assert "**Trained by other training code: commit " in readme.read_text()
+    assert main([*args, "--check"]) == 0  # ... and with it the check passes
