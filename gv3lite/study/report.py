@@ -261,13 +261,15 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, table: pd
     fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
         history is not None and len(history)) else None
     if fig is not None:
-        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit, folder=folder))
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit,
+                                     folder=folder))
         plt.close(fig)
     if table is not None and len(table):
         seeds = int(runs["seed"].nunique())
         fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
                                        " (Imagenette); paired differences with 95% intervals, Holm-adjusted verdicts")
-        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, commit=commit, folder=folder))
+        paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, commit=commit,
+                                     folder=folder))
         plt.close(fig)
     for grid in summary["grid"].unique():
         try:
@@ -280,6 +282,7 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, table: pd
             title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
         fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},
                         title=title)
-        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, commit=commit, folder=folder))
+        paths.append(savefig(fig, f"ablation_{grid}", budget=budget, command=command, commit=commit,
+                                     folder=folder))
         plt.close(fig)
     return paths
