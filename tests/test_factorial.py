@@ -10,6 +10,7 @@ import pytest
 from gv3lite import budgets
 from gv3lite.cli import main
 from gv3lite.study import blocks, design, workers
+from gv3lite.study.records import RUN_FILES
 from gv3lite.study.factorial import CLAIMS, claim_table, design_table, fit_model
 from gv3lite.study.plan import cell_recipe, factorial_plan
 
@@ -75,6 +76,10 @@ def fake_training(monkeypatch):
         result = {"top1_raw": top1, "top1_ema": top1, "top5": 90.0, "train_seconds": 1.0, "cpu_seconds": 1.0,
                   "epochs": 1, "git_commit": "test", "command": "pytest", "top1": top1}
         run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # a finished run has all of them (records.finished_run)
+            (run_dir / name).write_text("")
+        (run_dir / "metrics.csv").write_text(f"epoch,val_top1\n1,{top1}\n")
+        (run_dir / "predictions.csv").write_text("val_index,target,pred_raw,pred_ema\n")
         (run_dir / "result.json").write_text(json.dumps(result))
         return result
     monkeypatch.setattr(workers, "_train_run", train)

@@ -28,7 +28,8 @@ from gv3lite.study.factorial import effects_table
 from gv3lite.study.factorial_report import DESIGN_FILE, check_design_file, design_record, write_factorial_report
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.plan import FACTORIAL_GRID, factorial_plan
-from gv3lite.study.records import PREDICTIONS, append_call, collect, gather_run_files, read_calls, recorded_results
+from gv3lite.study.records import (PREDICTIONS, append_call, collect, finished_run, gather_run_files, read_calls,
+                                   recorded_results)
 from gv3lite.study.workers import prepare_teachers, train_runs
 from gv3lite.utils import git_commit
 
@@ -118,7 +119,7 @@ def _train_block(items, block, out_dir, root, command, budget, counts, log, **op
     recorded = recorded_results(out_dir)
     todo = {}
     for it in sorted((it for it in items if it["block"] == block), key=lambda it: it["order"]):
-        finished = (out_dir / "runs" / it["run_id"] / "result.json").is_file() or it["run_id"] in recorded
+        finished = finished_run(out_dir / "runs" / it["run_id"]) or it["run_id"] in recorded
         if finished or it["run_id"] in todo:
             counts["skipped"] += it["run_id"] not in todo
         else:
