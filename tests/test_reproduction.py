@@ -71,6 +71,11 @@ def test_compare_refuses_a_folder_that_is_not_a_study(tmp_path, capsys):
     (bad / "runs.csv").write_text("a,b\n1,2\n")
     assert main(["compare", str(bad), str(committed)]) == 2
     assert "lacks column(s)" in capsys.readouterr().err
+    other = _study(tmp_path, "other")
+    runs = pd.read_csv(other / "runs.csv")
+    runs.assign(budget="smoke").to_csv(other / "runs.csv", index=False)
+    assert main(["compare", str(other), str(committed)]) == 2
+    assert "is a study of budget ['smoke']" in capsys.readouterr().err
 
 
 def test_portable_command_records_no_machine_path():

@@ -66,7 +66,8 @@ class StudyProgress:
         """Look at the run directories once and redraw."""
         epochs, runs, running = self._done()
         self.bar.set_description(f"runs {self.finished + runs}/{self.finished + len(self.todo)}", refresh=False)
-        self.bar.set_postfix_str(", ".join(running) or "starting the next run", refresh=False)
+        idle = "all runs finished" if runs == len(self.todo) else "starting the next run"
+        self.bar.set_postfix_str(", ".join(running) or idle, refresh=False)
         self.bar.update(epochs - self.bar.n)
 
     def _watch(self) -> None:
@@ -93,7 +94,7 @@ def claim_lines(table: pd.DataFrame) -> list[str]:
     (pp), verdict."""
     lines = []
     for r in table.itertuples():
-        interval = f" [{r.low:+.2f}, {r.high:+.2f}]" if r.low == r.low else ""
-        diff = f"{r.diff:+.2f} pp{interval}" if r.diff == r.diff else "no estimate"
+        interval = f" [{r.low:+.2f}, {r.high:+.2f}]".replace("-0.00", "+0.00") if r.low == r.low else ""
+        diff = f"{r.diff:+.2f} pp{interval}".replace("-0.00", "+0.00") if r.diff == r.diff else "no estimate"
         lines.append(f"{r.grid}: {r.cell} vs {r.baseline}: {diff} -> {r.verdict}")
     return lines

@@ -104,9 +104,13 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
     """``(Markdown, summary)`` of the comparison of the study in ``user_dir`` with the one in ``committed_dir`` (each
     with runs.csv and verdicts.csv). ``summary``: ``runs`` (in common), ``identical``, ``max_abs_diff`` (pp, NaN
     when none in common), ``claims`` (in common), ``agree``, ``same_code``. Raises ``FileNotFoundError`` /
-    ``ValueError`` (one line, with the fix) when a folder is not a study."""
+    ``ValueError`` (one line, with the fix) when a folder is not a study or the two are of different budgets."""
     user_dir, committed_dir = Path(user_dir), Path(committed_dir)
     user, committed = _read_runs(user_dir), _read_runs(committed_dir)
+    budgets = [sorted(set(r["budget"].astype(str))) if "budget" in r else [] for r in (user, committed)]
+    if budgets[0] and budgets[1] and budgets[0] != budgets[1]:
+        raise ValueError(f"{user_dir} is a study of budget {budgets[0]}, {committed_dir} of {budgets[1]}: compare "
+                         f"studies of one budget (make main: runs/study/quick with results/quick)")
     runs = compare_runs(user, committed)
     claims = compare_claims(read_verdicts(user_dir / "verdicts.csv"), read_verdicts(committed_dir / "verdicts.csv"))
     code, same_code = _code_line(user, committed, current or code_fingerprint())
