@@ -3,8 +3,8 @@
 Each run directory holds ``metrics.csv``, ``recipe.yaml`` and ``run_info.json`` (its commit), written by
 ``gv3lite.train.fit``. Runs are paired by the recipe's ``seed``; the recipes must otherwise be equal. For the
 final epoch's val top-1 (%) it reports each seed's difference B - A, their mean, the 95% Student-t interval over seeds
-(``gv3lite.stats.t_interval``, df = seeds - 1), and the TOST p-value that the true difference lies inside
-+-``--delta`` pp (``gv3lite.stats.equivalence_p``): the difference is shown equivalent to zero only when the whole
+(``gv3lite.verdicts.t_interval``, df = seeds - 1), and the TOST p-value that the true difference lies inside
++-``--delta`` pp (``gv3lite.verdicts.equivalence_p``): the difference is shown equivalent to zero only when the whole
 interval lies inside +-delta. It also sums each run's epoch ``seconds`` (the trainer's own wall time per epoch).
 
 Usage:
@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.recipe import Recipe
-from gv3lite.stats import equivalence_p, t_interval, within_run
+from gv3lite.stats import within_run
+from gv3lite.verdicts import equivalence_p, t_interval
 
 
 def read_run(path) -> dict:

@@ -18,7 +18,7 @@ Writes to ``--out`` (default ``results/variance_pilot``):
   seconds, git commit. Rows are appended as runs finish; a re-run skips finished (configuration, seed) pairs, so
   the pilot can be continued over several sittings;
 * ``summary.csv`` / ``summary.md`` — per configuration: seeds, mean and SD of top-1 (EMA), seconds per run, and the
-  seeds per cell a contrast needs for a 95% interval of half-width 2.0 / 1.25 pp (``gv3lite.stats
+  seeds per cell a contrast needs for a 95% interval of half-width 2.0 / 1.25 pp (``gv3lite.verdicts
   .seeds_for_half_width``, residual variance pooled over the quick study's 7 cells, paired differences of SD
   sqrt(2) x SD), and one last row ``paired (seed-blocked)``: the residual SD of a configuration + seed model over
   all configurations — the noise the study's paired contrasts actually see (`paired_noise`);
@@ -70,7 +70,8 @@ from gv3lite.data import build_datasets, resolve_data_root
 from gv3lite.experiment import build_model, recipe_datasets, run
 from gv3lite.posthoc import posthoc_top1
 from gv3lite.recipe import preset
-from gv3lite.stats import BlockedModel, seeds_for_half_width
+from gv3lite.stats import BlockedModel
+from gv3lite.verdicts import seeds_for_half_width
 from gv3lite.utils import git_commit
 
 BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None, img_size=48, epochs=10,

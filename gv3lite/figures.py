@@ -24,9 +24,9 @@ import numpy as np
 
 from gv3lite import paper as paper_mod
 from gv3lite.budgets import budget as env_budget
-from gv3lite.stats import DELTA
 from gv3lite.utils import git_commit, repo_root
 from gv3lite.utils import figure_bytes, write_atomic
+from gv3lite.verdicts import DELTA
 
 FOOTER_FONTSIZE = 6.5
 
@@ -135,13 +135,29 @@ def _paper_lines(cells, paper, paper_cells) -> list[str]:
 MARKERS = {"derived": "D", "checkpoint": "s"}  # forest plot: how a source's difference is drawn, by its kind
 
 
+def _forest_legend(ax, delta: float, n_rows: int) -> None:
+    """The forest plot's legend, below the axes: the +-``delta`` band, our intervals and seeds, the source's markers."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
+               Line2D([], [], color="C0", lw=2, marker="o", label="ours: mean paired difference, 95% interval"),
+               Line2D([], [], color="C1", ls="", marker=".", label="ours: each seed (EMA: each training)"),
+               Line2D([], [], color="C3", ls="", marker=MARKERS["derived"], mfc="none",
+                      label="derived: two published ImageNet top-1 subtracted by us (not an ablation)"),
+               Line2D([], [], color="C3", ls="", marker=MARKERS["checkpoint"], mfc="none",
+                      label="checkpoint: measured on the released model (not an ablation)"),
+               Line2D([], [], color="C3", marker=">", label="paper's direction (value unknown)")]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.3, -1.2 / (n_rows + 2)), ncol=2,
+              frameon=False)
+
+
 def plot_forest(table, title: str | None = None, delta: float | None = None):
     """A forest plot of the study's claims; returns the matplotlib ``Figure`` (save it with `savefig`).
 
     ``table``: `gv3lite.study.analysis.verdicts` / `gv3lite.stats.contrast_table` rows (``grid``, ``cell``,
     ``baseline``, ``diff``, ``low``, ``high``, ``per_seed``, ``paper_diff``, ``claim``, ``verdict``). One row per
     contrast: the paired difference (pp) with its 95% interval, each seed's (or, within-run, each training's)
-    difference as a dot, the +-``delta`` band of no practical effect (default ``gv3lite.stats.DELTA``), and the
+    difference as a dot, the +-``delta`` band of no practical effect (default ``gv3lite.verdicts.DELTA``), and the
     source's number, labelled by what it is (``gv3lite.paper.difference_kind``: a diamond per model width for a
     difference we derived from two published top-1, a square for a measurement of the released checkpoint; the paper
     states neither) or, when only the paper's direction is known, an arrow. Only differences are drawn: those are
@@ -149,7 +165,6 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     Raises ``ValueError`` for an empty table.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     if len(table) == 0:
         raise ValueError("no contrasts to draw; run `gv3lite reproduce` with at least a baseline and one other cell")
@@ -184,16 +199,7 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     ax.set_xlabel("top-1 difference, cell − baseline (pp)")
     ax.set_title(title or "claims: paired differences with 95% intervals", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
-               Line2D([], [], color="C0", lw=2, marker="o", label="ours: mean paired difference, 95% interval"),
-               Line2D([], [], color="C1", ls="", marker=".", label="ours: each seed (EMA: each training)"),
-               Line2D([], [], color="C3", ls="", marker=MARKERS["derived"], mfc="none",
-                      label="derived: two published ImageNet top-1 subtracted by us (not an ablation)"),
-               Line2D([], [], color="C3", ls="", marker=MARKERS["checkpoint"], mfc="none",
-                      label="checkpoint: measured on the released model (not an ablation)"),
-               Line2D([], [], color="C3", marker=">", label="paper's direction (value unknown)")]
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.3, -1.2 / (len(rows) + 2)), ncol=2,
-              frameon=False)
+    _forest_legend(ax, delta, len(rows))
     fig.tight_layout(rect=(0, 0.04, 0.9, 1))
     return fig
 

@@ -12,8 +12,8 @@ What counts: the network (``layers``, ``reparam``, ``branch_sums``, ``ghost``, `
 but its download), the teacher, its cached outputs and the distillation objective (``teacher``, ``teacher_outputs``, ``distill``),
 the recipe and its presets (``recipe``), the loop and what runs around it (``train``, ``callbacks``: checkpoints and
 exact resume; ``distributed``: DDP), the composition root (``experiment``) and the seeding
-(``utils.seed_everything``). What does not: reporting and statistics (``stats``, ``figures``, the study's analysis
-and README), file formats and writers (``checkpoint``, ``schemas``), scale-out (``launch``), the CLI. A budget's sizes
+(``utils.seed_everything``). What does not: reporting and statistics (``stats``, ``verdicts``, ``figures``, the
+study's analysis and README), file formats and writers (``checkpoint``, ``schemas``), scale-out (``launch``), the CLI. A budget's sizes
 and a grid's cells need no place here: they are fields of the trained recipe, whose hash is the run id.
 
 Data files that decide a training's numbers and ship with the package (``artifacts/``: the published soft labels of

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from gv3lite.stats import ALPHA, DELTA
+from gv3lite.verdicts import ALPHA, DELTA
 
 
 def spending(t, alpha: float = ALPHA):

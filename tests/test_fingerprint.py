@@ -34,8 +34,8 @@ def test_every_module_the_training_imports_is_hashed_or_declared_not_arithmetic(
     hashed = {name.split("/")[0].removesuffix(".py") for name, _ in fp.training_sources()}
     assert seen - hashed - set(NOT_ARITHMETIC) == set()
     assert ("utils.py", "seed_everything") in fp.training_sources()
-    assert not any(name.startswith(("stats", "figures", "ablation", "study", "cli", "launch")) for name, _ in
-                   fp.training_sources())  # reporting code is not training code
+    reporting = ("stats", "verdicts", "figures", "ablation", "study", "cli", "launch")
+    assert not any(name.startswith(reporting) for name, _ in fp.training_sources())  # reporting code is not training code
 
 
 def _package_copy(tmp_path):
@@ -62,6 +62,7 @@ def test_docs_and_comments_leave_the_fingerprint_alone_and_code_changes_it(tmp_p
     assert fp.code_fingerprint(copy) != before
     utils.write_text(utils.read_text().replace("random.seed(seed + 1)", "random.seed(seed)"))
     (copy / "stats.py").write_text("X = 1\n")  # reporting code
+    (copy / "verdicts.py").write_text("Z = 3\n")
     (copy / "figures.py").write_text("Y = 2\n")
     assert fp.code_fingerprint(copy) == before
 

@@ -13,7 +13,7 @@ from scipy import stats as sps
 
 from gv3lite.budgets import FACTORIAL_BLOCKS
 from gv3lite.sequential import boundaries, look_levels, sequential_verdicts, spending
-from gv3lite.stats import DELTA, equivalence_p, min_detectable_effect
+from gv3lite.verdicts import DELTA, equivalence_p, min_detectable_effect
 from gv3lite.study import design
 from gv3lite.study.factorial import CHAINS, CLAIMS
 

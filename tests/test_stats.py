@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gv3lite import stats
+from gv3lite import stats, verdicts
 
 # the quick study committed at 4a61a24 (18 trainings, 2 seeds), kept as a fixed example: the hand-computed values
 # below are of these runs (the committed results/quick is re-run whenever the study changes)
@@ -15,38 +15,6 @@ QUICK_RUNS = Path(__file__).parent / "fixtures" / "quick_runs_4a61a24.csv"
 
 
 # ---------------------------------------------------------------------------------------------- by hand
-def test_t_interval_by_hand():
-    # d = 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), df 2. For df 2 the t distribution has the closed form
-    # sf(t) = (1 - t / sqrt(t^2 + 2)) / 2, so q_0.975 = sqrt(2 * 0.95^2 / (1 - 0.95^2)) and p = 1 - t / sqrt(t^2 + 2)
-    se = 1 / math.sqrt(3)
-    q = math.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2))
-    t = 2 / se
-    ci = stats.t_interval(2.0, se, 2)
-    assert q == pytest.approx(4.302653, abs=1e-6)
-    assert float(ci["low"]) == pytest.approx(2 - q * se, abs=1e-9)
-    assert float(ci["high"]) == pytest.approx(2 + q * se, abs=1e-9)
-    assert float(ci["p"]) == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-9)  # 0.0742
-    assert np.isnan(stats.t_interval(1.0, 0.5, 0)["low"])  # no df, no interval
-
-
-def test_equivalence_p_matches_the_interval_inside_delta():
-    rng = np.random.default_rng(0)
-    diff, se, df = rng.normal(0, 1, 2000), rng.uniform(0.05, 1, 2000), rng.integers(1, 20, 2000)
-    ci = stats.t_interval(diff, se, df)
-    inside = (ci["low"] > -1) & (ci["high"] < 1)
-    assert np.array_equal(inside, stats.equivalence_p(diff, se, df, 1.0) < 0.025)
-    assert inside.any() and not inside.all()
-
-
-def test_holm_by_hand():
-    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
-    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    out = stats.holm([0.01, np.nan, 0.04])  # NaN is not counted: m = 2
-    assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
-    # row by row: 0.5 x 2 = 1.0 caps both; 0.01 x 2 = 0.02, 0.02 x 1 = 0.02
-    np.testing.assert_allclose(stats.holm([[0.5, 0.9], [0.01, 0.02]]), [[1.0, 1.0], [0.02, 0.02]])
-
-
 def test_blocked_model_by_hand():
     # cells x seeds [[1, 3], [2, 6], [4, 4]]: residuals y - row mean - column mean + grand mean = [[0, 0], [-1, 1],
     # [1, -1]], SS 4 on (3-1)(2-1) = 2 df -> sigma^2 = 2; cell 1 - cell 0 = 4 - 2 = 2 with se sqrt(2 * 2 / 2)
@@ -63,27 +31,6 @@ def test_blocked_model_by_hand():
     assert float(est2) == pytest.approx(2.0) and float(se2) == pytest.approx(math.sqrt(2.0))
     with pytest.raises(ValueError, match="one of each"):
         stats.BlockedModel([0, 1], [0])
-
-
-def test_verdict_rules():
-    assert stats.verdict(0.01, 1.0, +2.0, "better") == "agrees"
-    assert stats.verdict(0.01, 1.0, -2.0, "better") == "disagrees"
-    assert stats.verdict(0.01, 1.0, -2.0, "worse") == "agrees"
-    assert stats.verdict(0.01, 1.0, -2.0, "unknown") == "differs"
-    assert stats.verdict(0.30, 0.01, 0.1, "better") == "no effect >= 1 pp"
-    assert stats.verdict(0.30, 0.04, 0.1, "better") == "underpowered"  # equivalence needs p < alpha / 2
-    assert list(stats.verdict([0.01, 0.3], [1, 1], [1, 1], ["worse", "worse"])) == ["disagrees", "underpowered"]
-
-
-def test_min_detectable_effect_and_seeds():
-    # large df: MDE -> (z_0.975 + z_0.80) * se = 2.8016 * se
-    assert stats.min_detectable_effect(1.0, 10_000) == pytest.approx(1.95996 + 0.84162, abs=2e-3)
-    assert stats.power(stats.min_detectable_effect(0.7, 4), 0.7, 4) == pytest.approx(0.8, abs=1e-6)
-    assert np.isnan(stats.min_detectable_effect(1.0, 0))
-    # t_{n-1} * 4 / sqrt(n) <= 2: n = 17 gives 2.120 * 4 / 4.123 = 2.06, n = 18 gives 2.110 * 4 / 4.243 = 1.99
-    assert stats.seeds_for_half_width(4.0, 2.0) == 18
-    with pytest.raises(ValueError, match="seeds needed"):
-        stats.seeds_for_half_width(40.0, 0.1, max_seeds=50)
 
 
 def test_per_image_contrast_by_hand():
@@ -138,7 +85,7 @@ def test_ema_within_run_on_the_4a61a24_quick_runs():
     # issue 11: EMA - raw over all 18 trainings: -0.32 pp, 95% CI [-0.54, -0.09], 14 of 18 negative
     runs = pd.read_csv(QUICK_RUNS)
     w = stats.within_run(runs, "top1_ema", "top1_raw")
-    ci = stats.t_interval(w["diff"], w["se"], w["df"])
+    ci = verdicts.t_interval(w["diff"], w["se"], w["df"])
     assert (w["n"], w["n_negative"], w["df"]) == (18, 14, 17)
     assert w["diff"] == pytest.approx(-0.317, abs=1e-3)
     assert (float(ci["low"]), float(ci["high"])) == pytest.approx((-0.543, -0.090), abs=1e-3)
@@ -203,10 +150,10 @@ QUICK_CLAIMS = ["better", "better", "better", "worse"]
 def _verdicts(model, fitted, pairs, claims):
     est, se = zip(*(model.contrast(fitted, a, b) for a, b in pairs))
     est, se = np.stack(est, -1), np.stack(se, -1)
-    ci = stats.t_interval(est, se, model.df)
-    p_holm = stats.holm(ci["p"])
-    p_eq_holm = stats.holm(stats.equivalence_p(est, se, model.df))
-    return stats.verdict(p_holm, p_eq_holm, est, np.array(claims, object)), ci
+    ci = verdicts.t_interval(est, se, model.df)
+    p_holm = verdicts.holm(ci["p"])
+    p_eq_holm = verdicts.holm(verdicts.equivalence_p(est, se, model.df))
+    return verdicts.verdict(p_holm, p_eq_holm, est, np.array(claims, object)), ci
 
 
 def test_null_simulation_false_call_rate_at_most_5_percent():
@@ -235,7 +182,7 @@ def test_null_simulation_many_seeds_and_the_equivalence_call():
     model, fitted = _simulate([0.0] * 5, 10, sims, seed_sd=2.0, noise_sd=1.0, rng=rng)
     v, _ = _verdicts(model, fitted, QUICK_PAIRS, QUICK_CLAIMS)
     assert np.isin(v, ["agrees", "disagrees"]).any(axis=1).mean() <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)
-    model, fitted = _simulate([0.0, stats.DELTA], 10, sims, seed_sd=2.0, noise_sd=0.5, rng=rng)
+    model, fitted = _simulate([0.0, verdicts.DELTA], 10, sims, seed_sd=2.0, noise_sd=0.5, rng=rng)
     v, _ = _verdicts(model, fitted, [(1, 0)], ["better"])
     assert (v == "no effect >= 1 pp").mean() <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / sims)
 
@@ -246,10 +193,10 @@ def test_power_simulation_matches_the_minimum_detectable_effect():
     sims, seeds, noise = 20_000, 6, 1.5
     df = (5 - 1) * (seeds - 1)
     se_true = noise * math.sqrt(2 / seeds)
-    mde = stats.min_detectable_effect(se_true, df)
+    mde = verdicts.min_detectable_effect(se_true, df)
     model, fitted = _simulate([0.0, mde, 0.0, 0.0, 0.0], seeds, sims, seed_sd=2.0, noise_sd=noise, rng=rng)
     v, _ = _verdicts(model, fitted, [(1, 0)], ["better"])
-    assert (v == "agrees").mean() == pytest.approx(stats.POWER, abs=0.015)
+    assert (v == "agrees").mean() == pytest.approx(verdicts.POWER, abs=0.015)
     # at the quick budget's noise (~4 pp) and 2 seeds, a paper-sized effect (+2 pp) is almost never seen
     model, fitted = _simulate([0.0, 2.0, 0.0, 0.0, 0.0], 2, sims, seed_sd=2.0, noise_sd=3.5, rng=rng)
     v, _ = _verdicts(model, fitted, QUICK_PAIRS, QUICK_CLAIMS)

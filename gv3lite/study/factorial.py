@@ -23,7 +23,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats as sps
 
-from gv3lite.stats import ALPHA, DELTA, equivalence_p, holm, t_interval
+from gv3lite.verdicts import ALPHA, DELTA, equivalence_p, holm, t_interval
 from gv3lite.study import design
 from gv3lite.study.plan import FACTORIAL_GRID
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from gv3lite.budgets import FACTORIAL_BLOCKS
 from gv3lite.paper import difference_kind
-from gv3lite.stats import ALPHA, DELTA
+from gv3lite.verdicts import ALPHA, DELTA
 from gv3lite.study import design
 from gv3lite.study.analysis import paper_diffs
 from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table

@@ -14,7 +14,7 @@ import pandas as pd
 
 from gv3lite.budgets import FACTORIAL_BLOCKS
 from gv3lite.sequential import look_levels, sequential_verdicts
-from gv3lite.stats import POWER, min_detectable_effect
+from gv3lite.verdicts import POWER, min_detectable_effect
 from gv3lite.study.factorial import CLAIMS, claim_table, design_table, fit_model
 
 LOOK_COLUMNS = ("look", "blocks", "fraction", "level", "claim", "diff", "se", "df", "low", "high", "p", "p_equiv",

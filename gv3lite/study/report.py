@@ -13,7 +13,7 @@ from gv3lite.fingerprint import recorded_fingerprints
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.paper import difference_kind, paper_results
 from gv3lite.schemas import read_results
-from gv3lite.stats import ALPHA, DELTA, POWER, seeds_for_half_width
+from gv3lite.verdicts import ALPHA, DELTA, POWER, seeds_for_half_width
 from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.grids import paper_key
 from gv3lite.study.plan import plan, recorded_grids
@@ -103,7 +103,7 @@ def verdict_lines(table: pd.DataFrame) -> list[str]:
 def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.DataFrame | None = None) -> str:
     """One Markdown sentence: the 95% half-widths the between-run contrasts of ``table`` (`verdicts`) reached
     against the budget's target (`HALF_WIDTH_TARGETS`); when one is wider, the seeds per cell that bring every
-    contrast within the target at the spread measured here (the most any one needs, `gv3lite.stats
+    contrast within the target at the spread measured here (the most any one needs, `gv3lite.verdicts
     .seeds_for_half_width`, with its standard error x sqrt(seeds) as the SD of a paired per-seed difference and its
     residual df growing with the seeds as in the table) and, given the call log ``calls`` (`read_calls`), the wall
     time that plan would take at the recorded wall time per training. ``""`` when the
@@ -160,7 +160,7 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str,
                  wall_seconds: float | None = None, counts: dict | None = None,
                  calls: pd.DataFrame | None = None) -> Path:
     """``report.md``: per contrast the fields that differ, the paired per-seed differences, the mean with its 95%
-    interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.stats``).
+    interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.verdicts``).
     The header gives the study's command and the commits and code fingerprints its runs were trained with (and
     `code_label` when that is not the current code), ``wall_seconds`` and ``counts`` (of a ``reproduce`` call that
     trained) and, from the call log ``calls`` (`read_calls`), the total wall time over all recorded calls. Written

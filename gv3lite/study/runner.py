@@ -62,12 +62,7 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     command = portable_command(command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])]))
     out_dir = Path(out) / budget
     root = resolve_data_root(data)
-    check_study(out_dir, budget)  # another budget, a damaged result.json, runs of other code: refused before training
-    unique = {it["run_id"]: it["trained_as"] for it in items}
-    # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
-    recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
-    todo = {rid: r for rid, r in unique.items() if not finished_run(out_dir / "runs" / rid) and rid not in recorded}
-    counts = {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
+    todo, recorded, counts = _pending(out_dir, budget, items)
     jobs = cap_jobs(jobs, len(todo), log) if todo else jobs  # not more workers than runs or memory holds
     commit = git_commit()  # the code this call trains with (results/ and figures/ do not count, see git_commit)
 
@@ -93,6 +88,22 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     write_report(written["all_runs"], written["table"], out_dir / "report.md", budget,
                  wall_seconds=row["wall_seconds"] if todo else None, counts=counts, calls=calls)
     return {**counts, "out_dir": out_dir, **{k: written[k] for k in ("runs", "summary", "verdicts", "figures")}}
+
+
+def _pending(out_dir: Path, budget: str, items: list[dict]) -> tuple[dict, dict, dict]:
+    """What a `reproduce` call has left to train in ``out_dir``, after `check_study` (another budget's study, a
+    damaged ``result.json`` or finished runs of other training code are refused before anything trains).
+
+    Returns ``(todo, recorded, counts)``: ``todo`` maps the run id of each unique run of ``items`` not yet finished to
+    the recipe it is trained as; ``recorded``: the runs of the results files without a run directory (committed
+    results), which count as finished; ``counts``: the call's counters, ``skipped`` = unique runs already finished.
+    """
+    check_study(out_dir, budget)  # another budget, a damaged result.json, runs of other code: refused before training
+    unique = {it["run_id"]: it["trained_as"] for it in items}
+    # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
+    recorded = {rid: r for rid, r in recorded_results(out_dir).items() if not (out_dir / "runs" / rid).is_dir()}
+    todo = {rid: r for rid, r in unique.items() if not finished_run(out_dir / "runs" / rid) and rid not in recorded}
+    return todo, recorded, {"trained": 0, "skipped": len(unique) - len(todo), "resumed": 0, "busy": 0}
 
 
 def _progress(items: list[dict], todo: dict, out_dir: Path, counts: dict, log):
