@@ -33,12 +33,23 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     for nb in NOTEBOOKS:
         shutil.copy2(nb, root / nb.name)
+        _show_hidden_inputs(root / nb.name)
     # one torch thread per kernel: the browser and JupyterLab share the 2 cores, and a 2-thread torch op stalls
     # whenever another process holds a core (DEVELOPERS.md, CPU throughput)
     server = Lab(root, tmp_path_factory.mktemp("lab"), root / "jupyterlab.log",
                  env={"GV3LITE_BUDGET": "smoke", "OMP_NUM_THREADS": "1"})
     yield server
     server.close()
+
+
+def _show_hidden_inputs(path: Path) -> None:
+    """Un-collapse the exercise-answer cells of a copy (``metadata.jupyter.source_hidden``): JupyterLab draws no input
+    prompt for a collapsed cell, so Run All could not be seen to have run it. The committed notebook keeps them
+    collapsed; the book hides them by their ``hide-input`` tag."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).get("jupyter", {}).pop("source_hidden", None)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 @pytest.fixture(scope="module")

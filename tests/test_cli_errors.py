@@ -11,20 +11,7 @@ import gv3lite.checkpoint as checkpoint
 import gv3lite.utils as utils
 from gv3lite.cli import main
 
-TINY = ["--set", "img_size=40", "--set", "batch_size=4", "--epochs", "1", "--set", "teacher=null",
-        "--set", "sched=cosine", "--set", "warmup_epochs=0", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def no_debug(monkeypatch):
-    monkeypatch.delenv("GV3LITE_DEBUG", raising=False)
-
-
-def error_of(argv, capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    return err
+from cli_helpers import TINY, error_of, no_debug  # noqa: F401 (no_debug: an autouse fixture)
 
 
 def test_bad_out_is_refused_before_the_data_is_read(tmp_path, capsys, monkeypatch):

@@ -21,20 +21,8 @@ from gv3lite.launch import cap_jobs, job_error, submit_runs
 from gv3lite.recipe import Recipe
 from gv3lite.teacher import create_teacher
 
-TINY = ["--set", "img_size=40", "--set", "batch_size=4", "--epochs", "1", "--set", "teacher=null",
-        "--set", "sched=cosine", "--set", "warmup_epochs=0", "--quiet"]
+from cli_helpers import TINY, error_of, no_debug  # noqa: F401 (no_debug: an autouse fixture)
 
-
-@pytest.fixture(autouse=True)
-def no_debug(monkeypatch):
-    monkeypatch.delenv("GV3LITE_DEBUG", raising=False)
-
-
-def error_of(argv, capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    return err
 
 
 @pytest.fixture

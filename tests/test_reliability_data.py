@@ -12,20 +12,10 @@ from gv3lite.cli import main
 from gv3lite.data import ImageFolderDataset, build_loader, check_data_root, read_image
 from gv3lite.data.loader import BatchedTrainLoader
 
+from cli_helpers import error_of, no_debug  # noqa: F401 (no_debug: an autouse fixture)
+
 TINY = ["--set", "img_size=40", "--set", "batch_size=2", "--epochs", "1", "--set", "teacher=null",
         "--set", "sched=cosine", "--set", "warmup_epochs=0", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def no_debug(monkeypatch):
-    monkeypatch.delenv("GV3LITE_DEBUG", raising=False)
-
-
-def error_of(argv, capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    return err
 
 
 # --------------------------------------------------------------------------------------------------- links
