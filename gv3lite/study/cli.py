@@ -152,6 +152,15 @@ def _pairs(items, flag: str) -> dict:
     return out
 
 
+def _launch_options(args) -> dict:
+    """Check ``--out`` and ``--device`` before any data is read (a file, a file's sub-folder, a folder that is not
+    writable; cuda without a GPU), then return the submitit options of ``reproduce`` / ``reproduce_factorial``."""
+    check_output_dir(args.out)
+    resolve_device(args.device)
+    return {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
+            "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
+
+
 def run_factorial(args, budget: str) -> int:
     changes = _pairs(args.set, "--set")
     generators = _pairs(args.generators.split(","), "--generators") if args.generators else None
@@ -160,10 +169,7 @@ def run_factorial(args, budget: str) -> int:
         for it in items:
             print(f"block {it['block']}  {it['order']:2d}  {it['cell']}  {it['run_id']}")
         return 0
-    check_output_dir(args.out)
-    resolve_device(args.device)
-    options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
-               "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
+    options = _launch_options(args)
     result = reproduce_factorial(budget, args.out, args.data, jobs=args.jobs, device=args.device,
                                  quiet=not args.verbose, changes=changes, generators=generators,
                                  submitit=args.submitit, submitit_options=options)
@@ -188,10 +194,7 @@ def run_reproduce(args) -> int:
         for it in items:
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
-    check_output_dir(args.out)  # a file, a file's sub-folder, not writable: before any data is read
-    resolve_device(args.device)  # --device cuda without a GPU: before any data is read
-    options = {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
-               "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
+    options = _launch_options(args)
     result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
                        figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options,
                        progress=True)
