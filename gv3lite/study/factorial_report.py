@@ -21,7 +21,7 @@ from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.records import PREDICTIONS, read_calls
 from gv3lite.study.report import calls_note
-from gv3lite.utils import git_commit
+from gv3lite.utils import git_commit, write_atomic, write_csv
 
 DESIGN_FILE = "design.json"  # the design a factorial results folder was trained with
 
@@ -90,10 +90,10 @@ def write_factorial_report(result: dict, record: dict, out_dir, budget: str, com
                            effects: pd.DataFrame | None = None) -> Path:
     """Write verdicts.csv, effects.csv, looks.csv and report.md of an `analyse_looks` ``result`` into ``out_dir``."""
     out_dir = Path(out_dir)
-    result["claims"].to_csv(out_dir / "verdicts.csv", index=False)
-    result["looks"].to_csv(out_dir / "looks.csv", index=False)
+    write_csv(result["claims"], out_dir / "verdicts.csv")
+    write_csv(result["looks"], out_dir / "looks.csv")
     if effects is not None:
-        effects.to_csv(out_dir / "effects.csv", index=False)
+        write_csv(effects, out_dir / "effects.csv")
     fit = result["fit"]
     check = ", ".join(f"{k} {v:.3f}" for k, v in fit["variance_p"].items())
     lines = [f"# gv3lite factorial study — {budget} budget", "", f"Command: `{command}`  ",
@@ -114,8 +114,7 @@ def write_factorial_report(result: dict, record: dict, out_dir, budget: str, com
         lines += ["Effects (exploratory, 95% intervals, not judged):", "",
                   markdown(effects[["effect", "kind", "aliases", "diff", "low", "high"]]), ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_atomic(path, "\n".join(lines) + "\n")
 
 
 def report_factorial(results_dir, out_dir=None, command: str | None = None) -> dict:
