@@ -9,7 +9,9 @@ Owns:
 * `plot_grid(summary, runs, grid, paper)`: one ablation grid — our mean ± std per cell (error bar, each seed a
   dot) beside the direction the paper claims (``gv3lite.paper``; its ImageNet accuracies are not drawn beside ours);
 * `plot_forest(table)`: all claims as paired differences with 95% intervals beside the source's differences, each
-  labelled derived or checkpoint (``gv3lite.paper.difference_kind``) and the paper's directions.
+  labelled derived or checkpoint (``gv3lite.paper.difference_kind``) and the paper's directions;
+* `plot_claims(claims, sources)`: the factorial's declared claims as model effects with their 95% intervals (and the
+  wider interval at the look's sequential level that the verdict uses), beside the source's numbers by their kind.
 
 Committed figures in ``figures/`` must come from real runs of the package's own commands.
 """
@@ -26,7 +28,7 @@ from gv3lite import paper as paper_mod
 from gv3lite.budgets import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
 from gv3lite.utils import figure_bytes, write_atomic
-from gv3lite.verdicts import DELTA
+from gv3lite.verdicts import DELTA, t_interval
 
 FOOTER_FONTSIZE = 6.5
 
@@ -201,6 +203,77 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     ax.grid(axis="x", alpha=0.3)
     _forest_legend(ax, delta, len(rows))
     fig.tight_layout(rect=(0, 0.04, 0.9, 1))
+    return fig
+
+
+def _claims_legend(ax, delta: float, n_rows: int, kinds: set) -> None:
+    """The legend of `plot_claims`, below the axes: the band, our two intervals, and only the source markers drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
+               Line2D([], [], color="C0", lw=3, marker="o", label="ours: effect (OLS with block terms), 95% interval"),
+               Line2D([], [], color="C0", lw=0.8, marker="|", alpha=0.7,
+                      label="ours: interval at the look's sequential level (what the verdict uses)")]
+    if "derived" in kinds:
+        handles.append(Line2D([], [], color="C3", ls="", marker=MARKERS["derived"], mfc="none",
+                              label="derived: two published ImageNet top-1 subtracted by us (not stated by the paper)"))
+    if "checkpoint" in kinds:
+        handles.append(Line2D([], [], color="C3", ls="", marker=MARKERS["checkpoint"], mfc="none",
+                              label="checkpoint: measured on the released model (not an ablation)"))
+    if "paper" in kinds:
+        handles.append(Line2D([], [], color="C3", marker=">",
+                              label="paper: the direction it states (no value stated)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -1.2 / (n_rows + 2)), ncol=2,
+              frameon=False)
+
+
+def plot_claims(claims, sources: dict | None = None, title: str | None = None, delta: float | None = None):
+    """A forest plot of the factorial study's declared claims; returns the matplotlib ``Figure`` (save it with
+    `savefig`).
+
+    ``claims``: one row per claim with ``claim``, ``diff``, ``se``, ``df`` (the model's effect, its standard error and
+    degrees of freedom, pp), ``low``/``high`` (the interval at the look's sequential level) and ``verdict``
+    (``gv3lite.study.looks.analyse_looks``' claims, or a factorial verdicts.csv). Drawn per claim: the effect with
+    its 95% t interval (thick) and, just above, the sequential interval (thin), the +-``delta`` band of no practical
+    effect (default ``gv3lite.verdicts.DELTA``), the verdict at the right, and the source's number from ``sources``
+    (claim -> ``dict(kind, values)`` with ``kind`` ``"derived"`` or ``"checkpoint"``: markers labelled so, or
+    ``dict(kind="paper", direction="better"|"worse")``: an arrow for the direction the paper states). A claim
+    without a source has no marker: "paper" labels only what the paper states. Raises ``ValueError`` for no rows.
+    """
+    import matplotlib.pyplot as plt
+
+    if len(claims) == 0:
+        raise ValueError("no claims to draw; analyse a factorial study with at least its first look's blocks")
+    delta, sources = DELTA if delta is None else delta, sources or {}
+    rows = claims.reset_index(drop=True)
+    ci = t_interval(rows["diff"], rows["se"], rows["df"])
+    values = [*rows["low"], *rows["high"], *ci["low"], *ci["high"],
+              *[v for s in sources.values() for v in s.get("values", ())]]
+    span = max([abs(v) for v in values if np.isfinite(v)] + [2 * delta]) * 1.1
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.9))
+    ax.axvspan(-delta, delta, color="0.88")
+    ax.axvline(0, color="0.4", lw=0.8)
+    for i, r in rows.iterrows():
+        y, source = len(rows) - 1 - i, sources.get(r["claim"], {})
+        ax.plot([r["low"], r["high"]], [y + 0.18, y + 0.18], "|-", color="C0", lw=0.8, ms=5, alpha=0.7)
+        ax.plot([ci["low"][i], ci["high"][i]], [y, y], color="C0", lw=3)
+        ax.plot([r["diff"]], [y], "o", color="C0", ms=6)
+        if source.get("values"):
+            ax.plot(source["values"], [y - 0.25] * len(source["values"]), MARKERS[source["kind"]], color="C3", ms=5,
+                    mfc="none")
+        elif source.get("kind") == "paper":
+            sign = 1 if source["direction"] == "better" else -1
+            ax.annotate("", xy=(sign * 0.15 * span, y - 0.25), xytext=(0, y - 0.25),
+                        arrowprops=dict(arrowstyle="->", color="C3", lw=1.2))
+        ax.text(1.01, y, r["verdict"], transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), list(rows["claim"][::-1]), fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlim(-span, span)
+    ax.set_xlabel("top-1 effect, high minus low level (pp)")
+    ax.set_title(title or "declared claims: model effects with 95% intervals", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    _claims_legend(ax, delta, len(rows), {s.get("kind") for s in sources.values()})
+    fig.tight_layout(rect=(0, 0.04, 0.88, 1))
     return fig
 
 

@@ -1,7 +1,8 @@
 """The results files on read: one declarative schema per file (pandera) and one reader that turns any damage into one
 line naming the file, the problem and the fix.
 
-Owns: `SCHEMAS` (``runs.csv``, ``history.csv``, ``predictions.csv.gz``, ``verdicts.csv``, ``calls.csv``: required
+Owns: `SCHEMAS` (``runs.csv``, ``history.csv``, ``predictions.csv.gz``, ``verdicts.csv`` of the one-factor grids and
+of the factorial (`FACTORIAL_VERDICTS`), ``calls.csv``: required
 columns, dtypes, ranges such as 0 <= top-1 <= 100, no NaN where a number is required, unique keys), `read_results`
 (read + validate; truncated gzip, a non-UTF-8 or empty file, a malformed CSV, a repeated header line are refused the
 same way) and `ResultsFileError` (a ``ValueError``: the ``gv3lite`` command prints it as one line and exits 2).
@@ -51,6 +52,11 @@ SCHEMAS = {
         "p_holm": _col(float, PROBABILITY, nullable=True), "mde": _col(float, NON_NEGATIVE, nullable=True),
         "n": _col(int, [pa.Check.ge(1)]), "verdict": _col(str), "per_seed": _col(str, nullable=True),
     }, unique=["grid", "cell", "baseline"]),
+    "factorial verdicts.csv": pa.DataFrameSchema({
+        "claim": _col(str), "direction": _col(str), "diff": _col(float), "se": _col(float, NON_NEGATIVE),
+        "df": _col(float, [pa.Check.gt(0)]), "low": _col(float), "high": _col(float),
+        "level": _col(float, PROBABILITY), "verdict": _col(str), "decided_at_look": _col(int, NON_NEGATIVE),
+    }, unique=["claim"]),
     "calls.csv": pa.DataFrameSchema({
         "started": _col(pd.Timestamp), "command": _col(str), "git_commit": _col(str),
         "wall_seconds": _col(float, NON_NEGATIVE), "trained": _col(int, NON_NEGATIVE),
@@ -58,6 +64,9 @@ SCHEMAS = {
         "interrupted": _col(str, [pa.Check.isin(["True", "False"])]),
     }),
 }
+
+
+FACTORIAL_VERDICTS = "factorial verdicts.csv"  # the schema of a factorial study's verdicts.csv (`read_results` kind)
 
 
 class ResultsFileError(ValueError):
@@ -155,4 +164,4 @@ def _schema_problem(cases: pd.DataFrame, keys) -> str:
     return problem + more
 
 
-__all__ = ["SCHEMAS", "ResultsFileError", "results_error", "read_results"]
+__all__ = ["SCHEMAS", "FACTORIAL_VERDICTS", "ResultsFileError", "results_error", "read_results"]

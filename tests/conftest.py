@@ -1,5 +1,6 @@
 """Shared fixtures: the real Imagenette root and small class-balanced subsets of it, and the BN randomizer of the
-round-trip tests (``randomize_bn_around_activations``; the plain one is ``gv3lite.reparam.randomize_batchnorm``).
+round-trip tests (``randomize_bn_around_activations``; the plain one is ``gv3lite.reparam.randomize_batchnorm``), and
+the stand-in training of the factorial study's tests (``fake_training``).
 
 The data root is ``GV3LITE_DATA`` or, when unset, ``<repo>/../shared/data/imagenette2-224``.
 Tests that need it are skipped with a clear reason when it is absent.
@@ -105,3 +106,49 @@ def tiny_teacher(num_classes=4, **kw):
     defaults = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), student_mean=(0.485, 0.456, 0.406),
                     student_std=(0.229, 0.224, 0.225), name="tiny:test")
     return FrozenTeacher(model, **{**defaults, **kw})
+
+
+FACTORIAL_TRUE = {"A": 3.0, "B": 2.0, "C": -2.5, "D": -2.0}  # pp: the stand-in factorial study's true main effects
+STAND_IN_VAL = 100  # val images of a stand-in run's predictions.csv
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Training replaced by a stand-in (a few ms per run): `gv3lite.study.workers._train_run` writes every file of a
+    finished run (``records.RUN_FILES``) with a metrics.csv and a predictions.csv of the schemas' columns, and a
+    result.json with the current code fingerprint, the call's command and commit ``test``; top-1 is a synthetic
+    outcome of the run's factorial levels (`FACTORIAL_TRUE` plus noise), and its predictions get the easiest
+    ``top1`` % of the images right. No teacher pass, no datasets. Used by the factorial tests (runner, report,
+    publish, compare)."""
+    import json
+
+    import numpy as np
+
+    from gv3lite.fingerprint import code_fingerprint
+    from gv3lite.study import blocks, workers
+    from gv3lite.study.records import RUN_FILES
+
+    monkeypatch.setattr(blocks, "prepare_teachers", lambda *a, **k: None)
+    monkeypatch.setattr(workers, "_datasets_for", lambda *a, **k: None)
+    rng, fingerprint = np.random.default_rng(0), code_fingerprint()
+
+    def train(recipe, run_dir, data_root, datasets, quiet, command, device):  # workers._train_run's arguments
+        levels = {"A": recipe.num_conv_branches > 1, "B": bool(recipe.teacher), "C": bool(recipe.mixup_alpha),
+                  "D": bool(recipe.cutmix_alpha)}
+        top1 = 40 + sum(FACTORIAL_TRUE[x] / 2 * (1 if v else -1) for x, v in levels.items()) + rng.normal(0, 0.3)
+        result = {"top1_raw": top1, "top1_ema": top1, "top5": 90.0, "train_seconds": 1.0, "cpu_seconds": 1.0,
+                  "epochs": 1, "git_commit": "test", "code_fingerprint": fingerprint, "command": command,
+                  "top1": top1}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # a finished run has all of them (records.finished_run)
+            (run_dir / name).write_text("")
+        (run_dir / "metrics.csv").write_text(f"epoch,train_loss,val_top1,ema_top1,lr,seconds\n1,2.0,{top1},{top1},"
+                                             "0.001,1.0\n")
+        correct = (np.arange(STAND_IN_VAL) + 0.5) / STAND_IN_VAL < top1 / 100  # image i: as hard in every run
+        lines = [f"{i},{i % 3},{i % 3 if c else (i + 1) % 3},{int(c)},{i % 3 if c else (i + 1) % 3},{int(c)}"
+                 for i, c in enumerate(correct)]
+        (run_dir / "predictions.csv").write_text("val_index,target,pred_raw,correct_raw,pred_ema,correct_ema\n"
+                                                 + "\n".join(lines) + "\n")
+        (run_dir / "result.json").write_text(json.dumps(result))
+        return result
+    monkeypatch.setattr(workers, "_train_run", train)

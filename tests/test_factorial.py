@@ -9,13 +9,13 @@ import pytest
 
 from gv3lite import budgets
 from gv3lite.cli import main
-from gv3lite.study import blocks, design, workers
-from gv3lite.study.records import RUN_FILES
+from gv3lite.study import blocks, design, progress, workers
 from gv3lite.study.factorial import CLAIMS, claim_table, design_table, fit_model
 from gv3lite.study.plan import cell_recipe, factorial_plan
+from gv3lite.utils import repo_root
 
 WNIDS = ("n01440764", "n02102040", "n02979186")
-TRUE = {"A": 3.0, "B": 2.0, "C": -2.5, "D": -2.0}  # pp: the synthetic study's true main effects
+from conftest import FACTORIAL_TRUE as TRUE  # pp: the synthetic study's true main effects
 
 
 def test_the_fraction_its_relation_aliases_and_corners():
@@ -47,7 +47,8 @@ def synthetic_runs(blocks_: int, sd: float = 1.0, seed: int = 0) -> pd.DataFrame
         levels = design.parse_label(it["cell"])
         top1 = 40 + sum(TRUE.get(x, 0) / 2 * levels[x] for x in design.LETTERS) + it["seed"] + rng.normal(0, sd)
         rows.append({"grid": "factorial", "cell": it["cell"], "seed": it["seed"], "run_id": it["run_id"],
-                     "top1": top1, "budget": "smoke"})
+                     "top1": top1, "top5": 90.0, "top1_raw": top1, "top1_ema": top1, "train_seconds": 1.0,
+                     "budget": "smoke"})
     return pd.DataFrame(rows)
 
 
@@ -62,45 +63,81 @@ def test_model_recovers_the_effects_with_intervals():
     assert [c.direction for c in CLAIMS] == ["better", "better", "worse", "worse", "better"]
 
 
-@pytest.fixture
-def fake_training(monkeypatch):
-    """`workers._train_run` replaced by the synthetic outcome of the run's levels (and no teacher pass)."""
-    monkeypatch.setattr(blocks, "prepare_teachers", lambda *a, **k: None)
-    monkeypatch.setattr(workers, "_datasets_for", lambda *a, **k: None)
-    rng = np.random.default_rng(0)
-
-    def train(recipe, run_dir, *args, **kwargs):
-        levels = {"A": 1 if recipe.num_conv_branches > 1 else -1, "B": 1 if recipe.teacher else -1,
-                  "C": 1 if recipe.mixup_alpha else -1, "D": 1 if recipe.cutmix_alpha else -1}
-        top1 = 40 + sum(TRUE[x] / 2 * v for x, v in levels.items()) + rng.normal(0, 0.3)
-        result = {"top1_raw": top1, "top1_ema": top1, "top5": 90.0, "train_seconds": 1.0, "cpu_seconds": 1.0,
-                  "epochs": 1, "git_commit": "test", "command": "pytest", "top1": top1}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:  # a finished run has all of them (records.finished_run)
-            (run_dir / name).write_text("")
-        (run_dir / "metrics.csv").write_text(f"epoch,val_top1\n1,{top1}\n")
-        (run_dir / "predictions.csv").write_text("val_index,target,pred_raw,pred_ema\n")
-        (run_dir / "result.json").write_text(json.dumps(result))
-        return result
-    monkeypatch.setattr(workers, "_train_run", train)
-
-
 def test_sequential_study_end_to_end_resumes_and_reanalyses(tmp_path, make_image_root, fake_training, monkeypatch):
     monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "smoke", dict(first_look=1, max_blocks=3, wall_minutes=None))
+    shown = []
+
+    class Shown(progress.StudyProgress):  # the live display, as the one-factor path has it: one per block
+        def __init__(self, todo, out_dir, **kw):
+            shown.append((kw["label"], len(todo)))
+            super().__init__(todo, out_dir, **kw)
+    monkeypatch.setattr(blocks, "StudyProgress", Shown)
     root = make_image_root(classes=WNIDS, per_class=2, size=(24, 24))
-    first = blocks.reproduce_factorial("smoke", out=tmp_path, data=root, command="pytest", log=lambda *a: None)
+    command = f"gv3lite reproduce --design factorial --data {root} --out {repo_root()}/runs/x"
+    first = blocks.reproduce_factorial("smoke", out=tmp_path, data=root, command=command, log=lambda *a: None,
+                                       progress=True)
     out = tmp_path / "smoke"
     assert first["trained"] == 16 * first["blocks"] and first["stopped"], first["reason"]
+    assert shown == [(f"block {b} of at most 3: ", 16) for b in range(1, first["blocks"] + 1)]
     verdicts = pd.read_csv(out / "verdicts.csv")
     assert list(verdicts["verdict"][:4]) == ["agrees"] * 4  # large true effects, small noise: decided early
     report = (out / "report.md").read_text()
     assert "I = +ABEF = -ACDE = -BCDF" in report and "AE + BF - CD" in report and "recipe (composite" in report
+    portable = "gv3lite reproduce --design factorial --data data --out runs/x"  # no machine path recorded
+    assert f"Command: `{portable}`" in report and "Runs trained at commit test, code fingerprint" in report
+    assert set(pd.read_csv(out / "runs.csv")["command"]) == {portable}
+    assert {p.name for p in first["figures"]} == {"ablation_forest.png", "ablation_learning_curves.png"}
     looks = pd.read_csv(out / "looks.csv")
     assert set(looks["blocks"]) == set(range(1, first["blocks"] + 1))
-    again = blocks.reproduce_factorial("smoke", out=tmp_path, data=root, command="pytest", log=lambda *a: None)
+    rendered = {name: (out / name).read_bytes() for name in ("report.md", "verdicts.csv", "looks.csv", "effects.csv")}
+    again = blocks.reproduce_factorial("smoke", out=tmp_path, data=root, command="gv3lite reproduce",
+                                       log=lambda *a: None)
     assert again["trained"] == 0 and again["skipped"] == 16 * first["blocks"]
+    assert len(pd.read_csv(out / "calls.csv")) == 1  # a call that trains nothing adds no wall time
+    assert {name: (out / name).read_bytes() for name in rendered} == rendered  # rendered from the records only
     assert main(["report", str(out), "--out", str(tmp_path / "re")]) == 0
     assert pd.read_csv(tmp_path / "re" / "verdicts.csv")["verdict"].tolist() == verdicts["verdict"].tolist()
+    assert (tmp_path / "re" / "report.md").read_bytes() == rendered["report.md"]
+
+
+def test_a_foreign_factorial_folder_is_refused_before_training(tmp_path, make_image_root, fake_training, capsys):
+    root = make_image_root(classes=WNIDS, per_class=2, size=(24, 24))
+    args = ["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path), "--data", str(root)]
+    run = tmp_path / "smoke" / "runs" / "aaa"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"top1": 1.0, "code_fingerprint": "0123456789ab"}))
+    assert main(args) == 2
+    assert "trained by other training code" in error_line(capsys)
+    (run / "result.json").write_text('{"top1": 4')  # cut off mid-write
+    assert main(args) == 2
+    assert "aaa/result.json is damaged" in error_line(capsys)
+    assert sorted(p.name for p in (tmp_path / "smoke").iterdir()) == ["runs"]  # nothing written
+    assert main([*args, "--grids", "kd"]) == 2
+    assert "--grids and --seeds apply to --design ofat" in error_line(capsys)
+
+
+def test_ctrl_c_records_the_call_exits_130_and_the_same_command_resumes(tmp_path, make_image_root, fake_training,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "smoke", dict(first_look=1, max_blocks=1, wall_minutes=None))
+    root = make_image_root(classes=WNIDS, per_class=2, size=(24, 24))
+    stand_in, calls = workers._train_run, []
+
+    def interrupted(*args):  # Ctrl-C during the fourth training
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return stand_in(*args)
+    monkeypatch.setattr(workers, "_train_run", interrupted)
+    argv = ["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path), "--data", str(root)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(f"To continue, run:\n  gv3lite {' '.join(argv)}\n")
+    out = tmp_path / "smoke"
+    log = pd.read_csv(out / "calls.csv")
+    assert log["interrupted"].tolist() == [True] and log["trained"].tolist() == [3]
+    assert main(argv) == 0  # resumes: the 3 finished runs are kept, the other 13 trained
+    log = pd.read_csv(out / "calls.csv")
+    assert log["trained"].tolist() == [3, 13] and len(pd.read_csv(out / "runs.csv")) == 16
 
 
 def error_line(capsys) -> str:
@@ -128,16 +165,24 @@ def test_missing_run_and_mixed_designs_are_refused_without_loss(tmp_path, capsys
     runs.drop(index=5).to_csv(folder / "runs.csv", index=False)
     assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
     assert "block 0 lacks run(s)" in error_line(capsys)
-    grids = pd.concat([runs, runs.head(2).assign(grid="recipe", cell="conventional")])
+    grids = pd.concat([runs, runs.head(2).assign(grid="recipe", cell="conventional", seed=[0, 1])])
     grids.to_csv(folder / "runs.csv", index=False)
     before = (folder / "runs.csv").read_bytes()
     assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
-    assert "mix the factorial with the grid design" in error_line(capsys)
+    assert "runs.csv mixes two designs" in error_line(capsys)
     root = make_image_root(classes=WNIDS, per_class=2, size=(24, 24))
     (tmp_path / "g" / "smoke").mkdir(parents=True)
     grids[grids["grid"] == "recipe"].to_csv(tmp_path / "g" / "smoke" / "runs.csv", index=False)
     recorded = (tmp_path / "g" / "smoke" / "runs.csv").read_bytes()
     assert main(["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path / "g"),
                  "--data", str(root)]) == 2
-    assert "holds the grid design" in error_line(capsys)
-    assert (folder / "runs.csv").read_bytes() == before and (tmp_path / "g" / "smoke" / "runs.csv").read_bytes() == recorded
+    assert "holds a study of the one-factor-at-a-time grids (--design ofat)" in error_line(capsys)
+    factorial = tmp_path / "f" / "smoke"
+    factorial.mkdir(parents=True)
+    runs.to_csv(factorial / "runs.csv", index=False)
+    assert main(["reproduce", "--design", "ofat", "--budget", "smoke", "--grids", "kd", "--out", str(tmp_path / "f"),
+                 "--data", str(root)]) == 2  # the one-factor path never rewrites a factorial study's runs.csv
+    assert "holds a study of the 2^(6-2) fractional factorial (--design factorial)" in error_line(capsys)
+    assert (folder / "runs.csv").read_bytes() == before
+    assert (tmp_path / "g" / "smoke" / "runs.csv").read_bytes() == recorded
+    assert pd.read_csv(factorial / "runs.csv").equals(runs)

@@ -68,3 +68,31 @@ def test_forest_plot_labels_the_source_differences_by_kind():
     assert any(label.startswith("derived:") for label in labels) and any(l.startswith("checkpoint:") for l in labels)
     markers = {line.get_marker() for line in fig.axes[0].get_lines() if line.get_mfc() == "none"}
     assert {"D", "s"} <= markers
+
+
+def test_factorial_forest_plot_shows_paper_values_only_where_the_paper_states_them():
+    from gv3lite.figures import plot_claims
+    from gv3lite.study.factorial import CLAIMS
+    from gv3lite.study.factorial_report import claim_sources, claim_lines
+
+    sources = claim_sources()
+    recipe = next(c.name for c in CLAIMS if c.name.startswith("recipe"))
+    assert sources[recipe] == {"kind": "derived", "values": paper_diffs("recipe", "ghostnetv3", "conventional")}
+    for claim in ("reparam", "kd", "mixup", "cutmix"):  # directions rows of kind paper state; no value
+        assert sources[claim]["kind"] == "paper" and "values" not in sources[claim]
+        grid, cell, _ = next(c.paper for c in CLAIMS if c.name == claim)
+        rows = paper_results(grid)
+        assert set(rows.loc[rows["cell"] == cell, "kind"]) >= {"paper"}
+    claims = pd.DataFrame([dict(claim=c.name, direction=c.direction, diff=1.0, se=0.5, df=30.0, low=-0.5,
+                                high=2.5, level=0.01, verdict="underpowered", decided_at_look=0, mde=3.0)
+                           for c in CLAIMS])
+    fig = plot_claims(claims, sources)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(label.startswith("derived: ") for label in labels)
+    assert [label for label in labels if label.startswith("paper")] == [
+        "paper: the direction it states (no value stated)"]
+    assert not any(label.startswith("checkpoint") for label in labels)  # no checkpoint number among the claims
+    assert "D" in {line.get_marker() for line in fig.axes[0].get_lines() if line.get_mfc() == "none"}
+    text = "\n".join(claim_lines(claims))
+    shown = "/".join(f"{v:+.1f}" for v in sources[recipe]["values"])
+    assert f"| derived: {shown} |" in text and f"paper: {shown}" not in text and text.count("| paper: ") == 4

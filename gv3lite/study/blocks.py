@@ -5,8 +5,12 @@ written, and from the budget's first look on the claims are tested (``gv3lite.st
 every claim is decided, at the budget's declared maximum of blocks, or when the wall time recorded in ``calls.csv``
 (all sittings) reaches the budget's ``wall_minutes`` (``gv3lite.budgets.FACTORIAL_BLOCKS``). Re-running resumes: a
 finished run is never retrained, an interrupted one continues from its checkpoint, and the looks are recomputed from
-the recorded runs, so they are the same whatever the sittings were. ``design.json`` records the design; a folder
-holding another design (the grids, or other generators / ``--set``) is refused.
+the recorded runs, so they are the same whatever the sittings were. ``design.json`` records the design.
+
+Before anything trains, the folder is checked as the one-factor path checks it (``gv3lite.study.provenance
+.check_study``: another budget's study, a damaged ``result.json``, runs of other training code) and for its design
+(`check_folder`: the one-factor grids, or a factorial with other generators / ``--set``, are refused). The command is
+recorded without machine paths (``portable_command``); a call that trains nothing adds no row to ``calls.csv``.
 """
 from __future__ import annotations
 
@@ -19,19 +23,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-
 from gv3lite.budgets import FACTORIAL_BLOCKS
 from gv3lite.data import resolve_data_root
+from gv3lite.launch import cap_jobs
 from gv3lite.recipe import Recipe
 from gv3lite.study.factorial import effects_table
-from gv3lite.study.factorial_report import DESIGN_FILE, check_design_file, design_record, write_factorial_report
+from gv3lite.study.factorial_report import (check_design_file, design_record, plot_factorial, stop_reason,
+                                            write_factorial_report)
 from gv3lite.study.looks import analyse_looks, correct_of
-from gv3lite.study.plan import FACTORIAL_GRID, factorial_plan
-from gv3lite.study.records import (PREDICTIONS, append_call, collect, finished_run, gather_run_files, read_calls,
-                                   recorded_results)
+from gv3lite.study.plan import factorial_plan
+from gv3lite.study.progress import StudyProgress
+from gv3lite.study.provenance import check_study, portable_command
+from gv3lite.study.records import (DESIGN_FILE, PREDICTIONS, append_call, check_design, collect, finished_run,
+                                   gather_run_files, read_calls, recorded_results, wall_time)
 from gv3lite.study.workers import prepare_teachers, train_runs
-from gv3lite.utils import git_commit
+from gv3lite.utils import git_commit, write_atomic, write_csv
 
 
 def check_changes(changes: dict) -> dict:
@@ -44,79 +50,100 @@ def check_changes(changes: dict) -> dict:
 
 
 def check_folder(out_dir: Path, record: dict) -> None:
-    """Refuse a results folder that holds the grid design or another factorial (nothing is written)."""
-    file = out_dir / "runs.csv"
-    if file.is_file():
-        grids = set(pd.read_csv(file, usecols=["grid"])["grid"])
-        if grids - {FACTORIAL_GRID}:
-            raise ValueError(f"{out_dir} holds the grid design ({', '.join(sorted(grids - {FACTORIAL_GRID}))}); the "
-                             "factorial cannot be mixed with it: give another --out (nothing was changed)")
+    """Refuse a results folder that holds the one-factor grids or another factorial (nothing is written)."""
+    check_design(out_dir, "factorial")
     check_design_file(out_dir, record)
 
 
 def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int = 1, device: str = "cpu",
                         quiet: bool = True, command: str | None = None, log=print, changes: dict | None = None,
                         generators: dict | None = None, submitit: str | None = None,
-                        submitit_options: dict | None = None) -> dict:
+                        submitit_options: dict | None = None, progress: bool = False,
+                        figures_dir=None) -> dict:
     """Train the factorial study of ``budget`` block by block into ``<out>/<budget>/`` (see the module docstring)
-    and write runs.csv, history.csv, predictions.csv.gz, looks.csv, verdicts.csv, effects.csv, report.md,
-    design.json and a row of calls.csv (also when interrupted). ``changes``: recipe fields set in every run
-    (``--set``); ``generators``: the fraction's generators (default E = -ACD, F = -BCD). ``jobs``, ``device``,
-    ``submitit``: as ``gv3lite.study.runner.reproduce``. Returns ``dict(trained, skipped, busy, blocks, stopped,
-    reason, claims, out_dir)``. Raises ``ValueError`` for a singular design, an unknown factor or field, or a folder
-    of another design, before anything is written or trained."""
+    and write runs.csv, history.csv, predictions.csv.gz, looks.csv, verdicts.csv, effects.csv, report.md, the
+    figures (into ``figures_dir``, default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``), design.json and a
+    row of calls.csv (also when interrupted; none when nothing was trained). ``changes``: recipe fields set in every
+    run (``--set``); ``generators``: the fraction's generators (default E = -ACD, F = -BCD). ``jobs``, ``device``,
+    ``submitit``, ``progress``: as ``gv3lite.study.runner.reproduce`` (the live display shows one block at a time).
+    Returns ``dict(trained, skipped, busy, resumed, blocks, stopped, reason, claims, out_dir, figures)``. Raises
+    ``ValueError`` for a singular design, an unknown factor or field, or a folder of another design, budget or code,
+    before anything is written or trained; ``KeyboardInterrupt`` passes through after the call is recorded."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     changes = check_changes(dict(changes or {}))
     factorial_plan(budget, 1, changes, generators)  # bad generators / --set: refused before anything is written
-    record, settings = design_record(budget, changes, generators), FACTORIAL_BLOCKS[budget]
+    record = design_record(budget, changes, generators)
     out_dir = Path(out) / budget
     check_folder(out_dir, record)
+    check_study(out_dir, budget)  # another budget, a damaged result.json, runs of other code: refused here
     root = resolve_data_root(data)
-    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
-    calls = read_calls(out_dir)
-    spent = 0.0 if calls is None else float(calls["wall_seconds"].sum())
-    counts, commit, result = {"trained": 0, "skipped": 0, "busy": 0}, git_commit(), None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / DESIGN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    command = portable_command(command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])]))
+    counts = {"trained": 0, "skipped": 0, "busy": 0, "resumed": 0, "todo": 0}
+    commit = git_commit()  # the code this call trains with
 
-    def call_row(interrupted):
+    def call_row(interrupted: bool) -> dict:
         return {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
                 "wall_seconds": round(time.perf_counter() - t0, 1), "trained": counts["trained"],
                 "skipped": counts["skipped"], "jobs": jobs, "cpu_count": os.cpu_count(), "interrupted": interrupted}
-    try:
-        for blocks in range(1, settings["max_blocks"] + 1):
-            items = factorial_plan(budget, blocks, changes, generators)
-            _train_block(items, blocks - 1, out_dir, root, command, budget, counts, log, jobs=jobs, device=device,
-                         quiet=quiet, submitit=submitit, submitit_options=submitit_options)
-            runs, predictions = _write_runs(items, out_dir, budget)
-            if counts["busy"]:
-                log(f"{counts['busy']} run(s) of block {blocks - 1} are trained by another process: stopping here")
-                break
-            if blocks >= settings["first_look"]:
-                result = analyse_looks(runs, budget, predictions)
-                claims = result["claims"]
-                log(f"look after block {blocks - 1}: " + ", ".join(f"{c} {v}" for c, v in
-                                                                  zip(claims["claim"], claims["verdict"])))
-                if result["stopped"]:
-                    break
-            if settings["wall_minutes"] and spent + time.perf_counter() - t0 >= 60 * settings["wall_minutes"]:
-                if result is not None:
-                    result["reason"] = f"the budget's {settings['wall_minutes']} min of wall time spent"
-                break
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / DESIGN_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    options = dict(jobs=jobs, device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options,
+                   progress=progress)
+    try:  # an interrupted call that trained is logged too: its time counts towards the budget's wall time
+        result, blocks, runs, predictions = _run_blocks(budget, out_dir, root, command, counts, log, t0, changes,
+                                                        generators, options)
     except KeyboardInterrupt:
-        append_call(out_dir, call_row(interrupted=True))
+        if counts["todo"]:
+            append_call(out_dir, call_row(interrupted=True))
         raise
-    calls = append_call(out_dir, call_row(interrupted=False))
+    calls = append_call(out_dir, call_row(interrupted=False)) if counts["todo"] else read_calls(out_dir)
+    figures = []
     if result is not None:
         effects = effects_table(result["fit"], correct_of(predictions, result["fit"]["table"]["run_id"]))
-        write_factorial_report(result, record, out_dir, budget, command, calls, effects)
-    return {**counts, "out_dir": out_dir, "blocks": blocks, "stopped": bool(result and result["stopped"]),
-            "reason": result["reason"] if result else "no look yet", "claims": result["claims"] if result else None}
+        write_factorial_report(result, record, out_dir, budget, runs, calls, effects)
+        history = gather_run_files(out_dir, runs["run_id"].unique(), "metrics.csv", "history.csv")
+        folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
+        figures = plot_factorial(result["claims"], runs, budget, history, folder=folder)
+    return {**{k: v for k, v in counts.items() if k != "todo"}, "out_dir": out_dir, "blocks": blocks,
+            "stopped": bool(result and result["stopped"]),
+            "reason": stop_reason(result, budget, calls) if result else "no look yet",
+            "claims": result["claims"] if result else None, "figures": figures}
 
 
-def _train_block(items, block, out_dir, root, command, budget, counts, log, **options) -> None:
-    """Train the runs of ``block`` not yet finished, in the block's random order."""
+def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, generators, options) -> tuple:
+    """Train block after block until the study stops; returns ``(last look's result or None, blocks trained,
+    runs.csv table, predictions or None)``."""
+    settings = FACTORIAL_BLOCKS[budget]
+    calls = read_calls(out_dir)
+    spent = 0.0 if calls is None else wall_time(calls)  # earlier sittings count towards the budget's wall time
+    result, runs, predictions = None, None, None
+    for blocks in range(1, settings["max_blocks"] + 1):
+        items = factorial_plan(budget, blocks, changes, generators)
+        _train_block(items, blocks - 1, settings["max_blocks"], out_dir, root, command, budget, counts, log,
+                     **options)
+        runs, predictions = _write_runs(items, out_dir, budget)
+        if counts["busy"]:
+            log(f"{counts['busy']} run(s) of block {blocks - 1} are trained by another process: stopping here")
+            break
+        if blocks >= settings["first_look"]:
+            result = analyse_looks(runs, budget, predictions)
+            claims = result["claims"]
+            log(f"look after block {blocks - 1}: " + ", ".join(f"{c} {v}" for c, v in
+                                                              zip(claims["claim"], claims["verdict"])))
+            if result["stopped"]:
+                break
+        if settings["wall_minutes"] and spent + time.perf_counter() - t0 >= 60 * settings["wall_minutes"]:
+            log(f"the budget's {settings['wall_minutes']} min of wall time are spent: stopping after block "
+                f"{blocks - 1}")
+            break
+    return result, blocks, runs, predictions
+
+
+def _train_block(items, block, most, out_dir, root, command, budget, counts, log, progress=False, jobs=1,
+                 **options) -> None:
+    """Train the runs of ``block`` not yet finished, in the block's random order, with the live display."""
     recorded = recorded_results(out_dir)
+    recorded = {rid: r for rid, r in recorded.items() if not (out_dir / "runs" / rid).is_dir()}
     todo = {}
     for it in sorted((it for it in items if it["block"] == block), key=lambda it: it["order"]):
         finished = finished_run(out_dir / "runs" / it["run_id"]) or it["run_id"] in recorded
@@ -124,26 +151,34 @@ def _train_block(items, block, out_dir, root, command, budget, counts, log, **op
             counts["skipped"] += it["run_id"] not in todo
         else:
             todo[it["run_id"]] = it["trained_as"]
+    if not todo:
+        return
+    counts["todo"] += len(todo)
+    counts["resumed"] += sum((out_dir / "runs" / rid / "last.pth").is_file() for rid in todo)
+    jobs = cap_jobs(jobs, len(todo), log)  # not more workers than runs or memory holds
+    with StudyProgress(todo, out_dir, finished=16 - len(todo), disable=not progress,
+                       label=f"block {block + 1} of at most {most}: ") as shown:
+        say = shown.write if progress else log
 
-    def done(k, rid, result):
-        if result is None:
-            counts["busy"] += 1
-        elif not result.get("finished_elsewhere"):
-            counts["trained"] += 1
-            log(f"[block {block}: {k}/{len(todo)}] run {rid}: top-1 {result['top1']:.2f}%")
-    prepare_teachers(list(todo.values()), root, log=log, quiet=options["quiet"])
-    train_runs(todo, out_dir, root, command, budget, done, log=log, **options)
+        def done(k, rid, result):
+            if result is None:
+                counts["busy"] += 1
+            elif not result.get("finished_elsewhere"):
+                counts["trained"] += 1
+                say(f"[block {block}: {k}/{len(todo)}] run {rid}: top-1 {result['top1']:.2f}%")
+        prepare_teachers(list(todo.values()), root, log=say, quiet=options["quiet"])
+        train_runs(todo, out_dir, root, command, budget, done, log=say, jobs=jobs, **options)
 
 
 def _write_runs(items, out_dir: Path, budget: str) -> tuple:
-    """runs.csv, history.csv and predictions.csv.gz of every finished run of ``items``."""
+    """runs.csv, history.csv and predictions.csv.gz of every finished run of ``items`` (atomic writes)."""
     runs = collect(items, out_dir, budget, recorded_results(out_dir))
     if len(runs):
         order = {(it["block"], it["cell"]): it["order"] for it in items}
         runs.insert(4, "order", [order[(s, c)] for s, c in zip(runs["seed"], runs["cell"])])
-    runs.to_csv(out_dir / "runs.csv", index=False)
+    write_csv(runs, out_dir / "runs.csv")
     run_ids = runs["run_id"].unique() if len(runs) else []
-    gather_run_files(out_dir, run_ids, "metrics.csv", "history.csv").to_csv(out_dir / "history.csv", index=False)
+    write_csv(gather_run_files(out_dir, run_ids, "metrics.csv", "history.csv"), out_dir / "history.csv")
     predictions = gather_run_files(out_dir, run_ids, "predictions.csv", PREDICTIONS)
-    predictions.to_csv(out_dir / PREDICTIONS, index=False)
+    write_csv(predictions, out_dir / PREDICTIONS)
     return runs, (predictions if len(predictions) else None)

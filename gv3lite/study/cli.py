@@ -1,5 +1,6 @@
 """The study's subcommands of the ``gv3lite`` command, registered by ``gv3lite.cli``: ``reproduce``
-(`add_reproduce`: the one-factor grids, or ``--design factorial``: the fractional factorial in sequential blocks),
+(`add_reproduce`: ``--design factorial``, the study of ``make main`` / ``make medium``: the fractional factorial in
+sequential blocks; or ``--design ofat``: the one-factor grids),
 ``report`` (`add_report`: re-analysis without training, of either design), ``readme`` (`add_readme`: README.md's
 generated Results block), ``compare`` (`add_compare`: a user's study beside the committed one, reproduction.md) and
 ``publish`` (`add_publish`: a trained study becomes the committed results, ``make publish``).
@@ -10,7 +11,6 @@ import difflib
 import sys
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from gv3lite.budgets import BUDGETS, FACTORIAL_BLOCKS
@@ -18,9 +18,10 @@ from gv3lite.budgets import budget as env_budget
 from gv3lite.study.blocks import reproduce_factorial
 from gv3lite.study.factorial_report import report_factorial
 from gv3lite.study.grids import GRIDS
-from gv3lite.study.plan import FACTORIAL_GRID, factorial_plan, plan
+from gv3lite.study.plan import factorial_plan, plan
 from gv3lite.study.progress import claim_lines
 from gv3lite.study.publish import FIGURES, publish
+from gv3lite.study.records import folder_design
 from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
 from gv3lite.study.report import report
 from gv3lite.study.reproduction import summary_line, write_reproduction
@@ -30,24 +31,29 @@ from gv3lite.utils import check_output_dir, repo_root, resolve_device, write_ato
 
 def add_reproduce(subparsers) -> None:
     """Register ``gv3lite reproduce`` (see `reproduce`)."""
-    p = subparsers.add_parser("reproduce", help="run the paper's ablation grids under a budget; write results, "
+    p = subparsers.add_parser("reproduce", help="train the paper's ablation study under a budget; write results, "
                                                 "report and figures",
-                              description="Train every cell of the ablation grids (gv3lite.study.grids.GRIDS) for each "
-                                          "seed under a budget (gv3lite.budgets.BUDGETS). Finished runs are skipped, "
-                                          "interrupted ones resume from their checkpoint.")
+                              description="--design factorial (make main, make medium): the 2^(6-2) fractional "
+                                          "factorial (gv3lite.study.design), one block of 16 runs at a time until its "
+                                          "declared claims are decided. --design ofat: every cell of the one-factor "
+                                          "grids (gv3lite.study.grids.GRIDS) for each seed. Sizes come from the budget "
+                                          "(gv3lite.budgets). Finished runs are skipped, interrupted ones resume from "
+                                          "their checkpoint.")
     p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | medium | full (default: "
                                                                           "$GV3LITE_BUDGET, else smoke)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")
     p.add_argument("--out", default="runs/reproduce", help="results root; files go to OUT/<budget>/ (default "
                                                            "runs/reproduce; `make main` trains into runs/study)")
-    p.add_argument("--grids", default=None, help=f"comma-separated subset of {','.join(GRIDS)}")
+    p.add_argument("--grids", default=None, help=f"with --design ofat: comma-separated subset of {','.join(GRIDS)}")
     p.add_argument("--data", help="ImageFolder root (default: $GV3LITE_DATA or ../shared/data/imagenette2-224)")
     p.add_argument("--figures", default=None, help="figure folder (default: $GV3LITE_FIGURES, else OUT/<budget>/figures;"
                                                    " `make publish` writes the committed figures/)")
     p.add_argument("--list", action="store_true", help="print the plan (grid, cell, seed, run id) and exit")
-    p.add_argument("--design", choices=["grids", "factorial"], default="grids", help="grids: the one-factor grids "
-                   "(default); factorial: the 2^(6-2) fractional factorial, one block of 16 runs at a time until its "
-                   "claims are decided (gv3lite.study.design, gv3lite.budgets.FACTORIAL_BLOCKS)")
+    p.add_argument("--design", choices=["ofat", "factorial", "grids"], default="ofat", help="ofat (default; 'grids' "
+                   "is the same): the one-factor-at-a-time grids, for the notebooks and questions outside the "
+                   "factorial; factorial: the study of make main / make medium, the 2^(6-2) fractional factorial, one "
+                   "block of 16 runs at a time until its claims are decided (gv3lite.study.design, "
+                   "gv3lite.budgets.FACTORIAL_BLOCKS)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="with --design factorial: a "
                    "recipe field set in every run (repeatable; a factor's field is refused)")
     p.add_argument("--generators", default=None, help="with --design factorial: the fraction's generators, e.g. "
@@ -126,11 +132,14 @@ def run_readme(args) -> int:
 def run_report(args) -> int:
     out = Path(args.out) if args.out else repo_root() / "runs" / "report" / Path(args.results).resolve().name
     check_output_dir(out)
-    runs_file = Path(args.results) / "runs.csv"
-    if runs_file.is_file() and FACTORIAL_GRID in set(pd.read_csv(runs_file, usecols=["grid"])["grid"]):
-        result = report_factorial(args.results, out)
-        print(result["claims"][["claim", "diff", "low", "high", "verdict"]].round(2).to_string(index=False))
-        print(f"-> {out}/report.md, verdicts.csv, looks.csv, effects.csv")
+    if folder_design(args.results) == "factorial":
+        if args.no_pool:
+            raise ValueError("--no-pool applies to a study of the one-factor grids; the factorial's intervals come "
+                             "from its model: drop --no-pool")
+        result = report_factorial(args.results, out, figures_dir=args.figures)
+        print("\n".join(claim_lines(result["claims"])))
+        print(f"-> {out}/report.md, verdicts.csv, looks.csv, effects.csv; figures: "
+              + ", ".join(str(p) for p in result["figures"]))
         return 0
     result = report(args.results, args.figures, pool=not args.no_pool, out_dir=out)
     table = result["verdicts"]
@@ -162,6 +171,9 @@ def _launch_options(args) -> dict:
 
 
 def run_factorial(args, budget: str) -> int:
+    if args.grids is not None or args.seeds is not None:
+        raise ValueError("--grids and --seeds apply to --design ofat (the factorial's blocks are its seeds); drop "
+                         "them, or add --design ofat")
     changes = _pairs(args.set, "--set")
     generators = _pairs(args.generators.split(","), "--generators") if args.generators else None
     items = factorial_plan(budget, FACTORIAL_BLOCKS[budget]["max_blocks"], changes, generators)
@@ -172,12 +184,15 @@ def run_factorial(args, budget: str) -> int:
     options = _launch_options(args)
     result = reproduce_factorial(budget, args.out, args.data, jobs=args.jobs, device=args.device,
                                  quiet=not args.verbose, changes=changes, generators=generators,
-                                 submitit=args.submitit, submitit_options=options)
-    print(f"trained {result['trained']}, skipped {result['skipped']} finished runs; {result['blocks']} block(s); "
-          f"{result['reason']}")
+                                 submitit=args.submitit, submitit_options=options, progress=True,
+                                 figures_dir=args.figures)
+    print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
+          + (f", {result['busy']} being trained by another process" if result["busy"] else "")
+          + f"; {result['blocks']} block(s); {result['reason']}")
     if result["claims"] is not None:
-        print(result["claims"][["claim", "diff", "low", "high", "verdict"]].round(2).to_string(index=False))
-    print(f"-> {result['out_dir']}/report.md, verdicts.csv, looks.csv, effects.csv, runs.csv")
+        print("\n".join(claim_lines(result["claims"])))
+    print(f"-> {result['out_dir']}/report.md, verdicts.csv, looks.csv, effects.csv, runs.csv"
+          + ("; figures: " + ", ".join(str(p) for p in result["figures"]) if result["figures"] else ""))
     return 0
 
 

@@ -3,7 +3,8 @@ ingredients, in blocks of 16 runs (one block per seed).
 
 Owns `FACTORS` (letter, name, the recipe fields of its -1 and +1 levels), `GENERATORS` (E = -ACD, F = -BCD),
 `fraction` (the 16 runs as a ±1 table), `defining_relation`, `alias_chains`, `resolution`, the two named corners
-(`GHOSTNETV3_CORNER`, `CONVENTIONAL_CORNER`), `run_label`/`parse_label` (a run's cell name, e.g. ``A+B+C-D-E-F-``),
+(`GHOSTNETV3_CORNER`, `CONVENTIONAL_CORNER`), `FACTORIAL_GRID` (the grid name of its rows in runs.csv),
+`run_label`/`parse_label` (a run's cell name, e.g. ``A+B+C-D-E-F-``),
 `block_order` (runs in random order within a block, from the block's seed) and `design_recipe` (levels -> `Recipe`).
 
 Why a factorial (issue 21): with k two-level ingredients every run enters every main effect (variance 4σ²/N), where
@@ -57,6 +58,7 @@ BASE_FACTORS = "ABCD"                         # the full 2^4 factorial of one bl
 GENERATORS = {"E": "-ACD", "F": "-BCD"}       # the added factors as signed products of base factors
 GHOSTNETV3_CORNER = dict(A=1, B=1, C=-1, D=-1, E=-1, F=-1)
 CONVENTIONAL_CORNER = dict(A=-1, B=-1, C=-1, D=-1, E=1, F=1)
+FACTORIAL_GRID = "factorial"  # the grid name of the factorial's rows in runs.csv (the one-factor grids have theirs)
 
 
 def _check_generators(generators: dict) -> dict:

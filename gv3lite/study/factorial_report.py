@@ -1,29 +1,38 @@
 """The factorial study's report: ``verdicts.csv`` (the declared claims), ``effects.csv`` (interactions and the
-effects at the GhostNetV3 corner), ``looks.csv`` (the look schedule) and ``report.md`` (the design with its defining
-relation and alias chains, the model, the variance check, the claims with their intervals and verdicts, the looks),
-and `report_factorial` (re-analysis of a recorded factorial study without training).
+effects at the GhostNetV3 corner), ``looks.csv`` (the look schedule), ``report.md`` (the design with its defining
+relation and alias chains, the model, the variance check, the claims with their intervals and verdicts, the half-width
+reached against the budget's target, the looks), the figures (`plot_factorial`: the claims' forest plot
+``ablation_forest.png`` and the learning curves), and `report_factorial` (re-analysis of a recorded factorial study
+without training: ``gv3lite report``, ``gv3lite publish``).
+
+Everything is rendered from the records (runs.csv, predictions.csv.gz, history.csv, calls.csv, design.json): the
+command and commits are those recorded with the runs, never the checkout's, so re-rendering a recorded study gives
+the same bytes (``tests/test_publish.py``).
 """
 from __future__ import annotations
 
 import json
-import shlex
-import sys
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from gv3lite.budgets import FACTORIAL_BLOCKS
-from gv3lite.paper import difference_kind
-from gv3lite.verdicts import ALPHA, DELTA
+from gv3lite.budgets import FACTORIAL_BLOCKS, HALF_WIDTH_TARGETS
+from gv3lite.figures import plot_claims, plot_learning_curves, savefig
+from gv3lite.fingerprint import recorded_fingerprints
+from gv3lite.paper import difference_kind, paper_results
+from gv3lite.schemas import read_results
+from gv3lite.verdicts import ALPHA, DELTA, t_interval
 from gv3lite.study import design
 from gv3lite.study.analysis import paper_diffs
 from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table
 from gv3lite.study.looks import analyse_looks, correct_of
-from gv3lite.study.records import PREDICTIONS, read_calls
-from gv3lite.study.report import calls_note
-from gv3lite.utils import git_commit, write_atomic, write_csv
+from gv3lite.study.provenance import code_label
+from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, read_calls, wall_time
+from gv3lite.study.report import FLOAT_FORMAT, calls_note, duration, study_command, study_commits
+from gv3lite.utils import write_atomic, write_csv
 
-DESIGN_FILE = "design.json"  # the design a factorial results folder was trained with
+RUNS_PER_BLOCK = 16
 
 
 def design_record(budget: str, changes: dict | None = None, generators: dict | None = None) -> dict:
@@ -51,88 +60,206 @@ def check_design_file(out_dir, record: dict) -> None:
 
 def markdown(table: pd.DataFrame) -> str:
     """A DataFrame as a Markdown table (floats to 2 decimals)."""
-    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    cells = [[_num(v) if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
     return "\n".join(["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
                      + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def _num(v, spec=".2f") -> str:
-    return "n/a" if v != v else format(v + 0.0, spec)
+    return "n/a" if v != v else format(v + 0.0, spec).replace("-0.00", "+0.00" if "+" in spec else "0.00")
+
+
+def claim_sources() -> dict:
+    """claim name -> what the source says about it, labelled by what it is: ``dict(kind="derived" | "checkpoint",
+    values=(...))`` for differences of two published top-1 (``gv3lite.paper.difference_kind``: never "paper"), else
+    ``dict(kind="paper", direction=...)`` where a row of ``paper_results.csv`` of kind ``paper`` states the claim's
+    direction; claims with neither are left out."""
+    sources = {}
+    for c in CLAIMS:
+        grid, cell, _ = c.paper
+        values = paper_diffs(*c.paper)
+        if values:
+            sources[c.name] = {"kind": difference_kind(grid), "values": values}
+            continue
+        rows = paper_results(grid)
+        stated = rows[(rows["cell"] == cell) & (rows["kind"] == "paper") & (rows["claim"] == c.direction)]
+        if len(stated):
+            sources[c.name] = {"kind": "paper", "direction": c.direction}
+    return sources
+
+
+def _source_text(source: dict | None) -> str:
+    if not source:
+        return "unknown"
+    if source["kind"] == "paper":
+        return f"paper: {source['direction']}"
+    return f"{source['kind']}: " + "/".join(f"{v:+.1f}" for v in source["values"])
+
+
+def with_ci95(claims: pd.DataFrame) -> pd.DataFrame:
+    """``claims`` with ``low95``/``high95``: the model's plain 95% t interval of each effect (from ``diff``, ``se``,
+    ``df``), beside the sequential interval (``low``/``high`` at the look's level) that the verdict uses."""
+    ci = t_interval(claims["diff"], claims["se"], claims["df"])
+    return claims.assign(low95=ci["low"], high95=ci["high"])
 
 
 def claim_lines(claims: pd.DataFrame) -> list[str]:
-    lines = ["| claim | claimed direction | diff (pp) | interval | half-width (pp) | confidence | decided at look "
-             "| MDE (pp) | source's claim (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for c, r in zip(CLAIMS, claims.itertuples()):
-        diffs = "/".join(f"{d:+.1f}" for d in paper_diffs(*c.paper))  # labelled by what they are (gv3lite.paper)
-        paper = f"{difference_kind(c.paper[0])}: {diffs}" if diffs else f"paper: {c.direction}"
-        lines.append(f"| {r.claim} | {r.direction} | {_num(r.diff, '+.2f')} | [{_num(r.low, '+.2f')}, "
-                     f"{_num(r.high, '+.2f')}] | {_num((r.high - r.low) / 2)} | {1 - r.level:.4f} | "
-                     f"{r.decided_at_look or '—'} | {_num(r.mde, '.1f')} | {paper} | **{r.verdict}** |")
+    """The claim table (Markdown lines): effect, 95% interval and its half-width, the sequential interval and its
+    confidence, the look that decided it, the MDE, the source's number or claim (labelled by its kind), verdict."""
+    sources = claim_sources()
+    lines = ["| claim | claimed direction | effect (pp) | 95% CI | half-width (pp) | sequential interval "
+             "| its confidence | decided at look | MDE (pp) | source's claim (pp) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in with_ci95(claims).itertuples():
+        decided = int(r.decided_at_look) if r.decided_at_look == r.decided_at_look and r.decided_at_look else "—"
+        lines.append(f"| {r.claim} | {r.direction} | {_num(r.diff, '+.2f')} | [{_num(r.low95, '+.2f')}, "
+                     f"{_num(r.high95, '+.2f')}] | {_num((r.high95 - r.low95) / 2)} | [{_num(r.low, '+.2f')}, "
+                     f"{_num(r.high, '+.2f')}] | {1 - r.level:.4f} | {decided} | {_num(r.mde, '.1f')} "
+                     f"| {_source_text(sources.get(r.claim))} | **{r.verdict}** |")
     return lines
+
+
+def target_note(claims: pd.DataFrame, budget: str, blocks: int, calls: pd.DataFrame | None = None) -> str:
+    """One sentence: the 95% half-widths of the single-ingredient claims against the budget's target
+    (`HALF_WIDTH_TARGETS`), and when one is wider, about how many blocks would meet it (the half-width shrinks as
+    1/sqrt(blocks) at the spread measured here) and, from ``calls``, their wall time at the recorded time per
+    training. ``""`` without a target."""
+    target = HALF_WIDTH_TARGETS.get(budget)
+    if target is None or claims.empty:
+        return ""
+    single = with_ci95(claims[~claims["claim"].str.startswith("recipe")])
+    half = (single["high95"] - single["low95"]) / 2
+    low, high = f"{half.min():.2f}", f"{half.max():.2f}"
+    reached = low if low == high else f"{low}–{high}"
+    text = (f"95% half-width target of the {budget} budget: ±{target:g} pp; reached ±{reached} pp over the "
+            f"{len(single)} single-ingredient claims with {blocks} block{'s' if blocks != 1 else ''} "
+            f"({RUNS_PER_BLOCK * blocks} trainings)")
+    if (half <= target).all():
+        return text + " (met)."
+    need = math.ceil(blocks * (float(half.max()) / target) ** 2)
+    text += f" (not met): at the spread measured here ±{target:g} pp needs about {need} blocks"
+    trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
+    if trained:
+        per_training = wall_time(calls) / trained
+        text += (f" ({RUNS_PER_BLOCK * need} trainings, about {duration(RUNS_PER_BLOCK * need * per_training)} at "
+                 f"the {duration(per_training)} of wall time per training recorded in calls.csv)")
+    return text + "."
+
+
+def stop_reason(result: dict, budget: str, calls: pd.DataFrame | None) -> str:
+    """Why the study stopped, from the records: `analyse_looks`' reason, or the budget's wall time when the calls
+    recorded in ``calls`` spent it before the claims were decided."""
+    minutes = FACTORIAL_BLOCKS[budget]["wall_minutes"]
+    if not result["stopped"] and minutes and calls is not None and len(calls) and wall_time(calls) >= 60 * minutes:
+        return f"the budget's {minutes} min of wall time spent (calls.csv)"
+    return result["reason"]
+
+
+def _fields(levels: dict) -> str:
+    """Recipe fields as ``name=value`` in name order (as design.json stores them: the same text either way)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(levels.items()))
 
 
 def design_lines(record: dict) -> list[str]:
     gens = record["generators"]
     lines = ["| factor | name | -1 | +1 |", "|---|---|---|---|"]
-    lines += [f"| {x} | {f['name']} | {f['low']} | {f['high']} |" for x, f in record["factors"].items()]
+    lines += [f"| {x} | {f['name']} | {_fields(f['low'])} | {_fields(f['high'])} |"
+              for x, f in sorted(record["factors"].items())]
     chains = [design.chain_text(c) for c in design.alias_chains(gens, max_order=3) if len(c[0][1]) <= 2]
-    return [f"Design: {record['design']}, 16 runs per block (block b trains with seed b, its runs in the random "
-            f"order drawn from the seed), generators {', '.join(f'{k} = {v}' for k, v in gens.items())}; defining "
-            f"relation {record['defining_relation']} (resolution {record['resolution']}). Corners in every block: "
-            f"GhostNetV3 recipe {design.run_label(design.GHOSTNETV3_CORNER)}, conventional recipe "
-            f"{design.run_label(design.CONVENTIONAL_CORNER)}." + (f" `--set`: {record['changes']}." if
+    return [f"Design: {record['design']}, {RUNS_PER_BLOCK} runs per block (block b trains with seed b, its runs in "
+            f"the random order drawn from the seed), generators {', '.join(f'{k} = {v}' for k, v in gens.items())}; "
+            f"defining relation {record['defining_relation']} (resolution {record['resolution']}). Corners in every "
+            f"block: GhostNetV3 recipe {design.run_label(design.GHOSTNETV3_CORNER)}, conventional recipe "
+            f"{design.run_label(design.CONVENTIONAL_CORNER)}." + (f" `--set`: {_fields(record['changes'])}." if
                                                                     record["changes"] else ""), "", *lines, "",
             "Alias chains (up to three-factor terms): " + "; ".join(chains) + ".", ""]
 
 
-def write_factorial_report(result: dict, record: dict, out_dir, budget: str, command: str, calls=None,
+def _header(result: dict, runs: pd.DataFrame, budget: str, calls) -> list[str]:
+    label = code_label(runs)
+    return [f"# gv3lite factorial study — {budget} budget", "", f"Command: `{study_command(runs)}`  ",
+            f"Runs trained at commit {study_commits(runs)}, code fingerprint "
+            f"{', '.join(recorded_fingerprints(runs)) or 'unknown'}  ", *([label, ""] if label else []),
+            f"{result['blocks']} block(s), {RUNS_PER_BLOCK * result['blocks']} runs; stopped: {result['stopped']} "
+            f"({stop_reason(result, budget, calls)}); {calls_note(calls)}", ""]
+
+
+def write_factorial_report(result: dict, record: dict, out_dir, budget: str, runs: pd.DataFrame, calls=None,
                            effects: pd.DataFrame | None = None) -> Path:
-    """Write verdicts.csv, effects.csv, looks.csv and report.md of an `analyse_looks` ``result`` into ``out_dir``."""
+    """Write verdicts.csv, effects.csv, looks.csv (floats at `FLOAT_FORMAT`) and report.md of an `analyse_looks`
+    ``result`` of the runs.csv table ``runs`` into ``out_dir``; from its inputs only (same inputs, same bytes)."""
     out_dir = Path(out_dir)
-    write_csv(result["claims"], out_dir / "verdicts.csv")
-    write_csv(result["looks"], out_dir / "looks.csv")
+    write_csv(result["claims"], out_dir / "verdicts.csv", float_format=FLOAT_FORMAT)
+    write_csv(result["looks"], out_dir / "looks.csv", float_format=FLOAT_FORMAT)
     if effects is not None:
-        write_csv(effects, out_dir / "effects.csv")
+        write_csv(effects, out_dir / "effects.csv", float_format=FLOAT_FORMAT)
     fit = result["fit"]
     check = ", ".join(f"{k} {v:.3f}" for k, v in fit["variance_p"].items())
-    lines = [f"# gv3lite factorial study — {budget} budget", "", f"Command: `{command}`  ",
-             f"Commit: {git_commit()}; {result['blocks']} block(s), {16 * result['blocks']} runs; stopped: "
-             f"{result['stopped']} ({result['reason']})" + (f"; {calls_note(calls)}" if calls is not None else ""), "",
-             *design_lines(record),
+    target = target_note(result["claims"], budget, result["blocks"], calls)
+    lines = [*_header(result, runs, budget, calls), *design_lines(record),
              f"Model (statsmodels OLS): `{FORMULA}`, ±1 coding, effect = 2β; residual df {fit['result'].df_resid:.0f}. "
              f"Variance check (Brown-Forsythe between the levels of each factor, Holm p): {check} -> "
              f"{'HC3 errors' if fit['robust'] else 'classical errors'}.", "",
              f"Claims (declared before any run, the same at every budget; Holm across the {len(CLAIMS)} at every "
              f"look, alpha spent over the looks by an O'Brien-Fleming-type Lan-DeMets function: "
              f"`gv3lite.sequential`). δ = {DELTA:g} pp; family-wise alpha {ALPHA:g}. A verdict is final at the look "
-             "that makes it; intervals are those of the last look at its level (repeated confidence intervals).",
-             "", *claim_lines(result["claims"]), "", "Looks (`looks.csv`):", "",
+             "that makes it; it is judged on the sequential interval (the last look's, at its level: repeated "
+             "confidence intervals); the 95% interval beside it is the model's plain one. The source's claim is "
+             "labelled by what it is (`paper:` a direction the paper states; `derived:` two published ImageNet "
+             "top-1 subtracted by us, not stated by the paper).", "", *claim_lines(result["claims"]), "",
+             *([target, ""] if target else []), "Looks (`looks.csv`):", "",
              markdown(result["looks"][["look", "blocks", "level", "claim", "diff", "low", "high",
                                        "verdict_so_far"]]), ""]
     if effects is not None:
         lines += ["Effects (exploratory, 95% intervals, not judged):", "",
                   markdown(effects[["effect", "kind", "aliases", "diff", "low", "high"]]), ""]
-    path = out_dir / "report.md"
-    return write_atomic(path, "\n".join(lines) + "\n")
+    return write_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
-def report_factorial(results_dir, out_dir=None, command: str | None = None) -> dict:
-    """Re-analyse a recorded factorial study (``runs.csv``, and ``predictions.csv.gz`` / ``design.json`` /
-    ``calls.csv`` when there) without training; writes into ``out_dir`` (default ``results_dir``). Raises like
-    `analyse_looks`."""
+def plot_factorial(claims: pd.DataFrame, runs: pd.DataFrame, budget: str, history: pd.DataFrame | None = None,
+                   folder=None) -> list[Path]:
+    """The factorial's figures into ``folder``: ``ablation_forest.png`` (``gv3lite.figures.plot_claims``: every
+    declared claim with its intervals, δ band and the source's labelled numbers) and, given per-epoch ``history``,
+    ``ablation_learning_curves.png``. Footers give the runs' recorded command and commits: same runs, same bytes."""
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
+    command, commit, paths = study_command(runs), study_commits(runs), []
+    blocks = int(runs["seed"].nunique())
+    fig = plot_claims(claims, claim_sources(), title=f"the paper's claims — {budget} budget, factorial 2^(6-2), "
+                      f"{blocks} block{'s' if blocks != 1 else ''} of {RUNS_PER_BLOCK} runs (Imagenette)")
+    paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, commit=commit, folder=folder))
+    plt.close(fig)
+    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
+        history is not None and len(history)) else None
+    if fig is not None:
+        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit,
+                             folder=folder))
+        plt.close(fig)
+    return paths
+
+
+def report_factorial(results_dir, out_dir=None, figures_dir=None, figures: bool = True) -> dict:
+    """Re-analyse a recorded factorial study (``runs.csv``, and ``predictions.csv.gz`` / ``history.csv`` /
+    ``design.json`` / ``calls.csv`` when there) without training: writes the files of `write_factorial_report` into
+    ``out_dir`` (default ``results_dir``) and, with ``figures``, `plot_factorial` into ``figures_dir`` (default
+    ``<out_dir>/figures``). Never writes calls.csv. Returns ``dict(looks, claims, fit, blocks, stopped, reason,
+    effects, table, figures)``. Raises ``FileNotFoundError`` without runs.csv, and like `analyse_looks` and
+    ``gv3lite.schemas.read_results`` for bad records."""
     results_dir = Path(results_dir)
-    runs = pd.read_csv(results_dir / "runs.csv")
-    budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
-    predictions = pd.read_csv(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None
+    if not (results_dir / "runs.csv").is_file():
+        raise FileNotFoundError(f"{results_dir / 'runs.csv'} does not exist; give the folder `gv3lite reproduce "
+                                "--design factorial` wrote (e.g. runs/study/quick)")
+    runs = read_results(results_dir / "runs.csv")
+    budget = str(runs["budget"].iloc[0]) if "budget" in runs and len(runs) else results_dir.name
+    optional = {name: read_results(results_dir / name) if (results_dir / name).is_file() else None
+                for name in (PREDICTIONS, "history.csv")}
+    predictions = optional[PREDICTIONS] if optional[PREDICTIONS] is not None and len(optional[PREDICTIONS]) else None
     record_file = results_dir / DESIGN_FILE
     record = json.loads(record_file.read_text()) if record_file.is_file() else design_record(budget)
     result = analyse_looks(runs, budget, predictions)
-    table = result["fit"]["table"]
-    effects = effects_table(result["fit"], correct_of(predictions, table["run_id"]))
+    effects = effects_table(result["fit"], correct_of(predictions, result["fit"]["table"]["run_id"]))
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])])
-    write_factorial_report(result, record, out, budget, command, read_calls(results_dir), effects)
-    return {**result, "effects": effects, "table": table}
-
+    write_factorial_report(result, record, out, budget, runs, read_calls(results_dir), effects)
+    paths = plot_factorial(result["claims"], runs, budget, optional["history.csv"],
+                           folder=Path(figures_dir or out / "figures")) if figures else []
+    return {**result, "effects": effects, "table": result["fit"]["table"], "figures": paths}

@@ -20,6 +20,7 @@ import pandas as pd
 from gv3lite.budgets import BUDGETS, NOT_RECIPE_FIELDS, check_budget
 from gv3lite.recipe import Recipe, preset
 from gv3lite.study import design
+from gv3lite.study.design import FACTORIAL_GRID
 from gv3lite.study.grids import GRIDS, Cell
 
 
@@ -112,9 +113,6 @@ def recorded_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = N
     """The grids a runs.csv table stands for: its `complete_grids`, or -- when none is complete (results of an older
     plan, other recipes or sizes) -- every grid that has rows in it, in grid order."""
     return complete_grids(runs, budget, items) or [g for g in GRIDS if g in set(runs["grid"])]
-
-
-FACTORIAL_GRID = "factorial"  # the grid name of the factorial's rows in runs.csv
 
 
 def factorial_plan(budget: str, blocks: int, changes: dict | None = None, generators: dict | None = None) -> list[dict]:

@@ -34,10 +34,13 @@ class StudyProgress:
 
     ``todo``: run id -> `gv3lite.recipe.Recipe` of the runs this call trains; ``out_dir``: ``<out>/<budget>``;
     ``finished``: runs of the study already finished before the call (counted as done); ``poll``: seconds between
-    looks at the run directories; ``disable``: no display (e.g. nothing to train)."""
+    looks at the run directories; ``disable``: no display (e.g. nothing to train); ``label``: put before the runs
+    count (e.g. ``"block 2 of at most 3: "`` for a factorial block)."""
 
-    def __init__(self, todo: dict, out_dir, finished: int = 0, poll: float = 2.0, disable: bool = False):
+    def __init__(self, todo: dict, out_dir, finished: int = 0, poll: float = 2.0, disable: bool = False,
+                 label: str = ""):
         self.todo, self.out_dir, self.finished, self.poll = dict(todo), Path(out_dir), finished, poll
+        self.label = label
         self.epochs = {rid: int(r.epochs) for rid, r in self.todo.items()}
         self.bar = tqdm(total=sum(self.epochs.values()), unit="epoch", dynamic_ncols=True,
                         disable=disable or not self.todo, initial=self._done()[0])
@@ -65,7 +68,8 @@ class StudyProgress:
     def refresh(self) -> None:
         """Look at the run directories once and redraw."""
         epochs, runs, running = self._done()
-        self.bar.set_description(f"runs {self.finished + runs}/{self.finished + len(self.todo)}", refresh=False)
+        done, total = self.finished + runs, self.finished + len(self.todo)
+        self.bar.set_description(f"{self.label}runs {done}/{total}", refresh=False)
         idle = "all runs finished" if runs == len(self.todo) else "starting the next run"
         self.bar.set_postfix_str(", ".join(running) or idle, refresh=False)
         self.bar.update(epochs - self.bar.n)
@@ -90,11 +94,13 @@ class StudyProgress:
 
 
 def claim_lines(table: pd.DataFrame) -> list[str]:
-    """One line per claim of a verdict table (``gv3lite.study.analysis.verdicts``): contrast, diff and 95% interval
-    (pp), verdict."""
+    """One line per claim of a verdict table: a one-factor study's (``gv3lite.study.analysis.verdicts``: contrast)
+    or a factorial study's (its declared ``claim``, the interval at the look's level that the verdict uses); the
+    diff and interval (pp), the verdict."""
     lines = []
     for r in table.itertuples():
         interval = f" [{r.low:+.2f}, {r.high:+.2f}]".replace("-0.00", "+0.00") if r.low == r.low else ""
         diff = f"{r.diff:+.2f} pp{interval}".replace("-0.00", "+0.00") if r.diff == r.diff else "no estimate"
-        lines.append(f"{r.grid}: {r.cell} vs {r.baseline}: {diff} -> {r.verdict}")
+        name = f"{r.grid}: {r.cell} vs {r.baseline}" if "grid" in table else str(r.claim)
+        lines.append(f"{name}: {diff} -> {r.verdict}")
     return lines

@@ -3,8 +3,10 @@
 Layout: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``), ``runs.csv`` (one row per
 grid, cell and seed: `collect`), ``history.csv`` and ``predictions.csv.gz`` (per-run files gathered:
 `gather_run_files`), ``verdicts.csv`` (`read_verdicts`), ``calls.csv`` (one row per ``reproduce`` call: command,
-commit, wall time; `CALL_COLUMNS`, `append_call`, `read_calls`). `recorded_results` reads the finished runs of a
-committed runs.csv, so a budget can be completed over several sittings without retraining what is recorded.
+commit, wall time; `CALL_COLUMNS`, `append_call`, `read_calls`), ``design.json`` (`DESIGN_FILE`: the factorial's
+design). `recorded_results` reads the finished runs of a committed runs.csv, so a budget can be completed over several
+sittings without retraining what is recorded. A folder holds one design (`DESIGNS`): `folder_design` says which, and
+`check_design` refuses a folder, or a pair of folders, of another or mixed designs.
 
 Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
 reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).
@@ -17,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from gv3lite.schemas import read_results
-from gv3lite.utils import write_csv
-
 from gv3lite.fingerprint import UNKNOWN
+from gv3lite.schemas import FACTORIAL_VERDICTS, read_results
+from gv3lite.study.design import FACTORIAL_GRID
+from gv3lite.utils import write_csv
 
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
 RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "code_fingerprint",
@@ -28,6 +30,9 @@ RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds",
 
 
 CALLS = "calls.csv"  # one row per `reproduce` call, beside its runs.csv
+DESIGN_FILE = "design.json"  # the design a factorial results folder was trained with
+DESIGNS = {"factorial": "the 2^(6-2) fractional factorial (--design factorial)",
+           "ofat": "the one-factor-at-a-time grids (--design ofat)"}
 CALL_COLUMNS = ("started", "command", "git_commit", "wall_seconds", "trained", "skipped", "jobs", "cpu_count",
                 "interrupted")
 
@@ -163,3 +168,48 @@ def read_verdicts(file) -> pd.DataFrame:
     if missing:
         raise ValueError(f"results file {file}: lacks column(s) {missing}; {fix}")
     return table.fillna({c: "" for c in VERDICT_TEXT if c in table})
+
+
+def read_claims(file) -> pd.DataFrame:
+    """A factorial study's ``verdicts.csv`` (one row per declared claim: ``claim``, ``direction``, ``diff``, ``se``,
+    ``df``, ``low``/``high`` at the look's ``level``, ``verdict``, ...), validated; raises like `read_verdicts`."""
+    file = Path(file)
+    fix = f"write it with `gv3lite report {file.parent} --out {file.parent}`"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; {fix}")
+    return read_results(file, kind=FACTORIAL_VERDICTS, fix=fix, dtype={"claim": str, "direction": str,
+                                                                        "verdict": str})
+
+
+def design_of(runs: pd.DataFrame, where="runs.csv") -> str | None:
+    """The design of a runs.csv table: ``"factorial"`` (rows of the factorial's grid), ``"ofat"`` (rows of the
+    one-factor grids) or ``None`` (no rows). Raises ``ValueError`` naming ``where`` and the fix when it mixes them."""
+    grids = set(runs["grid"].astype(str)) if "grid" in runs and len(runs) else set()
+    if not grids:
+        return None
+    if FACTORIAL_GRID in grids and len(grids) > 1:
+        raise ValueError(f"{where} mixes two designs: the factorial's rows and the one-factor grids' "
+                         f"({', '.join(sorted(grids - {FACTORIAL_GRID}))}); a study folder holds one design: keep "
+                         "each in its own --out folder (move one set of rows away)")
+    return "factorial" if FACTORIAL_GRID in grids else "ofat"
+
+
+def folder_design(folder) -> str | None:
+    """The design of the study in ``folder`` (`DESIGNS`): from its runs.csv (`design_of`), else ``"factorial"`` when
+    it holds a ``design.json`` only, else ``None`` (nothing recorded yet). Raises like `design_of` and
+    ``gv3lite.schemas.read_results`` (a damaged runs.csv)."""
+    folder = Path(folder)
+    if (folder / "runs.csv").is_file():
+        found = design_of(read_results(folder / "runs.csv"), folder / "runs.csv")
+        if found is not None:
+            return found
+    return "factorial" if (folder / DESIGN_FILE).is_file() else None
+
+
+def check_design(folder, design: str, fix: str = "give another --out (nothing was changed)") -> None:
+    """Refuse ``folder`` when it holds a study of another design than ``design`` (``ValueError``: one line naming
+    both designs and ``fix``); a folder with nothing recorded passes."""
+    found = folder_design(folder)
+    if found is not None and found != design:
+        raise ValueError(f"{folder} holds a study of {DESIGNS[found]}, not {DESIGNS[design]}; the two designs are "
+                         f"never mixed in one folder: {fix}")

@@ -21,8 +21,8 @@ from gv3lite.study.plan import plan
 from gv3lite.launch import cap_jobs
 from gv3lite.study.progress import StudyProgress
 from gv3lite.study.provenance import check_study, portable_command
-from gv3lite.study.records import (PREDICTIONS, append_call, collect, finished_run, gather_run_files, read_calls,
-                                   recorded_results)
+from gv3lite.study.records import (PREDICTIONS, append_call, check_design, collect, finished_run, gather_run_files,
+                                   read_calls, recorded_results)
 from gv3lite.study.report import plot_grids, write_analysis, write_report
 from gv3lite.study.workers import prepare_teachers, train_runs
 from gv3lite.utils import git_commit, write_csv
@@ -91,13 +91,15 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
 
 
 def _pending(out_dir: Path, budget: str, items: list[dict]) -> tuple[dict, dict, dict]:
-    """What a `reproduce` call has left to train in ``out_dir``, after `check_study` (another budget's study, a
-    damaged ``result.json`` or finished runs of other training code are refused before anything trains).
+    """What a `reproduce` call has left to train in ``out_dir``, after `check_design` (a factorial study's folder)
+    and `check_study` (another budget's study, a damaged ``result.json`` or finished runs of other training code are
+    refused before anything trains).
 
     Returns ``(todo, recorded, counts)``: ``todo`` maps the run id of each unique run of ``items`` not yet finished to
     the recipe it is trained as; ``recorded``: the runs of the results files without a run directory (committed
     results), which count as finished; ``counts``: the call's counters, ``skipped`` = unique runs already finished.
     """
+    check_design(out_dir, "ofat")  # a factorial study's folder: refused, its records are never rewritten here
     check_study(out_dir, budget)  # another budget, a damaged result.json, runs of other code: refused before training
     unique = {it["run_id"]: it["trained_as"] for it in items}
     # committed results hold runs.csv but not the run directories: a recorded run without a directory is finished
