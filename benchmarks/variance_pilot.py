@@ -154,39 +154,76 @@ def _add_cpu(run_dir: Path, seconds: float) -> float:
     return total
 
 
-def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuning: bool = False) -> dict:
-    """Train one seed; top-1 (%) of the raw and EMA weights on the evaluation split (the tuning split with
-    ``tuning``, else val) and the training's wall and CPU seconds. With ``run_dir`` the run is trained in pieces
+def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuning: bool = False,
+           device: str = "cpu") -> dict:
+    """Train one seed on ``device``; top-1 (%) of the raw and EMA weights on the evaluation split (the tuning split
+    with ``tuning``, else val) and the training's wall and CPU seconds (the post-hoc readings run on the CPU). With ``run_dir`` the run is trained in pieces
     that stop after each of the last `KEEP_LAST` epochs (exact resume: the same weights as one piece), keeps those
     checkpoints and adds the `POSTHOC` evaluations (``gv3lite.posthoc.posthoc_top1``) and their seconds. An
     interrupted run continues from its ``last.pth``."""
     datasets = _datasets(recipe, data, datasets_cache, tuning)
     t0, c0 = time.perf_counter(), time.process_time()
     if run_dir is None:
-        history = run(recipe, data, out_dir=None, quiet=True, datasets=datasets)
+        history = run(recipe, data, out_dir=None, quiet=True, datasets=datasets, device=device)
     else:
         for stop in range(max(recipe.epochs - KEEP_LAST + 1, 1), recipe.epochs + 1):
             kept = run_dir / f"epoch{stop}.pth"
             if kept.is_file():
                 continue
             done, c1 = (run_dir / "last.pth").is_file(), time.process_time()
-            run(recipe, data, out_dir=run_dir, resume=done, quiet=True, datasets=datasets, max_epochs=stop)
+            run(recipe, data, out_dir=run_dir, resume=done, quiet=True, datasets=datasets, max_epochs=stop,
+                device=device)
             shutil.copyfile(run_dir / "last.pth", kept)
             _add_cpu(run_dir, time.process_time() - c1)
         history = pd.read_csv(run_dir / "metrics.csv")
     last = history.iloc[-1]
     result = {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1),
               "train_seconds": float(history["seconds"].sum()) if run_dir else time.perf_counter() - t0,
-              "cpu_seconds": _add_cpu(run_dir, 0.0) if run_dir else time.process_time() - c0}
+              "cpu_seconds": _add_cpu(run_dir, 0.0) if run_dir else time.process_time() - c0,
+              "train_images": len(datasets[0]), "eval_images": len(datasets[1])}
     if run_dir is not None:
         t1, c1 = time.perf_counter(), time.process_time()
         ckpts = [read_training_checkpoint(run_dir / f"epoch{e}.pth")
                  for e in range(max(recipe.epochs - KEEP_LAST + 1, 1), recipe.epochs + 1)]
         model = build_model(recipe, len(datasets[0].classes))
-        result.update({f"top1_{k}": v for k, v in posthoc_top1(model, ckpts, datasets[0], datasets[1]).items()})
+        result.update({f"top1_{k}": v for k, v in posthoc_top1(model, ckpts, datasets[0], datasets[1],
+                                                                          device=device).items()})
         result["posthoc_seconds"] = time.perf_counter() - t1
         result["posthoc_cpu_seconds"] = time.process_time() - c1
     return result
+
+
+def run_row(name: str, changes: dict, seed: int, recipe, result: dict, eval_on: str, commit: str, fingerprint: str,
+            command: str) -> dict:
+    """One row of ``runs.csv``: the configuration, its seed, `_train`'s result and the recipe fields that differ
+    between configurations, with the provenance of the call that trained it."""
+    return {"config": name, "changes": json.dumps(changes), "seed": seed, **result,
+            "images_per_class_train": recipe.images_per_class_train, "img_size": recipe.img_size,
+            "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr,
+            "ema_decay": recipe.ema_decay, "warmup_epochs": recipe.warmup_epochs, "eval_on": eval_on,
+            "git_commit": commit, "code_fingerprint": fingerprint, "command": command}
+
+
+def cpu_from_cost(runs: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``cpu_seconds`` (training) replaced by the CPU time the same training takes on the machine
+    ``benchmarks/regime_cost.py`` measured (its ``cost.csv``: ``cpu_ms_per_step`` at each image size and batch
+    size, one thread) times the run's optimizer steps (``train_images // batch_size`` per epoch): for runs trained on
+    another machine (``benchmarks/device_runs.py``, a GPU), whose own times say nothing of a CPU. The post-hoc
+    readings' ``posthoc_cpu_seconds`` are estimated as forward passes at a third of a training image's CPU time (a
+    backward pass costs about two forwards): 3 precise-BN passes over the training images and 10 evaluations (5
+    weights, center and flip) of the evaluation images; ~2% of a training. Raises ``ValueError`` naming an
+    image size / batch size pair that ``cost`` did not measure."""
+    per_step = {(int(r.img_size), int(r.batch_size)): float(r.cpu_ms_per_step) for r in cost.itertuples()}
+    keys = list(zip(runs["img_size"].astype(int), runs["batch_size"].astype(int)))
+    missing = sorted(set(keys) - set(per_step))
+    if missing:
+        raise ValueError(f"--cost-csv has no per-step CPU time for (img_size, batch_size) {missing}; run "
+                         "benchmarks/regime_cost.py with a regime of that size")
+    steps = (runs["train_images"] // runs["batch_size"]) * runs["epochs"]
+    per_image = [per_step[k] / 1000 / b for k, b in zip(keys, runs["batch_size"])]  # s per training image
+    forward = 3 * runs["train_images"] + 10 * runs["eval_images"]  # 3 precise-BN passes, 5 weights x (center, flip)
+    return runs.assign(cpu_seconds=[per_step[k] / 1000 * n for k, n in zip(keys, steps)],
+                       posthoc_cpu_seconds=[s / 3 * f for s, f in zip(per_image, forward)])
 
 
 def _seeds_needed(sd_diff: float, target: float) -> float:
@@ -329,6 +366,11 @@ def _args(argv):
                              "then excludes it) or on val (default: tuning with --regimes, else val)")
     parser.add_argument("--work", default="runs/variance_pilot", help="run folders of --regimes (resume; ignored)")
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-time cap for this call")
+    parser.add_argument("--cost-csv", default=None,
+                        help="regime_cost.py's cost.csv: training CPU minutes from its per-step times, for runs "
+                             "trained on another machine (cpu_from_cost)")
+    parser.add_argument("--provenance", default=None,
+                        help="JSON file of the call that trained runs.csv elsewhere (device_runs.py's meta.json)")
     parser.add_argument("--out", default="results/variance_pilot")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0 or len(args.seeds) < 2:
@@ -347,20 +389,30 @@ def _args(argv):
 
 def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped: bool) -> pd.DataFrame:
     """summary.csv / summary.md / meta.json of the runs so far (rewritten after every run)."""
+    if args.cost_csv and len(runs):
+        runs = cpu_from_cost(runs, pd.read_csv(args.cost_csv))
     summary = (regime_summary(runs) if args.regimes else summarize(runs)) if len(runs) else pd.DataFrame()
     summary.to_csv(out / "summary.csv", index=False)
     pick = choose(summary) if args.regimes and len(summary) else None
     chosen = ("" if pick is None else f"\nChosen (lowest SD x sqrt(min/run), mean not lower, >= 6 seeds): regime "
               f"`{pick['regime']}`, reading `{pick['reading']}`\n")
+    trained = json.loads(Path(args.provenance).read_text()) if args.provenance else None
+    elsewhere = ("" if trained is None else
+                 f"Runs trained by: `{trained['command']}` on {trained['device']} (commit {trained['git_commit']}, "
+                 f"code fingerprint {trained['code_fingerprint']}, wall {trained['wall_seconds'] / 60:.1f} min, "
+                 f"data {trained['data']})  \n")
+    costs = ("" if not args.cost_csv else f"Training CPU minutes: from `{args.cost_csv}` (`cpu_from_cost`); "
+             "post-hoc CPU minutes: estimated as forward passes (`cpu_from_cost`)  \n")
     (out / "summary.md").write_text(
         "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
-        f"Command: `{command}`  \nCommit: {args.commit}  \nCode fingerprint: {args.fingerprint}  \n"
+        f"Command: `{command}`  \nCommit: {args.commit}  \nCode fingerprint: {args.fingerprint}  \n{elsewhere}{costs}"
         f"Top-1 read on: {args.eval_on}  \nWall time of this call: {(time.perf_counter() - t0) / 60:.1f} min\n\n"
         + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
     meta = {"command": command, "git_commit": args.commit, "code_fingerprint": args.fingerprint,
             "wall_seconds": time.perf_counter() - t0, "max_minutes": args.max_minutes, "stopped_by_cap": stopped,
             "seeds": args.seeds, "eval_on": args.eval_on, "configs": {k: v[0] for k, v in args.configs.items()},
-            "base": next(iter(args.configs.values()))[1].to_dict(), "threads": torch.get_num_threads()}
+            "base": next(iter(args.configs.values()))[1].to_dict(), "threads": torch.get_num_threads(),
+            "cost_csv": args.cost_csv, "trained_by": trained}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return summary
 
@@ -386,11 +438,7 @@ def main(argv=None) -> int:
             run_dir = Path(args.work) / name / f"seed{seed}" if args.regimes else None
             result = _train(recipe.replace(seed=seed), args.data, datasets, run_dir, args.eval_on == "tuning")
             seconds_per_cost.append(result["train_seconds"] / _cost(recipe))
-            row = {"config": name, "changes": json.dumps(changes), "seed": seed, **result,
-                   "images_per_class_train": recipe.images_per_class_train, "img_size": recipe.img_size,
-                   "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr,
-                   "ema_decay": recipe.ema_decay, "warmup_epochs": recipe.warmup_epochs, "eval_on": args.eval_on,
-                   "git_commit": args.commit, "code_fingerprint": args.fingerprint, "command": command}
+            row = run_row(name, changes, seed, recipe, result, args.eval_on, args.commit, args.fingerprint, command)
             runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
             runs.to_csv(runs_file, index=False)  # after every run: an interrupted pilot keeps what finished
             if run_dir is not None:

@@ -41,28 +41,29 @@ def average_states(states: list[dict]) -> dict:
 
 
 def precise_bn(model: nn.Module, train_dataset, batch_size: int = 64, max_images: int | None = None,
-               seed: int = 0) -> nn.Module:
-    """``model`` (changed in place and returned) with every BatchNorm's running statistics recomputed as the plain
-    average over shuffled training batches (train-time augmentation, ``seed`` fixed; at most ``max_images``,
-    default all): ``torch.optim.swa_utils.update_bn``. Leaves ``model`` in eval mode."""
+               seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
+    """``model`` (moved to ``device``, changed in place and returned) with every BatchNorm's running statistics
+    recomputed as the plain average over shuffled training batches (train-time augmentation, ``seed`` fixed; at most
+    ``max_images``, default all): ``torch.optim.swa_utils.update_bn``. Leaves ``model`` in eval mode."""
     generator = torch.Generator().manual_seed(seed)
     loader = build_loader(train_dataset, batch_size, train=True, generator=generator)
     if max_images is not None:
         loader = [batch for _, batch in zip(range(max(1, max_images // batch_size)), loader)]
-    update_bn(((batch[0],) for batch in loader), model)
+    update_bn(((batch[0],) for batch in loader), model.to(device), device=torch.device(device))
     return model.eval()
 
 
 @torch.no_grad()
-def evaluate_tta(model: nn.Module, eval_dataset, batch_size: int = 256) -> dict:
+def evaluate_tta(model: nn.Module, eval_dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> dict:
     """Top-1 (%) of ``model`` over ``eval_dataset`` (an eval-transform ``ImageFolderDataset``) for the center crop
     (``"center"``) and for the mean softmax of the center crop and its horizontal mirror (``"flip"``). The deploy
     form is evaluated (`gv3lite.train.deploy_form`: the same function, faster). Raises ``FloatingPointError`` when
-    the logits are not finite."""
-    model = deploy_form(model).eval()
+    the logits are not finite. Runs on ``device``."""
+    model = deploy_form(model).eval().to(device)
     correct = dict.fromkeys(TTA_VARIANTS, 0)
     n = 0
     for images, targets in build_loader(eval_dataset, batch_size, train=False):
+        images, targets = images.to(device), targets.to(device)
         p = model(images).float()
         q = model(torch.flip(images, dims=[3])).float()
         if not bool(torch.isfinite(p).all() and torch.isfinite(q).all()):
@@ -74,14 +75,14 @@ def evaluate_tta(model: nn.Module, eval_dataset, batch_size: int = 256) -> dict:
 
 
 def posthoc_top1(model: nn.Module, checkpoints: list[dict], train_dataset, eval_dataset,
-                 bn_images: int | None = None) -> dict:
+                 bn_images: int | None = None, device: str | torch.device = "cpu") -> dict:
     """Top-1 (%) on ``eval_dataset`` of one run's weights, each with and without flip averaging.
 
     ``model``: the run's architecture (train form); ``checkpoints``: its last end-of-epoch training checkpoints
     (``gv3lite.train.fit``'s ``last.pth`` after each of the last epochs, oldest first; keys ``model`` and
     ``model_ema``). Keys of the result, ``<weights>_<center|flip>``: ``raw`` (final weights), ``ema`` (EMA
     weights), ``raw_pbn`` / ``ema_pbn`` (the same with `precise_bn` statistics from ``train_dataset``), ``avg_pbn``
-    (mean of the raw weights of all ``checkpoints``, `average_states`, then precise BN)."""
+    (mean of the raw weights of all ``checkpoints``, `average_states`, then precise BN). Evaluates on ``device``."""
     last = checkpoints[-1]
     weights = {"raw": (last["model"], False), "ema": (last["model_ema"], False), "raw_pbn": (last["model"], True),
                "ema_pbn": (last["model_ema"], True),
@@ -93,6 +94,6 @@ def posthoc_top1(model: nn.Module, checkpoints: list[dict], train_dataset, eval_
         m = copy.deepcopy(model)
         m.load_state_dict(state)
         if recompute:
-            precise_bn(m, train_dataset, max_images=bn_images)
-        out.update({f"{name}_{k}": v for k, v in evaluate_tta(m, eval_dataset).items()})
+            precise_bn(m, train_dataset, max_images=bn_images, device=device)
+        out.update({f"{name}_{k}": v for k, v in evaluate_tta(m, eval_dataset, device=device).items()})
     return out

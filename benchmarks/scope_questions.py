@@ -1,0 +1,170 @@
+"""Two questions about the scope of the study's claims (issue 22, item 4), each answered with its own interval.
+
+The paper's claims are about 600-epoch training of compact models; the study trains for ~1,000 optimizer steps.
+
+* **(a) Does the re-parameterization effect change with training length?** The paper's branches (3 conv branches,
+  scale and identity branch) against one plain conv, at the quick budget's length (10 epochs, ~930 steps) and at
+  4x the optimizer steps (40 epochs).
+* **(b) Is the Mixup/CutMix penalty specific to compact models, or to short training?** Mixup (alpha 0.8) and
+  CutMix (alpha 1.0, timm switches between them per batch) against neither, for GhostNetV3 0.5x and 1.3x at 10
+  epochs (an interaction with width) and for 0.5x at 10 and 40 epochs (an interaction with length).
+
+Every cell is the ``ghostnetv3`` preset at the quick budget's size (`variance_pilot.BASE`: 300 train images per
+class, 48 px, batch 32, lr 2e-3) without a teacher, so the contrasts measure the ingredient, not transfer from a
+teacher. Students train on ``train/`` minus the tuning split and every number is top-1 of the EMA weights on all of
+``val/`` (no setting of these runs was chosen on val). A longer cell scales the warm-up and the EMA horizon with its
+length (`LONG`). Seeds pair the cells: seed s of every cell shares its initial weights and batch order.
+
+The analysis (`analyse`) fits, per question, ``top1 ~ C(seed) + a * b`` by OLS (statsmodels) on the 2 x 2 cells with
+0/1 indicators: ``a`` the ingredient (branches; Mixup/CutMix), ``b`` the condition (40 epochs; width 1.3x). It reports
+the ingredient's effect at each level of the condition and their difference (the interaction ``a:b``), each with a
+95% t interval on the residual degrees of freedom.
+
+Trained by ``benchmarks/device_runs.py`` (a lent GPU) or here on a CPU::
+
+    python benchmarks/scope_questions.py --seeds 0 1 2 3 --out results/scope_questions   # 32 trainings, hours on a CPU
+    python benchmarks/scope_questions.py --analyse results/scope_questions/runs.csv        # the intervals only
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import statsmodels.formula.api as smf
+
+from gv3lite.data import build_datasets, resolve_data_root
+from gv3lite.experiment import run
+from gv3lite.recipe import preset
+from gv3lite.study.grids import PLAIN
+from gv3lite.utils import git_commit, write_csv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from variance_pilot import BASE, code_fingerprint  # noqa: E402  (a sibling script, not a package)
+
+LONG = 4  # the long cells train this many times the base's epochs (and optimizer steps)
+MIX = dict(mixup_alpha=0.8, cutmix_alpha=1.0)
+BRANCHES = {}  # the ghostnetv3 preset: 3 conv branches, scale and identity branch
+
+
+def long(base: dict) -> dict:
+    """The base's changes for `LONG` x its epochs: warm-up as the same fraction of training, EMA decay by the
+    budgets' rule 1 - 10 / optimizer steps (here scaled from the base's: 1 - (1 - decay) / LONG)."""
+    return dict(epochs=base["epochs"] * LONG, warmup_epochs=base["warmup_epochs"] * LONG,
+                ema_decay=1 - (1 - base["ema_decay"]) / LONG, eval_every=base["epochs"] * LONG)
+
+
+def cells(base: dict) -> dict[str, dict]:
+    """cell name -> changes from ``base`` (every cell of both questions; shared cells are trained once)."""
+    slow = long(base)
+    return {"branches/short": dict(BRANCHES), "plain/short": dict(PLAIN), "branches/long": {**BRANCHES, **slow},
+            "plain/long": {**PLAIN, **slow}, "mix/short": dict(MIX), "mix/long": {**MIX, **slow},
+            "w130/short": dict(model="ghostnetv3_130"), "w130_mix/short": dict(model="ghostnetv3_130", **MIX)}
+
+
+# question -> (ingredient a, condition b, {(a, b): cell}); the ingredient's effect is cell(a=1) - cell(a=0)
+QUESTIONS = {
+    "4a reparam x length": ("branches", "long", {(1, 0): "branches/short", (0, 0): "plain/short",
+                                                 (1, 1): "branches/long", (0, 1): "plain/long"}),
+    "4b mix x width": ("mix", "wide", {(1, 0): "mix/short", (0, 0): "branches/short",
+                                       (1, 1): "w130_mix/short", (0, 1): "w130/short"}),
+    "4b mix x length": ("mix", "long", {(1, 0): "mix/short", (0, 0): "branches/short",
+                                        (1, 1): "mix/long", (0, 1): "branches/long"}),
+}
+
+
+def recipe_of(cell: str, seed: int, sets: dict | None = None):
+    """The resolved Recipe of ``cell`` at ``seed`` (the base with ``sets`` applied first, e.g. a smoke size)."""
+    base = {**BASE, **(sets or {})}
+    return preset("ghostnetv3", **{**base, **cells(base)[cell]}).replace(seed=seed)
+
+
+def datasets_for(recipe, data):
+    """(train minus the tuning split, all of val) at the recipe's size, decoded once per image size."""
+    return build_datasets(data, recipe.img_size, classes=recipe.classes,
+                          images_per_class_train=recipe.images_per_class_train,
+                          images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
+                          auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
+                          scale=(recipe.min_crop_scale, 1.0), tuning="exclude")
+
+
+def train_cell(recipe, data, datasets, device: str = "cpu") -> dict:
+    """Train ``recipe`` once; its final val top-1 (%) of the raw and EMA weights, wall seconds and train images."""
+    t0 = time.perf_counter()
+    history = run(recipe, data, out_dir=None, quiet=True, datasets=datasets, device=device)
+    last = history.iloc[-1]
+    return {"top1_raw": float(last.val_top1), "top1_ema": float(last.ema_top1),
+            "train_seconds": time.perf_counter() - t0, "train_images": len(datasets[0]),
+            "epochs": recipe.epochs, "model": recipe.model}
+
+
+def analyse(runs: pd.DataFrame, column: str = "top1_ema") -> pd.DataFrame:
+    """Per question of `QUESTIONS`, three rows: the ingredient's effect (pp) at the condition's low and high level
+    and the interaction (high minus low), each with its 95% interval and p-value from ``top1 ~ C(seed) + a * b``
+    (OLS; seeds with all four cells only), the seeds used and the residual SD and df. A question without two
+    complete seeds gives NaN rows."""
+    rows = []
+    for question, (a, b, grid) in QUESTIONS.items():
+        part = runs[runs["cell"].isin(grid.values())]
+        full = part.groupby("seed")["cell"].nunique()
+        part = part[part["seed"].isin(full[full == 4].index)]
+        coded = {cell: key for key, cell in grid.items()}
+        data = part.assign(a=[coded[c][0] for c in part["cell"]], b=[coded[c][1] for c in part["cell"]],
+                           y=part[column])
+        seeds = data["seed"].nunique()
+        fit = smf.ols("y ~ C(seed) + a * b", data=data).fit() if seeds >= 2 else None
+        for label, contrast in ((f"{a} at {b}=0", "a = 0"), (f"{a} at {b}=1", "a + a:b = 0"),
+                                (f"interaction {a} x {b}", "a:b = 0")):
+            row = {"question": question, "contrast": label, "seeds": seeds}
+            if fit is not None:
+                test = fit.t_test(contrast)
+                lo, hi = test.conf_int(alpha=0.05)[0]
+                row.update(estimate=float(test.effect[0]), lo95=float(lo), hi95=float(hi),
+                           p=float(test.pvalue), residual_sd=float(fit.mse_resid ** 0.5), df=int(fit.df_resid))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame, header: str) -> str:
+    """``table`` (from `analyse`) as a Markdown section under ``header``."""
+    cols = list(table.columns)
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="ImageFolder root (default: GV3LITE_DATA or the repo's data)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--analyse", default=None, metavar="RUNS_CSV", help="analyse recorded runs; train nothing")
+    parser.add_argument("--out", default="results/scope_questions")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.analyse:
+        table = analyse(pd.read_csv(args.analyse))
+        print(markdown(table, f"# Scope questions ({args.analyse})"))
+        return 0
+    data, command = resolve_data_root(args.data), "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    rows, cache = [], {}
+    for seed in args.seeds:
+        for cell in cells(BASE):
+            recipe = recipe_of(cell, seed)
+            if recipe.img_size not in cache:
+                cache[recipe.img_size] = datasets_for(recipe, data)
+            result = train_cell(recipe, data, cache[recipe.img_size], args.device)
+            rows.append({"cell": cell, "seed": seed, **result, "git_commit": git_commit(),
+                         "code_fingerprint": code_fingerprint(), "command": command})
+            write_csv(pd.DataFrame(rows), out / "runs.csv")
+            print(f"{cell:16s} seed {seed}: EMA top-1 {result['top1_ema']:.2f}%", flush=True)
+    print(markdown(analyse(pd.DataFrame(rows)), "# Scope questions"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
