@@ -152,3 +152,18 @@ def fake_training(monkeypatch):
         (run_dir / "result.json").write_text(json.dumps(result))
         return result
     monkeypatch.setattr(workers, "_train_run", train)
+
+
+@pytest.fixture
+def factorial_study(fake_training, make_image_root):
+    """A factory of factorial studies trained by the stand-in (`fake_training`): ``factorial_study(out, "quick")``
+    runs ``gv3lite.study.blocks.reproduce_factorial`` into ``<out>/<budget>`` (the budget's blocks and looks) and
+    returns that folder."""
+    from gv3lite.study.blocks import reproduce_factorial
+
+    def make(out, budget="smoke", **kw):
+        root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
+        reproduce_factorial(budget, out=out, data=root, log=lambda *a: None,
+                            command=f"gv3lite reproduce --design factorial --budget {budget} --data {root}", **kw)
+        return Path(out) / budget
+    return make

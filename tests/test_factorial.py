@@ -186,3 +186,10 @@ def test_missing_run_and_mixed_designs_are_refused_without_loss(tmp_path, capsys
     assert (folder / "runs.csv").read_bytes() == before
     assert (tmp_path / "g" / "smoke" / "runs.csv").read_bytes() == recorded
     assert pd.read_csv(factorial / "runs.csv").equals(runs)
+
+
+def test_the_wall_time_ends_a_study_only_from_its_first_look_on(tmp_path, factorial_study, monkeypatch):
+    monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "smoke", dict(first_look=2, max_blocks=3, wall_minutes=1e-6))
+    out = factorial_study(tmp_path)
+    assert pd.read_csv(out / "runs.csv")["seed"].nunique() == 2  # the first look's blocks, then the time is spent
+    assert "stopped: True (the budget's 1e-06 min of wall time spent (calls.csv))" in (out / "report.md").read_text()

@@ -186,3 +186,23 @@ def test_sizing_note_gives_the_half_width_reached_and_the_seeds_the_target_needs
     assert sizing_note(narrow, "quick", runs).endswith("(met).")
     assert sizing_note(table, "full", runs) == ""            # no target before a GPU measurement
     assert sizing_note(table[table["method"].str.startswith("within-run")], "quick", runs) == ""
+
+
+def test_a_factorial_study_gets_its_claims_in_the_readme_block_checked_against_its_runs(tmp_path, factorial_study,
+                                                                                        capsys):
+    study = factorial_study(tmp_path / "results", "quick")
+    claims = pd.read_csv(study / "verdicts.csv")
+    text = readme_results(tmp_path / "results")
+    assert text.startswith("**quick budget**") and "replicated 2^(6-2) fractional factorial (I = +ABEF" in text
+    assert f"Verdicts of the {len(claims)} declared claims" in text and "| reparam | better |" in text
+    assert "95% half-width target of the quick budget: ±2 pp; reached ±" in text and "**Trained by" not in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
+    args = ["readme", "--results", str(tmp_path / "results"), "--readme", str(readme)]
+    assert main(args) == 0 and main([*args, "--check"]) == 0
+    claims.loc[0, "diff"] += 0.5  # a verdicts.csv the runs do not give
+    claims.to_csv(study / "verdicts.csv", index=False)
+    assert main([*args, "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "verdicts.csv: claim reparam: recorded diff" in err and "gv3lite report" in err
+    assert committed_study("quick", results=tmp_path / "results") is None  # notebooks: grid contrasts only

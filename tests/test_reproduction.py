@@ -152,3 +152,24 @@ def test_make_main_without_data_or_into_a_foreign_study_is_one_line_and_exit_2(t
     assert err.startswith("gv3lite reproduce: error: ") and "trained by other training code" in err
     assert err.count("\n") == 1 and "mv " in err
     assert not (tmp_path / "study" / "smoke" / "calls.csv").exists()  # refused before anything was trained
+
+
+def test_factorial_studies_are_compared_claim_by_claim_and_designs_never_mixed(tmp_path, factorial_study, capsys):
+    user = factorial_study(tmp_path / "user")
+    committed = tmp_path / "committed" / "smoke"
+    shutil.copytree(user, committed)
+    assert main(["compare", str(user), str(committed)]) == 0
+    text = (user / "reproduction.md").read_text()
+    claims = pd.read_csv(user / "verdicts.csv")
+    assert f"all 16 trainings in common are identical; verdicts agree for {len(claims)} of {len(claims)}" in text
+    assert "| claim | yours | committed |" in text and "| reparam | " in text and "Same training code" in text
+    ofat = _study(tmp_path, "ofat")  # the committed one-factor study, as if of the smoke budget
+    pd.read_csv(ofat / "runs.csv").assign(budget="smoke").to_csv(ofat / "runs.csv", index=False)
+    assert main(["compare", str(user), str(ofat)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the 2^(6-2) fractional factorial (--design factorial)" in err
+    assert "the one-factor-at-a-time grids (--design ofat): only studies of one design are compared" in err
+    mixed = pd.concat([pd.read_csv(user / "runs.csv"), pd.read_csv(ofat / "runs.csv")])
+    mixed.to_csv(user / "runs.csv", index=False)
+    assert main(["compare", str(user), str(committed)]) == 2
+    assert "runs.csv mixes two designs" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 After each block (16 runs, block b with seed b, in the random order drawn from the seed) the results files are
 written, and from the budget's first look on the claims are tested (``gv3lite.study.looks``). The study stops when
 every claim is decided, at the budget's declared maximum of blocks, or when the wall time recorded in ``calls.csv``
-(all sittings) reaches the budget's ``wall_minutes`` (``gv3lite.budgets.FACTORIAL_BLOCKS``). Re-running resumes: a
+(all sittings) reaches the budget's ``wall_minutes`` (``gv3lite.budgets.FACTORIAL_BLOCKS``) -- the wall time ends a
+study only from its first look on, so a slow machine still gets the blocks the first look needs. Re-running resumes: a
 finished run is never retrained, an interrupted one continues from its checkpoint, and the looks are recomputed from
 the recorded runs, so they are the same whatever the sittings were. ``design.json`` records the design.
 
@@ -28,7 +29,7 @@ from gv3lite.data import resolve_data_root
 from gv3lite.launch import cap_jobs
 from gv3lite.recipe import Recipe
 from gv3lite.study.factorial import effects_table
-from gv3lite.study.factorial_report import (check_design_file, design_record, plot_factorial, stop_reason,
+from gv3lite.study.factorial_report import (check_design_file, design_record, plot_factorial, stop_state,
                                             write_factorial_report)
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.plan import factorial_plan
@@ -104,9 +105,9 @@ def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int 
         history = gather_run_files(out_dir, runs["run_id"].unique(), "metrics.csv", "history.csv")
         folder = Path(figures_dir or os.environ.get("GV3LITE_FIGURES") or out_dir / "figures")
         figures = plot_factorial(result["claims"], runs, budget, history, folder=folder)
+    stopped, reason = stop_state(result, budget, calls) if result else (False, "no look yet")
     return {**{k: v for k, v in counts.items() if k != "todo"}, "out_dir": out_dir, "blocks": blocks,
-            "stopped": bool(result and result["stopped"]),
-            "reason": stop_reason(result, budget, calls) if result else "no look yet",
+            "stopped": stopped, "reason": reason,
             "claims": result["claims"] if result else None, "figures": figures}
 
 
@@ -132,7 +133,8 @@ def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, genera
                                                               zip(claims["claim"], claims["verdict"])))
             if result["stopped"]:
                 break
-        if settings["wall_minutes"] and spent + time.perf_counter() - t0 >= 60 * settings["wall_minutes"]:
+        spent_all = settings["wall_minutes"] and spent + time.perf_counter() - t0 >= 60 * settings["wall_minutes"]
+        if spent_all and result is not None:  # the wall time ends a study only once it has had its first look
             log(f"the budget's {settings['wall_minutes']} min of wall time are spent: stopping after block "
                 f"{blocks - 1}")
             break

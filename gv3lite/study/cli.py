@@ -227,8 +227,9 @@ def add_compare(subparsers) -> None:
                                               "by claim; writes YOURS/reproduction.md",
                               description="Compare the study in YOURS (e.g. runs/study/quick, written by `make main`) "
                                           "with COMMITTED (e.g. results/quick): per training whether top-1 is "
-                                          "identical (else the difference), per claim both 95%% intervals and "
-                                          "whether the verdicts agree. `make main` and `make medium` run it.")
+                                          "identical (else the difference), per claim both intervals and whether "
+                                          "the verdicts agree. Both studies must be of one budget and one design "
+                                          "(factorial or one-factor grids). `make main` and `make medium` run it.")
     p.add_argument("yours", help="your study's folder (runs/study/<budget>)")
     p.add_argument("committed", help="the committed study's folder (results/<budget>)")
     p.set_defaults(func=run_compare)
@@ -246,9 +247,10 @@ def add_publish(subparsers) -> None:
     p = subparsers.add_parser("publish", help="maintainers: a trained study becomes the committed results/, "
                                               "figures/ and README's Results block (make publish)",
                               description="Copy the records of STUDY/BUDGET (runs.csv, history.csv, predictions, "
-                                          "calls.csv) into RESULTS/BUDGET, re-render its summary, verdicts, "
-                                          "report.md and figures, and regenerate README.md's Results block. Refuses "
-                                          "a study with interrupted runs or runs of other training code.")
+                                          "calls.csv, design.json) into RESULTS/BUDGET, re-render its report and "
+                                          "figures by its design (factorial or one-factor grids), and regenerate "
+                                          "README.md's Results block. Refuses a study with interrupted runs, runs of "
+                                          "other training code, or both designs in one folder.")
     p.add_argument("--budget", required=True, choices=list(FIGURES), help="quick (make main) or medium (make medium)")
     p.add_argument("--study", default="runs/study", help="the study root make main trained into (default runs/study)")
     p.add_argument("--results", default="results", help="the committed results root (default results)")
@@ -260,6 +262,8 @@ def add_publish(subparsers) -> None:
 def run_publish(args) -> int:
     done = publish(args.budget, args.study, args.results, render_only=args.render_only)
     print(("re-rendered " if args.render_only else f"published {args.study}/{args.budget} as ") + str(done["results"])
-          + f"; figures in {FIGURES[args.budget]}/; README.md "
-          + ("Results block regenerated" if done["readme_changed"] else "unchanged"))
+          + f" ({done['design']} design); figures in {FIGURES[args.budget]}/; README.md "
+          + ("Results block regenerated" if done["readme_changed"] else "unchanged")
+          + (f"; removed what the other design had rendered: {', '.join(str(p) for p in done['removed'])}"
+             if done["removed"] else ""))
     return 0

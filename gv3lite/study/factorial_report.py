@@ -136,8 +136,9 @@ def target_note(claims: pd.DataFrame, budget: str, blocks: int, calls: pd.DataFr
             f"({RUNS_PER_BLOCK * blocks} trainings)")
     if (half <= target).all():
         return text + " (met)."
-    need = math.ceil(blocks * (float(half.max()) / target) ** 2)
-    text += f" (not met): at the spread measured here ±{target:g} pp needs about {need} blocks"
+    need, most = math.ceil(blocks * (float(half.max()) / target) ** 2), FACTORIAL_BLOCKS[budget]["max_blocks"]
+    text += (f" (not met): at the spread measured here ±{target:g} pp needs about {need} blocks"
+             + (f", more than the budget's declared maximum of {most}" if need > most else ""))
     trained = 0 if calls is None or calls.empty else int(calls["trained"].sum())
     if trained:
         per_training = wall_time(calls) / trained
@@ -146,13 +147,13 @@ def target_note(claims: pd.DataFrame, budget: str, blocks: int, calls: pd.DataFr
     return text + "."
 
 
-def stop_reason(result: dict, budget: str, calls: pd.DataFrame | None) -> str:
-    """Why the study stopped, from the records: `analyse_looks`' reason, or the budget's wall time when the calls
-    recorded in ``calls`` spent it before the claims were decided."""
+def stop_state(result: dict, budget: str, calls: pd.DataFrame | None) -> tuple[bool, str]:
+    """``(stopped, reason)`` of a study, from the records: `analyse_looks`' (every claim decided, or the declared
+    maximum of blocks), or stopped because the calls recorded in ``calls`` spent the budget's wall time first."""
     minutes = FACTORIAL_BLOCKS[budget]["wall_minutes"]
     if not result["stopped"] and minutes and calls is not None and len(calls) and wall_time(calls) >= 60 * minutes:
-        return f"the budget's {minutes} min of wall time spent (calls.csv)"
-    return result["reason"]
+        return True, f"the budget's {minutes} min of wall time spent (calls.csv)"
+    return bool(result["stopped"]), result["reason"]
 
 
 def _fields(levels: dict) -> str:
@@ -176,12 +177,12 @@ def design_lines(record: dict) -> list[str]:
 
 
 def _header(result: dict, runs: pd.DataFrame, budget: str, calls) -> list[str]:
-    label = code_label(runs)
+    label, (stopped, reason) = code_label(runs), stop_state(result, budget, calls)
     return [f"# gv3lite factorial study — {budget} budget", "", f"Command: `{study_command(runs)}`  ",
             f"Runs trained at commit {study_commits(runs)}, code fingerprint "
             f"{', '.join(recorded_fingerprints(runs)) or 'unknown'}  ", *([label, ""] if label else []),
-            f"{result['blocks']} block(s), {RUNS_PER_BLOCK * result['blocks']} runs; stopped: {result['stopped']} "
-            f"({stop_reason(result, budget, calls)}); {calls_note(calls)}", ""]
+            f"{result['blocks']} block(s), {RUNS_PER_BLOCK * result['blocks']} runs; stopped: {stopped} ({reason}); "
+            f"{calls_note(calls)}", ""]
 
 
 def write_factorial_report(result: dict, record: dict, out_dir, budget: str, runs: pd.DataFrame, calls=None,

@@ -1,9 +1,13 @@
 """`publish` (``make publish``, maintainers): a study trained by ``make main`` / ``make medium`` in
 ``runs/study/<budget>/`` becomes the committed ``results/<budget>/``, its figures and README.md's Results block.
 
-The recorded files (`RECORDS`: runs, per-epoch history, per-image predictions, the call log) are copied; everything
-else is rendered from them (``gv3lite.study.report.report``: summary, verdicts, report.md, figures; then the README
-block), so re-rendering unchanged inputs gives byte-identical files (``tests/test_publish.py``). Only a finished study
+The recorded files (`RECORDS`: runs, per-epoch history, per-image predictions, the call log, a factorial's
+design.json) are copied; everything else is rendered from them, by the design the study has (``gv3lite.study.records
+.folder_design``): the factorial's ``gv3lite.study.factorial_report.report_factorial`` (verdicts, looks, effects,
+report.md, its forest plot and learning curves) or the one-factor grids' ``gv3lite.study.report.report`` (summary,
+verdicts, report.md, figures); then the README block. Rendered files and study figures (``ablation_*.png``) of the
+other design are removed, so the committed folder never holds two designs. Re-rendering unchanged inputs gives
+byte-identical files (``tests/test_publish.py``). Only a finished study
 of the current training code is published (``gv3lite.fingerprint``): a study with interrupted runs, or runs of other
 code, is refused with one line naming the problem and the fix. ``render_only`` re-renders the committed results
 without a study (after a change to the analysis or the report).
@@ -15,12 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.fingerprint import fingerprint_status
+from gv3lite.study.factorial_report import report_factorial
 from gv3lite.study.readme import readme_results, split_readme
-from gv3lite.study.records import CALLS, PREDICTIONS
+from gv3lite.study.records import CALLS, DESIGN_FILE, PREDICTIONS, folder_design
 from gv3lite.study.report import report
 from gv3lite.utils import repo_root, write_atomic
 
-RECORDS = ("runs.csv", "history.csv", PREDICTIONS, CALLS)
+RECORDS = ("runs.csv", "history.csv", PREDICTIONS, CALLS, DESIGN_FILE)
+RENDERED = {"ofat": ("summary.csv", "summary.md", "verdicts.csv", "report.md"),   # what each design renders
+            "factorial": ("verdicts.csv", "looks.csv", "effects.csv", "report.md")}
 FIGURES = {"quick": "figures", "medium": "figures/medium"}  # budget -> the committed figure folder
 MAKE = {"quick": "make main", "medium": "make medium"}
 
@@ -33,6 +40,7 @@ def check_publishable(study_dir: Path, budget: str) -> pd.DataFrame:
     if not file.is_file():
         raise FileNotFoundError(f"nothing to publish: {file} does not exist; train the study first (`{make}`)")
     runs = pd.read_csv(file)
+    folder_design(study_dir)  # a folder that mixes the two designs: refused
     interrupted = sorted(p.parent.name for p in (study_dir / "runs").glob("*/last.pth")
                          if not (p.parent / "result.json").is_file())
     if interrupted:
@@ -49,9 +57,10 @@ def check_publishable(study_dir: Path, budget: str) -> pd.DataFrame:
 def publish(budget: str, study="runs/study", results="results", figures=None, readme="README.md",
             render_only: bool = False) -> dict:
     """Copy the records of ``<study>/<budget>`` into ``<results>/<budget>`` (unless ``render_only``), re-render
-    summary, verdicts, report.md and the figures there (figures into ``figures``, default `FIGURES` of the budget)
-    and regenerate ``readme``'s Results block. Returns ``dict(results, figures, copied, readme_changed)``.
-    Raises like `check_publishable`, and ``FileNotFoundError`` when ``render_only`` finds no committed runs.csv."""
+    them there by their design (see the module doc; figures into ``figures``, default `FIGURES` of the budget),
+    remove what the other design rendered, and regenerate ``readme``'s Results block. Returns ``dict(results,
+    figures, copied, removed, readme_changed, design)``. Raises like `check_publishable`, ``FileNotFoundError`` when
+    ``render_only`` finds no committed runs.csv, and ``ValueError`` for a folder that mixes designs."""
     study_dir, results_dir = Path(study) / budget, Path(results) / budget
     copied = []
     if not render_only:
@@ -63,12 +72,29 @@ def publish(budget: str, study="runs/study", results="results", figures=None, re
                 (results_dir / name).unlink()
     elif not (results_dir / "runs.csv").is_file():
         raise FileNotFoundError(f"{results_dir}/runs.csv does not exist: nothing to re-render; publish a study first")
+    design = folder_design(results_dir)
     folder = Path(figures) if figures else repo_root() / FIGURES.get(budget, f"figures/{budget}")
-    rendered = report(results_dir, figures_dir=folder, out_dir=results_dir)
+    if design == "factorial":
+        rendered = report_factorial(results_dir, out_dir=results_dir, figures_dir=folder)
+    else:
+        rendered = report(results_dir, figures_dir=folder, out_dir=results_dir)
+    removed = _remove_stale(results_dir, folder, design, rendered["figures"])
     readme = Path(readme)
     head, block, tail = split_readme(readme.read_text(), str(readme))
     generated = readme_results(Path(results))
     if generated != block:
         write_atomic(readme, head + generated + tail)
-    return {"results": results_dir, "figures": rendered["figures"], "copied": copied,
-            "readme_changed": generated != block}
+    return {"results": results_dir, "figures": rendered["figures"], "copied": copied, "removed": removed,
+            "readme_changed": generated != block, "design": design}
+
+
+def _remove_stale(results_dir: Path, folder: Path, design: str, figures: list) -> list[Path]:
+    """Remove the files the other design rendered into ``results_dir`` and the study figures (``ablation_*.png``) of
+    ``folder`` that this rendering did not write (e.g. the one-factor grids' after a factorial study is published)."""
+    other = set(RENDERED["ofat" if design == "factorial" else "factorial"]) - set(RENDERED[design])
+    written = {Path(p).name for p in figures}
+    stale = [results_dir / name for name in sorted(other) if (results_dir / name).is_file()]
+    stale += [p for p in sorted(folder.glob("ablation_*.png")) if p.name not in written]
+    for path in stale:
+        path.unlink()
+    return stale

@@ -1,9 +1,11 @@
 """The committed studies: README.md's generated Results block (`readme_results`, `split_readme`, between
-`README_BEGIN` and `README_END`, from ``results/quick`` and ``results/medium``) and `committed_study` (a committed
-study for notebooks to show, labelled as loaded).
+`README_BEGIN` and `README_END`, from ``results/quick`` and ``results/medium``, each of either design: the factorial's
+declared claims or the one-factor grids' contrasts) and `committed_study` (a committed one-factor study for notebooks
+to show, labelled as loaded).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,12 @@ import pandas as pd
 
 from gv3lite.schemas import read_results, results_error
 from gv3lite.study.analysis import verdicts
+from gv3lite.study.factorial_report import RUNS_PER_BLOCK, claim_lines, stop_state, target_note
+from gv3lite.study.looks import analyse_looks
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import PREDICTIONS, read_calls, read_verdicts
-from gv3lite.study.report import calls_note, sizing_note, verdict_lines
+from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, design_of, read_calls, read_claims, read_verdicts
+from gv3lite.study.report import calls_note, sizing_note, study_command, study_commits, verdict_lines
 from gv3lite.utils import repo_root
 
 
@@ -24,12 +28,15 @@ def committed_study(budget: str = "quick", results=None, grids=None) -> dict | N
 
     Returns ``dict(runs, verdicts, label, budget)`` (``runs``/``verdicts`` restricted to ``grids`` when given;
     ``label`` a one-line Markdown provenance note: file, budget, seeds, trainings, commits), or ``None`` when the file
-    is absent or holds no contrast of ``grids``.
+    is absent, holds no contrast of ``grids``, or holds a factorial study (it has no grid contrasts: its claims are
+    in its verdicts.csv, ``gv3lite.study.records.read_claims``).
     """
     path = Path(results or repo_root() / "results") / budget / "runs.csv"
     if not path.is_file():
         return None
     runs = read_results(path)
+    if design_of(runs, path) == "factorial":
+        return None
     if grids is not None:
         runs = runs[runs["grid"].isin(list(grids))].reset_index(drop=True)
         if runs.empty:
@@ -78,6 +85,8 @@ def readme_results(results_root) -> str:
 
 
 def _readme_budget(folder: Path, budget: str, make: str) -> str:
+    if design_of(read_results(folder / "runs.csv"), folder / "runs.csv") == "factorial":
+        return _readme_factorial(folder, budget, make)
     runs, table, calls = read_results(folder / "runs.csv"), read_verdicts(folder / "verdicts.csv"), read_calls(folder)
     check_verdicts(folder, runs, table)
     shown = _shown(folder)
@@ -109,6 +118,54 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     sizing = sizing_note(table, budget, runs, calls)
     lines += [sizing, ""] if sizing else []
     return "\n".join(lines)
+
+
+def _readme_factorial(folder: Path, budget: str, make: str) -> str:
+    """The Results block's part of a factorial study: provenance, the design, the claim table, the half-width note."""
+    runs, claims, calls = read_results(folder / "runs.csv"), read_claims(folder / "verdicts.csv"), read_calls(folder)
+    result = check_claims(folder, runs, claims)
+    shown, blocks = _shown(folder), int(result["blocks"])
+    record = json.loads((folder / DESIGN_FILE).read_text()) if (folder / DESIGN_FILE).is_file() else {}
+    relation = f" ({record['defining_relation']})" if "defining_relation" in record else ""
+    counted, (stopped, reason) = claims["verdict"].value_counts(sort=False), stop_state(result, budget, calls)
+    lines = [f"**{budget} budget** (`{shown}/`; full report with the design, its aliases and the looks: "
+             f"`{shown}/report.md`). Design: the replicated 2^(6-2) fractional factorial{relation}, {blocks} "
+             f"block{'s' if blocks != 1 else ''} of {RUNS_PER_BLOCK} runs (seeds "
+             f"{', '.join(map(str, sorted(int(x) for x in runs['seed'].unique())))}); "
+             f"{'stopped' if stopped else 'not finished'}: {reason}. Command `{study_command(runs)}`; code at commit "
+             f"{study_commits(runs)}; {runs['run_id'].nunique()} trainings; {calls_note(calls)}. Verdicts of the "
+             f"{len(claims)} declared claims: " + ", ".join(f"{n} **{v}**" for v, n in counted.items()) + ".", ""]
+    label = code_label(runs, make=make)  # a study trained by other code than the current one says so, visibly
+    lines += [label, ""] if label else []
+    lines += [*claim_lines(claims), ""]
+    note = target_note(claims, budget, blocks, calls)
+    lines += [note, ""] if note else []
+    return "\n".join(lines)
+
+
+def check_claims(folder: Path, runs: pd.DataFrame, claims: pd.DataFrame) -> dict:
+    """`analyse_looks` of a factorial study's runs.csv (with its predictions.csv.gz when there); raises
+    ``gv3lite.schemas.ResultsFileError`` naming ``<folder>/verdicts.csv`` unless its claims, diffs, intervals (to
+    1e-9) and verdicts are what the runs give (only the diffs without predictions.csv.gz). Returns the analysis."""
+    file, predictions_file = folder / "verdicts.csv", folder / PREDICTIONS
+    predictions = read_results(predictions_file) if predictions_file.is_file() else None
+    budget = str(runs["budget"].iloc[0]) if "budget" in runs else folder.name
+    result = analyse_looks(runs, budget, predictions if predictions is not None and len(predictions) else None)
+    fresh = result["claims"]
+    fix = (f"rewrite it from runs.csv with `gv3lite report {folder} --out {folder}`, or restore both files "
+           f"(git checkout -- {folder})")
+    if list(fresh["claim"]) != list(claims["claim"]):
+        raise results_error(file, f"holds the claims {list(claims['claim'])}, runs.csv gives {list(fresh['claim'])}",
+                            fix)
+    columns = ("diff", "low", "high", "verdict") if predictions is not None else ("diff",)
+    for (_, mine), (_, theirs) in zip(claims.iterrows(), fresh.iterrows()):
+        for column in columns:
+            a, b = mine[column], theirs[column]
+            same = a == b if column == "verdict" else np.isclose(float(a), float(b), rtol=1e-9, atol=1e-9)
+            if not same:
+                raise results_error(file, f"claim {mine['claim']}: recorded {column} {a!r}, recomputed from "
+                                    f"runs.csv {b!r}", fix)
+    return result
 
 
 def check_verdicts(folder: Path, runs: pd.DataFrame, table: pd.DataFrame) -> None:

@@ -5,7 +5,9 @@ of ``make main`` / ``make medium`` beside the user's results (``runs/study/<budg
 On a CPU, training is deterministic: the same training code (`gv3lite.fingerprint`) on the same data gives the same
 top-1 to the last digit, so a run is *reproduced* only when its top-1 (raw and EMA weights) is identical. A run id is
 the hash of the trained recipe, so runs are paired by id; runs of a plan that changed since the committed study have
-no partner and are listed as such.
+no partner and are listed as such. Both designs are compared the same way (claims of the one-factor grids by contrast,
+the factorial's by declared claim); two studies of different designs are not compared (one line naming both and the
+fix).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint, fingerprint_status, recorded_fingerprints
-from gv3lite.study.records import read_verdicts
+from gv3lite.study.records import DESIGNS, design_of, read_claims, read_verdicts
 from gv3lite.utils import write_atomic
 
 REPRODUCTION = "reproduction.md"
@@ -67,12 +69,35 @@ def compare_runs(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_claims(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
-    """One row per contrast (grid, cell, baseline) of either verdict table: the user's and the committed diff,
-    95% interval and verdict, and ``agree`` (the same verdict word; False where one side has no such contrast)."""
-    keys, cols = ["grid", "cell", "baseline"], ["diff", "low", "high", "verdict"]
-    table = user[keys + cols].merge(committed[keys + cols], on=keys, how="outer", suffixes=("_user", "_committed"))
+    """One row per claim of either verdict table: ``label`` (a one-factor contrast ``grid: cell vs baseline``, or a
+    factorial's declared claim), the user's and the committed diff, interval (``low``/``high``, as each verdict
+    table records it) and verdict, and ``agree`` (the same verdict word; False where one side lacks the claim)."""
+    cols = ["diff", "low", "high", "verdict"]
+
+    def labelled(table):
+        label = (table["grid"] + ": " + table["cell"] + " vs " + table["baseline"] if "grid" in table
+                 else table["claim"].astype(str))
+        return table[cols].assign(label=label.to_numpy())[["label", *cols]]
+    table = labelled(user).merge(labelled(committed), on="label", how="outer", sort=False,
+                                 suffixes=("_user", "_committed"))
     table["agree"] = table["verdict_user"].eq(table["verdict_committed"]) & table["verdict_user"].notna()
     return table
+
+
+def _verdict_table(folder: Path, design: str) -> pd.DataFrame:
+    return read_claims(folder / "verdicts.csv") if design == "factorial" else read_verdicts(folder / "verdicts.csv")
+
+
+def check_same_design(user: pd.DataFrame, committed: pd.DataFrame, user_dir, committed_dir) -> str:
+    """The design both runs.csv tables share (``"factorial"`` or ``"ofat"``); ``ValueError`` (one line, with the fix)
+    when a table mixes designs or the two are of different designs."""
+    mine, theirs = design_of(user, Path(user_dir) / "runs.csv"), design_of(committed, Path(committed_dir) / "runs.csv")
+    if mine != theirs:
+        raise ValueError(f"{user_dir} holds {DESIGNS[mine]}, {committed_dir} {DESIGNS[theirs]}: only studies of "
+                         f"one design are compared; compare with a study of the same design (`gv3lite reproduce "
+                         f"--design {theirs}` trains one), or make the committed study one of yours "
+                         "(`make publish`, maintainers)")
+    return mine
 
 
 def _interval(diff, low, high) -> str:
@@ -111,8 +136,9 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
     if budgets[0] and budgets[1] and budgets[0] != budgets[1]:
         raise ValueError(f"{user_dir} is a study of budget {budgets[0]}, {committed_dir} of {budgets[1]}: compare "
                          f"studies of one budget (make main: runs/study/quick with results/quick)")
+    design = check_same_design(user, committed, user_dir, committed_dir)
     runs = compare_runs(user, committed)
-    claims = compare_claims(read_verdicts(user_dir / "verdicts.csv"), read_verdicts(committed_dir / "verdicts.csv"))
+    claims = compare_claims(_verdict_table(user_dir, design), _verdict_table(committed_dir, design))
     code, same_code = _code_line(user, committed, current or code_fingerprint())
     common, shared = runs[runs["status"].isin(["identical", "differs"])], claims.dropna(subset=["diff_user",
                                                                                               "diff_committed"])
@@ -125,11 +151,11 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
     for r in runs.itertuples():
         lines.append(f"| {r.run_id} | {r.cells} | {r.seed} | {_pct(r.top1_user)} | {_pct(r.top1_committed)} "
                      f"| {'—' if r.diff != r.diff else f'{r.diff:+.2f}'} | {r.status} |")
-    lines += ["", "## Claim by claim (diff and 95% interval, pp)", "",
-              "| grid | contrast | yours | committed | your verdict | committed verdict | agree |",
-              "|---|---|---|---|---|---|---|"]
+    interval = "95% interval" if design == "ofat" else "the interval its verdict uses"
+    lines += ["", f"## Claim by claim (diff and {interval}, pp)", "",
+              "| claim | yours | committed | your verdict | committed verdict | agree |", "|---|---|---|---|---|---|"]
     for r in claims.itertuples():
-        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {_interval(r.diff_user, r.low_user, r.high_user)} "
+        lines.append(f"| {r.label} | {_interval(r.diff_user, r.low_user, r.high_user)} "
                      f"| {_interval(r.diff_committed, r.low_committed, r.high_committed)} "
                      f"| {r.verdict_user if isinstance(r.verdict_user, str) else '—'} "
                      f"| {r.verdict_committed if isinstance(r.verdict_committed, str) else '—'} "
