@@ -264,12 +264,16 @@ def error_message(err: BaseException) -> str:
 
 def resume_command(args, argv) -> str:
     """The command that continues an interrupted ``train`` (with ``--resume`` once ``--out`` holds a ``last.pth``;
-    the same command when no epoch finished yet) or ``reproduce`` (the same command: it resumes by itself)."""
+    the same command when no epoch finished yet) or ``reproduce`` (the same command: it resumes by itself). When
+    ``GV3LITE_RESUME`` is set (the Makefile sets ``make main`` / ``make medium``), that command comes first: it is
+    what the user typed."""
     argv = list(argv)
     if args.command == "train" and "--resume" not in argv:
         if (Path(args.out) / "last.pth").is_file():
             argv.append("--resume")
-    return "gv3lite " + shlex.join(argv)
+    command = "gv3lite " + shlex.join(argv)
+    typed = os.environ.get("GV3LITE_RESUME", "").strip()
+    return f"{typed}   (it runs: {command})" if typed else command
 
 
 def main(argv=None) -> int:

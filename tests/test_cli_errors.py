@@ -146,3 +146,15 @@ def test_download_without_network_is_a_clear_error(tmp_path, capsys, monkeypatch
     err = error_of(["train", "--download", "--data", str(tmp_path / "dl"), "--out", str(tmp_path / "out"), *TINY],
                    capsys)
     assert err.startswith("gv3lite train: error: could not download Imagenette into") and "by hand" in err, err
+
+
+def test_ctrl_c_under_make_names_the_make_target_that_resumes(tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("gv3lite.study.cli.reproduce_factorial", interrupted)
+    monkeypatch.setenv("GV3LITE_RESUME", "make main")  # as the Makefile's main target sets it
+    argv = ["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(f"To continue, run:\n  make main   (it runs: gv3lite {' '.join(argv)})\n")
+    assert err.startswith("gv3lite reproduce: interrupted; finished epochs and runs are kept")

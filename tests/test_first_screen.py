@@ -1,9 +1,11 @@
 """README.md's first screen (everything above ``## Notebooks``) is what a newcomer needs, and every number it quotes
-comes from a committed file; the reference material lives in docs/reference.md."""
+comes from a committed file; the reference material lives in docs/reference.md, and quotes the factorial's blocks
+as `gv3lite.budgets` declares them; `make main` / `make medium` run the factorial, then compare."""
 import re
 
 import pandas as pd
 
+from gv3lite.budgets import FACTORIAL_BLOCKS
 from gv3lite.study.provenance import code_label
 from gv3lite.study.records import read_calls
 from gv3lite.study.report import duration
@@ -54,3 +56,19 @@ def test_the_reference_page_measurements_cite_files_that_exist():
     assert cited
     missing = [c for c in sorted(cited) if "<" not in c and "*" not in c and not (ROOT / c).exists()]
     assert missing == []
+
+
+def test_make_main_and_medium_run_the_factorial_and_the_reference_quotes_its_blocks():
+    makefile = (ROOT / "Makefile").read_text()
+    for target, budget in (("main", "quick"), ("medium", "medium")):
+        recipe = re.search(rf"(?m)^{target}: install\n((?:\t.*\n)+)", makefile).group(1)
+        assert f'GV3LITE_RESUME="make {target}" $(GV3LITE) reproduce --design factorial --budget {budget} --jobs 2' \
+               in recipe and f"$(GV3LITE) compare $(STUDY)/{budget} results/{budget}" in recipe
+    text = " ".join((ROOT / "docs" / "reference.md").read_text().split())
+    q, m = FACTORIAL_BLOCKS["quick"], FACTORIAL_BLOCKS["medium"]
+    assert (f"quick after {q['first_look']} blocks, at most {q['max_blocks']}, {q['wall_minutes']} min; medium after "
+            f"{m['first_look']}, at most {m['max_blocks']}, {m['wall_minutes']} min") in text
+    for budget, b in (("quick", q), ("medium", m)):
+        row = next(line for line in text.split("| `")[1:] if line.startswith(f"{budget}`"))
+        assert f"first look after {b['first_look']} blocks" in row and f"at most {b['max_blocks']}, " \
+               f"{b['wall_minutes']} min" in row
