@@ -4,9 +4,9 @@ The device tool sends at most 64 MiB with the repository, and the full Imagenett
 not fit. The runs sent there need only the quick budget's training images (300 per class of ``train/`` minus the
 tuning split, drawn with ``data_seed`` 0 exactly as ``gv3lite.data.build_datasets`` draws them), the tuning split
 (100 per class) and ``val/`` at 48 px or less. This script writes those images, resized so that their short side is
-``--short-side`` px (default 96: the package caches train images at 2 x 48 = 96 px, so it keeps these pixels, and resizes val to 54 px before
-its 48 px center crop, so nothing is upsampled) and re-encoded as JPEG (quality 95), in the same
-``train|val/<wnid>/<file name>`` layout, so that:
+``--short-side`` px (default 96: the package caches train images at 2 x 48 = 96 px, so it keeps these pixels, and
+resizes val to 54 px before its 48 px center crop, so nothing is upsampled) and re-encoded as JPEG (quality 95), in
+the same ``train|val/<wnid>/<file name>`` layout, so that:
 
 * the tuning split (a hash of the file names) and the 300-per-class subset (a seeded draw over what is left) pick
   the same file names in the copy as in the original (checked at the end: exit 1 if not);

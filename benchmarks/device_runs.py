@@ -145,7 +145,8 @@ def main(argv=None) -> int:
             "wall_seconds": time.time() - t0, "seconds_limit": args.seconds, "sets": args.set,
             "done": [r["job"] for r in results if r["status"] == "done"],
             "skipped": [r["job"] for r in results if r["status"] == "skipped"],
-            "failed": [{**r["job"], "error": r["error"], "trace": r["trace"]} for r in results if r["status"] == "failed"]}
+            "failed": [{**r["job"], "error": r["error"], "trace": r["trace"]} for r in results
+                       if r["status"] == "failed"]}
     write_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     print(f"done {len(meta['done'])}, skipped {len(meta['skipped'])}, failed {len(meta['failed'])} "
           f"in {meta['wall_seconds']:.0f} s on {meta['device']}")

@@ -157,10 +157,11 @@ def _add_cpu(run_dir: Path, seconds: float) -> float:
 def _train(recipe, data, datasets_cache: dict, run_dir: Path | None = None, tuning: bool = False,
            device: str = "cpu") -> dict:
     """Train one seed on ``device``; top-1 (%) of the raw and EMA weights on the evaluation split (the tuning split
-    with ``tuning``, else val) and the training's wall and CPU seconds (the post-hoc readings run on the CPU). With ``run_dir`` the run is trained in pieces
-    that stop after each of the last `KEEP_LAST` epochs (exact resume: the same weights as one piece), keeps those
-    checkpoints and adds the `POSTHOC` evaluations (``gv3lite.posthoc.posthoc_top1``) and their seconds. An
-    interrupted run continues from its ``last.pth``."""
+    with ``tuning``, else val), the training's wall and CPU seconds and its train / evaluation image counts. With
+    ``run_dir`` the run is trained in pieces that stop after each of the last `KEEP_LAST` epochs (exact resume: the
+    same weights as one piece), keeps those checkpoints and adds the `POSTHOC` evaluations
+    (``gv3lite.posthoc.posthoc_top1``, on ``device``) and their seconds. An interrupted run continues from its
+    ``last.pth``."""
     datasets = _datasets(recipe, data, datasets_cache, tuning)
     t0, c0 = time.perf_counter(), time.process_time()
     if run_dir is None:
