@@ -3,8 +3,8 @@ published as soft labels (``gv3lite.soft_labels``) by one command.
 
 Owns: the teacher's recipe (`TEACHER_RECIPE`), its training (`train_teacher`: resumable, ``run`` with the
 ``tuning="exclude"`` images), the choice of its weights (raw or EMA, on the tuning split, never on val), its card
-(recipe, top-1 on val and on the tuning split, training wall and CPU time, images' content hash, command, commit)
-and the published file (`publish`), and the command::
+(recipe, top-1 on val and on the tuning split, training wall and CPU time, images' content hash, command, commit and
+code fingerprint read at the start of the call) and the published file (`publish`), and the command::
 
     python -m gv3lite.same_data_teacher [--data ROOT] [--work runs/same_data_teacher] [--epochs N]
 
@@ -34,6 +34,7 @@ from gv3lite.checkpoint import read_training_checkpoint
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD, build_datasets, resolve_data_root
 from gv3lite.teacher_outputs import build_label_maps, image_paths
 from gv3lite.experiment import build_model, run
+from gv3lite.fingerprint import code_fingerprint
 from gv3lite.posthoc import evaluate_tta
 from gv3lite.recipe import Recipe
 from gv3lite.soft_labels import REBUILD, SOFT_LABEL_TEACHERS, file_hashes, save_soft_labels
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
                         help="folder of card.json (the teacher's recipe, top-1 and cost)")
     args = parser.parse_args(argv)
     command = "python -m gv3lite.same_data_teacher " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    commit, fingerprint = git_commit(), code_fingerprint()  # of the code this call runs, read at its start
     try:
         data, recipe = resolve_data_root(args.data), teacher_recipe(epochs=args.epochs)
         ckpt, (train, val, tuning) = train_teacher(recipe, data, Path(args.work))
@@ -139,7 +141,8 @@ def main(argv=None) -> int:
                 "train_images": len(train), "val_images": len(val), "tuning_images": len(tuning),
                 "images_sha256": hashlib.sha256("".join(file_hashes(image_paths(train))).encode()).hexdigest(),
                 "train_wall_seconds": cost["wall_seconds"], "train_cpu_seconds": cost["cpu_seconds"],
-                "threads": torch.get_num_threads(), "command": command, "rebuild": REBUILD, "git_commit": git_commit()}
+                "threads": torch.get_num_threads(), "command": command, "rebuild": REBUILD, "git_commit": commit,
+                "code_fingerprint": fingerprint}
         publish(recipe, model, train, card, Path(args.out))
     except (OSError, ValueError, KeyError) as err:
         print(f"gv3lite same_data_teacher: error: {str(err).strip(chr(34))}", file=sys.stderr)
