@@ -142,3 +142,18 @@ def test_readme_check_fails_when_a_study_of_other_code_is_shown_without_its_labe
     assert main(args) == 0  # `gv3lite readme` writes the label ...
     assert "**Trained by other training code: commit " in readme.read_text()
     assert main([*args, "--check"]) == 0  # ... and with it the check passes
+
+
+def test_a_folder_that_mixes_designs_is_neither_published_nor_shown(tmp_path, factorial_study, capsys):
+    study = factorial_study(tmp_path / "study", "quick")
+    ofat = pd.read_csv(COMMITTED / "quick" / "runs.csv").assign(code_fingerprint=code_fingerprint())
+    pd.concat([pd.read_csv(study / "runs.csv"), ofat]).to_csv(study / "runs.csv", index=False)
+    args = ["--budget", "quick", "--study", str(tmp_path / "study"), "--results", str(tmp_path / "results")]
+    assert main(["publish", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runs.csv mixes two designs" in err and "own --out folder" in err
+    assert not (tmp_path / "results").exists()  # nothing published
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
+    assert main(["readme", "--results", str(tmp_path / "study"), "--readme", str(readme), "--check"]) == 2
+    assert "runs.csv mixes two designs" in capsys.readouterr().err
