@@ -352,6 +352,18 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
+def _trained_by(runs: pd.DataFrame) -> str:
+    """Markdown lines naming the calls that trained ``runs`` (a pilot continued over several calls, or merged from
+    parallel ones): each distinct command and commit with its runs, seeds and summed training wall minutes."""
+    if runs.empty or "command" not in runs:
+        return ""
+    lines = []
+    for (cmd, commit), part in runs.groupby(["command", "git_commit"], sort=False):
+        lines.append(f"- `{cmd}` at {commit}: {len(part)} runs (seeds {', '.join(map(str, sorted(part['seed'])))}), "
+                     f"{part['train_seconds'].sum() / 60:.1f} min of training wall time")
+    return "Runs trained by:  \n" + "\n".join(lines) + "\n"
+
+
 def _args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="ImageFolder root (default: GV3LITE_DATA or the repo's data)")
@@ -407,6 +419,7 @@ def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped
     (out / "summary.md").write_text(
         "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
         f"Command: `{command}`  \nCommit: {args.commit}  \nCode fingerprint: {args.fingerprint}  \n{elsewhere}{costs}"
+        + _trained_by(runs)
         f"Top-1 read on: {args.eval_on}  \nWall time of this call: {(time.perf_counter() - t0) / 60:.1f} min\n\n"
         + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
     meta = {"command": command, "git_commit": args.commit, "code_fingerprint": args.fingerprint,
