@@ -419,9 +419,8 @@ def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped
     (out / "summary.md").write_text(
         "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
         f"Command: `{command}`  \nCommit: {args.commit}  \nCode fingerprint: {args.fingerprint}  \n{elsewhere}{costs}"
-        + _trained_by(runs)
         f"Top-1 read on: {args.eval_on}  \nWall time of this call: {(time.perf_counter() - t0) / 60:.1f} min\n\n"
-        + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
+        + _trained_by(runs) + "\n" + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
     meta = {"command": command, "git_commit": args.commit, "code_fingerprint": args.fingerprint,
             "wall_seconds": time.perf_counter() - t0, "max_minutes": args.max_minutes, "stopped_by_cap": stopped,
             "seeds": args.seeds, "eval_on": args.eval_on, "configs": {k: v[0] for k, v in args.configs.items()},
