@@ -155,6 +155,10 @@ def test_make_main_without_data_or_into_a_foreign_study_is_one_line_and_exit_2(t
 
 
 def test_factorial_studies_are_compared_claim_by_claim_and_designs_never_mixed(tmp_path, factorial_study, capsys):
+    """Same design: paired run by run and claim by claim. Different designs (a user's factorial study beside the
+    committed one-factor study, what make main meets until a factorial study is published): not paired, said in one
+    line and in reproduction.md with the user's own claims, exit 0 so that the main job ends. A runs.csv mixing
+    designs: one-line error, exit 2."""
     user = factorial_study(tmp_path / "user")
     committed = tmp_path / "committed" / "smoke"
     shutil.copytree(user, committed)
@@ -165,10 +169,14 @@ def test_factorial_studies_are_compared_claim_by_claim_and_designs_never_mixed(t
     assert "| claim | yours | committed |" in text and "| reparam | " in text and "Same training code" in text
     ofat = _study(tmp_path, "ofat")  # the committed one-factor study, as if of the smoke budget
     pd.read_csv(ofat / "runs.csv").assign(budget="smoke").to_csv(ofat / "runs.csv", index=False)
-    assert main(["compare", str(user), str(ofat)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds the 2^(6-2) fractional factorial (--design factorial)" in err
-    assert "the one-factor-at-a-time grids (--design ofat): only studies of one design are compared" in err
+    capsys.readouterr()
+    assert main(["compare", str(user), str(ofat)]) == 0
+    out = capsys.readouterr().out
+    text = (user / "reproduction.md").read_text()
+    assert "Not compared: " in out and "holds the 2^(6-2) fractional factorial (--design factorial)" in text
+    assert "the one-factor-at-a-time grids (--design ofat). Runs and claims of two designs do not pair up" in text
+    assert "`gv3lite reproduce --design ofat ...`" in text and "| reparam | " in text
+    assert text.count("\n| ") == len(claims) + 1  # the header and one row per declared claim
     mixed = pd.concat([pd.read_csv(user / "runs.csv"), pd.read_csv(ofat / "runs.csv")])
     mixed.to_csv(user / "runs.csv", index=False)
     assert main(["compare", str(user), str(committed)]) == 2

@@ -88,16 +88,31 @@ def _verdict_table(folder: Path, design: str) -> pd.DataFrame:
     return read_claims(folder / "verdicts.csv") if design == "factorial" else read_verdicts(folder / "verdicts.csv")
 
 
-def check_same_design(user: pd.DataFrame, committed: pd.DataFrame, user_dir, committed_dir) -> str:
-    """The design both runs.csv tables share (``"factorial"`` or ``"ofat"``); ``ValueError`` (one line, with the fix)
-    when a table mixes designs or the two are of different designs."""
-    mine, theirs = design_of(user, Path(user_dir) / "runs.csv"), design_of(committed, Path(committed_dir) / "runs.csv")
-    if mine != theirs:
-        raise ValueError(f"{user_dir} holds {DESIGNS[mine]}, {committed_dir} {DESIGNS[theirs]}: only studies of "
-                         f"one design are compared; compare with a study of the same design (`gv3lite reproduce "
-                         f"--design {theirs}` trains one), or make the committed study one of yours "
-                         "(`make publish`, maintainers)")
-    return mine
+def designs(user: pd.DataFrame, committed: pd.DataFrame, user_dir, committed_dir) -> tuple[str, str]:
+    """The design of each runs.csv table (``"factorial"`` or ``"ofat"``, `gv3lite.study.records.design_of`), which
+    raises ``ValueError`` (one line, with the fix) when a table mixes designs."""
+    return design_of(user, Path(user_dir) / "runs.csv"), design_of(committed, Path(committed_dir) / "runs.csv")
+
+
+def designs_differ_text(user_dir: Path, committed_dir: Path, mine: str, theirs: str) -> tuple[str, dict]:
+    """`reproduction_text` for two studies of different designs: nothing can be paired run by run or claim by claim,
+    so it says so, names the command that trains a study of the committed design, and lists the user's own claims
+    (their verdicts.csv) so that the main job still ends with its result."""
+    summary = {"runs": 0, "identical": 0, "max_abs_diff": float("nan"), "claims": 0, "agree": 0, "same_code": False,
+               "designs_differ": True}
+    note = (f"Not compared: `{user_dir}` holds {DESIGNS[mine]}, the committed `{committed_dir}` {DESIGNS[theirs]}. "
+            f"Runs and claims of two designs do not pair up. To compare with the committed study, train one of its "
+            f"design (`gv3lite reproduce --design {theirs} ...`); maintainers make yours the committed one with "
+            "`make publish`.")
+    lines = [f"# Reproduction: `{user_dir.name}` beside the committed `{committed_dir}`", "", note, "",
+             "## Your claims (diff and the interval its verdict uses, pp)", "", "| claim | yours | your verdict |",
+             "|---|---|---|"]
+    table = _verdict_table(user_dir, mine)
+    labelled = compare_claims(table, table)
+    for r in labelled.itertuples():
+        lines.append(f"| {r.label} | {_interval(r.diff_user, r.low_user, r.high_user)} "
+                     f"| {r.verdict_user if isinstance(r.verdict_user, str) else '—'} |")
+    return "\n".join(lines) + "\n", summary
 
 
 def _interval(diff, low, high) -> str:
@@ -128,7 +143,8 @@ def _code_line(user: pd.DataFrame, committed: pd.DataFrame, current: str) -> tup
 def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tuple[str, dict]:
     """``(Markdown, summary)`` of the comparison of the study in ``user_dir`` with the one in ``committed_dir`` (each
     with runs.csv and verdicts.csv). ``summary``: ``runs`` (in common), ``identical``, ``max_abs_diff`` (pp, NaN
-    when none in common), ``claims`` (in common), ``agree``, ``same_code``. Raises ``FileNotFoundError`` /
+    when none in common), ``claims`` (in common), ``agree``, ``same_code`` (and ``designs_differ``: True when the two
+    studies are of different designs, `designs_differ_text`). Raises ``FileNotFoundError`` /
     ``ValueError`` (one line, with the fix) when a folder is not a study or the two are of different budgets."""
     user_dir, committed_dir = Path(user_dir), Path(committed_dir)
     user, committed = _read_runs(user_dir), _read_runs(committed_dir)
@@ -136,7 +152,9 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
     if budgets[0] and budgets[1] and budgets[0] != budgets[1]:
         raise ValueError(f"{user_dir} is a study of budget {budgets[0]}, {committed_dir} of {budgets[1]}: compare "
                          f"studies of one budget (make main: runs/study/quick with results/quick)")
-    design = check_same_design(user, committed, user_dir, committed_dir)
+    design, theirs = designs(user, committed, user_dir, committed_dir)
+    if design != theirs:
+        return designs_differ_text(user_dir, committed_dir, design, theirs)
     runs = compare_runs(user, committed)
     claims = compare_claims(_verdict_table(user_dir, design), _verdict_table(committed_dir, design))
     code, same_code = _code_line(user, committed, current or code_fingerprint())
@@ -172,6 +190,8 @@ def _pct(value) -> str:
 
 def summary_line(summary: dict) -> str:
     """One line: how many runs reproduced top-1 exactly and how many claims got the same verdict."""
+    if summary.get("designs_differ"):
+        return "Not compared: the two studies are of different designs (see reproduction.md)."
     if not summary["runs"]:
         text = "No training in common with the committed study (its plan differs: other recipes or sizes)"
     elif summary["identical"] == summary["runs"]:
