@@ -69,9 +69,12 @@ train: install
 	$(VENV)/bin/gv3lite eval --data $(GV3LITE_DATA) --checkpoint runs/main/last.pth
 
 # one torch thread per process: the notebooks' kernels (nbval's and the browser test's) read OMP_NUM_THREADS
-# (gv3lite.utils.set_torch_threads), and on 2 cores a 2-thread op stalls whenever another process holds a core
+# (gv3lite.utils.set_torch_threads), and on 2 cores a 2-thread op stalls whenever another process holds a core.
+# TEST_WORKERS pytest-xdist workers (one per core of CI's 2; 0: one process) share the suite: each test file goes to
+# one worker whole, and every run of a notebook (nbval and the browser test) to one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: install
-	GV3LITE_BUDGET=smoke OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest
+	GV3LITE_BUDGET=smoke OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~2 min on 2 cores;
 # quick takes about an hour), then every page opened in headless Chromium (tests/test_book.py)

@@ -1,6 +1,7 @@
 """Shared fixtures: the real Imagenette root and small class-balanced subsets of it, and the BN randomizer of the
 round-trip tests (``randomize_bn_around_activations``; the plain one is ``gv3lite.reparam.randomize_batchnorm``), and
-the stand-in training of the factorial study's tests (``fake_training``).
+the stand-in training of the factorial study's tests (``fake_training``), and how ``make test`` splits the suite over
+its pytest-xdist workers (``pytest_xdist_make_scheduler``).
 
 The data root is ``GV3LITE_DATA`` or, when unset, ``<repo>/../shared/data/imagenette2-224``.
 Tests that need it are skipped with a clear reason when it is absent.
@@ -82,11 +83,57 @@ def randomize_bn_around_activations(model, seed=0):
     return model.eval()
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Print how long Run All took per notebook in the browser test (tests/test_browser.py), when it ran."""
+NOTEBOOK_UNIT = "notebooks"  # the one xdist work unit of every run of a notebook
+
+
+def _runs_a_notebook(path: str) -> bool:
+    return path.endswith(".ipynb") or path.endswith("test_browser.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` (``-n 2 --dist loadfile``): pytest-xdist sends each test file to one worker whole (its module
+    fixtures, such as test_ablation's smoke study, are built once), except that every run of a notebook, nbval's
+    cells of every notebook and tests/test_browser.py's Run All, is one unit for one worker: the notebooks write fixed
+    folders of the repository (runs/nb06 to runs/nb09, runs/figures/<budget>; notebook 09 wipes runs/nb09), so no two
+    runs of a notebook may overlap, and the browser tests share one JupyterLab and one Chromium. (xdist's
+    ``loadgroup`` marks do not group anything under pytest 9.2: pytest-xdist issue 1386.) Other ``--dist`` modes
+    are xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class NotebooksTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return NOTEBOOK_UNIT if _runs_a_notebook(path) else path
+    return NotebooksTogether(config, log)
+
+
+_WORKER_TIMES = {}  # notebook -> Run All seconds, sent by the xdist workers (``workeroutput``)
+
+
+def _browser_times() -> dict:
     import sys
-    module = sys.modules.get("test_browser")
-    times = getattr(module, "TIMES", None)
+    return getattr(sys.modules.get("test_browser"), "TIMES", None) or {}
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands its browser-test times to the controlling process, which prints the summary."""
+    if hasattr(session.config, "workeroutput") and _browser_times():
+        session.config.workeroutput["browser_times"] = dict(_browser_times())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist (controlling process): a worker ended; keep the browser-test times it sent."""
+    _WORKER_TIMES.update(getattr(node, "workeroutput", {}).get("browser_times", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how long Run All took per notebook in the browser test (tests/test_browser.py), when it ran (in this
+    process or in an xdist worker)."""
+    times = {**_WORKER_TIMES, **_browser_times()}
     if times:
         terminalreporter.write_sep("-", "notebooks: Run All Cells in JupyterLab (smoke budget), wall seconds")
         for name, seconds in sorted(times.items()):

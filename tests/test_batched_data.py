@@ -50,10 +50,11 @@ def test_batched_crop_params_follow_random_resized_crop(height, width):
 
 
 def test_fallback_is_the_centred_clamped_crop():
-    # a 1 x 40 image: no draw fits, so both rules take the centred crop with aspect clamped to 4/3
-    top, left, h, w = random_resized_crop_params(torch.tensor([3]), torch.tensor([40]), SCALE, RATIO,
+    # a 1 x 40 image: no draw fits (a crop of >= 8% of 40 pixels at aspect <= 4/3 is >= 2 pixels high), so both rules
+    # take the centred crop with aspect clamped to 4/3, whatever the random draws (torchvision's use the global RNG)
+    top, left, h, w = random_resized_crop_params(torch.tensor([1]), torch.tensor([40]), SCALE, RATIO,
                                                  torch.Generator().manual_seed(0))
-    ref = v2.RandomResizedCrop.get_params(torch.zeros(3, 3, 40), list(SCALE), list(RATIO))
+    ref = v2.RandomResizedCrop.get_params(torch.zeros(3, 1, 40), list(SCALE), list(RATIO))
     assert [top.item(), left.item(), h.item(), w.item()] == list(ref)
 
 
