@@ -37,17 +37,25 @@ CALL_COLUMNS = ("started", "command", "git_commit", "wall_seconds", "trained", "
                 "interrupted")
 
 
-def append_call(out_dir, row: dict) -> pd.DataFrame:
+def append_call(out_dir, row: dict, index: int | None = None) -> pd.DataFrame:
     """Append ``row`` (`CALL_COLUMNS`: ``started`` UTC ISO time, ``command``, ``git_commit``, ``wall_seconds``,
     ``trained``/``skipped`` runs, ``jobs``, ``cpu_count``, ``interrupted``) to ``<out_dir>/calls.csv`` (created with
-    its header) and return the whole log (`read_calls`)."""
+    its header) and return the whole log (`read_calls`); the row is line ``index`` of the log. Given the ``index``
+    an earlier append returned for the same call (same ``started`` and ``command``), that row is brought up to date
+    instead: a call keeps its row current while it trains, so a ``kill -9`` leaves its row with the time until its
+    last update (and ``interrupted`` True)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / CALLS) + ".lock"):  # two calls ending at once: both rows kept
         before = read_calls(out_dir)
         new = pd.DataFrame([row], columns=list(CALL_COLUMNS))
-        write_csv(new if before is None else pd.concat([before, new], ignore_index=True), out_dir / CALLS)
-    return read_calls(out_dir)
+        if before is not None and index is not None and index < len(before) and all(
+                str(before[c].iloc[index]) == str(row[c]) for c in ("started", "command")):
+            before = before.drop(index=before.index[index])
+            new.index = [index - 0.5]  # back in its place
+        table = new if before is None else pd.concat([before, new]).sort_index(kind="stable").reset_index(drop=True)
+        write_csv(table, out_dir / CALLS)
+    return table  # what was written (the file is not read back: it is validated at every read)
 
 
 def read_calls(folder) -> pd.DataFrame | None:
