@@ -2,6 +2,7 @@
 with one line naming the file (exit 2); `readme --check` recomputes the verdicts from runs.csv; a run with result.json
 but not its other files is not finished (trained again, the old directory kept); calls.csv keeps each call's own
 wall time and overlapping calls count once; ``--jobs`` is capped. Fixtures: copies of the committed results, edited."""
+import re
 import shutil
 
 import pandas as pd
@@ -113,3 +114,20 @@ def test_report_names_a_truncated_predictions_file(tmp_path, capsys):
     assert err == (f"gv3lite report: error: results file {gz}: is truncated (its compressed data ends early); restore "
                    f"it (git checkout -- {gz}) or rewrite it: `gv3lite reproduce` with the same --out re-trains or "
                    "rebuilds what is missing\n")
+
+
+def test_a_damaged_combined_copy_that_a_run_needs_names_those_runs_and_restoring_as_the_fix(tmp_path):
+    """A run whose folder is gone (committed results) has its rows only in the combined copy: when that copy is
+    damaged, running reproduce again cannot rebuild it, so the fix is to restore the file; a damaged copy that no run
+    needs is rewritten from the run folders."""
+    from gv3lite.study.records import gather_run_files
+    (tmp_path / "runs" / "aaaaaaaaaaaa").mkdir(parents=True)
+    (tmp_path / "runs" / "aaaaaaaaaaaa" / "metrics.csv").write_text("epoch,train_loss\n1,2.0\n")
+    (tmp_path / "history.csv").write_text("run_id,epoch,train_loss,val_top1,ema_top1,lr,seconds\nbbbbbbbbbbbb,1,2.0,5")
+    table = gather_run_files(tmp_path, ["aaaaaaaaaaaa"], "metrics.csv", "history.csv")
+    assert table["run_id"].tolist() == ["aaaaaaaaaaaa"]
+    with pytest.raises(ValueError, match=re.escape(
+            f"results file {tmp_path / 'history.csv'}: is truncated (its last line, line 2, is incomplete); restore "
+            f"it (git checkout -- {tmp_path / 'history.csv'}, or a backup): the rows of 1 run(s) whose folder "
+            "runs/<id> is gone (bbbbbbbbbbbb) are only there")):
+        gather_run_files(tmp_path, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], "metrics.csv", "history.csv")

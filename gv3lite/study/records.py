@@ -100,8 +100,10 @@ def recorded_results(out_dir) -> dict:
 def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame:
     """One table of the per-run file ``runs/<id>/<name>`` (e.g. ``metrics.csv``) of each of ``run_ids``, with a
     ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
-    copy); a run in neither has no rows."""
+    copy); a run in neither has no rows. Raises ``gv3lite.schemas.ResultsFileError`` for a damaged combined copy
+    that a run needs, naming those runs (their rows are nowhere else: restoring the file is the fix)."""
     out_dir = Path(out_dir)
+    gone = [rid for rid in run_ids if not (out_dir / "runs" / rid / name).is_file()]
     old = None  # the combined copy is read (and validated) only when a run needs it: a damaged one that every run
     parts = []  # directory replaces is simply rewritten
     for rid in run_ids:
@@ -110,8 +112,10 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
             parts.append(pd.read_csv(file).assign(run_id=rid))
             continue
         if old is None:
-            old = (read_results(out_dir / combined) if (out_dir / combined).is_file()
-                   else pd.DataFrame(columns=["run_id"]))
+            where = out_dir / combined
+            fix = (f"restore it (git checkout -- {where}, or a backup): the rows of {len(gone)} run(s) whose folder "
+                   f"runs/<id> is gone ({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}) are only there")
+            old = read_results(where, fix=fix) if where.is_file() else pd.DataFrame(columns=["run_id"])
         parts.append(old[old["run_id"] == rid])
     parts = [p for p in parts if len(p)]
     if not parts:
