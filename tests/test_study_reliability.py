@@ -34,7 +34,12 @@ def test_overlapping_calls_count_once_and_each_keeps_its_own_wall_time(tmp_path)
     assert calls_note(calls) == ("total wall time 37 s over 2 calls of `gv3lite reproduce`; calls overlapped: 1 min "
                                  "08 s summed (calls.csv)")
     later = append_call(tmp_path, _call("2026-12-02T10:00:36+00:00", 10.5))  # after the first (1 s clock resolution)
-    assert wall_time(later) == 47.5
+    assert wall_time(later) == 47.5 and later["wall_seconds"].tolist() == [37.0, 31.0, 10.5]  # appended in order
+    assert read_calls(tmp_path)["wall_seconds"].tolist() == [37.0, 31.0, 10.5]
+    running = append_call(tmp_path, {**_call("2026-12-02T10:00:05+00:00", 40.0), "interrupted": True}, index=1)
+    assert running["wall_seconds"].tolist() == [37.0, 40.0, 10.5]  # a call's own row brought up to date in place
+    other = append_call(tmp_path, _call("2026-12-02T11:00:00+00:00", 1.0), index=0)  # not its row: appended
+    assert other["wall_seconds"].tolist() == [37.0, 40.0, 10.5, 1.0] and read_calls(tmp_path).equals(other)
     one = pd.DataFrame([_call("2026-12-02T10:00:00+00:00", 12.0), _call("2026-12-02T10:00:12+00:00", 3.0)])
     assert wall_time(one) == 15.0 and "overlapped" not in calls_note(one)  # back to back: summed
 

@@ -48,12 +48,12 @@ def append_call(out_dir, row: dict, index: int | None = None) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / CALLS) + ".lock"):  # two calls ending at once: both rows kept
         before = read_calls(out_dir)
-        new = pd.DataFrame([row], columns=list(CALL_COLUMNS))
+        new = pd.DataFrame([row], columns=list(CALL_COLUMNS), index=[0 if before is None else len(before)])
         if before is not None and index is not None and index < len(before) and all(
                 str(before[c].iloc[index]) == str(row[c]) for c in ("started", "command")):
             before = before.drop(index=before.index[index])
-            new.index = [index - 0.5]  # back in its place
-        table = new if before is None else pd.concat([before, new]).sort_index(kind="stable").reset_index(drop=True)
+            new.index = [index]  # back in its place
+        table = new if before is None else pd.concat([before, new]).sort_index().reset_index(drop=True)
         write_csv(table, out_dir / CALLS)
     return table  # what was written (the file is not read back: it is validated at every read)
 
