@@ -144,11 +144,12 @@ def run_train(args) -> int:
         if not stopped_process(err):
             raise
         rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "?")
+        last = Path(args.out) / "last.pth"
+        then = (f"Finished epochs are kept in {last}: run the same torchrun command with --resume" if last.is_file()
+                else "No epoch had finished (no last.pth): run the same torchrun command again")
         raise ChildProcessError(f"rank {rank} of {world}: another process of this torchrun job stopped answering "
                                 f"({_first_line(err)}; a process waits {ddp_timeout().total_seconds() / 60:g} min, "
-                                f"{DDP_TIMEOUT_ENV}), so the job stops. Finished epochs are kept in {args.out}/last.pth"
-                                ": "
-                                "run the same torchrun command with --resume") from err
+                                f"{DDP_TIMEOUT_ENV}), so the job stops. {then}") from err
     last = history.iloc[-1]
     print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
           f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")

@@ -165,17 +165,18 @@ def fake_training(monkeypatch):
     finished run (``records.RUN_FILES``) with a metrics.csv and a predictions.csv of the schemas' columns, and a
     result.json with the current code fingerprint, the call's command and commit ``test``; top-1 is a synthetic
     outcome of the run's factorial levels (`FACTORIAL_TRUE` plus noise), and its predictions get the easiest
-    ``top1`` % of the images right. No teacher pass, no datasets. Used by the factorial tests (runner, report,
-    publish, compare)."""
+    ``top1`` % of the images right. No teacher pass (of either runner), no datasets. Used by the factorial tests
+    (runner, report, publish, compare) and the one-factor runner's (crash safety, row counts)."""
     import json
 
     import numpy as np
 
     from gv3lite.fingerprint import code_fingerprint
-    from gv3lite.study import blocks, workers
+    from gv3lite.study import blocks, runner, workers
     from gv3lite.study.records import RUN_FILES
 
     monkeypatch.setattr(blocks, "prepare_teachers", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "prepare_teachers", lambda *a, **k: None)
     monkeypatch.setattr(workers, "_datasets_for", lambda *a, **k: None)
     rng, fingerprint = np.random.default_rng(0), code_fingerprint()
 
@@ -184,13 +185,13 @@ def fake_training(monkeypatch):
                   "D": bool(recipe.cutmix_alpha)}
         top1 = 40 + sum(FACTORIAL_TRUE[x] / 2 * (1 if v else -1) for x, v in levels.items()) + rng.normal(0, 0.3)
         result = {"top1_raw": top1, "top1_ema": top1, "top5": 90.0, "train_seconds": 1.0, "cpu_seconds": 1.0,
-                  "epochs": 1, "git_commit": "test", "code_fingerprint": fingerprint, "command": command,
+                  "epochs": recipe.epochs, "git_commit": "test", "code_fingerprint": fingerprint, "command": command,
                   "top1": top1}
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:  # a finished run has all of them (records.finished_run)
             (run_dir / name).write_text("")
-        (run_dir / "metrics.csv").write_text(f"epoch,train_loss,val_top1,ema_top1,lr,seconds\n1,2.0,{top1},{top1},"
-                                             "0.001,1.0\n")
+        (run_dir / "metrics.csv").write_text("epoch,train_loss,val_top1,ema_top1,lr,seconds\n" + "".join(
+            f"{e},2.0,{top1},{top1},0.001,1.0\n" for e in range(1, recipe.epochs + 1)))  # every epoch of the recipe
         correct = (np.arange(STAND_IN_VAL) + 0.5) / STAND_IN_VAL < top1 / 100  # image i: as hard in every run
         lines = [f"{i},{i % 3},{i % 3 if c else (i + 1) % 3},{int(c)},{i % 3 if c else (i + 1) % 3},{int(c)}"
                  for i, c in enumerate(correct)]

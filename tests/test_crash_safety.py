@@ -1,7 +1,9 @@
 """Issue 26, crash safety: a kill right after any file a training writes leaves a run that the same command (with
 ``--resume`` once a ``last.pth`` exists) finishes into exactly the files of an uninterrupted run; nothing is lost.
 The kill is simulated by an exception raised right after the k-th atomic write (``os.replace``) of a tiny run."""
+import json
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -65,3 +67,90 @@ def test_a_kill_after_any_write_of_a_training_loses_nothing(tmp_path, monkeypatc
         monkeypatch.setattr(utils.os, "replace", real_replace)
         assert train(out, root, resume=(out / "last.pth").is_file()) == 0, k
         assert files_of(out) == clean, (k, writes[k - 1])
+
+
+# ------------------------------------------------------------------------------------------ the study (reproduce)
+@pytest.fixture
+def stand_in_study(fake_training, monkeypatch):
+    """`fake_training` writing a run's files as a real training does: each through ``write_atomic`` (one
+    ``os.replace``) in the real order (predictions.csv, metrics.csv, best.pth, last.pth, then result.json, the run's
+    commit point), the same files each time a run is trained (a resumed training ends where an uninterrupted one
+    does); the analysis, figures and report.md replaced by stand-ins that write their files the same way (summary.csv
+    and .md, verdicts.csv: per-cell means of runs.csv; one figure per grid; report.md: the rows and calls). What is
+    left is the study's bookkeeping: which runs are finished, what is trained, the results files and calls.csv."""
+    import gv3lite.study.runner as runner
+    import gv3lite.study.workers as workers
+
+    fake, trained = workers._train_run, {}
+
+    def train(recipe, run_dir, *args):
+        if run_dir.name not in trained:
+            scratch = run_dir.with_name(run_dir.name + ".scratch")
+            fake(recipe, scratch, *args)
+            trained[run_dir.name] = {p.name: p.read_bytes() for p in scratch.iterdir()}
+            shutil.rmtree(scratch)
+        for name in ("predictions.csv", "metrics.csv", "best.pth", "last.pth", "result.json"):
+            utils.write_atomic(run_dir / name, trained[run_dir.name][name])
+        return json.loads(trained[run_dir.name]["result.json"])
+
+    def analysis(runs, budget, out_dir, predictions=None):
+        summary = runs.groupby(["grid", "cell"], sort=False)["top1"].agg(["mean", "count"]).reset_index()
+        utils.write_csv(summary, out_dir / "summary.csv")
+        utils.write_atomic(out_dir / "summary.md", summary.to_string())
+        table = summary.assign(n_predictions=len(predictions), same_as="")
+        utils.write_csv(table, out_dir / "verdicts.csv")
+        return summary, table
+
+    monkeypatch.setattr(workers, "_train_run", train)
+    monkeypatch.setattr(runner, "git_commit", lambda: "test")  # git's index refresh: the slowest part of a call
+    monkeypatch.setattr(runner, "write_analysis", analysis)
+    monkeypatch.setattr(runner, "plot_grids", lambda runs, summary, budget, folder, **k: [
+        utils.write_atomic(folder / f"ablation_{grid}.png", grid) for grid in sorted(set(runs["grid"]))])
+    monkeypatch.setattr(runner, "write_report", lambda runs, table, path, budget, calls=None, **k: utils.write_atomic(
+        path, f"{len(runs)} rows, {0 if calls is None else len(calls)} calls\n"))
+
+
+def test_a_kill_after_any_write_of_reproduce_loses_nothing(tmp_path, monkeypatch, make_image_root, stand_in_study):
+    """Every state a ``kill -9`` of ``gv3lite reproduce --budget smoke --grids reparam`` can leave (a snapshot of the
+    folder after each of its writes; two runs keep it fast) is finished by running the same command again: every run
+    complete, every results file equal to an uninterrupted call's, and no row of calls.csv lost (the killed call's
+    row keeps the time up to its last finished run)."""
+    from gv3lite.study.plan import plan
+    from gv3lite.study.records import finished_run, read_calls
+    from gv3lite.study.runner import reproduce
+
+    root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
+    real_replace, snapshots = os.replace, []
+
+    def snapshot(src, dst):  # the folder as a kill right after this write leaves it
+        real_replace(src, dst)
+        copy = tmp_path / f"kill_{len(snapshots) + 1}"
+        shutil.copytree(tmp_path / "clean", copy, ignore=shutil.ignore_patterns("*.lock"))
+        snapshots.append((copy, os.path.relpath(dst, tmp_path / "clean" / "smoke")))
+    monkeypatch.setattr(utils.os, "replace", snapshot)
+    call = dict(budget="smoke", grids=["reparam"], data=root, log=lambda *a: None,
+                command="gv3lite reproduce --budget smoke --grids reparam")
+    reproduce(out=tmp_path / "clean", **call)
+    monkeypatch.setattr(utils.os, "replace", real_replace)
+    clean, runs = tmp_path / "clean" / "smoke", list(dict.fromkeys(it["run_id"] for it in plan("smoke", ["reparam"])))
+    run_files = ["predictions.csv", "metrics.csv", "best.pth", "last.pth", "result.json"]
+    assert [name for _, name in snapshots] == [  # the call's row first, kept up to date after every run and at the
+        "calls.csv", *[name for rid in runs for name in [f"runs/{rid}/{f}" for f in run_files] + ["calls.csv"]],
+        "calls.csv", "runs.csv", "history.csv", "predictions.csv.gz", "summary.csv", "summary.md",  # end, before the
+        "verdicts.csv", "figures/ablation_reparam.png", "report.md"]  # results files
+    files = ("runs.csv", "history.csv", "predictions.csv.gz", "summary.csv", "verdicts.csv")
+    expected = {name: pd.read_csv(clean / name).drop(columns=["train_seconds", "seconds"], errors="ignore")
+                for name in files}
+    for copy, name in snapshots:
+        calls_before = read_calls(copy / "smoke")
+        reproduce(out=copy, **call)
+        folder = copy / "smoke"
+        assert all(finished_run(folder / "runs" / rid) for rid in runs), name
+        for file in files:  # every row of every results file, as the uninterrupted call wrote them (wall times aside)
+            found = pd.read_csv(folder / file).drop(columns=["train_seconds", "seconds"], errors="ignore")
+            assert found.equals(expected[file]), (name, file)
+        calls = read_calls(folder)  # the rows written before the kill are kept, the killed call's marked interrupted
+        assert calls_before is None or calls.iloc[:len(calls_before)].equals(calls_before), name
+        assert calls["interrupted"].astype(str).tolist()[:-1] == ["True"] * (len(calls) - 1), name
+        listing = [sorted(p.name for p in f.iterdir() if p.suffix != ".lock") for f in (folder, clean)]
+        assert listing[0] == listing[1], name

@@ -88,3 +88,54 @@ def test_sync_bn_converts_on_gpus_and_is_refused_on_cpu():
     kinds = {type(m).__name__ for m in synced.modules()}
     assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
     assert {id(p) for p in synced.parameters()} == params  # the optimizer's parameters are the same objects
+
+
+def _gloo_and_torchrun() -> bool:
+    import importlib.util
+
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_gloo_available() and importlib.util.find_spec("torch.distributed.run")
+
+
+@pytest.mark.skipif(not _gloo_and_torchrun(), reason="needs torch.distributed with Gloo and torchrun")
+def test_a_stopped_rank_ends_the_job_with_the_timeout_message_not_a_hang(tmp_path):
+    """2 CPU ranks under torchrun; once an epoch is saved, rank 1 is stopped (SIGSTOP, as ``kill -STOP``). Rank 0
+    must give up after ``GV3LITE_DDP_TIMEOUT_MIN`` (0.1 min here, not torch's 30) with the one-line message that
+    names the resumable last.pth, and exit 2."""
+    import signal
+    import time
+
+    import psutil
+    import torch
+    minutes = 0.1
+    root = symmetric_root(tmp_path / "data", train=8, val=2)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "GV3LITE_DDP_TIMEOUT_MIN": str(minutes)}
+    env.pop("WORLD_SIZE", None)
+    args = [*ARGS, "--epochs", "1000", "--batch-size", "4"]  # trains until stopped
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "-m", "gv3lite.cli", "train", "--out", str(out), "--data", str(root), *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pth").is_file():  # an epoch finished: there is something to resume
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.2)
+        ranks = {p.environ().get("RANK"): p for p in psutil.Process(job.pid).children(recursive=True)}
+        ranks["1"].send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        while ranks["0"].is_running() and ranks["0"].status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() - stopped < minutes * 60 + 30, "rank 0 still waits for the stopped rank 1"
+            time.sleep(0.2)
+        waited = time.monotonic() - stopped
+    finally:
+        for p in psutil.Process(job.pid).children(recursive=True):
+            p.kill()  # a stopped process takes SIGKILL; torchrun then ends
+        stdout, stderr = job.communicate(timeout=60)
+    assert minutes * 60 - 1 <= waited <= minutes * 60 + 30, waited
+    lines = [line for line in stderr.splitlines() if line.startswith("gv3lite train: error: rank 0 of 2")]
+    assert len(lines) == 1 and re.fullmatch(
+        r"gv3lite train: error: rank 0 of 2: another process of this torchrun job stopped answering \([^;]+; a "
+        rf"process waits {minutes:g} min, GV3LITE_DDP_TIMEOUT_MIN\), so the job stops. Finished epochs are kept in "
+        rf"{re.escape(str(out))}/last.pth: run the same torchrun command with --resume", lines[0]), stderr[-3000:]
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] >= 1  # what --resume continues

@@ -225,11 +225,14 @@ def test_a_stopped_torchrun_process_ends_the_job_with_a_clear_message(tmp_path, 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("GV3LITE_DDP_TIMEOUT_MIN", "2")
     out = tmp_path / "run"
+    stopped = ("gv3lite train: error: rank 0 of 2: another process of this torchrun job stopped answering (Timed out "
+               "waiting 120000ms for recv operation to complete; a process waits 2 min, GV3LITE_DDP_TIMEOUT_MIN), so "
+               "the job stops. ")
     err = error_of(["train", "--out", str(out), "--data", str(tmp_path)], capsys)
-    assert err == ("gv3lite train: error: rank 0 of 2: another process of this torchrun job stopped answering (Timed "
-                   "out waiting 120000ms for recv operation to complete; a process waits 2 min, "
-                   f"GV3LITE_DDP_TIMEOUT_MIN), so the job stops. Finished epochs are kept in {out}/last.pth: run the "
-                   "same torchrun command with --resume\n")
+    assert err == stopped + "No epoch had finished (no last.pth): run the same torchrun command again\n"
+    save_checkpoint({"epoch": 1}, out / "last.pth")  # an epoch finished before the other process stopped
+    err = error_of(["train", "--out", str(out), "--data", str(tmp_path), "--resume"], capsys)
+    assert err == stopped + f"Finished epochs are kept in {out}/last.pth: run the same torchrun command with --resume\n"
     monkeypatch.setattr(cli, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is still a bug with its traceback
         main(["train", "--out", str(tmp_path / "run2"), "--data", str(tmp_path)])

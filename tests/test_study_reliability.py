@@ -2,6 +2,7 @@
 with one line naming the file (exit 2); `readme --check` recomputes the verdicts from runs.csv; a run with result.json
 but not its other files is not finished (trained again, the old directory kept); calls.csv keeps each call's own
 wall time and overlapping calls count once; ``--jobs`` is capped. Fixtures: copies of the committed results, edited."""
+import re
 import shutil
 
 import pandas as pd
@@ -33,7 +34,12 @@ def test_overlapping_calls_count_once_and_each_keeps_its_own_wall_time(tmp_path)
     assert calls_note(calls) == ("total wall time 37 s over 2 calls of `gv3lite reproduce`; calls overlapped: 1 min "
                                  "08 s summed (calls.csv)")
     later = append_call(tmp_path, _call("2026-12-02T10:00:36+00:00", 10.5))  # after the first (1 s clock resolution)
-    assert wall_time(later) == 47.5
+    assert wall_time(later) == 47.5 and later["wall_seconds"].tolist() == [37.0, 31.0, 10.5]  # appended in order
+    assert read_calls(tmp_path)["wall_seconds"].tolist() == [37.0, 31.0, 10.5]
+    running = append_call(tmp_path, {**_call("2026-12-02T10:00:05+00:00", 40.0), "interrupted": True}, index=1)
+    assert running["wall_seconds"].tolist() == [37.0, 40.0, 10.5]  # a call's own row brought up to date in place
+    other = append_call(tmp_path, _call("2026-12-02T11:00:00+00:00", 1.0), index=0)  # not its row: appended
+    assert other["wall_seconds"].tolist() == [37.0, 40.0, 10.5, 1.0] and read_calls(tmp_path).equals(other)
     one = pd.DataFrame([_call("2026-12-02T10:00:00+00:00", 12.0), _call("2026-12-02T10:00:12+00:00", 3.0)])
     assert wall_time(one) == 15.0 and "overlapped" not in calls_note(one)  # back to back: summed
 
@@ -78,9 +84,9 @@ def test_readme_check_recomputes_the_verdicts_from_runs_csv(tmp_path, capsys):
     assert readme_check(tmp_path, root, capsys)[0] == 0
     runs = pd.read_csv(root / "quick" / "runs.csv")
     write_csv(runs.iloc[:-18], root / "quick" / "runs.csv")  # truncated at a line end: 27 of 45 rows
-    status, err = readme_check(tmp_path, root, capsys)
-    assert status == 2 and err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'verdicts.csv'}: "
-                                          "holds 7 contrasts but runs.csv gives"), err
+    status, err = readme_check(tmp_path, root, capsys)  # caught by the row counts (gv3lite.study.completeness)
+    assert status == 2 and err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'runs.csv'}: "
+                                          "lacks the rows of "), err
     runs.loc[runs["grid"].eq("augment") & runs["cell"].eq("mixup"), "top1"] += 5.0  # edited, still in range
     write_csv(runs, root / "quick" / "runs.csv")
     status, err = readme_check(tmp_path, root, capsys)
@@ -113,3 +119,20 @@ def test_report_names_a_truncated_predictions_file(tmp_path, capsys):
     assert err == (f"gv3lite report: error: results file {gz}: is truncated (its compressed data ends early); restore "
                    f"it (git checkout -- {gz}) or rewrite it: `gv3lite reproduce` with the same --out re-trains or "
                    "rebuilds what is missing\n")
+
+
+def test_a_damaged_combined_copy_that_a_run_needs_names_those_runs_and_restoring_as_the_fix(tmp_path):
+    """A run whose folder is gone (committed results) has its rows only in the combined copy: when that copy is
+    damaged, running reproduce again cannot rebuild it, so the fix is to restore the file; a damaged copy that no run
+    needs is rewritten from the run folders."""
+    from gv3lite.study.records import gather_run_files
+    (tmp_path / "runs" / "aaaaaaaaaaaa").mkdir(parents=True)
+    (tmp_path / "runs" / "aaaaaaaaaaaa" / "metrics.csv").write_text("epoch,train_loss\n1,2.0\n")
+    (tmp_path / "history.csv").write_text("run_id,epoch,train_loss,val_top1,ema_top1,lr,seconds\nbbbbbbbbbbbb,1,2.0,5")
+    table = gather_run_files(tmp_path, ["aaaaaaaaaaaa"], "metrics.csv", "history.csv")
+    assert table["run_id"].tolist() == ["aaaaaaaaaaaa"]
+    with pytest.raises(ValueError, match=re.escape(
+            f"results file {tmp_path / 'history.csv'}: is truncated (its last line, line 2, is incomplete); restore "
+            f"it (git checkout -- {tmp_path / 'history.csv'}, or a backup): the rows of 1 run(s) whose folder "
+            "runs/<id> is gone (bbbbbbbbbbbb) are only there")):
+        gather_run_files(tmp_path, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], "metrics.csv", "history.csv")

@@ -21,14 +21,14 @@ from gv3lite.budgets import FACTORIAL_BLOCKS, HALF_WIDTH_TARGETS
 from gv3lite.figures import plot_claims, plot_learning_curves, savefig
 from gv3lite.fingerprint import recorded_fingerprints
 from gv3lite.paper import difference_kind, paper_results
-from gv3lite.schemas import read_results
 from gv3lite.verdicts import ALPHA, DELTA, t_interval
 from gv3lite.study import design
 from gv3lite.study.analysis import paper_diffs
+from gv3lite.study.completeness import read_study
 from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.provenance import code_label
-from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, read_calls, wall_time
+from gv3lite.study.records import DESIGN_FILE, read_calls, wall_time
 from gv3lite.study.report import FLOAT_FORMAT, calls_note, duration, study_command, study_commits
 from gv3lite.utils import write_atomic, write_csv
 
@@ -249,11 +249,10 @@ def report_factorial(results_dir, out_dir=None, figures_dir=None, figures: bool 
     if not (results_dir / "runs.csv").is_file():
         raise FileNotFoundError(f"{results_dir / 'runs.csv'} does not exist; give the folder `gv3lite reproduce "
                                 "--design factorial` wrote (e.g. runs/study/quick)")
-    runs = read_results(results_dir / "runs.csv")
+    study = read_study(results_dir)  # each file validated, and their row counts against each other
+    runs = study["runs"]
     budget = str(runs["budget"].iloc[0]) if "budget" in runs and len(runs) else results_dir.name
-    optional = {name: read_results(results_dir / name) if (results_dir / name).is_file() else None
-                for name in (PREDICTIONS, "history.csv")}
-    predictions = optional[PREDICTIONS] if optional[PREDICTIONS] is not None and len(optional[PREDICTIONS]) else None
+    predictions = study["predictions"] if study["predictions"] is not None and len(study["predictions"]) else None
     record_file = results_dir / DESIGN_FILE
     record = json.loads(record_file.read_text()) if record_file.is_file() else design_record(budget)
     result = analyse_looks(runs, budget, predictions)
@@ -261,6 +260,6 @@ def report_factorial(results_dir, out_dir=None, figures_dir=None, figures: bool 
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_factorial_report(result, record, out, budget, runs, read_calls(results_dir), effects)
-    paths = plot_factorial(result["claims"], runs, budget, optional["history.csv"],
+    paths = plot_factorial(result["claims"], runs, budget, study["history"],
                            folder=Path(figures_dir or out / "figures")) if figures else []
     return {**result, "effects": effects, "table": result["fit"]["table"], "figures": paths}

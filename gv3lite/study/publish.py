@@ -7,10 +7,10 @@ design.json) are copied; everything else is rendered from them, by the design th
 report.md, its forest plot and learning curves) or the one-factor grids' ``gv3lite.study.report.report`` (summary,
 verdicts, report.md, figures); then the README block. Rendered files and study figures (``ablation_*.png``) of the
 other design are removed, so the committed folder never holds two designs. Re-rendering unchanged inputs gives
-byte-identical files (``tests/test_publish.py``). Only a finished study
-of the current training code is published (``gv3lite.fingerprint``): a study with interrupted runs, or runs of other
-code, is refused with one line naming the problem and the fix. ``render_only`` re-renders the committed results
-without a study (after a change to the analysis or the report).
+byte-identical files (``tests/test_publish.py``). Only a finished study of the current training code is published
+(``gv3lite.fingerprint``): a study with interrupted runs, damaged records or row counts that do not add up
+(``gv3lite.study.completeness``), or runs of other code, is refused with one line naming the problem and the fix.
+``render_only`` re-renders the committed results without a study (after a change to the analysis or the report).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.fingerprint import fingerprint_status
+from gv3lite.study.completeness import read_study
 from gv3lite.study.factorial_report import report_factorial
 from gv3lite.study.readme import readme_results, split_readme
 from gv3lite.study.records import CALLS, DESIGN_FILE, PREDICTIONS, folder_design
@@ -39,7 +40,7 @@ def check_publishable(study_dir: Path, budget: str) -> pd.DataFrame:
     file = study_dir / "runs.csv"
     if not file.is_file():
         raise FileNotFoundError(f"nothing to publish: {file} does not exist; train the study first (`{make}`)")
-    runs = pd.read_csv(file)
+    runs = read_study(study_dir)["runs"]  # validated: damaged files or row counts that do not add up are refused
     folder_design(study_dir)  # a folder that mixes the two designs: refused
     interrupted = sorted(p.parent.name for p in (study_dir / "runs").glob("*/last.pth")
                          if not (p.parent / "result.json").is_file())

@@ -13,11 +13,12 @@ import pandas as pd
 
 from gv3lite.schemas import read_results, results_error
 from gv3lite.study.analysis import verdicts
+from gv3lite.study.completeness import read_study
 from gv3lite.study.factorial_report import RUNS_PER_BLOCK, claim_lines, stop_state, target_note
 from gv3lite.study.looks import analyse_looks
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, design_of, read_calls, read_claims, read_verdicts
+from gv3lite.study.records import DESIGN_FILE, design_of, read_calls, read_claims, read_verdicts
 from gv3lite.study.report import calls_note, sizing_note, study_command, study_commits, verdict_lines
 from gv3lite.utils import repo_root
 
@@ -85,10 +86,11 @@ def readme_results(results_root) -> str:
 
 
 def _readme_budget(folder: Path, budget: str, make: str) -> str:
-    if design_of(read_results(folder / "runs.csv"), folder / "runs.csv") == "factorial":
-        return _readme_factorial(folder, budget, make)
-    runs, table, calls = read_results(folder / "runs.csv"), read_verdicts(folder / "verdicts.csv"), read_calls(folder)
-    check_verdicts(folder, runs, table)
+    study = read_study(folder)  # every file validated, and their row counts against the plan and each other
+    if design_of(study["runs"], folder / "runs.csv") == "factorial":
+        return _readme_factorial(folder, budget, make, study)
+    runs, table, calls = study["runs"], read_verdicts(folder / "verdicts.csv"), read_calls(folder)
+    check_verdicts(folder, runs, table, study["predictions"])
     shown = _shown(folder)
     commands = " and ".join(f"`{portable_command(c)}`" for c in dict.fromkeys(runs["command"].dropna().astype(str)))
     commands = commands or "unknown"
@@ -120,10 +122,11 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     return "\n".join(lines)
 
 
-def _readme_factorial(folder: Path, budget: str, make: str) -> str:
-    """The Results block's part of a factorial study: provenance, the design, the claim table, the half-width note."""
-    runs, claims, calls = read_results(folder / "runs.csv"), read_claims(folder / "verdicts.csv"), read_calls(folder)
-    result = check_claims(folder, runs, claims)
+def _readme_factorial(folder: Path, budget: str, make: str, study: dict) -> str:
+    """The Results block's part of a factorial study (`read_study` of ``folder``): provenance, the design, the claim
+    table, the half-width note."""
+    runs, claims, calls = study["runs"], read_claims(folder / "verdicts.csv"), read_calls(folder)
+    result = check_claims(folder, runs, claims, study["predictions"])
     shown, blocks = _shown(folder), int(result["blocks"])
     record = json.loads((folder / DESIGN_FILE).read_text()) if (folder / DESIGN_FILE).is_file() else {}
     relation = f" ({record['defining_relation']})" if "defining_relation" in record else ""
@@ -143,12 +146,12 @@ def _readme_factorial(folder: Path, budget: str, make: str) -> str:
     return "\n".join(lines)
 
 
-def check_claims(folder: Path, runs: pd.DataFrame, claims: pd.DataFrame) -> dict:
-    """`analyse_looks` of a factorial study's runs.csv (with its predictions.csv.gz when there); raises
-    ``gv3lite.schemas.ResultsFileError`` naming ``<folder>/verdicts.csv`` unless its claims, diffs, intervals (to
-    1e-9) and verdicts are what the runs give (only the diffs without predictions.csv.gz). Returns the analysis."""
-    file, predictions_file = folder / "verdicts.csv", folder / PREDICTIONS
-    predictions = read_results(predictions_file) if predictions_file.is_file() else None
+def check_claims(folder: Path, runs: pd.DataFrame, claims: pd.DataFrame, predictions: pd.DataFrame | None) -> dict:
+    """`analyse_looks` of a factorial study's runs.csv (with its ``predictions``, the folder's predictions.csv.gz as
+    read by `read_study`, when there); raises ``gv3lite.schemas.ResultsFileError`` naming ``<folder>/verdicts.csv``
+    unless its claims, diffs, intervals (to 1e-9) and verdicts are what the runs give (only the diffs without
+    predictions.csv.gz). Returns the analysis."""
+    file = folder / "verdicts.csv"
     budget = str(runs["budget"].iloc[0]) if "budget" in runs else folder.name
     result = analyse_looks(runs, budget, predictions if predictions is not None and len(predictions) else None)
     fresh = result["claims"]
@@ -168,14 +171,14 @@ def check_claims(folder: Path, runs: pd.DataFrame, claims: pd.DataFrame) -> dict
     return result
 
 
-def check_verdicts(folder: Path, runs: pd.DataFrame, table: pd.DataFrame) -> None:
+def check_verdicts(folder: Path, runs: pd.DataFrame, table: pd.DataFrame, predictions: pd.DataFrame | None) -> None:
     """Raise ``gv3lite.schemas.ResultsFileError`` naming ``<folder>/verdicts.csv`` unless it is what
-    ``gv3lite.study.analysis.verdicts`` makes of ``runs`` and the folder's predictions.csv.gz: the same contrasts,
+    ``gv3lite.study.analysis.verdicts`` makes of ``runs`` and ``predictions`` (the folder's predictions.csv.gz as read
+    by `read_study`, ``None`` when absent): the same contrasts,
     and for each the same diff, interval, Holm p (to 1e-9) and verdict (only the diff when predictions.csv.gz is
     absent). So a README block is never rendered from
     verdicts that runs.csv does not support (a truncated or edited runs.csv, files of two different studies)."""
-    file, predictions_file = folder / "verdicts.csv", folder / PREDICTIONS
-    predictions = read_results(predictions_file) if predictions_file.is_file() else None
+    file = folder / "verdicts.csv"
     fresh = verdicts(runs, predictions=predictions).set_index(["grid", "cell", "baseline"])
     recorded = table.set_index(["grid", "cell", "baseline"])
     fix = (f"rewrite it from runs.csv with `gv3lite report {folder} --out {folder}`, or restore both files "

@@ -37,17 +37,25 @@ CALL_COLUMNS = ("started", "command", "git_commit", "wall_seconds", "trained", "
                 "interrupted")
 
 
-def append_call(out_dir, row: dict) -> pd.DataFrame:
+def append_call(out_dir, row: dict, index: int | None = None) -> pd.DataFrame:
     """Append ``row`` (`CALL_COLUMNS`: ``started`` UTC ISO time, ``command``, ``git_commit``, ``wall_seconds``,
     ``trained``/``skipped`` runs, ``jobs``, ``cpu_count``, ``interrupted``) to ``<out_dir>/calls.csv`` (created with
-    its header) and return the whole log (`read_calls`)."""
+    its header) and return the whole log (`read_calls`); the row is line ``index`` of the log. Given the ``index``
+    an earlier append returned for the same call (same ``started`` and ``command``), that row is brought up to date
+    instead: a call keeps its row current while it trains, so a ``kill -9`` leaves its row with the time until its
+    last update (and ``interrupted`` True)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / CALLS) + ".lock"):  # two calls ending at once: both rows kept
         before = read_calls(out_dir)
-        new = pd.DataFrame([row], columns=list(CALL_COLUMNS))
-        write_csv(new if before is None else pd.concat([before, new], ignore_index=True), out_dir / CALLS)
-    return read_calls(out_dir)
+        new = pd.DataFrame([row], columns=list(CALL_COLUMNS), index=[0 if before is None else len(before)])
+        if before is not None and index is not None and index < len(before) and all(
+                str(before[c].iloc[index]) == str(row[c]) for c in ("started", "command")):
+            before = before.drop(index=before.index[index])
+            new.index = [index]  # back in its place
+        table = new if before is None else pd.concat([before, new]).sort_index().reset_index(drop=True)
+        write_csv(table, out_dir / CALLS)
+    return table  # what was written (the file is not read back: it is validated at every read)
 
 
 def read_calls(folder) -> pd.DataFrame | None:
@@ -92,8 +100,10 @@ def recorded_results(out_dir) -> dict:
 def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame:
     """One table of the per-run file ``runs/<id>/<name>`` (e.g. ``metrics.csv``) of each of ``run_ids``, with a
     ``run_id`` column first. A run without its directory keeps its rows from ``<out_dir>/<combined>`` (the committed
-    copy); a run in neither has no rows."""
+    copy); a run in neither has no rows. Raises ``gv3lite.schemas.ResultsFileError`` for a damaged combined copy
+    that a run needs, naming those runs (their rows are nowhere else: restoring the file is the fix)."""
     out_dir = Path(out_dir)
+    gone = [rid for rid in run_ids if not (out_dir / "runs" / rid / name).is_file()]
     old = None  # the combined copy is read (and validated) only when a run needs it: a damaged one that every run
     parts = []  # directory replaces is simply rewritten
     for rid in run_ids:
@@ -102,8 +112,10 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
             parts.append(pd.read_csv(file).assign(run_id=rid))
             continue
         if old is None:
-            old = (read_results(out_dir / combined) if (out_dir / combined).is_file()
-                   else pd.DataFrame(columns=["run_id"]))
+            where = out_dir / combined
+            fix = (f"restore it (git checkout -- {where}, or a backup): the rows of {len(gone)} run(s) whose folder "
+                   f"runs/<id> is gone ({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}) are only there")
+            old = read_results(where, fix=fix) if where.is_file() else pd.DataFrame(columns=["run_id"])
         parts.append(old[old["run_id"] == rid])
     parts = [p for p in parts if len(p)]
     if not parts:

@@ -12,13 +12,13 @@ from gv3lite.budgets import BUDGETS, HALF_WIDTH_TARGETS
 from gv3lite.fingerprint import recorded_fingerprints
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.paper import difference_kind, paper_results
-from gv3lite.schemas import read_results
 from gv3lite.verdicts import ALPHA, DELTA, POWER, seeds_for_half_width
 from gv3lite.study.analysis import summarize, verdicts
+from gv3lite.study.completeness import read_study
 from gv3lite.study.grids import paper_key
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import PREDICTIONS, read_calls, wall_time
+from gv3lite.study.records import read_calls, wall_time
 from gv3lite.utils import write_atomic, write_csv
 
 
@@ -230,12 +230,11 @@ def report(results_dir, figures_dir=None, pool: bool = True, out_dir=None) -> di
     file = results_dir / "runs.csv"
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist; give the folder `gv3lite reproduce` wrote (e.g. results/quick)")
-    runs = read_results(file)
+    study = read_study(results_dir)  # each file validated, and their row counts against the plan and each other
+    runs, history, predictions = study["runs"], study["history"], study["predictions"]
     if runs.empty:
         raise ValueError(f"{file} has no runs; train some with `gv3lite reproduce` first")
     budget = str(runs["budget"].iloc[0]) if "budget" in runs else results_dir.name
-    history = read_results(results_dir / "history.csv") if (results_dir / "history.csv").is_file() else None
-    predictions = read_results(results_dir / PREDICTIONS) if (results_dir / PREDICTIONS).is_file() else None
     out_dir = Path(out_dir or results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, table = write_analysis(runs, budget, out_dir, pool=pool, predictions=predictions)
