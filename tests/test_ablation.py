@@ -342,7 +342,7 @@ def test_forest_plot_of_the_4a61a24_quick_results(tmp_path, monkeypatch):
     table = verdicts(pd.read_csv(OLD_QUICK_RUNS))
     fig = plot_forest(table)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert labels[-1] == "recipe: ghostnetv3 vs conventional" and len(labels) == len(table) == 7
+    assert labels[-1] == "recipe: ghostnetv3 vs conventional (composite)" and len(labels) == len(table) == 7
     assert [t.get_text() for t in fig.axes[0].texts].count("underpowered") == 6
     png = savefig(fig, "forest", budget="quick", command="pytest")
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
