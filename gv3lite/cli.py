@@ -32,7 +32,7 @@ import torch.distributed as dist
 import yaml
 
 from gv3lite.data import ImageFolderDataset, build_loader, resolve_data_root
-from gv3lite.experiment import run
+from gv3lite.experiment import check_names, run
 from gv3lite.export import add_export, model_from_checkpoint
 from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, field_kind, load_yaml, preset
@@ -50,7 +50,8 @@ def add_train(subparsers) -> None:
                                           "then --recipe FILE, then --set KEY=VALUE and the flags below.")
     p.add_argument("--recipe", metavar="FILE", help="a recipe .yaml/.json (gv3lite.recipe.Recipe fields)")
     p.add_argument("--preset", help="start from a named recipe: default | conventional | ghostnetv3 "
-                                    "(gv3lite.recipe.PRESETS); --recipe FILE replaces it")
+                                    "(gv3lite.recipe.PRESETS; ghostnetv3 distils from the same-data teacher, see "
+                                    "--teacher); --recipe FILE replaces it")
     p.add_argument("--data", help="ImageFolder root with train/ and val/ (default: $GV3LITE_DATA or "
                                   "../shared/data/imagenette2-224)")
     p.add_argument("--download", action="store_true", help="download Imagenette into --data if it is missing")
@@ -79,6 +80,12 @@ RECIPE_FLAGS = {
     "label_smoothing": None, "ema": "keep an EMA of the weights", "ema_decay": None, "seed": None,
     "classes": "train on these class folders only", "images_per_class_train": "class-balanced train subset size",
     "images_per_class_val": "class-balanced val subset size",
+    "tuning": "include | exclude: train on all of train/, or on train/ minus the tuning split (100 images per class "
+              "that settings are chosen on; the presets and the study: exclude)",
+    "teacher": "imagenette_same_data (the ghostnetv3 preset's and the study's: trained on Imagenette train/ minus "
+               "the tuning split only) | efficientnet_lite0 | efficientnet_lite2 (OUTSIDE DATA: ImageNet-pretrained "
+               "on 1.28 M images, among them 3,791 of the 3,925 Imagenette val images, which they have therefore "
+               "seen) | a gv3lite checkpoint path; --set teacher=null for none",
 }
 _RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
 
@@ -131,6 +138,7 @@ def run_train(args) -> int:
     if args.resume and not args.recipe and (Path(args.out) / "recipe.yaml").is_file():
         args.recipe = str(Path(args.out) / "recipe.yaml")  # resume the run's own recipe unless told otherwise
     recipe = recipe_from_args(args)  # a bad option fails before --out is created
+    check_names(recipe)  # an unknown model or teacher, a missing same-data teacher file: before --out and the data
     resolve_device(args.device)  # --device cuda without a GPU, or mps: before --out is created and the data read
     check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
     if not args.resume and (Path(args.out) / "last.pth").exists():

@@ -68,14 +68,16 @@ def init_student(recipe: Recipe, num_classes: int) -> torch.nn.Module:
 def recipe_datasets(recipe: Recipe, root, return_crop_info: bool = False, progress: bool = False,
                     cache: bool | None = None):
     """The (train, val) pair ``gv3lite.data.build_datasets`` gives for the recipe's data fields (size, classes,
-    subset sizes drawn with ``data_seed``, cache, augmentation, crop scale) from the ImageFolder ``root``;
+    subset sizes drawn with ``data_seed``, ``tuning``: train/ with or without the tuning split, cache, augmentation,
+    crop scale) from the ImageFolder ``root``;
     ``cache`` overrides ``recipe.cache`` (``run`` does so when the cache would not fit, see `choose_data_path`)."""
     return build_datasets(root, recipe.img_size, classes=recipe.classes,
                           images_per_class_train=recipe.images_per_class_train,
                           images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
                           cache=recipe.cache if cache is None else cache,
                           auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
-                          return_crop_info=return_crop_info, scale=(recipe.min_crop_scale, 1.0), progress=progress)
+                          return_crop_info=return_crop_info, scale=(recipe.min_crop_scale, 1.0), progress=progress,
+                          tuning=recipe.tuning)
 
 
 def build_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:

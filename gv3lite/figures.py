@@ -28,7 +28,7 @@ from gv3lite import paper as paper_mod
 from gv3lite.budgets import budget as env_budget
 from gv3lite.utils import git_commit, repo_root
 from gv3lite.utils import figure_bytes, write_atomic
-from gv3lite.verdicts import DELTA, t_interval
+from gv3lite.verdicts import DELTA, contrast_label, t_interval
 
 FOOTER_FONTSIZE = 6.5
 
@@ -163,7 +163,8 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
     source's number, labelled by what it is (``gv3lite.paper.difference_kind``: a diamond per model width for a
     difference we derived from two published top-1, a square for a measurement of the released checkpoint; the paper
     states neither) or, when only the paper's direction is known, an arrow. Only differences are drawn: those are
-    ImageNet differences, ours Imagenette ones at a small budget.
+    ImageNet differences, ours Imagenette ones at a small budget. Each row is named ``grid: cell vs baseline``, a
+    composite contrast with ``(composite)`` (``gv3lite.verdicts.contrast_label``).
     Raises ``ValueError`` for an empty table.
     """
     import matplotlib.pyplot as plt
@@ -194,8 +195,8 @@ def plot_forest(table, title: str | None = None, delta: float | None = None):
             ax.annotate("", xy=(sign * 0.15 * span, y - 0.2), xytext=(0, y - 0.2),
                         arrowprops=dict(arrowstyle="->", color="C3", lw=1.2))
         ax.text(1.01, y, r["verdict"], transform=ax.get_yaxis_transform(), va="center", fontsize=8)
-    ax.set_yticks(range(len(rows)), [f"{r.grid}: {r.cell} vs {r.baseline}" for r in rows[::-1].itertuples()],
-                  fontsize=8)
+    labels = [f"{r.grid}: {contrast_label(r.grid, r.cell, r.baseline)}" for r in rows[::-1].itertuples()]
+    ax.set_yticks(range(len(rows)), [t.replace(" vs ", "\nvs ") if len(t) > 48 else t for t in labels], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlim(-span, span)
     ax.set_xlabel("top-1 difference, cell − baseline (pp)")

@@ -5,6 +5,9 @@ Owns: `Recipe` (defaults = ``make train``'s job: GhostNetV3-0.5× on full Imagen
 annotation, its range is stated once next to it), YAML/JSON round trips (`to_dict`, `from_dict`, `save`, `load`),
 and the named presets (`PRESETS`, `PRESET_NOTES` = the source of every value, `preset`):
 ``conventional`` (the large-model recipe) and ``ghostnetv3`` (re-parameterization + KD + EMA, no Mixup/CutMix).
+Both train on ``train/`` minus the tuning split; ``ghostnetv3`` distils from the same-data teacher
+``imagenette_same_data`` (``gv3lite.soft_labels``). The *outside data* variant ``teacher="efficientnet_lite0"``
+(or lite2) learned from 1.28 M ImageNet images, among them 3,791 of the 3,925 Imagenette val images.
 
 Field groups (paper, arXiv 2404.11202, Sec. 4 "training strategies"):
   model / re-parameterization: ``model``, ``num_conv_branches``, ``use_scale_branch``, ``use_identity_branch``,
@@ -12,8 +15,8 @@ Field groups (paper, arXiv 2404.11202, Sec. 4 "training strategies"):
   ``warmup_lr``, ``min_lr``, ``label_smoothing``, ``ema``, ``ema_decay``; augmentation: ``auto_augment``,
   ``mixup_alpha``, ``cutmix_alpha``, ``random_erasing``, ``min_crop_scale``; knowledge distillation:
   ``teacher``, ``kd_alpha``, ``kd_temperature``, ``kd_mode``, ``kd_loss``; data: ``img_size``, ``classes``,
-  ``images_per_class_train``, ``images_per_class_val``, ``data_seed``, ``cache``, ``num_workers``; evaluation:
-  ``eval_every``.
+  ``images_per_class_train``, ``images_per_class_val``, ``data_seed``, ``tuning``, ``cache``, ``num_workers``;
+  evaluation: ``eval_every``.
 """
 from __future__ import annotations
 
@@ -108,6 +111,9 @@ class Recipe:
     images_per_class_val: int | None = _at_least(None, 1)
     data_seed: int = _seed(0)  # which balanced subset (images_per_class_*) is drawn; kept apart from `seed` so that
     #                            seeds vary initialization and batch order on the same images
+    # "exclude": train on train/ minus the tuning split (gv3lite.data.tuning_split, 100 images per class that settings
+    # are chosen on), what the study and the same-data teacher use; "include": every train/ image
+    tuning: str = _choice("include", ("include", "exclude"))
     cache: bool = True
     num_workers: int = _at_least(0, 0)
     # optimization
@@ -302,7 +308,7 @@ def _dump(d: dict, path: Path) -> str:
 # | num_conv_branches   | 1            | 3                | released ghostnetv3.py (3 k×k branches)                 |
 # | use_scale_branch    | False        | True             | released ghostnetv3.py (1×1 scale branch)               |
 # | use_identity_branch | False        | True             | released ghostnetv3.py (BN identity branch)             |
-# | teacher             | None         | efficientnet_lite0 | ours (paper: a large ImageNet teacher, BEiTv2-L in code) |
+# | teacher             | None         | imagenette_same_data | ours: same training images (paper: BEiTv2-L in code)  |
 # | kd_loss / kd_alpha / kd_temperature | (same) | kl / 0.5 / 4 | ours (released train.py: soft CE, T not applied)   |
 # | kd_mode             | -            | cached           | ours (ReLabel-style cache, CPU cost)                    |
 # | mixup / cutmix      | 0 / 0        | 0 / 0            | GhostNetV2 recipe has none; paper abstract (off in V3)  |
@@ -312,17 +318,19 @@ def _dump(d: dict, path: Path) -> str:
 # | drop_rate           | 0.2          | 0.2              | GhostNetV2 recipe dropout 0.2                           |
 # | label_smoothing     | 0.1          | 0.1              | released train.py default                               |
 # | opt / lr / sched    | adamw / 5e-3 / cosine | same    | lr: paper via Efficient-AI-Backbones#254; rest ours/code |
+# | tuning              | exclude      | exclude          | ours: the tuning split is for choosing settings (issue 22) |
 PRESETS = {
     "default": {},
     "conventional": dict(num_conv_branches=1, use_scale_branch=False, use_identity_branch=False, teacher=None,
                          kd_loss="kl", kd_alpha=0.5, kd_temperature=4.0, kd_mode="cached",
                          mixup_alpha=0.0, cutmix_alpha=0.0, auto_augment="randaugment", random_erasing=0.2,
-                         ema=True, drop_rate=0.2, label_smoothing=0.1, opt="adamw", lr=5e-3, sched="cosine"),
+                         ema=True, drop_rate=0.2, label_smoothing=0.1, opt="adamw", lr=5e-3, sched="cosine",
+                         tuning="exclude"),
     "ghostnetv3": dict(num_conv_branches=3, use_scale_branch=True, use_identity_branch=True,
-                       teacher="efficientnet_lite0", kd_loss="kl", kd_alpha=0.5, kd_temperature=4.0,
+                       teacher="imagenette_same_data", kd_loss="kl", kd_alpha=0.5, kd_temperature=4.0,
                        kd_mode="cached", mixup_alpha=0.0, cutmix_alpha=0.0, auto_augment="none",
                        random_erasing=0.0, ema=True, drop_rate=0.2, label_smoothing=0.1, opt="adamw", lr=5e-3,
-                       sched="cosine"),
+                       sched="cosine", tuning="exclude"),
 }
 
 # field -> where its value comes from ("ours" = a choice of this project, with the reason). Sources: the files in
@@ -344,20 +352,28 @@ PRESET_NOTES = {
         "opt": "ours: the GhostNetV2 recipe's RMSProp-TF, lr 0.064 at batch 1024, step decay over 450 epochs "
                "does not transfer to a few epochs on a CPU; both presets share AdamW + cosine",
         "lr": "same as ghostnetv3 (kept equal so the grid compares the paper's ingredients only)",
+        "tuning": "same as ghostnetv3: train/ minus the tuning split",
     },
     "ghostnetv3": {
         "num_conv_branches": "3: released ghostnetv3.py (paper's final re-parameterization design)",
         "use_scale_branch": "released ghostnetv3.py: 1x1 (depthwise) scale branch on k>1 convs",
         "use_identity_branch": "released ghostnetv3.py: BN identity branch where shapes match",
-        "teacher": "ours: offline EfficientNet-Lite0 (~99% on Imagenette; outside data: trained on 1.28 M ImageNet "
-                   "images, among them 3,791 of the 3,925 Imagenette val images); the released code defaults to "
-                   "BEiTv2-L, the paper's teacher was not recovered; the same-data teacher is imagenette_same_data",
+        "teacher": "ours: imagenette_same_data, MobileNetV2 1.0x trained by this package on train/ minus the "
+                   "tuning split only (python -m gv3lite.same_data_teacher; its card: results/same_data_teacher/), "
+                   "as in the paper, where teacher and student share one training set; the released code defaults "
+                   "to BEiTv2-L, the paper's teacher was not recovered. The outside data variant: efficientnet_lite0 / "
+                   "efficientnet_lite2 (~99% on Imagenette, learned from 1.28 M ImageNet images, among them 3,791 of "
+                   "the 3,925 Imagenette val images)",
+        "tuning": "ours: exclude, so the tuning split stays for choosing settings and the teacher's soft labels "
+                  "cover every training image (the same-data teacher never saw the tuning split)",
         "kd_loss": "ours: KL * T^2 (Hinton et al. 2015); released train.py uses soft-target cross-entropy at T=1",
         "kd_alpha": "released train.py: 1.0*CE + 1.0*KD, i.e. alpha = 0.5 in our (1-a)*CE + a*KD (up to a factor 2)",
-        "kd_temperature": "ours: 4. Released train.py applies no temperature (T=1), but EfficientNet-Lite0 is ~99% "
-                          "right on Imagenette: at T=1 its softmax is near one-hot (on 100 val images at 224 px: "
-                          "mean max-probability 0.97, entropy 0.11 nats, sharper than the label-smoothed target, "
-                          "0.50 nats), so KD would mostly mean less label smoothing; at T=4: 0.50 and 1.75 nats",
+        "kd_temperature": "ours: 4, chosen with the outside-data EfficientNet-Lite0 teacher (not re-measured for "
+                          "the same-data teacher). Released train.py applies no temperature (T=1), but "
+                          "EfficientNet-Lite0 is ~99% right on Imagenette: at T=1 its softmax is near one-hot (on 100 "
+                          "val images at 224 px: mean max-probability 0.97, entropy 0.11 nats, sharper than the "
+                          "label-smoothed target, 0.50 nats), so KD would mostly mean less label smoothing; at T=4: "
+                          "0.50 and 1.75 nats",
         "kd_mode": "ours: cached (ReLabel-style) teacher outputs, one teacher pass per image instead of per step",
         "mixup_alpha": "paper abstract: Mixup and CutMix lead to worse performance for compact models",
         "cutmix_alpha": "paper abstract: Mixup and CutMix lead to worse performance for compact models",

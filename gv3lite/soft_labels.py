@@ -2,8 +2,8 @@
 
 Owns: the soft-label file format (`save_soft_labels`, `read_soft_labels`), the named published teachers
 (`SOFT_LABEL_TEACHERS`: name -> file under ``gv3lite/artifacts/``), the images' content hashes (`file_hashes`)
-and the check that a student may use them (`soft_labels_for`: same classes, every training image seen by the
-teacher, no image changed since).
+and the checks that a student may use them (`check_published`: the file exists; `soft_labels_for`: same classes,
+every training image seen by the teacher, no tuning-split or report (val/) image seen by it, no image changed since).
 
 Why a file in the repository (issue 22): the study's default teacher must have learned only from the images the
 student trains on (the ImageNet-pretrained EfficientNet-Lite teachers learned from 1.28 M images, and 3,791 of the
@@ -45,11 +45,30 @@ def image_key(path: str | Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def _images(folder: Path, classes: list[str]) -> list[Path]:
+    return [f for c in classes if (folder / c).is_dir() for f in sorted((folder / c).iterdir())
+            if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS]
+
+
 def tuning_keys(train_dir: str | Path, classes: list[str]) -> list[str]:
     """`image_key` of every image of the tuning split (``gv3lite.data.tuning_split``) of the folder ``train_dir``."""
-    files = [f for c in classes for f in sorted((Path(train_dir) / c).iterdir())
-             if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS]
+    files = _images(Path(train_dir), classes)
     return [image_key(files[i]) for i in tuning_split(files, [f.parent.name for f in files])]
+
+
+def shown(file: Path) -> str:
+    """``file`` relative to the repository when it lies inside it (``gv3lite/artifacts/...``), else as given."""
+    file, repo = Path(file).resolve(), ARTIFACTS.parent.parent
+    return str(file.relative_to(repo)) if file.is_relative_to(repo) else str(file)
+
+
+def check_published(name: str) -> None:
+    """Raise ``FileNotFoundError`` (one line naming the file and the one command that rebuilds it) when the
+    soft-label file of the published teacher ``name`` (a key of `SOFT_LABEL_TEACHERS`) is missing."""
+    file = SOFT_LABEL_TEACHERS[name]
+    if not file.is_file():
+        raise FileNotFoundError(f"the soft labels of teacher {name!r} ({shown(file)}) do not exist; rebuild them "
+                                f"with `{REBUILD}` (trains the same-data teacher; resumable)")
 
 
 def save_soft_labels(file: str | Path, maps: torch.Tensor, paths: list[str], classes: list[str], image_size: int,
@@ -69,7 +88,7 @@ def read_soft_labels(name_or_file: str | Path) -> dict:
     (missing: rebuild it) and ``ValueError`` (not a soft-label file, or another format)."""
     file = SOFT_LABEL_TEACHERS.get(str(name_or_file), Path(name_or_file))
     if not Path(file).is_file():
-        raise FileNotFoundError(f"soft labels {file} do not exist; build them with `{REBUILD}`")
+        raise FileNotFoundError(f"soft labels {shown(file)} do not exist; build them with `{REBUILD}`")
     saved = torch.load(file, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or saved.get("format") != FORMAT or "maps" not in saved:
         raise ValueError(f"{file} is not a gv3lite soft-label file of format {FORMAT}; rebuild it with `{REBUILD}`")
@@ -81,19 +100,24 @@ def soft_labels_for(name_or_file: str | Path, paths: list[str], classes: list[st
     image_size, teacher)``.
 
     Refuses (``ValueError``, one line with the fix) a teacher whose classes differ from ``classes``, one that trained
-    on tuning-split images (``gv3lite.data.tuning_split``), a training set
-    with images the teacher never trained on (e.g. tuning-split images, another dataset: the student must train on
-    ``tuning='exclude'`` images of the same data) and stale soft labels (an image whose bytes changed since)."""
+    on tuning-split images (``gv3lite.data.tuning_split``) or on report images (a file of ``val/`` beside the
+    training images' ``train/`` folder), a training set with images the teacher never trained on (e.g. tuning-split
+    images, another dataset: the student must train on ``tuning='exclude'`` images of the same data) and stale soft
+    labels (an image whose bytes changed since). ``FileNotFoundError`` when the file is missing (`read_soft_labels`)."""
     saved = read_soft_labels(name_or_file)
     if list(saved["classes"]) != list(classes):
         raise ValueError(f"soft labels {name_or_file} are for classes {saved['classes'][:3]}..., the data has "
                          f"{list(classes)[:3]}...; use a teacher trained on these classes or rebuild with `{REBUILD}`")
     files = list(saved["files"])
-    tuning = set(tuning_keys(Path(paths[0]).parent.parent, classes)) if paths else set()
-    seen = [f for f in files if f in tuning]
-    if seen:
-        raise ValueError(f"the teacher {name_or_file} trained on {len(seen)} tuning-split images (e.g. {seen[0]}); "
-                         f"settings are chosen on them, so rebuild it on train/ minus the tuning split with `{REBUILD}`")
+    train_dir = Path(paths[0]).parent.parent if paths else None
+    for what, held in (("tuning-split", tuning_keys(train_dir, classes) if paths else []),
+                       ("report (val/)", [image_key(f) for f in _images(train_dir.parent / "val", classes)]
+                        if paths else [])):
+        seen = sorted(set(files) & set(held))
+        if seen:
+            raise ValueError(f"the teacher {name_or_file} trained on {len(seen)} {what} images (e.g. {seen[0]}); no "
+                             f"setting may be chosen or reported on images the teacher saw: rebuild it on train/ minus "
+                             f"the tuning split with `{REBUILD}`")
     row = {f: i for i, f in enumerate(files)}
     keys = [image_key(p) for p in paths]
     missing = [k for k in keys if k not in row]

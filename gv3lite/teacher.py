@@ -37,7 +37,7 @@ from torch import nn
 from gv3lite.checkpoint import extract_state_dict, load_checkpoint, non_finite_tensors, read_checkpoint
 from gv3lite.data import IMAGENET_MEAN, IMAGENET_STD
 from gv3lite.models import create_model, create_model_from_config
-from gv3lite.soft_labels import SOFT_LABEL_TEACHERS
+from gv3lite.soft_labels import SOFT_LABEL_TEACHERS, check_published
 
 
 
@@ -137,18 +137,22 @@ def list_teachers() -> list[str]:
     ``create_teacher`` builds ("outside data": they learned from 1.28 M ImageNet images, and 3,791 of the 3,925
     Imagenette val images are ImageNet *train* files, so they saw most of our val images) and the same-data teachers
     published as soft labels (``gv3lite.soft_labels.SOFT_LABEL_TEACHERS``: trained only on Imagenette train/ minus
-    the tuning split; cached KD only)."""
+    the tuning split; cached KD only; the study's default, ``imagenette_same_data``)."""
     return sorted(PRETRAINED_TEACHERS) + sorted(SOFT_LABEL_TEACHERS)
 
 
 def check_teacher(name) -> None:
     """Raise ``ValueError`` unless ``name`` is a pretrained teacher name (`list_teachers`) or the path of an
-    existing checkpoint file (a string), with the choices and the fix."""
+    existing checkpoint file (a string), with the choices and the fix; ``FileNotFoundError`` (naming the file and the
+    command that rebuilds it, ``gv3lite.soft_labels.check_published``) for a same-data teacher whose soft-label file
+    is missing."""
     if not isinstance(name, str):
         raise ValueError(f"a teacher is a name ({list_teachers()}) or a checkpoint path as a string, got {name!r}")
     if not (name in list_teachers() or Path(name).expanduser().is_file()):
         raise ValueError(f"{name!r} is neither a pretrained teacher name ({list_teachers()}) nor an existing "
                          "checkpoint file; use None for no distillation")
+    if name in SOFT_LABEL_TEACHERS:
+        check_published(name)
 
 
 def wheel_weights_file(name: str) -> Path:

@@ -1,6 +1,7 @@
 """The verdict rule of the study and the tests behind it: the pre-declared analysis plan, intervals, multiplicity.
 
-Owns the analysis plan fixed before the runs (`DELTA`, `ALPHA`, `POWER`, `DIRECTIONS`), the interval and test
+Owns the analysis plan fixed before the runs (`DELTA`, `ALPHA`, `POWER`, `DIRECTIONS`, the composite contrasts
+`COMPOSITE_GRIDS` and how every contrast is named wherever it is shown, `contrast_label`), the interval and test
 helpers (`t_interval`, `equivalence_p`, `holm`, `power`, `min_detectable_effect`, `seeds_for_half_width`) and the
 verdict rule (`verdict`, `judge`: a table of differences, standard errors and degrees of freedom in, intervals,
 Holm-adjusted p-values, minimum detectable effects and verdicts out). Where the differences and standard errors
@@ -29,6 +30,18 @@ DELTA = 1.0   # pp: the smallest effect of interest, declared before the runs (i
 ALPHA = 0.05  # family-wise error rate of the verdicts
 POWER = 0.80  # for the minimum detectable effect
 DIRECTIONS = ("better", "worse")  # paper claims that have a direction (gv3lite/paper_results.csv)
+# Composite contrasts (issue 22): they change several ingredients at once -- the whole GhostNetV3 recipe against the
+# conventional one (`recipe`: re-parameterization, KD, RandAugment, random erasing) and the same on other models
+# (`architectures`, the model's branches too) -- so a verdict on one is about the bundle, never about any one
+# ingredient. Every place that shows a contrast names it with `contrast_label`, which marks these.
+COMPOSITE_GRIDS = ("recipe", "architectures")
+COMPOSITE = "composite"
+
+
+def contrast_label(grid: str, cell: str, baseline: str) -> str:
+    """How a contrast is named wherever it is shown (report.md, README, the forest plot, the console, notebooks):
+    ``"mixup vs basic"``, and for a grid of `COMPOSITE_GRIDS` ``"ghostnetv3 vs conventional (composite)"``."""
+    return f"{cell} vs {baseline}" + (f" ({COMPOSITE})" if grid in COMPOSITE_GRIDS else "")
 
 
 # ------------------------------------------------------------------------------------------- intervals

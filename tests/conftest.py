@@ -215,3 +215,23 @@ def factorial_study(fake_training, make_image_root):
                             command=f"gv3lite reproduce --design factorial --budget {budget} --data {root}", **kw)
         return Path(out) / budget
     return make
+
+
+def publish_toy_soft_labels(root, recipes, file, monkeypatch, name="imagenette_same_data"):
+    """Soft labels of a stand-in same-data teacher (random (N, K, 2, 2) logit maps, ``gv3lite.soft_labels`` format) for
+    every training image of ``recipes`` (their ``tuning`` / ``images_per_class_train`` / ``data_seed`` subsets of
+    ``root``), written to ``file`` and published under ``name`` for this test (``monkeypatch``), so that tests never
+    need, create or change the repository's ``gv3lite/artifacts/`` file. Returns the image paths."""
+    from gv3lite import soft_labels
+    from gv3lite.data import ImageFolderDataset
+
+    paths, classes = {}, None
+    for r in recipes:
+        train = ImageFolderDataset(root, "train", r.img_size, classes=r.classes, per_class=r.images_per_class_train,
+                                   seed=r.data_seed, cache=False, tuning=r.tuning)
+        classes = train.classes
+        paths.update(dict.fromkeys(p for p, _ in train.samples))
+    maps = torch.randn(len(paths), len(classes), 2, 2, generator=torch.Generator().manual_seed(0))
+    soft_labels.save_soft_labels(file, maps, list(paths), classes, 48, "toy same-data teacher", {"top1_val": None})
+    monkeypatch.setitem(soft_labels.SOFT_LABEL_TEACHERS, name, Path(file))
+    return list(paths)

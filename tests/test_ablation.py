@@ -18,6 +18,8 @@ from gv3lite.study.report import duration, write_report
 from gv3lite.study.runner import reproduce
 from gv3lite.utils import repo_root
 
+from conftest import publish_toy_soft_labels
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -41,6 +43,11 @@ def test_presets_differ_in_the_papers_ingredients_and_every_choice_has_a_note():
     assert [getattr(conv, f) for f in kd_fields] == [getattr(gv3, f) for f in kd_fields]
     assert (gv3.num_conv_branches, gv3.use_scale_branch, gv3.use_identity_branch) == (3, True, True)
     assert gv3.teacher is not None and gv3.ema and gv3.mixup_alpha == gv3.cutmix_alpha == 0
+    # issue 22: the teacher saw only the student's training images; both presets (and every cell of the study, on
+    # any budget) train on train/ minus the tuning split
+    assert gv3.teacher == "imagenette_same_data" and conv.tuning == gv3.tuning == "exclude"
+    assert {it["recipe"].tuning for b in BUDGETS for it in plan(b)} == {"exclude"}
+    assert "outside data" in PRESET_NOTES["ghostnetv3"]["teacher"] and "3,791" in PRESET_NOTES["ghostnetv3"]["teacher"]
     for name in ("conventional", "ghostnetv3"):
         assert set(PRESETS[name]) - {"ema", "drop_rate", "label_smoothing"} <= set(PRESET_NOTES[name]) | {
             "use_scale_branch", "use_identity_branch", "kd_loss", "kd_alpha", "kd_temperature", "kd_mode", "sched"}
@@ -196,6 +203,8 @@ def smoke_run(data_root, tmp_path_factory):
     mp.setenv("GV3LITE_FIGURES", str(tmp / "figures"))
     mp.setenv("GV3LITE_CACHE", str(tmp / "cache"))
     mp.setenv("OMP_NUM_THREADS", "2")
+    # a stand-in for the same-data teacher's published soft labels, in the tmp dir (the repository's is not used)
+    publish_toy_soft_labels(data_root, [it["trained_as"] for it in plan("smoke")], tmp / "soft_labels.pt", mp)
     first = reproduce("smoke", out=tmp / "results", data=data_root, command="pytest smoke", log=lambda *a: None)
     yield tmp, first, mp
     mp.undo()
@@ -309,9 +318,14 @@ def test_figures_dir_and_savefig(tmp_path, monkeypatch):
     plt.close(fig)
 
 
-def test_parallel_jobs_train_the_same_runs(smoke_run, data_root, tmp_path):
-    """--jobs 2: two trainings at once in their own processes give the runs (and top-1) of the sequential run."""
-    _, first, _ = smoke_run
+def test_parallel_jobs_train_the_same_runs(data_root, tmp_path, monkeypatch):
+    """--jobs 2: two trainings at once in their own processes give the runs (and top-1) of the sequential run. The
+    spawned workers import gv3lite afresh, so a teacher published for this test only would not reach them: both calls
+    distil from the offline EfficientNet-Lite0 instead (the plan, made here, hands the workers their recipes)."""
+    monkeypatch.setenv("GV3LITE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(PRESETS["ghostnetv3"], "teacher", "efficientnet_lite0")
+    first = reproduce("smoke", out=tmp_path / "sequential", grids=["kd"], data=data_root, figures=False,
+                      command="pytest jobs", log=lambda *a: None)
     result = reproduce("smoke", out=tmp_path, grids=["kd"], data=data_root, figures=False, jobs=2,
                                 command="pytest jobs", log=lambda *a: None)
     assert result["trained"] == 2 and result["skipped"] == 0
@@ -328,7 +342,7 @@ def test_forest_plot_of_the_4a61a24_quick_results(tmp_path, monkeypatch):
     table = verdicts(pd.read_csv(OLD_QUICK_RUNS))
     fig = plot_forest(table)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert labels[-1] == "recipe: ghostnetv3 vs conventional" and len(labels) == len(table) == 7
+    assert labels[-1] == "recipe: ghostnetv3 vs conventional (composite)" and len(labels) == len(table) == 7
     assert [t.get_text() for t in fig.axes[0].texts].count("underpowered") == 6
     png = savefig(fig, "forest", budget="quick", command="pytest")
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000

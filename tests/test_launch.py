@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from gv3lite import launch
+from gv3lite.budgets import BUDGETS
+from gv3lite.recipe import PRESETS
 from gv3lite.study import runner, workers
 from gv3lite.study.plan import plan
 from gv3lite.study.runner import reproduce
@@ -39,7 +41,17 @@ def test_claim_run_is_exclusive_across_processes(tmp_path):
             assert again is False
 
 
+def outside_teacher_all_images(monkeypatch):
+    """What these tests check is the launch: their 6 images per class of ImageNet classes train with the offline
+    EfficientNet-Lite0 teacher instead of the same-data one (its soft labels are of Imagenette's images) and with
+    every image (the tuning split would hold all of them); the plan, made in this process, gives the jobs their
+    recipes."""
+    monkeypatch.setitem(PRESETS["ghostnetv3"], "teacher", "efficientnet_lite0")
+    monkeypatch.setitem(BUDGETS["smoke"], "tuning", "include")
+
+
 def test_runs_locked_by_another_call_are_not_trained(tmp_path, make_image_root, monkeypatch):
+    outside_teacher_all_images(monkeypatch)
     root = make_image_root(classes=WNIDS, per_class=6, size=(48, 48))
     items = plan("smoke", ["reparam"])
     holders = [hold_lock(str(tmp_path / "out" / "smoke" / "runs" / it["run_id"]) + ".lock") for it in items]
@@ -66,9 +78,10 @@ def test_worker_devices_one_run_per_gpu(monkeypatch):
         launch.submit_runs(print, {}, ".", cluster="pbs")
 
 
-def test_reproduce_through_submitit_local_executor(tmp_path, make_image_root):
+def test_reproduce_through_submitit_local_executor(tmp_path, make_image_root, monkeypatch):
     """Two smoke runs as two submitit jobs (LocalExecutor: subprocesses on this machine), both at once."""
     root = make_image_root(classes=WNIDS, per_class=6, size=(48, 48))
+    outside_teacher_all_images(monkeypatch)
     out = tmp_path / "out"
     t0 = time.perf_counter()
     result = reproduce("smoke", out=out, grids=["reparam"], data=root, figures=False, jobs=2,

@@ -9,8 +9,7 @@ from scipy import stats as sps
 
 from gv3lite.cli import main
 from gv3lite.study import runner
-from gv3lite.study.grids import GRIDS
-from gv3lite.study.plan import complete_grids, plan
+from gv3lite.study.plan import complete_grids, plan, recorded_grids
 from gv3lite.study.provenance import portable_command
 from gv3lite.study.readme import README_BEGIN, README_END, committed_study, readme_results, split_readme
 from gv3lite.study.records import CALL_COLUMNS, append_call, read_calls, read_verdicts
@@ -58,8 +57,7 @@ def test_readme_results_gives_provenance_wall_time_and_the_verdict_table(tmp_pat
     commits = ", ".join(sorted(set(runs["git_commit"].astype(str))))
     assert f"code at commit {commits}; {runs['run_id'].nunique()} trainings, {runs['seed'].nunique()} seeds" in quick
     assert f"Command `{portable_command(runs['command'].iloc[0])}`" in quick and "--data imagenette2-224 " in quick
-    complete = [g for g in GRIDS if g in set(runs["grid"])
-                and {it["run_id"] for it in plan("quick", [g])} <= set(runs["run_id"])]
+    complete = recorded_grids(runs, "quick")  # by run id, or by cell for a study of an earlier plan
     assert "architectures" not in complete  # make main leaves it out; only its cells shared with the recipe grid
     planned = len({it["run_id"] for it in plan("quick", complete)})
     assert "not in these results: the architectures grid(s)" in quick
@@ -155,13 +153,23 @@ def test_committed_study_of_a_grid_needs_a_contrast(tmp_path):
     assert committed_study("medium", results=tmp_path) is None  # no file
 
 
+def _committed_ids(items, runs):
+    """``items`` (a plan) with each run id replaced by the committed study's run id of the same (grid, cell, seed):
+    the plan the committed study was trained with, whose older recipes hash differently (issue 22 added the
+    same-data teacher and the tuning split); an item without a committed row keeps its id."""
+    ids = {(g, c, s): r for g, c, s, r in zip(runs["grid"], runs["cell"], runs["seed"], runs["run_id"])}
+    return [{**it, "run_id": ids.get((it["grid"], it["cell"], it["seed"]), it["run_id"])} for it in items]
+
+
 def test_a_grid_is_complete_only_when_all_its_planned_trainings_are_recorded():
     runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
     made = ["recipe", "reparam", "kd", "kd_control", "augment", "schedule"]   # make main's grids
-    assert complete_grids(runs, "quick") == made  # architectures: only the rows shared with recipe
-    kd_none = {it["run_id"] for it in plan("quick", ["kd"]) if it["cell"] == "none" and it["seed"] == 2}
-    assert complete_grids(runs[~runs["run_id"].isin(kd_none)], "quick") == [g for g in made if g != "kd"]
-    one_seed = plan("quick", ["kd"], seeds=1)
+    items = _committed_ids(plan("quick"), runs)
+    assert complete_grids(runs, "quick", items) == made  # architectures: only the rows shared with recipe
+    assert recorded_grids(runs, "quick") == made  # the same from the cells, whichever plan the runs were made with
+    kd_none = {it["run_id"] for it in items if it["grid"] == "kd" and it["cell"] == "none" and it["seed"] == 2}
+    assert complete_grids(runs[~runs["run_id"].isin(kd_none)], "quick", items) == [g for g in made if g != "kd"]
+    one_seed = _committed_ids(plan("quick", ["kd"], seeds=1), runs)
     assert complete_grids(runs[runs["seed"] == 0], "quick", one_seed) == ["kd"]
     assert complete_grids(runs.iloc[:0], "quick") == []
 

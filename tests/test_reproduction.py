@@ -137,8 +137,9 @@ def test_progress_counts_epochs_and_runs_from_the_run_folders(tmp_path):
     lines = progress.claim_lines(table)
     r = table.iloc[0]
     assert len(lines) == len(table)
-    assert lines[0] == f"{r['grid']}: {r['cell']} vs {r['baseline']}: {r['diff']:+.2f} pp [{r['low']:+.2f}, " \
-                       f"{r['high']:+.2f}] -> {r['verdict']}"
+    assert r["grid"] == "recipe"  # a composite contrast: named so (gv3lite.verdicts.contrast_label)
+    assert lines[0] == f"{r['grid']}: {r['cell']} vs {r['baseline']} (composite): {r['diff']:+.2f} pp " \
+                       f"[{r['low']:+.2f}, {r['high']:+.2f}] -> {r['verdict']}"
 
 
 def test_make_main_without_data_or_into_a_foreign_study_is_one_line_and_exit_2(tmp_path, make_image_root, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gv3lite.data import ImageFolderDataset, build_datasets, check_disjoint, tuning_split
+from gv3lite.data import TUNING_PER_CLASS, ImageFolderDataset, build_datasets, check_disjoint, tuning_split
 
 
 def _root(tmp_path, per_class=6, val_names=None):
@@ -36,19 +36,28 @@ def test_tuning_split_is_the_smallest_name_hashes_per_class():
 
 
 def test_exclude_and_only_partition_train(tmp_path):
-    root = _root(tmp_path)
+    root = _root(tmp_path, per_class=TUNING_PER_CLASS + 2)
     kw = dict(img_size=8, cache=False)
     every = {p for p, _ in ImageFolderDataset(root, "train", **kw).samples}
     rest = {p for p, _ in ImageFolderDataset(root, "train", tuning="exclude", **kw).samples}
     held = {p for p, _ in ImageFolderDataset(root, "train", train=False, tuning="only", **kw).samples}
     assert rest | held == every and not rest & held
-    assert len(held) == 2 * min(6, 100)  # fewer files than TUNING_PER_CLASS: all are held (nothing left to train)
+    assert (len(held), len(rest)) == (2 * TUNING_PER_CLASS, 4)
     train, tune = build_datasets(root, 8, cache=False, tuning="only")
     assert {p for p, _ in tune.samples} == held and not tune.train and {p for p, _ in train.samples} == rest
 
 
+def test_a_class_the_tuning_split_empties_is_refused(tmp_path):
+    root = _root(tmp_path)  # 6 files per class, fewer than TUNING_PER_CLASS: all are held, none left to train on
+    assert len(ImageFolderDataset(root, "train", 8, cache=False, tuning="only")) == 12
+    with pytest.raises(ValueError, match=r"class\(es\) \['a', 'b'\] .* have no images left with tuning='exclude' .*"
+                                         r"tuning='include'"):
+        ImageFolderDataset(root, "train", 8, cache=False, tuning="exclude")
+
+
 def test_tuning_split_overlapping_the_report_split_is_refused(tmp_path):
-    root = _root(tmp_path, val_names=["a_0.png", "b_1.png"])  # val holds copies of train file names
+    # val holds copies of train file names, at least one of them in the tuning split (2 of a's 102 are not)
+    root = _root(tmp_path, per_class=TUNING_PER_CLASS + 2, val_names=["a_0.png", "a_1.png", "a_2.png"])
     with pytest.raises(ValueError, match=r"tuning split overlaps the report split in \d+ images .*take the tuning"):
         build_datasets(root, 8, cache=False, tuning="exclude")
     with pytest.raises(ValueError, match="overlaps the report split in 1 images"):

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from gv3lite.data.cache import DEFAULT_CROP_PCT, read_image, stored_size
 from gv3lite.data.folder import _announce_skipped, _listdir, check_data_root, scan_split
-from gv3lite.data.subsets import TUNING_SPLITS, balanced_subset, check_disjoint, tuning_split
+from gv3lite.data.subsets import TUNING_PER_CLASS, TUNING_SPLITS, balanced_subset, check_disjoint, tuning_split
 
 IMAGENET_MEAN, IMAGENET_STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # the student input normalization (timm)
 
@@ -91,6 +91,11 @@ class ImageFolderDataset(Dataset):
         if tuning != "include":
             held = set(tuning_split([p for p, _ in samples], [t for _, t in samples]))
             samples = [s for i, s in enumerate(samples) if (i in held) == (tuning == "only")]
+            empty = [c for i, c in enumerate(self.classes) if i not in {t for _, t in samples}]
+            if empty:
+                raise ValueError(f"class(es) {empty} of {str(split_dir)!r} have no images left with tuning={tuning!r} "
+                                 f"(the tuning split holds up to {TUNING_PER_CLASS} per class); add images, or use "
+                                 "tuning='include' (e.g. --set tuning=include)")
         keep = balanced_subset([t for _, t in samples], per_class, seed,
                                class_names=[f"{split}/{c}" for c in self.classes])
         self.samples = [samples[i] for i in keep]

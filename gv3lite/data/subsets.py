@@ -47,7 +47,7 @@ def tuning_split(paths: Sequence[str], targets: Sequence, per_class: int = TUNIN
     subset or class order, and it never changes when images are added to other classes. Every setting is chosen on
     these images and nothing trains on them (students and teachers use ``tuning="exclude"``); the study
     reports on ``val/`` only. With Imagenette: 100 x 10 = 1,000 of the 9,469 train images. A class with fewer than
-    ``per_class`` files gives all of them (``balanced_subset`` then reports it has none left to train on).
+    ``per_class`` files gives all of them (``ImageFolderDataset`` then reports it has none left to train on).
     """
     ranked: dict = {}  # target (class index or name) -> [(hash, index)]
     for i, (path, target) in enumerate(zip(paths, targets)):

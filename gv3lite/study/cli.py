@@ -38,7 +38,12 @@ def add_reproduce(subparsers) -> None:
                                           "declared claims are decided. --design ofat: every cell of the one-factor "
                                           "grids (gv3lite.study.grids.GRIDS) for each seed. Sizes come from the budget "
                                           "(gv3lite.budgets). Finished runs are skipped, interrupted ones resume from "
-                                          "their checkpoint.")
+                                          "their checkpoint. Every student trains on train/ minus the tuning split; "
+                                          "KD uses the same-data teacher imagenette_same_data (its soft labels: "
+                                          "gv3lite/artifacts/, rebuilt by `python -m gv3lite.same_data_teacher`). The "
+                                          "ImageNet-pretrained efficientnet_lite0/lite2 teachers are the outside-data "
+                                          "variant (1.28 M images, among them 3,791 of the 3,925 Imagenette val "
+                                          "images).")
     p.add_argument("--budget", default=None, choices=list(BUDGETS), help="smoke | quick | medium | full (default: "
                                                                           "$GV3LITE_BUDGET, else smoke)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's)")

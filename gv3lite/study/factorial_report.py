@@ -28,8 +28,8 @@ from gv3lite.study.completeness import read_study
 from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.provenance import code_label
-from gv3lite.study.records import DESIGN_FILE, read_calls, wall_time
-from gv3lite.study.report import FLOAT_FORMAT, calls_note, duration, study_command, study_commits
+from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, read_calls, wall_time
+from gv3lite.study.report import FLOAT_FORMAT, calls_note, duration, scope_note, study_command, study_commits
 from gv3lite.utils import write_atomic, write_csv
 
 RUNS_PER_BLOCK = 16
@@ -207,7 +207,8 @@ def write_factorial_report(result: dict, record: dict, out_dir, budget: str, run
              "that makes it; it is judged on the sequential interval (the last look's, at its level: repeated "
              "confidence intervals); the 95% interval beside it is the model's plain one. The source's claim is "
              "labelled by what it is (`paper:` a direction the paper states; `derived:` two published ImageNet "
-             "top-1 subtracted by us, not stated by the paper).", "", *claim_lines(result["claims"]), "",
+             "top-1 subtracted by us, not stated by the paper).", "", scope_note(runs), "",
+             *claim_lines(result["claims"]), "",
              *([target, ""] if target else []), "Looks (`looks.csv`):", "",
              markdown(result["looks"][["look", "blocks", "level", "claim", "diff", "low", "high",
                                        "verdict_so_far"]]), ""]

@@ -39,14 +39,17 @@ GRIDS = {
         ("n2", "ghostnetv3", dict(num_conv_branches=2), FULL),
         ("full", "ghostnetv3", {}, SMOKE),
         ("n4", "ghostnetv3", dict(num_conv_branches=4), FULL)),
-    "kd": _cells(  # paper Sec. 4.2: knowledge distillation (KL * T^2 at T = 4, see recipe.PRESET_NOTES)
+    "kd": _cells(  # paper Sec. 4.2: knowledge distillation (KL * T^2 at T = 4, see recipe.PRESET_NOTES); the teacher
+        # is the preset's same-data teacher (imagenette_same_data); teacher_lite2 is the outside-data variant
+        # (ImageNet-pretrained: 1.28 M images, 3,791 of the 3,925 val images among them)
         ("none", "ghostnetv3", dict(teacher=None), SMOKE),
         ("teacher", "ghostnetv3", {}, SMOKE),
         ("temperature1", "ghostnetv3", dict(kd_temperature=1.0), FULL),
         ("teacher_lite2", "ghostnetv3", dict(teacher="efficientnet_lite2"), FULL)),
     "kd_control": _cells(  # does KD carry the teacher's knowledge, or only softer targets? Label smoothing 0.3 gives
         # a target whose true-class mass (0.73) matches the KD cell's average target (0.5 * 0.91 + 0.5 * 0.50 = 0.71
-        # with EfficientNet-Lite0 at T = 4, see recipe.PRESET_NOTES) without the teacher's ranking of wrong classes
+        # with the outside-data EfficientNet-Lite0 at T = 4, see recipe.PRESET_NOTES) without the teacher's ranking
+        # of wrong classes; not yet re-matched to the same-data teacher's soft labels
         ("label_smoothing", "ghostnetv3", dict(teacher=None, label_smoothing=0.3), QUICK),
         ("teacher", "ghostnetv3", {}, QUICK)),
     "augment": _cells(  # paper Sec. 4.4: each augmentation added to the GhostNetV3 recipe (KD included: the teacher

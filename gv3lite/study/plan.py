@@ -111,8 +111,17 @@ def complete_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = N
 
 def recorded_grids(runs: pd.DataFrame, budget: str, items: list[dict] | None = None) -> list[str]:
     """The grids a runs.csv table stands for: its `complete_grids`, or -- when none is complete (results of an older
-    plan, other recipes or sizes) -- every grid that has rows in it, in grid order."""
-    return complete_grids(runs, budget, items) or [g for g in GRIDS if g in set(runs["grid"])]
+    plan, other recipes or sizes) -- the grids whose every planned (grid, cell, seed) has a row, else every grid that
+    has rows in it, in grid order (a grid with only the rows it shares with another, e.g. ``architectures/ghostnetv2/*``
+    beside ``recipe``, is not recorded)."""
+    items = plan(budget) if items is None else items
+    done = complete_grids(runs, budget, items)
+    if done:
+        return done
+    rows = set(zip(runs["grid"], runs["cell"], runs["seed"]))
+    cells = [g for g in dict.fromkeys(it["grid"] for it in items)
+             if {(it["grid"], it["cell"], it["seed"]) for it in items if it["grid"] == g} <= rows]
+    return cells or [g for g in GRIDS if g in set(runs["grid"])]
 
 
 def factorial_plan(budget: str, blocks: int, changes: dict | None = None, generators: dict | None = None) -> list[dict]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from gv3lite.verdicts import contrast_label
+
 
 def epochs_done(run_dir: Path, epochs: int) -> int:
     """Finished epochs of the run in ``run_dir``: all of them with a ``result.json``, else the rows of
@@ -94,13 +96,13 @@ class StudyProgress:
 
 
 def claim_lines(table: pd.DataFrame) -> list[str]:
-    """One line per claim of a verdict table: a one-factor study's (``gv3lite.study.analysis.verdicts``: contrast)
-    or a factorial study's (its declared ``claim``, the interval at the look's level that the verdict uses); the
-    diff and interval (pp), the verdict."""
+    """One line per claim of a verdict table: a one-factor study's (``gv3lite.study.analysis.verdicts``: contrast,
+    named by ``gv3lite.verdicts.contrast_label``, so a composite one says so) or a factorial study's (its declared
+    ``claim``, the interval at the look's level that the verdict uses); the diff and interval (pp), the verdict."""
     lines = []
     for r in table.itertuples():
         interval = f" [{r.low:+.2f}, {r.high:+.2f}]".replace("-0.00", "+0.00") if r.low == r.low else ""
         diff = f"{r.diff:+.2f} pp{interval}".replace("-0.00", "+0.00") if r.diff == r.diff else "no estimate"
-        name = f"{r.grid}: {r.cell} vs {r.baseline}" if "grid" in table else str(r.claim)
+        name = f"{r.grid}: {contrast_label(r.grid, r.cell, r.baseline)}" if "grid" in table else str(r.claim)
         lines.append(f"{name}: {diff} -> {r.verdict}")
     return lines

@@ -18,8 +18,8 @@ from gv3lite.study.factorial_report import RUNS_PER_BLOCK, claim_lines, stop_sta
 from gv3lite.study.looks import analyse_looks
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import DESIGN_FILE, design_of, read_calls, read_claims, read_verdicts
-from gv3lite.study.report import calls_note, sizing_note, study_command, study_commits, verdict_lines
+from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, design_of, read_calls, read_claims, read_verdicts
+from gv3lite.study.report import calls_note, scope_note, sizing_note, study_command, study_commits, verdict_lines
 from gv3lite.utils import repo_root
 
 
@@ -68,8 +68,9 @@ def readme_results(results_root) -> str:
     """README.md's generated Results block (Markdown, ending in a newline), from the folders ``<results_root>/quick``
     and ``<results_root>/medium`` that hold a runs.csv, in that order: per budget one provenance paragraph (the
     command and the commits the runs were trained at, trainings, seeds, the total wall time from calls.csv when it
-    exists, how many of the current plan's trainings are recorded, the verdict counts), then the verdict table of its
-    verdicts.csv (`verdict_lines`, as in report.md). A study whose runs were not all trained by the current training
+    exists, how many of the current plan's trainings are recorded, the verdict counts), what the study can and cannot
+    say (`scope_note`), then the verdict table of its verdicts.csv (`verdict_lines`, as in report.md: composite
+    contrasts marked). A study whose runs were not all trained by the current training
     code (``gv3lite.fingerprint``: another fingerprint, or none recorded) carries the bold `code_label` line, so
     ``gv3lite readme --check`` fails when the code changes under a committed study until the README says so. Reads
     files and the training code's fingerprint only: the same folders and code give the same text.
@@ -116,15 +117,15 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
              f"{coverage}. Verdicts of the {len(table)} contrasts: {verdict_counts or 'none'}.", ""]
     label = code_label(runs, make=make)  # a study trained by other code than the current one says so, visibly
     lines += [label, ""] if label else []
-    lines += [*verdict_lines(table), ""]
+    lines += [scope_note(runs), "", *verdict_lines(table), ""]
     sizing = sizing_note(table, budget, runs, calls)
     lines += [sizing, ""] if sizing else []
     return "\n".join(lines)
 
 
 def _readme_factorial(folder: Path, budget: str, make: str, study: dict) -> str:
-    """The Results block's part of a factorial study (`read_study` of ``folder``): provenance, the design, the claim
-    table, the half-width note."""
+    """The Results block's part of a factorial study (`read_study` of ``folder``): provenance, the design, what
+    the study can and cannot say (`scope_note`), the claim table, the half-width note."""
     runs, claims, calls = study["runs"], read_claims(folder / "verdicts.csv"), read_calls(folder)
     result = check_claims(folder, runs, claims, study["predictions"])
     shown, blocks = _shown(folder), int(result["blocks"])
@@ -140,7 +141,7 @@ def _readme_factorial(folder: Path, budget: str, make: str, study: dict) -> str:
              f"{len(claims)} declared claims: " + ", ".join(f"{n} **{v}**" for v, n in counted.items()) + ".", ""]
     label = code_label(runs, make=make)  # a study trained by other code than the current one says so, visibly
     lines += [label, ""] if label else []
-    lines += [*claim_lines(claims), ""]
+    lines += [scope_note(runs), "", *claim_lines(claims), ""]
     note = target_note(claims, budget, blocks, calls)
     lines += [note, ""] if note else []
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""The study's report: Markdown (summary, verdict table, sizing note, report.md), the figures of a budget, and
-`report` (re-analysis of a recorded budget folder without training).
+"""The study's report: Markdown (summary, verdict table, sizing note, what the study can and cannot say:
+`scope_note`, report.md), the figures of a budget, and `report` (re-analysis of a recorded budget folder without
+training).
 """
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from gv3lite.budgets import BUDGETS, HALF_WIDTH_TARGETS
 from gv3lite.fingerprint import recorded_fingerprints
 from gv3lite.figures import plot_forest, plot_grid, plot_learning_curves, savefig
 from gv3lite.paper import difference_kind, paper_results
-from gv3lite.verdicts import ALPHA, DELTA, POWER, seeds_for_half_width
+from gv3lite.schemas import read_results
+from gv3lite.verdicts import ALPHA, COMPOSITE_GRIDS, DELTA, POWER, contrast_label, seeds_for_half_width
 from gv3lite.study.analysis import summarize, verdicts
 from gv3lite.study.completeness import read_study
 from gv3lite.study.grids import paper_key
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import read_calls, wall_time
+from gv3lite.study.records import PREDICTIONS, read_calls, wall_time
+from gv3lite.teacher import PRETRAINED_TEACHERS
 from gv3lite.utils import write_atomic, write_csv
 
 
@@ -85,13 +88,14 @@ def _paper(r) -> str:
 
 
 def verdict_lines(table: pd.DataFrame) -> list[str]:
-    """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as Markdown lines: contrast, fields
-    that differ, per-seed differences, diff, 95% interval and its half-width, Holm p, MDE, paper, verdict."""
+    """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as Markdown lines: contrast (named by
+    ``gv3lite.verdicts.contrast_label``: composite ones marked), fields that differ, per-seed differences, diff, 95%
+    interval and its half-width, Holm p, MDE, paper, verdict."""
     lines = ["| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | half-width (pp) | Holm p "
              "| MDE (pp) | source's claim (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         per_seed = str(r.per_seed)
-        lines.append(f"| {r.grid} | {r.cell} vs {r.baseline} | {r.differs or '—'} "
+        lines.append(f"| {r.grid} | {contrast_label(r.grid, r.cell, r.baseline)} | {r.differs or '—'} "
                      f"| {per_seed if len(per_seed) < 60 else per_seed[:57] + '...'} | {_num(r.diff, '+.2f')} "
                      f"| {_ci(r)} | {_num((r.high - r.low) / 2, '.2f')} | {_num(r.p_holm, '.3f')} "
                      f"| {_mde(r.mde)} | {_paper(r)} | **{r.verdict}** |")
@@ -144,6 +148,41 @@ def sizing_note(table: pd.DataFrame, budget: str, runs: pd.DataFrame, calls: pd.
     return text + "."
 
 
+def _values(runs: pd.DataFrame, column: str) -> str:
+    """The distinct values of a recipe column of runs.csv as integers joined by "/" ("?" when not recorded)."""
+    values = sorted({int(v) for v in runs[column].dropna()}) if column in runs else []
+    return "/".join(map(str, values)) or "?"
+
+
+def scope_note(runs: pd.DataFrame) -> str:
+    """One Markdown paragraph: what the study of ``runs`` (runs.csv) can and cannot say about the paper's claims.
+    Its training length, resolution, images and teachers are read from the runs' recipe columns (``epochs``,
+    ``img_size``, ``images_per_class_train``, ``tuning``, ``teacher``); the paper's setting is 600 epochs (as in
+    ``gv3lite.paper.DIFFERENCE_NOTES``) at 224 px on ImageNet-1k; the Mixup remark follows the Imagenette
+    README (fastai/imagenette, "Tips"). Composite contrasts: ``gv3lite.verdicts.COMPOSITE_GRIDS``."""
+    per_class = runs["images_per_class_train"] if "images_per_class_train" in runs else pd.Series([None])
+    images = ("all training images" if per_class.isna().all()
+              else f"{_values(runs, 'images_per_class_train')} training images per class")
+    if "tuning" in runs and runs["tuning"].eq("exclude").all():
+        images += " (train/ minus the tuning split)"
+    teachers = sorted(set(runs["teacher"].dropna()) & set(PRETRAINED_TEACHERS)) if "teacher" in runs else []
+    outside = (f" Its KD contrasts distil from {', '.join(teachers)}, an ImageNet-pretrained teacher (**outside "
+               "data**: 1.28 M images, among them 3,791 of the 3,925 Imagenette val images): they measure transfer "
+               "from far more data, not the paper's setting, where teacher and student share one training set."
+               if teachers else "")
+    return (f"**What this study can and cannot say.** Its runs train for {_values(runs, 'epochs')} epochs at "
+            f"{_values(runs, 'img_size')} px on {images} of Imagenette's 10 classes; the paper's claims are about "
+            "compact models trained for 600 epochs at 224 px on ImageNet-1k (1.28 M images, 1,000 classes). A verdict "
+            "here is about short training of models that are still under-fitting: **agrees** does not confirm and "
+            "**disagrees** does not refute a 600-epoch claim, and this study does not test whether an effect "
+            "changes with the length of training. Mixup and CutMix are known to hurt under-fitted models (the "
+            "Imagenette README, fastai/imagenette: Mixup-style augmentation tends to pay off only after about 80 "
+            "epochs), so a penalty measured here may come from the short training rather than from the model being "
+            f"compact.{outside} Contrasts marked *(composite)* ({', '.join(f'`{g}`' for g in COMPOSITE_GRIDS)}) "
+            "change several fields at once (the *differs in* column): their verdict is about the whole bundle, not "
+            "about any one ingredient.")
+
+
 def study_command(runs: pd.DataFrame) -> str:
     """The command(s) that trained the runs of ``runs`` (runs.csv), without machine paths
     (``gv3lite.study.provenance.portable_command``), joined by " and "; "unknown" when not recorded."""
@@ -163,7 +202,8 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str,
     interval, the Holm-adjusted p, the minimum detectable effect and the verdict (see `verdicts`, ``gv3lite.verdicts``).
     The header gives the study's command and the commits and code fingerprints its runs were trained with (and
     `code_label` when that is not the current code), ``wall_seconds`` and ``counts`` (of a ``reproduce`` call that
-    trained) and, from the call log ``calls`` (`read_calls`), the total wall time over all recorded calls. Written
+    trained) and, from the call log ``calls`` (`read_calls`), the total wall time over all recorded calls; then the
+    analysis method and what the study can and cannot say about the paper's claims (`scope_note`). Written
     from its inputs only (no clock, no checkout state, no machine path): the same inputs give the same bytes.
     """
     path = Path(path)
@@ -192,7 +232,7 @@ def write_report(runs: pd.DataFrame, table: pd.DataFrame, path, budget: str,
              "papers, 600 vs 450 epochs; not an ablation); `checkpoint:` a measurement of the released checkpoint. "
              "Ours are on Imagenette at this budget's size: compare directions, not magnitudes. Cells with the same "
              "run id in runs.csv are one training.",
-             "", *verdict_lines(table)]
+             "", *([scope_note(runs), ""] if len(runs) else []), *verdict_lines(table)]
     notes = [f"- {r.grid}/{r.cell}: {r.method}" + (f"; {r.note}" if r.note else "")
              + (f"; same runs as {r.same_as}" if r.same_as else "") for r in table.itertuples()]
     sizing = sizing_note(table, budget, runs, calls)
@@ -277,6 +317,8 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, table: pd
             paper = None
         seeds = int(summary[summary["grid"] == grid]["n"].max())
         title = f"{grid} — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
+        if grid in COMPOSITE_GRIDS:
+            title += " (composite: its cells differ in several fields)"
         if grid == "architectures":
             title += f"; our models at width x{int(BUDGETS[budget]['arch_width']) / 100:.1f}, the paper's at x1.0"
         fig = plot_grid(summary, runs, grid, paper, paper_cells={c: paper_key(grid, c) for c in summary["cell"]},

@@ -18,6 +18,7 @@ import pandas as pd
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint, fingerprint_status, recorded_fingerprints
 from gv3lite.study.records import DESIGNS, design_of, read_claims, read_verdicts
 from gv3lite.utils import write_atomic
+from gv3lite.verdicts import contrast_label
 
 REPRODUCTION = "reproduction.md"
 
@@ -69,13 +70,15 @@ def compare_runs(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_claims(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim of either verdict table: ``label`` (a one-factor contrast ``grid: cell vs baseline``, or a
-    factorial's declared claim), the user's and the committed diff, interval (``low``/``high``, as each verdict
-    table records it) and verdict, and ``agree`` (the same verdict word; False where one side lacks the claim)."""
+    """One row per claim of either verdict table: ``label`` (a one-factor contrast ``grid: cell vs baseline``, named by
+    ``gv3lite.verdicts.contrast_label`` so that a composite one says so, or a factorial's declared claim), the user's
+    and the committed diff, interval (``low``/``high``, as each verdict table records it) and verdict, and ``agree``
+    (the same verdict word; False where one side lacks the claim)."""
     cols = ["diff", "low", "high", "verdict"]
 
     def labelled(table):
-        label = (table["grid"] + ": " + table["cell"] + " vs " + table["baseline"] if "grid" in table
+        label = (pd.Series([f"{g}: {contrast_label(g, c, b)}" for g, c, b in
+                            zip(table["grid"], table["cell"], table["baseline"])], dtype=object) if "grid" in table
                  else table["claim"].astype(str))
         return table[cols].assign(label=label.to_numpy())[["label", *cols]]
     table = labelled(user).merge(labelled(committed), on="label", how="outer", sort=False,

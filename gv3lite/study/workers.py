@@ -19,7 +19,7 @@ import torch
 
 from gv3lite.data import ImageFolderDataset
 from gv3lite.teacher_outputs import make_kd
-from gv3lite.experiment import recipe_datasets, run
+from gv3lite.experiment import check_names, recipe_datasets, run
 from gv3lite.fingerprint import code_fingerprint
 from gv3lite.launch import claim_run, submit_runs, worker_devices
 from gv3lite.recipe import Recipe
@@ -29,7 +29,7 @@ from gv3lite.utils import git_commit, write_atomic
 
 def dataset_key(r: Recipe) -> tuple:
     return (r.img_size, tuple(r.classes or ()), r.images_per_class_train, r.images_per_class_val, r.data_seed,
-            r.auto_augment, r.random_erasing, r.min_crop_scale, r.cache)
+            r.tuning, r.auto_augment, r.random_erasing, r.min_crop_scale, r.cache)
 
 
 def run_one(recipe: Recipe, run_dir: Path, data_root, datasets=None, quiet: bool = True, command: str = "",
@@ -71,15 +71,19 @@ def _train_run(recipe: Recipe, run_dir: Path, data_root, datasets, quiet: bool, 
 def prepare_teachers(recipes: list[Recipe], root, log=print, quiet: bool = True) -> None:
     """Compute (or find on disk) the cached teacher outputs of every cached-KD recipe in ``recipes``, once per
     (teacher, training images), so that trainings, possibly running in parallel, only read them. Logs the time of
-    each teacher pass (the one-off cost of cached KD)."""
+    each teacher pass (the one-off cost of cached KD). Every recipe's names are checked first
+    (``gv3lite.experiment.check_names``), so a missing same-data teacher file stops the study at once, before any
+    teacher pass or training."""
+    for r in recipes:
+        check_names(r)
     seen = set()
     for r in recipes:
-        key = (r.teacher, tuple(r.classes or ()), r.images_per_class_train, r.data_seed)
+        key = (r.teacher, tuple(r.classes or ()), r.images_per_class_train, r.data_seed, r.tuning)
         if r.teacher is None or r.kd_mode != "cached" or key in seen:
             continue
         seen.add(key)
         train = ImageFolderDataset(root, "train", r.img_size, classes=r.classes, per_class=r.images_per_class_train,
-                                   seed=r.data_seed, cache=False)  # file list only: the teacher reads the files
+                                   seed=r.data_seed, cache=False, tuning=r.tuning)  # file list only
         t0 = time.perf_counter()
         make_kd(r.teacher, train, mode="cached", progress=not quiet)
         log(f"teacher {r.teacher}: outputs for {len(train)} training images ready ({time.perf_counter() - t0:.0f} s)")

@@ -1,0 +1,105 @@
+"""Composite contrasts and the study's scope (issue 22). The `recipe` and `architectures` contrasts change several
+fields at once; wherever a contrast is shown -- report.md, README's results block, the console's claim lines,
+reproduction.md, the forest plot's labels, notebooks 06 and 07 -- a composite one carries the label and a
+single-ingredient one never does. report.md, the README and notebooks 06/07 say what the study can and cannot say
+about the paper's 600-epoch claims (`scope_note`)."""
+import json
+
+import pandas as pd
+import pytest
+
+from gv3lite.figures import plot_forest
+from gv3lite.schemas import read_results
+from gv3lite.study.progress import claim_lines
+from gv3lite.study.readme import readme_results, split_readme
+from gv3lite.study.records import read_verdicts
+from gv3lite.study.report import scope_note, verdict_lines, write_report
+from gv3lite.study.reproduction import reproduction_text
+from gv3lite.utils import repo_root
+from gv3lite.verdicts import COMPOSITE, COMPOSITE_GRIDS, contrast_label
+
+RESULTS = repo_root() / "results"
+MEDIUM = RESULTS / "medium"  # the committed study that holds both composite grids
+
+
+def labelled(text: str, table: pd.DataFrame) -> int:
+    """Assert that every mention in ``text`` of a composite contrast of ``table`` carries the label and no
+    single-ingredient contrast does; return how many composite mentions there are."""
+    mentions = 0
+    for r in table.itertuples():
+        plain, label = f"{r.cell} vs {r.baseline}", contrast_label(r.grid, r.cell, r.baseline)
+        if r.grid in COMPOSITE_GRIDS:
+            assert text.count(plain) == text.count(label), f"{plain!r} shown without its label ({COMPOSITE})"
+            mentions += text.count(plain)
+        else:
+            assert f"{plain} ({COMPOSITE})" not in text, f"{plain!r} is one ingredient, labelled composite"
+    return mentions
+
+
+@pytest.fixture(scope="module")
+def medium():
+    table = read_verdicts(MEDIUM / "verdicts.csv")
+    assert set(COMPOSITE_GRIDS) <= set(table["grid"]) and len(set(table["grid"]) - set(COMPOSITE_GRIDS)) >= 3
+    return read_results(MEDIUM / "runs.csv"), table
+
+
+def test_contrast_label_marks_the_composite_grids_only():
+    assert contrast_label("recipe", "ghostnetv3", "conventional") == "ghostnetv3 vs conventional (composite)"
+    assert (contrast_label("architectures", "mobilenetv2/ghostnetv3", "mobilenetv2/conventional")
+            == "mobilenetv2/ghostnetv3 vs mobilenetv2/conventional (composite)")
+    assert contrast_label("augment", "mixup", "basic") == "mixup vs basic"
+    assert set(COMPOSITE_GRIDS) == {"recipe", "architectures"}
+
+
+def test_every_writer_labels_composite_contrasts(medium, tmp_path):
+    runs, table = medium
+    n = len(table[table["grid"].isin(COMPOSITE_GRIDS)])
+    assert labelled("\n".join(verdict_lines(table)), table) == n                     # report.md's / README's table
+    report = write_report(runs, table, tmp_path / "report.md", "medium").read_text()  # report.md
+    assert labelled(report, table) == n
+    assert labelled("\n".join(claim_lines(table)), table) == n                        # the console, one line per claim
+    assert labelled(reproduction_text(MEDIUM, MEDIUM)[0], table) == n                 # reproduction.md (compare)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plot_forest(table)                                                          # the forest plot's row labels
+    ticks = "\n".join(t.get_text().replace("\nvs ", " vs ") for t in fig.axes[0].get_yticklabels())  # long: 2 lines
+    plt.close(fig)
+    assert labelled(ticks, table) == n
+
+
+def test_the_committed_readme_and_reports_label_composite_contrasts(medium):
+    _, table = medium
+    quick = read_verdicts(RESULTS / "quick" / "verdicts.csv")
+    _, block, _ = split_readme((repo_root() / "README.md").read_text())
+    for text in (block, readme_results(RESULTS)):
+        assert labelled(text, table) > 0 and labelled(text, quick) > 0
+    for budget, verdicts in (("quick", quick), ("medium", table)):
+        assert labelled((RESULTS / budget / "report.md").read_text(), verdicts) > 0, budget
+
+
+def test_scope_note_is_read_from_the_runs():
+    runs = pd.DataFrame({"epochs": [10, 10], "img_size": [48, 48], "images_per_class_train": [300, 300],
+                         "tuning": ["exclude"] * 2, "teacher": [None, "imagenette_same_data"]})
+    note = scope_note(runs)
+    assert "train for 10 epochs at 48 px on 300 training images per class (train/ minus the tuning split)" in note
+    assert "600 epochs at 224 px on ImageNet-1k" in note and "**agrees** does not confirm" in note
+    assert "about 80 epochs" in note and "fastai/imagenette" in note and "*(composite)*" in note
+    assert "outside data" not in note  # the same-data teacher
+    older = scope_note(runs.drop(columns="tuning").assign(teacher="efficientnet_lite0", images_per_class_train=None))
+    assert "on all training images of" in older and "efficientnet_lite0" in older and "**outside" in older
+    assert "3,791 of the 3,925" in older
+
+
+def test_report_readme_and_notebooks_state_the_scope(medium, tmp_path):
+    runs, table = medium
+    note = scope_note(runs)
+    assert "6 epochs at 48 px" in note  # the committed medium study, from its own runs.csv
+    assert note in write_report(runs, table, tmp_path / "report.md", "medium").read_text()
+    assert note in readme_results(RESULTS) and note in (MEDIUM / "report.md").read_text()
+    for name in ("06_ablations_vs_paper", "07_beyond_ghostnet"):
+        cells = json.loads((repo_root() / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        assert "scope_note(runs)" in code and "contrast_label(" in code, name  # tables name contrasts with it
+        assert "composite" in text and "600 epochs" in text and "can and cannot say" in text, name
