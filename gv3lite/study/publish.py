@@ -40,8 +40,8 @@ def check_publishable(study_dir: Path, budget: str) -> pd.DataFrame:
     file = study_dir / "runs.csv"
     if not file.is_file():
         raise FileNotFoundError(f"nothing to publish: {file} does not exist; train the study first (`{make}`)")
+    folder_design(study_dir)  # a folder that mixes the two designs: refused (before its row counts are compared)
     runs = read_study(study_dir)["runs"]  # validated: damaged files or row counts that do not add up are refused
-    folder_design(study_dir)  # a folder that mixes the two designs: refused
     interrupted = sorted(p.parent.name for p in (study_dir / "runs").glob("*/last.pth")
                          if not (p.parent / "result.json").is_file())
     if interrupted:

@@ -18,7 +18,8 @@ from gv3lite.study.factorial_report import RUNS_PER_BLOCK, claim_lines, stop_sta
 from gv3lite.study.looks import analyse_looks
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, design_of, read_calls, read_claims, read_verdicts
+from gv3lite.study.records import (DESIGN_FILE, PREDICTIONS, design_of, folder_design, read_calls, read_claims,
+                                   read_verdicts)
 from gv3lite.study.report import calls_note, scope_note, sizing_note, study_command, study_commits, verdict_lines
 from gv3lite.utils import repo_root
 
@@ -87,6 +88,7 @@ def readme_results(results_root) -> str:
 
 
 def _readme_budget(folder: Path, budget: str, make: str) -> str:
+    folder_design(folder)  # a folder that mixes the two designs: refused (before its row counts are compared)
     study = read_study(folder)  # every file validated, and their row counts against the plan and each other
     if design_of(study["runs"], folder / "runs.csv") == "factorial":
         return _readme_factorial(folder, budget, make, study)

@@ -20,6 +20,7 @@ from pathlib import Path
 from gv3lite.data import resolve_data_root
 from gv3lite.study.plan import plan
 from gv3lite.launch import cap_jobs
+from gv3lite.teacher import check_teacher
 from gv3lite.study.progress import StudyProgress
 from gv3lite.study.provenance import check_study, portable_command
 from gv3lite.study.records import (CALL_COLUMNS, PREDICTIONS, append_call, check_design, collect, finished_run,
@@ -68,6 +69,8 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     todo, recorded, counts = _pending(out_dir, budget, items)
     jobs = cap_jobs(jobs, len(todo), log) if todo else jobs  # not more workers than runs or memory holds
     commit = git_commit()  # the code this call trains with (results/ and figures/ do not count, see git_commit)
+    for teacher in sorted({r.teacher for r in todo.values() if r.teacher}):
+        check_teacher(teacher)  # a missing soft-label file stops the call before it is logged or trains
 
     call = _CallLog(out_dir, {"started": started.isoformat(timespec="seconds"), "command": command,
                               "git_commit": commit, "jobs": jobs, "cpu_count": os.cpu_count()}, t0, counts, bool(todo))
