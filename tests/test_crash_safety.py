@@ -71,14 +71,11 @@ def test_a_kill_after_any_write_of_a_training_loses_nothing(tmp_path, monkeypatc
 
 # ------------------------------------------------------------------------------------------ the study (reproduce)
 @pytest.fixture
-def stand_in_study(fake_training, monkeypatch):
+def atomic_training(fake_training, monkeypatch):
     """`fake_training` writing a run's files as a real training does: each through ``write_atomic`` (one
     ``os.replace``) in the real order (predictions.csv, metrics.csv, best.pth, last.pth, then result.json, the run's
     commit point), the same files each time a run is trained (a resumed training ends where an uninterrupted one
-    does); the analysis, figures and report.md replaced by stand-ins that write their files the same way (summary.csv
-    and .md, verdicts.csv: per-cell means of runs.csv; one figure per grid; report.md: the rows and calls). What is
-    left is the study's bookkeeping: which runs are finished, what is trained, the results files and calls.csv."""
-    import gv3lite.study.runner as runner
+    does). Used by both study runners' kill tests."""
     import gv3lite.study.workers as workers
 
     fake, trained = workers._train_run, {}
@@ -89,9 +86,22 @@ def stand_in_study(fake_training, monkeypatch):
             fake(recipe, scratch, *args)
             trained[run_dir.name] = {p.name: p.read_bytes() for p in scratch.iterdir()}
             shutil.rmtree(scratch)
-        for name in ("predictions.csv", "metrics.csv", "best.pth", "last.pth", "result.json"):
+        for name in RUN_ORDER:
             utils.write_atomic(run_dir / name, trained[run_dir.name][name])
         return json.loads(trained[run_dir.name]["result.json"])
+    monkeypatch.setattr(workers, "_train_run", train)
+
+
+RUN_ORDER = ["predictions.csv", "metrics.csv", "best.pth", "last.pth", "result.json"]  # a training's writes, in order
+
+
+@pytest.fixture
+def stand_in_study(atomic_training, monkeypatch):
+    """`atomic_training`, with the analysis, figures and report.md replaced by stand-ins that write their files the
+    same way (summary.csv and .md, verdicts.csv: per-cell means of runs.csv; one figure per grid; report.md: the rows
+    and calls). What is left is the study's bookkeeping: which runs are finished, what is trained, the results files
+    and calls.csv."""
+    import gv3lite.study.runner as runner
 
     def analysis(runs, budget, out_dir, predictions=None):
         summary = runs.groupby(["grid", "cell"], sort=False)["top1"].agg(["mean", "count"]).reset_index()
@@ -101,7 +111,6 @@ def stand_in_study(fake_training, monkeypatch):
         utils.write_csv(table, out_dir / "verdicts.csv")
         return summary, table
 
-    monkeypatch.setattr(workers, "_train_run", train)
     monkeypatch.setattr(runner, "git_commit", lambda: "test")  # git's index refresh: the slowest part of a call
     monkeypatch.setattr(runner, "write_analysis", analysis)
     monkeypatch.setattr(runner, "plot_grids", lambda runs, summary, budget, folder, **k: [
@@ -154,3 +163,57 @@ def test_a_kill_after_any_write_of_reproduce_loses_nothing(tmp_path, monkeypatch
         assert calls["interrupted"].astype(str).tolist()[:-1] == ["True"] * (len(calls) - 1), name
         listing = [sorted(p.name for p in f.iterdir() if p.suffix != ".lock") for f in (folder, clean)]
         assert listing[0] == listing[1], name
+
+
+def test_a_kill_after_any_write_of_the_factorial_loses_nothing(tmp_path, monkeypatch, make_image_root,
+                                                               atomic_training):
+    """The factorial runner (``gv3lite reproduce --design factorial --budget smoke``: one block of 16 runs, its look,
+    the report) killed right after one of its writes -- the design, the first row, the first run's result.json and row,
+    the last run's result.json and row, and every write after it (the results files, the call's last row, the report,
+    the figure) -- is finished by the same command: every run complete, runs/history/predictions/verdicts/looks/effects
+    equal to an uninterrupted call's, and the call's calls.csv row kept from its first training on (it used to be
+    appended only at the end, so a kill lost it)."""
+    from gv3lite import budgets
+    from gv3lite.study import blocks
+    from gv3lite.study.records import finished_run, read_calls
+
+    monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "smoke", dict(first_look=1, max_blocks=1, wall_minutes=None))
+    monkeypatch.setattr(blocks, "git_commit", lambda: "test")  # git's index refresh: the slowest part of a call
+    monkeypatch.setattr(blocks, "plot_factorial", lambda claims, runs, budget, history=None, folder=None, **k: [
+        utils.write_atomic(folder / "ablation_forest.png", "forest")])  # matplotlib: seconds per call
+    root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
+    real_replace, snapshots = os.replace, []
+
+    def snapshot(src, dst):  # the folder as a kill right after this write leaves it
+        real_replace(src, dst)
+        copy = tmp_path / f"kill_{len(snapshots) + 1}"
+        shutil.copytree(tmp_path / "clean", copy, ignore=shutil.ignore_patterns("*.lock"))
+        snapshots.append((copy, os.path.relpath(dst, tmp_path / "clean" / "smoke")))
+    monkeypatch.setattr(utils.os, "replace", snapshot)
+    call = dict(data=root, log=lambda *a: None, command="gv3lite reproduce --design factorial --budget smoke")
+    blocks.reproduce_factorial("smoke", out=tmp_path / "clean", **call)
+    monkeypatch.setattr(utils.os, "replace", real_replace)
+    clean, names = tmp_path / "clean" / "smoke", [name for _, name in snapshots]
+    runs = [name.split("/")[1] for name in names if name.endswith("/result.json")]
+    assert len(set(runs)) == 16
+    assert names[:2] == ["design.json", "calls.csv"]  # the call's row before its first training, then after each run
+    assert names[2:98] == [name for rid in runs for name in [*(f"runs/{rid}/{f}" for f in RUN_ORDER), "calls.csv"]]
+    assert names[98:] == ["runs.csv", "history.csv", "predictions.csv.gz", "calls.csv", "verdicts.csv", "looks.csv",
+                          "effects.csv", "report.md", "figures/ablation_forest.png"]
+    files = ("runs.csv", "history.csv", "predictions.csv.gz", "verdicts.csv", "looks.csv", "effects.csv")
+    expected = {name: pd.read_csv(clean / name) for name in files}
+    for k in [1, 2, 7, 8, 97, 98, *range(99, len(snapshots) + 1)]:
+        copy, name = snapshots[k - 1]
+        folder = copy / "smoke"
+        calls_before = read_calls(folder)
+        assert calls_before is not None or k == 1, name  # a kill after the first write keeps the call's row
+        if calls_before is not None:
+            assert calls_before["trained"].iloc[-1] >= sum(finished_run(p) for p in (folder / "runs").glob("*")) - 1
+        blocks.reproduce_factorial("smoke", out=copy, **call)
+        assert all(finished_run(folder / "runs" / rid) for rid in runs), name
+        for file in files:  # every row of every results file, as the uninterrupted call wrote them
+            assert pd.read_csv(folder / file).equals(expected[file]), (name, file)
+        calls = read_calls(folder)  # the rows written before the kill are kept, the killed call's marked interrupted
+        assert calls_before is None or calls.iloc[:len(calls_before)].equals(calls_before), name
+        assert calls["interrupted"].astype(str).tolist()[:-1] == ["True"] * (len(calls) - 1), name
+        assert calls["trained"].sum() in (15, 16), name  # every run counted once (a kill may lose the last one)

@@ -11,7 +11,10 @@ the recorded runs, so they are the same whatever the sittings were. ``design.jso
 Before anything trains, the folder is checked as the one-factor path checks it (``gv3lite.study.provenance
 .check_study``: another budget's study, a damaged ``result.json``, runs of other training code) and for its design
 (`check_folder`: the one-factor grids, or a factorial with other generators / ``--set``, are refused). The command is
-recorded without machine paths (``portable_command``); a call that trains nothing adds no row to ``calls.csv``.
+recorded without machine paths (``portable_command``). A call that trains has one row in ``calls.csv``
+(``gv3lite.study.records.CallLog``, as the one-factor runner): written before its first training and brought up to date
+after every run and when the trainings end, so a ``kill -9`` at any point keeps it (marked interrupted); a call that
+trains nothing adds none.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.plan import factorial_plan
 from gv3lite.study.progress import StudyProgress
 from gv3lite.study.provenance import check_study, portable_command
-from gv3lite.study.records import (DESIGN_FILE, PREDICTIONS, append_call, check_design, collect, finished_run,
+from gv3lite.study.records import (DESIGN_FILE, PREDICTIONS, CallLog, check_design, collect, finished_run,
                                    gather_run_files, read_calls, recorded_results, wall_time)
 from gv3lite.study.workers import prepare_teachers, train_runs
 from gv3lite.utils import git_commit, write_atomic, write_csv
@@ -80,24 +83,19 @@ def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int 
     root = resolve_data_root(data)
     command = portable_command(command or " ".join(["gv3lite", *map(shlex.quote, sys.argv[1:])]))
     counts = {"trained": 0, "skipped": 0, "busy": 0, "resumed": 0, "todo": 0}
-    commit = git_commit()  # the code this call trains with
-
-    def call_row(interrupted: bool) -> dict:
-        return {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
-                "wall_seconds": round(time.perf_counter() - t0, 1), "trained": counts["trained"],
-                "skipped": counts["skipped"], "jobs": jobs, "cpu_count": os.cpu_count(), "interrupted": interrupted}
+    # the call's row of calls.csv: written when its first block starts training, kept up to date after every run
+    call = CallLog(out_dir, started, command, git_commit(), jobs, t0, counts)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / DESIGN_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     options = dict(jobs=jobs, device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options,
                    progress=progress)
     try:  # an interrupted call that trained is logged too: its time counts towards the budget's wall time
         result, blocks, runs, predictions = _run_blocks(budget, out_dir, root, command, counts, log, t0, changes,
-                                                        generators, options)
+                                                        generators, options, call)
     except KeyboardInterrupt:
-        if counts["todo"]:
-            append_call(out_dir, call_row(interrupted=True))
+        call.write(interrupted=True)
         raise
-    calls = append_call(out_dir, call_row(interrupted=False)) if counts["todo"] else read_calls(out_dir)
+    calls = call.calls if call.write(interrupted=False) else read_calls(out_dir)  # before the report and figures
     figures = []
     if result is not None:
         effects = effects_table(result["fit"], correct_of(predictions, result["fit"]["table"]["run_id"]))
@@ -111,16 +109,16 @@ def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int 
             "claims": result["claims"] if result else None, "figures": figures}
 
 
-def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, generators, options) -> tuple:
-    """Train block after block until the study stops; returns ``(last look's result or None, blocks trained,
-    runs.csv table, predictions or None)``."""
+def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, generators, options, call) -> tuple:
+    """Train block after block until the study stops (``call``: the call's `CallLog`); returns ``(last look's
+    result or None, blocks trained, runs.csv table, predictions or None)``."""
     settings = FACTORIAL_BLOCKS[budget]
     calls = read_calls(out_dir)
     spent = 0.0 if calls is None else wall_time(calls)  # earlier sittings count towards the budget's wall time
     result, runs, predictions = None, None, None
     for blocks in range(1, settings["max_blocks"] + 1):
         items = factorial_plan(budget, blocks, changes, generators)
-        _train_block(items, blocks - 1, settings["max_blocks"], out_dir, root, command, budget, counts, log,
+        _train_block(items, blocks - 1, settings["max_blocks"], out_dir, root, command, budget, counts, log, call,
                      **options)
         runs, predictions = _write_runs(items, out_dir, budget)
         if counts["busy"]:
@@ -141,9 +139,11 @@ def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, genera
     return result, blocks, runs, predictions
 
 
-def _train_block(items, block, most, out_dir, root, command, budget, counts, log, progress=False, jobs=1,
+def _train_block(items, block, most, out_dir, root, command, budget, counts, log, call, progress=False, jobs=1,
                  **options) -> None:
-    """Train the runs of ``block`` not yet finished, in the block's random order, with the live display."""
+    """Train the runs of ``block`` not yet finished, in the block's random order, with the live display; the
+    call's row of calls.csv (``call``, a `CallLog`) is written before the first training and brought up to date
+    after each."""
     recorded = recorded_results(out_dir)
     recorded = {rid: r for rid, r in recorded.items() if not (out_dir / "runs" / rid).is_dir()}
     todo = {}
@@ -168,6 +168,9 @@ def _train_block(items, block, most, out_dir, root, command, budget, counts, log
             elif not result.get("finished_elsewhere"):
                 counts["trained"] += 1
                 say(f"[block {block}: {k}/{len(todo)}] run {rid}: top-1 {result['top1']:.2f}%")
+            call.write(interrupted=True)
+        call.trains = True  # this call trains: from now on it has its row (also when killed)
+        call.write(interrupted=True)
         prepare_teachers(list(todo.values()), root, log=say, quiet=options["quiet"])
         train_runs(todo, out_dir, root, command, budget, done, log=say, jobs=jobs, **options)
 

@@ -1,12 +1,12 @@
 """The study's results files: what a budget folder ``<out>/<budget>/`` holds and how it is read back.
 
-Layout: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``), ``runs.csv`` (one row per
-grid, cell and seed: `collect`), ``history.csv`` and ``predictions.csv.gz`` (per-run files gathered:
-`gather_run_files`), ``verdicts.csv`` (`read_verdicts`), ``calls.csv`` (one row per ``reproduce`` call: command,
-commit, wall time; `CALL_COLUMNS`, `append_call`, `read_calls`), ``design.json`` (`DESIGN_FILE`: the factorial's
-design). `recorded_results` reads the finished runs of a committed runs.csv, so a budget can be completed over several
-sittings without retraining what is recorded. A folder holds one design (`DESIGNS`): `folder_design` says which, and
-`check_design` refuses a folder, or a pair of folders, of another or mixed designs.
+Layout: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``), ``runs.csv`` (one row per grid,
+cell and seed: `collect`), ``history.csv`` and ``predictions.csv.gz`` (per-run files gathered: `gather_run_files`),
+``verdicts.csv`` (`read_verdicts`), ``calls.csv`` (one row per ``reproduce`` call: command, commit, wall time;
+`CALL_COLUMNS`, `append_call`, `read_calls`; `CallLog` keeps a call's row up to date), ``design.json`` (`DESIGN_FILE`:
+the factorial's design). `recorded_results` reads the finished runs of a committed runs.csv, so a budget can be
+completed over several sittings without retraining what is recorded. A folder holds one design (`DESIGNS`):
+`folder_design` says which, and `check_design` refuses a folder, or a pair of folders, of another or mixed designs.
 
 Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
 reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).
@@ -14,6 +14,8 @@ reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +58,34 @@ def append_call(out_dir, row: dict, index: int | None = None) -> pd.DataFrame:
         table = new if before is None else pd.concat([before, new]).sort_index().reset_index(drop=True)
         write_csv(table, out_dir / CALLS)
     return table  # what was written (the file is not read back: it is validated at every read)
+
+
+class CallLog:
+    """One study call's row of calls.csv (`CALL_COLUMNS`: ``started``, a UTC ``datetime``; ``command``; ``commit``;
+    ``jobs``; the machine's CPU count; the wall time since ``t0`` (``time.perf_counter``) and the ``counts`` of trained
+    and skipped runs at each write), shared by both runners
+    (``gv3lite.study.runner.reproduce``, ``gv3lite.study.blocks.reproduce_factorial``): appended when the call's
+    trainings start, brought up to date after every finished run and when they end (``interrupted`` False). A kill
+    at any point leaves the row with the time up to its last update and ``interrupted`` True; nothing is lost. A call
+    that trains nothing (``trains`` False, until a runner sets it) writes no row: it only re-renders, adding nothing
+    to the study's wall time. ``calls``: the whole log after the last write (None before one)."""
+
+    def __init__(self, out_dir, started, command: str, commit: str, jobs: int, t0: float, counts: dict,
+                 trains: bool = False):
+        self.fields = {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
+                       "jobs": jobs, "cpu_count": os.cpu_count()}
+        self.out_dir, self.t0, self.counts, self.trains = Path(out_dir), t0, counts, trains
+        self.index, self.calls = None, None
+
+    def write(self, interrupted: bool) -> dict | None:
+        """Write (or bring up to date) the row; returns it, or ``None`` for a call that trains nothing."""
+        if not self.trains:
+            return None
+        row = {**self.fields, "wall_seconds": round(time.perf_counter() - self.t0, 1),
+               "trained": self.counts["trained"], "skipped": self.counts["skipped"], "interrupted": interrupted}
+        self.calls = append_call(self.out_dir, {c: row[c] for c in CALL_COLUMNS}, self.index)
+        self.index = len(self.calls) - 1 if self.index is None else self.index
+        return row
 
 
 def read_calls(folder) -> pd.DataFrame | None:

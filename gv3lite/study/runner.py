@@ -3,10 +3,11 @@
 What a call does: plan the runs (``gv3lite.study.plan``), skip the finished ones (a ``result.json``, or a row of the
 committed ``runs.csv``: `gv3lite.study.records.recorded_results`), compute the teacher outputs once, train the rest
 (``gv3lite.study.workers.train_runs``: serial, a worker pool, or submitit jobs) while keeping its row of ``calls.csv``
-up to date (`_CallLog`; also when interrupted: the wall time of a budget finished over several sittings comes from the
-rows), then write ``runs.csv``, ``history.csv``, ``predictions.csv.gz``, ``summary.csv``/``.md``, ``verdicts.csv``, the
-figures and ``report.md``. Every file is written atomically and a run's ``result.json`` last, so a kill at any point
-leaves finished runs and results files that the next call completes (``tests/test_crash_safety.py``).
+up to date (``gv3lite.study.records.CallLog``; also when interrupted: the wall time of a budget finished over several
+sittings comes from the rows), then write ``runs.csv``, ``history.csv``, ``predictions.csv.gz``,
+``summary.csv``/``.md``, ``verdicts.csv``, the figures and ``report.md``. Every file is written atomically and a run's
+``result.json`` last, so a kill at any point leaves finished runs and results files that the next call completes
+(``tests/test_crash_safety.py``).
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from gv3lite.launch import cap_jobs
 from gv3lite.teacher import check_teacher
 from gv3lite.study.progress import StudyProgress
 from gv3lite.study.provenance import check_study, portable_command
-from gv3lite.study.records import (CALL_COLUMNS, PREDICTIONS, append_call, check_design, collect, finished_run,
-                                   gather_run_files, read_calls, recorded_results)
+from gv3lite.study.records import (PREDICTIONS, CallLog, check_design, collect, finished_run, gather_run_files,
+                                   read_calls, recorded_results)
 from gv3lite.study.report import plot_grids, write_analysis, write_report
 from gv3lite.study.workers import prepare_teachers, train_runs
 from gv3lite.utils import git_commit, write_csv
@@ -36,28 +37,28 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
               progress: bool = False) -> dict:
     """Run (or resume) every cell of ``budget`` and write the results files, report.md and the figures.
 
-    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored;
-    ``make main`` / ``make medium`` train into ``runs/study``; only ``make publish`` writes the committed ``results/``
-    and ``figures/``). ``figures_dir``: where the figures go (default ``$GV3LITE_FIGURES``, else ``<out>/<budget>/figures``). ``data``: ImageFolder root
-    (``gv3lite.data``'s resolution order). ``jobs``: trainings at once, each in its own process with
-    ``torch.get_num_threads() // jobs`` threads (on a 2-core CPU ``jobs=2`` trains ~1.8x more images per second than
-    one run with two threads). ``device``, ``submitit``, ``submitit_options``: see
-    ``gv3lite.study.workers.train_runs``. Every call that trains has one row in ``calls.csv`` (`CALL_COLUMNS`):
-    written when its trainings start, brought up to date after each finished run and when they end (before the
-    results files are written), so an interrupted call (Ctrl-C, SIGTERM with ``jobs`` > 1, or a ``kill -9``) keeps
-    its row, marked interrupted; a call that had nothing to train adds none (it only re-renders the files: a
-    re-analysis adds nothing to the study's wall time). Before anything is
-    trained, ``<out>/<budget>`` is checked (``gv3lite.study.provenance.check_study``: another budget's study, a
-    damaged ``result.json`` or finished runs of other training code are refused). ``progress``: a live display of
-    the trainings (``gv3lite.study.progress.StudyProgress``: runs done / total, the epoch of each run in progress,
-    elapsed and remaining time; a terminal bar, or an ipywidgets bar in a notebook). The command is recorded
-    without machine paths (``portable_command``).
-    Returns ``dict(trained, skipped, resumed, busy, out_dir, runs, summary, verdicts, figures)``: ``trained`` counts
-    trainings started by this call (``resumed`` of them continued a checkpoint), ``skipped`` the unique runs already
-    finished, ``busy`` those another process is training (their results join the files of whichever call ends
-    last). ``grids`` limits what is trained (and drawn); the results files cover every finished run of the budget.
-    Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1 a script must call this
-    under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the script).
+    ``out``: results root, files go to ``<out>/<budget>/`` (default ``runs/reproduce``, git-ignored; ``make main`` /
+    ``make medium`` train into ``runs/study``; only ``make publish`` writes the committed ``results/`` and
+    ``figures/``). ``figures_dir``: where the figures go (default ``$GV3LITE_FIGURES``, else
+    ``<out>/<budget>/figures``). ``data``: ImageFolder root (``gv3lite.data``'s resolution order). ``jobs``: trainings
+    at once, each in its own process with ``torch.get_num_threads() // jobs`` threads (on a 2-core CPU ``jobs=2`` trains
+    ~1.8x more images per second than one run with two threads). ``device``, ``submitit``, ``submitit_options``: see
+    ``gv3lite.study.workers.train_runs``. Every call that trains has one row in ``calls.csv``
+    (``records.CALL_COLUMNS``): written when its trainings start, brought up to date after each finished run and when
+    they end (before the results files are written), so an interrupted call (Ctrl-C, SIGTERM with ``jobs`` > 1, or a
+    ``kill -9``) keeps its row, marked interrupted; a call that had nothing to train adds none (it only re-renders the
+    files: a re-analysis adds nothing to the study's wall time). Before anything is trained, ``<out>/<budget>`` is
+    checked (``gv3lite.study.provenance.check_study``: another budget's study, a damaged ``result.json`` or finished
+    runs of other training code are refused). ``progress``: a live display of the trainings
+    (``gv3lite.study.progress.StudyProgress``: runs done / total, the epoch of each run in progress, elapsed and
+    remaining time; a terminal bar, or an ipywidgets bar in a notebook). The command is recorded without machine paths
+    (``portable_command``). Returns ``dict(trained, skipped, resumed, busy, out_dir, runs, summary, verdicts,
+    figures)``: ``trained`` counts trainings started by this call (``resumed`` of them continued a checkpoint),
+    ``skipped`` the unique runs already finished, ``busy`` those another process is training (their results join the
+    files of whichever call ends last). ``grids`` limits what is trained (and drawn); the results files cover every
+    finished run of the budget. Raises like `plan` for bad names and ``ValueError`` for ``jobs`` < 1. With ``jobs`` > 1
+    a script must call this under ``if __name__ == "__main__":`` (worker processes are spawned and re-import the
+    script).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (trainings run at once)")
@@ -71,9 +72,7 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     commit = git_commit()  # the code this call trains with (results/ and figures/ do not count, see git_commit)
     for teacher in sorted({r.teacher for r in todo.values() if r.teacher}):
         check_teacher(teacher)  # a missing soft-label file stops the call before it is logged or trains
-
-    call = _CallLog(out_dir, {"started": started.isoformat(timespec="seconds"), "command": command,
-                              "git_commit": commit, "jobs": jobs, "cpu_count": os.cpu_count()}, t0, counts, bool(todo))
+    call = CallLog(out_dir, started, command, commit, jobs, t0, counts, trains=bool(todo))
     call.write(interrupted=True)
     try:
         prepare_teachers(list(todo.values()), root, log=log, quiet=quiet)
@@ -92,28 +91,6 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
     write_report(written["all_runs"], written["table"], out_dir / "report.md", budget, counts=counts,
                  wall_seconds=row and row["wall_seconds"], calls=call.calls if row else read_calls(out_dir))
     return {**counts, "out_dir": out_dir, **{k: written[k] for k in ("runs", "summary", "verdicts", "figures")}}
-
-
-class _CallLog:
-    """One `reproduce` call's row of calls.csv (``fields``: started, command, commit, jobs, cpu_count; the wall time
-    since ``t0`` and the ``counts`` of trained and skipped runs added at each write): appended when its trainings
-    start, brought up to date after every finished run and when they end (``interrupted`` False). A kill at any
-    point leaves the row with the time up to its last finished run and ``interrupted`` True; nothing is lost. A call
-    that trains nothing (not ``trains``) writes no row: it only re-renders, adding nothing to the study's wall time."""
-
-    def __init__(self, out_dir: Path, fields: dict, t0: float, counts: dict, trains: bool):
-        self.out_dir, self.fields, self.t0, self.counts, self.trains = out_dir, fields, t0, counts, trains
-        self.index, self.calls = None, None
-
-    def write(self, interrupted: bool) -> dict | None:
-        """Write (or bring up to date) the row; returns it, or ``None`` for a call that trains nothing."""
-        if not self.trains:
-            return None
-        row = {**self.fields, "wall_seconds": round(time.perf_counter() - self.t0, 1),
-               "trained": self.counts["trained"], "skipped": self.counts["skipped"], "interrupted": interrupted}
-        self.calls = append_call(self.out_dir, {c: row[c] for c in CALL_COLUMNS}, self.index)
-        self.index = len(self.calls) - 1 if self.index is None else self.index
-        return row
 
 
 def _pending(out_dir: Path, budget: str, items: list[dict]) -> tuple[dict, dict, dict]:
