@@ -136,3 +136,43 @@ def test_a_damaged_combined_copy_that_a_run_needs_names_those_runs_and_restoring
             f"it (git checkout -- {tmp_path / 'history.csv'}, or a backup): the rows of 1 run(s) whose folder "
             "runs/<id> is gone (bbbbbbbbbbbb) are only there")):
         gather_run_files(tmp_path, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], "metrics.csv", "history.csv")
+
+
+class _Deadline(Exception):
+    """A test ran past its deadline: raised by SIGALRM in the main thread, where the call under test waits."""
+
+
+@pytest.mark.parametrize("how, message", [
+    ("raises", "cannot decode image /data/train/a/"),  # the training's own one-line error
+    ("dies", "a worker process of --jobs ended without a result while training run "),
+])
+def test_a_failing_worker_of_jobs_2_ends_the_call_with_one_line_not_a_hang(tmp_path, make_image_root, fake_training,
+                                                                          monkeypatch, capsys, how, message):
+    """``reproduce --jobs 2`` whose spawned workers fail (a training error, or a worker process that dies) ends with one
+    line and exit 2, the call's row kept (interrupted); with ``multiprocessing.Pool`` the call hung (in
+    ``Pool.terminate`` after the training error; for ever on a dead worker's lost task). The deadline (SIGALRM, 600 s:
+    spawning two workers imports torch twice, which takes minutes on a loaded 2-core machine) turns a hang into a
+    failure."""
+    import signal
+
+    import worker_stand_ins
+
+    monkeypatch.setattr(workers, "_worker_train", getattr(worker_stand_ins, how))  # reaches the spawned workers
+    root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
+
+    def deadline(signum, frame):
+        raise _Deadline("reproduce --jobs 2 still running after 600 s: a hang")
+    previous = signal.signal(signal.SIGALRM, deadline)
+    signal.alarm(600)
+    try:
+        rc = main(["reproduce", "--budget", "smoke", "--grids", "reparam", "--jobs", "2", "--out", str(tmp_path),
+                   "--data", str(root)])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err  # the live display's bar (carriage returns), then the error's one line
+    line = err.rstrip("\n").split("\n")[-1]
+    assert rc == 2 and "Traceback" not in err and err.count("gv3lite reproduce: error: ") == 1, err
+    assert line.startswith("gv3lite reproduce: error: ") and message in line, err
+    calls = read_calls(tmp_path / "smoke")
+    assert calls["interrupted"].tolist() == [True] and calls["trained"].tolist() == [0]

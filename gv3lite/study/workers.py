@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -112,27 +114,43 @@ def _run_parallel(todo: dict, jobs: int, threads: int, out_dir: Path, root, comm
                   device: str = "cpu"):
     """Train ``todo`` (run id -> recipe) in ``jobs`` spawned worker processes, each on its device of
     ``gv3lite.launch.worker_devices`` (one GPU per worker on a multi-GPU machine). Ctrl-C or SIGTERM stops the workers
-    at once (finished runs stay finished, interrupted ones resume on the next call) and re-raises."""
+    at once (finished runs stay finished, interrupted ones resume on the next call) and re-raises. A training that
+    raises in a worker stops the others the same way and raises its error here (its own type and one-line message);
+    a worker that dies without a result (killed, out of memory, a crash in native code) raises ``ChildProcessError``
+    naming the run. Neither can hang the call: ``concurrent.futures`` notices a dead worker (``multiprocessing.Pool``
+    hung in ``terminate`` after a worker's error, and waited for ever for a dead worker's task)."""
     context = multiprocessing.get_context("spawn")
     devices = context.Queue()
     for d in worker_devices(device, jobs):
         devices.put(d)
-    pool = context.Pool(jobs, initializer=_worker_init, initargs=(threads, devices))
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads, devices))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        tasks = [_task(rid, r, out_dir, root, command, keep_one, None, threads) for rid, r in todo.items()]
-        for k, (rid, result) in enumerate(pool.imap_unordered(_worker_train, tasks), 1):
-            done(k, rid, result)
+        futures = {pool.submit(_worker_train, _task(rid, r, out_dir, root, command, keep_one, None, threads)): rid
+                   for rid, r in todo.items()}
+        for k, future in enumerate(as_completed(futures), 1):
+            done(k, *_worker_result(future, futures[future], out_dir))
     except BaseException:
-        for process in getattr(pool, "_pool", []):  # kill the workers first: Pool.terminate alone can hang here
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # stop the other trainings now
             process.kill()
-        pool.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
     else:
-        pool.close()
-        pool.join()
+        pool.shutdown()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_result(future, rid: str, out_dir: Path) -> tuple[str, dict | None]:
+    """``(run id, result)`` of a worker's training; re-raises the training's own error, and a worker that died
+    without a result as ``ChildProcessError`` (one line: the run, what is kept, what to run)."""
+    try:
+        return future.result()
+    except BrokenProcessPool as err:
+        raise ChildProcessError(f"a worker process of --jobs ended without a result while training run {rid} "
+                                f"({err}); it was killed or crashed (out of memory?). Finished runs are kept in "
+                                f"{out_dir / 'runs'}: run the same command again, with --jobs 1 to see the "
+                                "training's own error") from err
 
 
 def _raise_interrupt(signum, frame):
