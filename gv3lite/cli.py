@@ -38,7 +38,7 @@ from gv3lite.ghostnetv3 import MODEL_WIDTHS
 from gv3lite.recipe import Recipe, field_kind, load_yaml, preset
 from gv3lite.reparam import reparameterize
 from gv3lite.study.cli import add_compare, add_publish, add_readme, add_report, add_reproduce
-from gv3lite.utils import DDP_TIMEOUT_ENV, check_output_dir, ddp_timeout, resolve_device
+from gv3lite.utils import DDP_TIMEOUT_ENV, check_splits_apart, ddp_timeout, output_dir, resolve_device
 
 WIDTHS = {width: name for name, width in MODEL_WIDTHS.items()}  # --width 0.5 -> ghostnetv3_050
 
@@ -140,14 +140,27 @@ def run_train(args) -> int:
     recipe = recipe_from_args(args)  # a bad option fails before --out is created
     check_names(recipe)  # an unknown model or teacher, a missing same-data teacher file: before --out and the data
     resolve_device(args.device)  # --device cuda without a GPU, or mps: before --out is created and the data read
-    check_output_dir(args.out)  # before any data is read: a file, a file's sub-folder, not writable
-    if not args.resume and (Path(args.out) / "last.pth").exists():
-        raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
-    root = resolve_data_root(args.data, download=args.download)
-    t0 = time.perf_counter()
+    with output_dir(args.out):  # before any data is read: a file, a file's sub-folder, not writable; a refused
+        if not args.resume and (Path(args.out) / "last.pth").exists():  # data root leaves no empty --out behind
+            raise FileExistsError(f"{args.out}/last.pth exists; pass --resume to continue it or choose a new --out")
+        root = resolve_data_root(args.data, download=args.download)
+        check_splits_apart(root)  # val/ reaching train/'s images (a link): refused before anything is trained
+        t0 = time.perf_counter()
+        history = _run_explained(args, recipe, root)
+    last = history.iloc[-1]
+    print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
+          f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")
+          + f"  wall time {time.perf_counter() - t0:.0f} s  ->  {args.out}")
+    return 0
+
+
+def _run_explained(args, recipe, root):
+    """``gv3lite.experiment.run`` of ``gv3lite train``; a collective that failed because another process of a
+    ``torchrun`` job stopped answering (`stopped_process`) becomes a ``ChildProcessError`` saying what is kept and
+    what to run."""
     try:
-        history = run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
-                      sync_bn=args.sync_bn, compile_model=args.compile)
+        return run(recipe, root, args.out, device=args.device, resume=args.resume, quiet=args.quiet,
+                   sync_bn=args.sync_bn, compile_model=args.compile)
     except RuntimeError as err:
         if not stopped_process(err):
             raise
@@ -158,11 +171,6 @@ def run_train(args) -> int:
         raise ChildProcessError(f"rank {rank} of {world}: another process of this torchrun job stopped answering "
                                 f"({_first_line(err)}; a process waits {ddp_timeout().total_seconds() / 60:g} min, "
                                 f"{DDP_TIMEOUT_ENV}), so the job stops. {then}") from err
-    last = history.iloc[-1]
-    print(f"{recipe.model} {recipe.img_size}px, {len(history)} epochs: val top-1 {last.val_top1:.2f}%  "
-          f"top-5 {last.val_top5:.2f}%" + (f"  EMA top-1 {last.ema_top1:.2f}%" if recipe.ema else "")
-          + f"  wall time {time.perf_counter() - t0:.0f} s  ->  {args.out}")
-    return 0
 
 
 def stopped_process(err: BaseException) -> bool:

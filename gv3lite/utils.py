@@ -1,15 +1,17 @@
 """Small helpers shared by the data, training and CLI modules.
 
-Owns: seeding (`seed_everything`), the user cache directory (`cache_dir`), repository paths (`repo_root`, `default_data_root`), `git_commit`,
-`resolve_device` (`DeviceNotAvailableError`), the notebooks' torch thread count (`set_torch_threads`), `ddp_timeout`
-(``GV3LITE_DDP_TIMEOUT_MIN``), `check_output_dir` (an output folder is writable, checked before any work) and the one
-atomic writer every file the project writes goes through (`write_atomic`, `write_csv`: a temporary file in the same
-folder, fsync, ``os.replace``; the umask's mode; disk full names the path; stale temporary files of killed writers
-removed by `remove_stale_temp_files`). Nothing here imports torchvision or timm.
+Owns: seeding (`seed_everything`), the user cache directory (`cache_dir`), repository paths (`repo_root`,
+`default_data_root`), `git_commit`, `resolve_device` (`DeviceNotAvailableError`), the notebooks' torch thread count
+(`set_torch_threads`), `ddp_timeout` (``GV3LITE_DDP_TIMEOUT_MIN``), `check_splits_apart` (val/ must not reach train/'s
+images), `check_output_dir` (an output folder is writable, checked before any work; `output_dir`: removed again when the
+work is refused while it is empty) and the one atomic writer every file the project writes goes through (`write_atomic`,
+`write_csv`: a temporary file in the same folder, fsync, ``os.replace``; the umask's mode; disk full names the path;
+stale temporary files of killed writers removed by `remove_stale_temp_files`). Nothing here imports torchvision or timm.
 The budgets: `gv3lite.budgets`.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import glob
@@ -178,6 +180,59 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise type(err)(err.errno, f"{flag} {str(path)!r} is not writable ({err.strerror or err}); {fix} "
                                    f"{flag}") from err
     return path
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike, flag: str = "--out"):
+    """`check_output_dir` for the length of a ``with`` block that yields the folder (a ``Path``): the folders it
+    created (``path`` and its missing parents) are removed again, deepest first, when the block raises while they are
+    still empty, so a call refused after the check (a bad data root, a class mismatch...) leaves no empty folder
+    behind. A folder that holds anything is kept. Raises what `check_output_dir` raises, and re-raises the block's
+    error."""
+    path = Path(path).expanduser()
+    made = [folder for folder in [path, *path.parents] if not folder.exists()]
+    checked = check_output_dir(path, flag)
+    try:
+        yield checked
+    except BaseException:
+        for folder in made:
+            try:
+                folder.rmdir()  # only an empty folder: anything written in it is kept
+            except OSError:
+                break
+        raise
+
+
+def check_splits_apart(root) -> None:
+    """Refuse an ImageFolder root whose ``val/`` reaches an image file that ``train/`` reaches too (``val`` itself or
+    one of its class folders linked to ``train/``, or one image linked or hard-linked into both): the model would be
+    scored on images it trained on, and top-1 would mean nothing. Raises ``ValueError`` naming both paths and the fix.
+    Files are compared by device and inode; links are followed, each folder once (the loops themselves are refused
+    by ``gv3lite.data``). A root without both splits passes (``gv3lite.data`` names what is missing)."""
+    root = Path(root)
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        return
+
+    def files(split: str) -> dict:
+        found, seen = {}, set()
+        for folder, subfolders, names in os.walk(root / split, followlinks=True):
+            if os.path.realpath(folder) in seen:
+                subfolders[:] = []  # reached again through a link: its files are listed already
+                continue
+            seen.add(os.path.realpath(folder))
+            for name in names:
+                try:
+                    stat = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue  # a dangling link: gv3lite.data names it
+                found.setdefault((stat.st_dev, stat.st_ino), os.path.join(folder, name))
+        return found
+    train = files("train")
+    both = [(path, train[key]) for key, path in files("val").items() if key in train]
+    if both:
+        raise ValueError(f"data root '{root}': {len(both)} val image(s) are train images too, e.g. '{both[0][0]}' is "
+                         f"the same file as '{both[0][1]}' (through a link or a hard link), so the model would be "
+                         "scored on images it trained on; give val/ its own images (remove the link)")
 
 
 # ------------------------------------------------------------------------------------------- atomic writes

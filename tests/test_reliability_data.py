@@ -2,6 +2,7 @@
 orientation applied in every decoding path, the same classes in train/ and val/, and a bad image read in a loader
 worker reported like one read for the cache. Tiny ImageFolder trees made by the tests."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -88,6 +89,26 @@ def test_train_and_val_must_hold_the_same_classes(tmp_path, capsys, make_image_r
                    "would be scored on classes it never saw or never be scored on some\n")
 
 
+def test_a_refused_data_root_leaves_no_empty_out_folder_behind(tmp_path, capsys, make_image_root):
+    """``gv3lite train`` checks --out before reading data (creating it); a data root refused after that -- missing, or
+    refused while its datasets are built (a link loop) -- removes the folders the call created while they are still
+    empty; a folder that existed before is kept. ``gv3lite reproduce`` (both designs) likewise for a missing data
+    root or ``--jobs 0``."""
+    root = make_image_root()
+    os.symlink(".", root / "train" / "a" / "loop")
+    for data in (tmp_path / "no_such_root", root):
+        err = error_of(["train", "--out", str(tmp_path / "new" / "run"), "--data", str(data), *TINY], capsys)
+        assert "data root" in err or "link" in err, err
+        assert not (tmp_path / "new").exists()  # neither run/ nor the parent it created
+    (tmp_path / "mine").mkdir()
+    error_of(["train", "--out", str(tmp_path / "mine"), "--data", str(root), *TINY], capsys)
+    assert (tmp_path / "mine").is_dir()  # the user's own folder stays
+    for design, extra in [("ofat", ["--jobs", "0"]), ("ofat", []), ("factorial", [])]:  # reproduce likewise
+        error_of(["reproduce", "--design", design, "--budget", "smoke", "--out", str(tmp_path / "new" / "study"),
+                  "--data", str(tmp_path / "no_such_root" if not extra else root), *extra], capsys)
+        assert not (tmp_path / "new").exists(), (design, extra)
+
+
 # ------------------------------------------------------------------------------------- bad image in a worker
 def test_a_bad_image_read_in_a_loader_worker_is_one_line_like_the_cache_path(tmp_path, capsys, make_image_root):
     root = make_image_root(per_class=2, size=(48, 48))
@@ -102,3 +123,22 @@ def test_a_bad_image_read_in_a_loader_worker_is_one_line_like_the_cache_path(tmp
     err = error_of(["train", "--out", str(tmp_path / "run"), "--data", str(root), *TINY, "--set", "cache=false",
                     "--set", "num_workers=1"], capsys)
     assert err.startswith(f"gv3lite train: error: cannot decode image '{bad}'") and "worker" not in err
+
+
+@pytest.mark.parametrize("link", ["split", "class", "hard"])
+def test_val_reaching_train_images_is_refused(tmp_path, capsys, make_image_root, link):
+    """val/ linked to train/, a val class folder linked to train's, or one image hard-linked into both splits: the
+    model would be scored on images it trained on (it used to train and report that top-1, exit 0)."""
+    root = make_image_root()
+    if link == "split":
+        shutil.rmtree(root / "val")
+        os.symlink("train", root / "val")
+    elif link == "class":
+        shutil.rmtree(root / "val" / "a")
+        os.symlink(root / "train" / "a", root / "val" / "a")
+    else:
+        os.link(root / "train" / "b" / "0.png", root / "val" / "b" / "9.png")
+    for command in (["train", *TINY], ["reproduce", "--budget", "smoke"], ["reproduce", "--design", "factorial"]):
+        err = error_of([*command, "--out", str(tmp_path / "run"), "--data", str(root)], capsys)
+        assert "are train images too, e.g. '" in err and "give val/ its own images (remove the link)" in err, err
+        assert not (tmp_path / "run").exists()  # refused before anything was written

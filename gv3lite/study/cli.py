@@ -15,6 +15,7 @@ import yaml
 
 from gv3lite.budgets import BUDGETS, FACTORIAL_BLOCKS
 from gv3lite.budgets import budget as env_budget
+from gv3lite.data import resolve_data_root
 from gv3lite.study.blocks import reproduce_factorial
 from gv3lite.study.factorial_report import report_factorial
 from gv3lite.study.grids import GRIDS
@@ -26,7 +27,7 @@ from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split
 from gv3lite.study.report import report
 from gv3lite.study.reproduction import summary_line, write_reproduction
 from gv3lite.study.runner import reproduce
-from gv3lite.utils import check_output_dir, repo_root, resolve_device, write_atomic
+from gv3lite.utils import check_output_dir, check_splits_apart, output_dir, repo_root, resolve_device, write_atomic
 
 
 def add_reproduce(subparsers) -> None:
@@ -167,10 +168,13 @@ def _pairs(items, flag: str) -> dict:
 
 
 def _launch_options(args) -> dict:
-    """Check ``--out`` and ``--device`` before any data is read (a file, a file's sub-folder, a folder that is not
-    writable; cuda without a GPU), then return the submitit options of ``reproduce`` / ``reproduce_factorial``."""
-    check_output_dir(args.out)
+    """Check ``--device`` before any data is read (cuda without a GPU), then return the submitit options of
+    ``reproduce`` / ``reproduce_factorial``. Called inside ``gv3lite.utils.output_dir(args.out)``, which checks
+    ``--out`` first (a file, a file's sub-folder, a folder that is not writable) and removes it again if the call is
+    refused while it is empty (a bad data root or ``--jobs``). A data root whose val/ reaches train/'s images is
+    refused here too (``gv3lite.utils.check_splits_apart``)."""
     resolve_device(args.device)
+    check_splits_apart(resolve_data_root(args.data))
     return {"slurm_partition": args.slurm_partition, "timeout_min": args.timeout_min,
             "gpus_per_run": args.gpus_per_run or (1 if args.device == "cuda" else 0)}
 
@@ -186,11 +190,11 @@ def run_factorial(args, budget: str) -> int:
         for it in items:
             print(f"block {it['block']}  {it['order']:2d}  {it['cell']}  {it['run_id']}")
         return 0
-    options = _launch_options(args)
-    result = reproduce_factorial(budget, args.out, args.data, jobs=args.jobs, device=args.device,
-                                 quiet=not args.verbose, changes=changes, generators=generators,
-                                 submitit=args.submitit, submitit_options=options, progress=True,
-                                 figures_dir=args.figures)
+    with output_dir(args.out):  # a call refused before it writes anything leaves no empty --out behind
+        result = reproduce_factorial(budget, args.out, args.data, jobs=args.jobs, device=args.device,
+                                     quiet=not args.verbose, changes=changes, generators=generators,
+                                     submitit=args.submitit, submitit_options=_launch_options(args), progress=True,
+                                     figures_dir=args.figures)
     print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
           + (f", {result['busy']} being trained by another process" if result["busy"] else "")
           + f"; {result['blocks']} block(s); {result['reason']}")
@@ -214,10 +218,10 @@ def run_reproduce(args) -> int:
         for it in items:
             print(f"{it['grid']:14s} {it['cell']:30s} seed {it['seed']}  {it['run_id']}")
         return 0
-    options = _launch_options(args)
-    result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
-                       figures_dir=args.figures, device=args.device, submitit=args.submitit, submitit_options=options,
-                       progress=True)
+    with output_dir(args.out):  # a call refused before it writes anything leaves no empty --out behind
+        result = reproduce(budget, args.seeds, args.out, grids, args.data, quiet=not args.verbose, jobs=args.jobs,
+                           figures_dir=args.figures, device=args.device, submitit=args.submitit,
+                           submitit_options=_launch_options(args), progress=True)
     print(f"trained {result['trained']} (resumed {result['resumed']}), skipped {result['skipped']} finished runs"
           + (f", {result['busy']} being trained by another process" if result["busy"] else ""))
     print("\n".join(claim_lines(result["verdicts"])))
