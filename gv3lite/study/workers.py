@@ -148,9 +148,9 @@ def _worker_result(future, rid: str, out_dir: Path) -> tuple[str, dict | None]:
         return future.result()
     except BrokenProcessPool as err:
         raise ChildProcessError(f"a worker process of --jobs ended without a result while training run {rid} "
-                                f"({err}); it was killed or crashed (out of memory?). Finished runs are kept in "
-                                f"{out_dir / 'runs'}: run the same command again, with --jobs 1 to see the "
-                                "training's own error") from err
+                                f"({err}): it was killed, ran out of memory, crashed, or raised an error that could "
+                                f"not be passed back. Finished runs are kept in {out_dir / 'runs'}: run the same "
+                                "command again, with --jobs 1 to see the training's own error") from err
 
 
 def _raise_interrupt(signum, frame):
