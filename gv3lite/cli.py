@@ -80,6 +80,8 @@ RECIPE_FLAGS = {
     "label_smoothing": None, "ema": "keep an EMA of the weights", "ema_decay": None, "seed": None,
     "classes": "train on these class folders only", "images_per_class_train": "class-balanced train subset size",
     "images_per_class_val": "class-balanced val subset size",
+    "precise_bn": "recompute the BN statistics of the raw and EMA weights over the train images before evaluating",
+    "flip_tta": "evaluate the mean softmax of each val image and its horizontal mirror",
     "tuning": "include | exclude: train on all of train/, or on train/ minus the tuning split (100 images per class "
               "that settings are chosen on; the presets and the study: exclude)",
     "teacher": "imagenette_same_data (the ghostnetv3 preset's and the study's: trained on Imagenette train/ minus "

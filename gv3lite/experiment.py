@@ -126,7 +126,8 @@ def build_objective(recipe: Recipe) -> Objective:
 def loop_settings(recipe: Recipe) -> "LoopSettings":
     """The recipe's fields the loop itself needs (``gv3lite.train.LoopSettings``)."""
     return LoopSettings(epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed,
-                        eval_every=recipe.eval_every, num_workers=recipe.num_workers)
+                        eval_every=recipe.eval_every, num_workers=recipe.num_workers, precise_bn=recipe.precise_bn,
+                        flip_tta=recipe.flip_tta)
 
 
 def choose_data_path(recipe: Recipe, root, device, log=print) -> tuple[str, LoopSettings]:

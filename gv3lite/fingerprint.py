@@ -10,7 +10,7 @@ fingerprint cannot be reproduced by today's ``make main``, so the README has to 
 What counts: the network (``layers``, ``reparam``, ``branch_sums``, ``ghost``, ``ghostnetv3``, ``add_branches``, ``models``), the data
 (scanning, subsets, decoding and the uint8 cache, transforms and augmentation, the batched loaders: ``data/``
 but its download), the teacher, its cached outputs and the distillation objective (``teacher``, ``teacher_outputs``, ``distill``),
-the recipe and its presets (``recipe``), the loop and what runs around it (``train``, ``callbacks``: checkpoints and
+the recipe and its presets (``recipe``), the loop and what runs around it (``train``, ``bn_stats``: precise BN before evaluating; ``callbacks``: checkpoints and
 exact resume; ``distributed``: DDP), the composition root (``experiment``) and the seeding
 (``utils.seed_everything``). What does not: reporting and statistics (``stats``, ``verdicts``, ``figures``, the
 study's analysis and README), file formats and writers (``checkpoint``, ``schemas``), scale-out (``launch``), the CLI. A budget's sizes
@@ -35,7 +35,7 @@ PACKAGE = Path(__file__).resolve().parent
 # glob patterns under gv3lite/, or "file.py::function" for one top-level function of a module
 TRAINING_CODE = ("layers.py", "reparam.py", "branch_sums.py", "ghost.py", "ghostnetv3.py", "add_branches.py", "models.py",
                  "data/*.py", "soft_labels.py", "teacher.py", "teacher_outputs.py", "distill.py", "recipe.py",
-                 "train.py", "train/*.py", "callbacks.py", "distributed.py", "experiment.py",
+                 "bn_stats.py", "train.py", "train/*.py", "callbacks.py", "distributed.py", "experiment.py",
                  "utils.py::seed_everything", "artifacts/*")  # artifacts (published soft labels): by their bytes
 NOT_TRAINING_CODE = ("data/download.py", "data/__init__.py", "train/__init__.py")  # re-exports, the opt-in download
 FINGERPRINT_LENGTH = 12

@@ -1,8 +1,7 @@
 """Evaluations of trained weights that cost no training: precise BN statistics, flip test-time averaging and
 averaging the weights of the last checkpoints.
 
-Owns: `precise_bn` (recompute every BatchNorm's running mean/variance as a plain average over training batches,
-through ``torch.optim.swa_utils.update_bn``), `average_states` (the mean of several state dicts of one model: the
+Owns: `average_states` (the mean of several state dicts of one model: the
 weights of the last epochs, as in SWA, Izmailov et al. 2018), `evaluate_tta` (top-1 of a model with and without
 averaging its softmax over the image and its horizontal mirror) and `posthoc_top1` (all of these for one run's
 last checkpoints). ``benchmarks/variance_pilot.py`` uses them to find out which of these lowers the seed-to-seed
@@ -18,8 +17,8 @@ import copy
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import update_bn
 
+from gv3lite.bn_stats import precise_bn
 from gv3lite.data import build_loader
 from gv3lite.train import deploy_form
 
@@ -38,19 +37,6 @@ def average_states(states: list[dict]) -> dict:
             raise ValueError("average_states: the state dicts are not of one architecture (keys or shapes differ)")
     return {k: (torch.stack([s[k].float() for s in states]).mean(0).to(states[-1][k].dtype)
                 if states[-1][k].is_floating_point() else states[-1][k].clone()) for k in keys}
-
-
-def precise_bn(model: nn.Module, train_dataset, batch_size: int = 64, max_images: int | None = None,
-               seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
-    """``model`` (moved to ``device``, changed in place and returned) with every BatchNorm's running statistics
-    recomputed as the plain average over shuffled training batches (train-time augmentation, ``seed`` fixed; at most
-    ``max_images``, default all): ``torch.optim.swa_utils.update_bn``. Leaves ``model`` in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = build_loader(train_dataset, batch_size, train=True, generator=generator)
-    if max_images is not None:
-        loader = [batch for _, batch in zip(range(max(1, max_images // batch_size)), loader)]
-    update_bn(((batch[0],) for batch in loader), model.to(device), device=torch.device(device))
-    return model.eval()
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ Field groups (paper, arXiv 2404.11202, Sec. 4 "training strategies"):
   ``mixup_alpha``, ``cutmix_alpha``, ``random_erasing``, ``min_crop_scale``; knowledge distillation:
   ``teacher``, ``kd_alpha``, ``kd_temperature``, ``kd_mode``, ``kd_loss``; data: ``img_size``, ``classes``,
   ``images_per_class_train``, ``images_per_class_val``, ``data_seed``, ``tuning``, ``cache``, ``num_workers``;
-  evaluation: ``eval_every``.
+  evaluation: ``eval_every``, ``precise_bn``, ``flip_tta``.
 """
 from __future__ import annotations
 
@@ -132,6 +132,8 @@ class Recipe:
     ema: bool = False
     ema_decay: float = _fraction(0.999)
     eval_every: int = _at_least(1, 1)  # evaluate on val every N epochs and always after the last one
+    precise_bn: bool = False  # recompute BN statistics over the train images before evaluating (issue 22's reading)
+    flip_tta: bool = False  # evaluate the mean softmax of each val image and its mirror (issue 22's reading)
     seed: int = _seed(0)
     # augmentation (paper Sec. 4.4)
     min_crop_scale: float = _field(0.35, "in (0, 1]", lambda v: 0 < v <= 1)

@@ -34,6 +34,7 @@ from timm.utils import accuracy, unwrap_model
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from gv3lite.bn_stats import precise_bn
 from gv3lite.data import ImageFolderDataset, build_loader
 from gv3lite.distributed import gather_shards, sum_over_processes, val_shard, world_and_rank, wrap_ddp
 from gv3lite.reparam import reparameterize
@@ -49,7 +50,9 @@ class LoopSettings:
     """What the loop itself needs: ``epochs`` (the schedule's length), ``batch_size`` (global, over all processes),
     ``seed`` (per-epoch re-seeding), ``eval_every`` (evaluate every N epochs and always after the last),
     ``num_workers`` (DataLoader processes), ``max_epochs`` (stop early; None: ``epochs``), ``sync_bn`` (SyncBatchNorm
-    under DDP on GPUs), ``compile_model`` (training steps through ``torch.compile(model)``)."""
+    under DDP on GPUs), ``compile_model`` (training steps through ``torch.compile(model)``), ``precise_bn`` (before
+    each evaluation, recompute the BN statistics of the raw and EMA weights over the training images,
+    ``gv3lite.bn_stats.precise_bn``), ``flip_tta`` (evaluate the mean softmax of each image and its mirror)."""
     epochs: int
     batch_size: int
     seed: int = 0
@@ -58,6 +61,8 @@ class LoopSettings:
     max_epochs: int | None = None
     sync_bn: bool = False
     compile_model: bool = False
+    precise_bn: bool = False
+    flip_tta: bool = False
 
 
 @dataclass
@@ -229,9 +234,10 @@ def _call(callbacks, hook: str, *args):
 
 
 @torch.no_grad()
-def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
+def evaluate(model, loader, device="cpu", quiet: bool = True, flip: bool = False) -> dict:
     """Top-1 / top-5 accuracy (%), mean cross-entropy and per-image predictions of ``model`` over ``loader`` (eval
-    mode, in the loader's order).
+    mode, in the loader's order). ``flip``: flip test-time averaging -- the prediction is the mean of the softmax of
+    each image and of its horizontal mirror, and the loss is the cross-entropy of that mean.
 
     Returns ``dict(top1, top5, loss, predictions, targets)``: top-5 is top-k with k = min(5, num_classes);
     ``predictions`` / ``targets`` are (N,) int64 CPU tensors (predicted and true class of each val image, in the val
@@ -246,10 +252,7 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
     predictions, labels = [], []
     for batch in tqdm(loader, desc="eval", disable=quiet, leave=False):
         images, targets = to_device(batch[0], device), batch[1].to(device)
-        with autocast(device):
-            logits = model(images).float()
-        if not bool(torch.isfinite(logits).all()):
-            raise NonFiniteError("the model's val logits are not finite (NaN/inf)")
+        logits = _logits(model, images, device, flip)
         predictions.append(logits.argmax(dim=1).cpu())
         labels.append(targets.cpu())
         loss += F.cross_entropy(logits, targets, reduction="sum").item()
@@ -260,6 +263,20 @@ def evaluate(model, loader, device="cpu", quiet: bool = True) -> dict:
     correct1, correct5, loss, n = sum_over_processes([correct1, correct5, loss, n], device)
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n,
             "predictions": gather_shards(torch.cat(predictions)), "targets": gather_shards(torch.cat(labels))}
+
+
+def _logits(model, images, device, flip: bool) -> torch.Tensor:
+    """(B, K) float logits of ``images``; with ``flip`` the log of the mean softmax of the images and their mirrors
+    (softmax of it = that mean, so argmax, top-k and cross-entropy read the averaged prediction). Raises
+    `NonFiniteError` for NaN/inf logits."""
+    with autocast(device):
+        logits = model(images).float()
+        mirrored = model(torch.flip(images, dims=[3])).float() if flip else None
+    if not bool(torch.isfinite(logits).all()) or (flip and not bool(torch.isfinite(mirrored).all())):
+        raise NonFiniteError("the model's val logits are not finite (NaN/inf)")
+    if flip:
+        logits = ((logits.softmax(dim=1) + mirrored.softmax(dim=1)) / 2).log()
+    return logits
 
 
 def to_device(images: torch.Tensor, device) -> torch.Tensor:
@@ -361,6 +378,15 @@ _VAL = ("loss", "top1", "top5")
 _NO_VAL = dict.fromkeys(_VAL, float("nan"))  # an epoch that `LoopSettings.eval_every` skips
 
 
+def _evaluate_reading(state: FitState, model) -> dict:
+    """`evaluate` of ``model``'s deploy form as ``state.settings`` reads it: with ``precise_bn`` its BN statistics
+    are first recomputed over the training images (in place, so the checkpoints saved after this epoch hold them and
+    evaluate to the same numbers), with ``flip_tta`` flip-averaged."""
+    if state.settings.precise_bn:
+        precise_bn(model, state.loaders.datasets[0], seed=0, device=state.device)
+    return evaluate(deploy_form(model), state.loaders.val, state.device, flip=state.settings.flip_tta)
+
+
 def _run_epoch(state: FitState, stepping: TrainObjects, callbacks) -> EpochResult:
     """Seed, train and (when due) evaluate epoch ``state.epoch``; append its row to ``state.history``."""
     t0, epoch, settings, loaders = time.perf_counter(), state.epoch, state.settings, state.loaders
@@ -373,8 +399,8 @@ def _run_epoch(state: FitState, stepping: TrainObjects, callbacks) -> EpochResul
                             start_step=epoch * len(loaders.train), callbacks=callbacks)
     ema = state.objects.ema
     if evaluated:
-        val = evaluate(deploy_form(state.objects.model), loaders.val, state.device)
-        val_ema = evaluate(deploy_form(ema.module), loaders.val, state.device) if ema is not None else None
+        val = _evaluate_reading(state, state.objects.model)
+        val_ema = _evaluate_reading(state, ema.module) if ema is not None else None
     else:
         val, val_ema = _NO_VAL, None
     ema_top1 = val_ema["top1"] if val_ema is not None else float("nan")

@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from gv3lite.posthoc import average_states, evaluate_tta, precise_bn
+from gv3lite.bn_stats import precise_bn
+from gv3lite.posthoc import average_states, evaluate_tta
 
 
 class _Flat(torch.utils.data.Dataset):

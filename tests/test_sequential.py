@@ -89,26 +89,28 @@ def false_calls(sim: dict) -> np.ndarray:
 HETERO = np.linspace(2.3, 5.1, len(RUNS))  # the per-cell SDs measured at medium, spread over the 16 runs
 
 
+@pytest.mark.parametrize("budget", ["quick", "medium"])
 @pytest.mark.parametrize("sd", [3.0, HETERO], ids=["sd3.0", "sd2.3-5.1"])
-def test_null_false_calls_and_coverage(sd):
-    sim = simulate({}, sd)
+def test_null_false_calls_and_coverage(sd, budget):
+    sim = simulate({}, sd, budget)
     rate, coverage = false_calls(sim).mean(), sim["covered"].mean(0)
     mc = 2.5 * np.sqrt(0.05 * 0.95 / len(sim["stop"]))
-    print(f"null, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage {np.round(coverage, 4)}")
+    print(f"{budget}, null, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage {np.round(coverage, 4)}")
     assert rate <= 0.05 + mc and (coverage >= 0.95 - mc).all()
 
 
+@pytest.mark.parametrize("budget", ["quick", "medium"])
 @pytest.mark.parametrize("sd", [3.0, HETERO], ids=["sd3.0", "sd2.3-5.1"])
-def test_at_the_minimum_detectable_effect(sd):
-    most = FACTORIAL_BLOCKS["medium"]["max_blocks"]
+def test_at_the_minimum_detectable_effect(sd, budget):
+    most = FACTORIAL_BLOCKS[budget]["max_blocks"]
     se = 2 * float(np.sqrt(np.mean(np.square(sd)))) / np.sqrt(16 * most)
-    level = look_levels(most, FACTORIAL_BLOCKS["medium"]["first_look"], most, len(CLAIMS))[0]
+    level = look_levels(most, FACTORIAL_BLOCKS[budget]["first_look"], most, len(CLAIMS))[0]
     mde = min_detectable_effect(se, 15 * most - 13, level)
-    sim = simulate({"A": mde, "B": mde, "C": -mde, "D": -mde}, sd, seed=1)
+    sim = simulate({"A": mde, "B": mde, "C": -mde, "D": -mde}, sd, budget, seed=1)
     rate, coverage = false_calls(sim).mean(), sim["covered"].mean(0)
     agrees = (sim["verdict"][:, :4] == "agrees").mean(0)
     mc = 2.5 * np.sqrt(0.05 * 0.95 / len(sim["stop"]))
-    print(f"at the MDE {mde:.2f} pp, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage "
+    print(f"{budget}, at the MDE {mde:.2f} pp, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage "
           f"{np.round(coverage, 4)}, agrees {np.round(agrees, 3)}, mean blocks {sim['stop'].mean():.2f}")
     assert rate <= 0.05 + mc and (coverage >= 0.95 - mc).all()
     assert (agrees >= 0.6).all()  # the rule still detects effects of the size the design is built for

@@ -157,14 +157,22 @@ def _values(runs: pd.DataFrame, column: str) -> str:
 def scope_note(runs: pd.DataFrame) -> str:
     """One Markdown paragraph: what the study of ``runs`` (runs.csv) can and cannot say about the paper's claims.
     Its training length, resolution, images and teachers are read from the runs' recipe columns (``epochs``,
-    ``img_size``, ``images_per_class_train``, ``tuning``, ``teacher``); the paper's setting is 600 epochs (as in
+    ``img_size``, ``images_per_class_train``, ``tuning``, ``teacher``, ``precise_bn``, ``flip_tta``: which images
+    and which reading each top-1 comes from); the paper's setting is 600 epochs (as in
     ``gv3lite.paper.DIFFERENCE_NOTES``) at 224 px on ImageNet-1k; the Mixup remark follows the Imagenette
     README (fastai/imagenette, "Tips"). Composite contrasts: ``gv3lite.verdicts.COMPOSITE_GRIDS``."""
     per_class = runs["images_per_class_train"] if "images_per_class_train" in runs else pd.Series([None])
     images = ("all training images" if per_class.isna().all()
               else f"{_values(runs, 'images_per_class_train')} training images per class")
+    reading = ""
     if "tuning" in runs and runs["tuning"].eq("exclude").all():
         images += " (train/ minus the tuning split)"
+        reading = (" Every top-1 is read on Imagenette's val/ images; the regime and its reading were chosen on the "
+                   "tuning split (100 train/ images per class, `benchmarks/variance_pilot.py`), which no run trains "
+                   "or is reported on.")
+    if {"precise_bn", "flip_tta"} <= set(runs) and (runs["precise_bn"].eq(True) & runs["flip_tta"].eq(True)).all():
+        reading += (" Each weights' top-1 (EMA and raw) is read with BatchNorm statistics recomputed over the run's "
+                    "training images (precise BN) and the softmax averaged over each image and its mirror (flip).")
     teachers = sorted(set(runs["teacher"].dropna()) & set(PRETRAINED_TEACHERS)) if "teacher" in runs else []
     outside = (f" Its KD contrasts distil from {', '.join(teachers)}, an ImageNet-pretrained teacher (**outside "
                "data**: 1.28 M images, among them 3,791 of the 3,925 Imagenette val images): they measure transfer "
@@ -178,7 +186,7 @@ def scope_note(runs: pd.DataFrame) -> str:
             "changes with the length of training. Mixup and CutMix are known to hurt under-fitted models (the "
             "Imagenette README, fastai/imagenette: Mixup-style augmentation tends to pay off only after about 80 "
             "epochs), so a penalty measured here may come from the short training rather than from the model being "
-            f"compact.{outside} Contrasts marked *(composite)* ({', '.join(f'`{g}`' for g in COMPOSITE_GRIDS)}) "
+            f"compact.{outside}{reading} Contrasts marked *(composite)* ({', '.join(f'`{g}`' for g in COMPOSITE_GRIDS)}) "
             "change several fields at once (the *differs in* column): their verdict is about the whole bundle, not "
             "about any one ingredient.")
 
