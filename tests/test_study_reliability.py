@@ -2,6 +2,7 @@
 with one line naming the file (exit 2); `readme --check` recomputes the verdicts from runs.csv; a run with result.json
 but not its other files is not finished (trained again, the old directory kept); calls.csv keeps each call's own
 wall time and overlapping calls count once; ``--jobs`` is capped. Fixtures: copies of the committed results, edited."""
+import json
 import re
 import shutil
 
@@ -176,3 +177,22 @@ def test_a_failing_worker_of_jobs_2_ends_the_call_with_one_line_not_a_hang(tmp_p
     assert line.startswith("gv3lite reproduce: error: ") and message in line, err
     calls = read_calls(tmp_path / "smoke")
     assert calls["interrupted"].tolist() == [True] and calls["trained"].tolist() == [0]
+
+
+def test_a_damaged_design_json_is_named_with_its_fix(tmp_path, make_image_root, capsys):
+    """A factorial folder's design.json cut short: one line naming the file and the fix (it was json's own
+    'Expecting property name enclosed in double quotes: line 56 column 5', naming no file); nothing is written."""
+    from gv3lite.study.factorial_report import design_record
+
+    root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    text = json.dumps(design_record("smoke"), indent=2)
+    (folder / "design.json").write_text(text[: len(text) // 2])
+    assert main(["reproduce", "--design", "factorial", "--budget", "smoke", "--out", str(tmp_path), "--data",
+                 str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"gv3lite reproduce: error: {folder / 'design.json'} is damaged "
+                                                    "(JSONDecodeError: "), err
+    assert "delete it (the next `gv3lite reproduce --design factorial` on this folder writes it again" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["design.json"]

@@ -45,12 +45,28 @@ def design_record(budget: str, changes: dict | None = None, generators: dict | N
             "looks": FACTORIAL_BLOCKS[budget], "formula": FORMULA}
 
 
+def read_design_file(file) -> dict:
+    """A factorial study's ``design.json`` (`design_record`). Raises ``ValueError`` naming the file and the fix when
+    it is not a readable JSON object (cut short, not UTF-8)."""
+    try:
+        record = json.loads(Path(file).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        record = err
+    if not isinstance(record, dict):
+        problem = f"{type(record).__name__}: {record}" if isinstance(record, Exception) else "not a JSON object"
+        raise ValueError(f"{file} is damaged ({problem}); delete it (the next `gv3lite reproduce --design factorial` "
+                         "on this folder writes it again; runs of another design are told apart by their run ids) "
+                         "or restore it from a backup")
+    return record
+
+
 def check_design_file(out_dir, record: dict) -> None:
-    """Refuse a results folder that holds another design (``ValueError`` naming the difference and the fix)."""
+    """Refuse a results folder that holds another design (``ValueError`` naming the difference and the fix) or a
+    damaged ``design.json`` (`read_design_file`)."""
     file = Path(out_dir) / DESIGN_FILE
     if not file.is_file():
         return
-    old = json.loads(file.read_text())
+    old = read_design_file(file)
     differs = [k for k in ("generators", "changes", "factors") if json.dumps(old.get(k), sort_keys=True)
                != json.dumps(record[k], sort_keys=True)]
     if differs:
@@ -255,7 +271,7 @@ def report_factorial(results_dir, out_dir=None, figures_dir=None, figures: bool 
     budget = str(runs["budget"].iloc[0]) if "budget" in runs and len(runs) else results_dir.name
     predictions = study["predictions"] if study["predictions"] is not None and len(study["predictions"]) else None
     record_file = results_dir / DESIGN_FILE
-    record = json.loads(record_file.read_text()) if record_file.is_file() else design_record(budget)
+    record = read_design_file(record_file) if record_file.is_file() else design_record(budget)
     result = analyse_looks(runs, budget, predictions)
     effects = effects_table(result["fit"], correct_of(predictions, result["fit"]["table"]["run_id"]))
     out = Path(out_dir or results_dir)
