@@ -177,13 +177,15 @@ def _run_explained(args, recipe, root):
 
 def stopped_process(err: BaseException) -> bool:
     """Whether ``err`` is a collective of a ``torchrun`` job that failed because another process stopped answering
-    (torch's ``DistError``, or Gloo's timeout / closed connection) rather than a bug."""
+    (torch's ``DistError``, or Gloo's timeout / closed connection / a pair closed by an earlier timeout, as libgloo
+    words them) rather than a bug."""
     if isinstance(err, dist.DistError):
         return True
     text = str(err)
     return dist.is_available() and dist.is_initialized() and any(
         mark in text for mark in ("gloo/transport", "Timed out waiting", "Connection closed by peer",
-                                  "Connection reset by peer"))
+                                  "Connection reset by peer", "Application timeout caused pair closure",
+                                  "Socket Timeout"))  # the last two: Gloo's errors of a pair that timed out before
 
 
 def _first_line(err: BaseException) -> str:

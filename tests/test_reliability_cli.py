@@ -236,3 +236,17 @@ def test_a_stopped_torchrun_process_ends_the_job_with_a_clear_message(tmp_path, 
     monkeypatch.setattr(cli, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is still a bug with its traceback
         main(["train", "--out", str(tmp_path / "run2"), "--data", str(tmp_path)])
+
+
+@pytest.mark.parametrize("text", [
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:598] Application timeout caused pair closure",
+    "Socket Timeout",
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4312",
+])
+def test_gloo_errors_of_a_stopped_peer_are_recognised(monkeypatch, text):
+    """Gloo's words for a peer that stopped answering (strings of libtorch_cpu's Gloo): after one collective timed out,
+    the next one on that pair fails with 'Application timeout caused pair closure' -- a rank that met that error
+    first ended with a traceback instead of the stopped-process line (a guess at issue 26's re-attack row 87)."""
+    monkeypatch.setattr(cli.dist, "is_initialized", lambda: True)
+    assert cli.stopped_process(RuntimeError(text))
+    assert not cli.stopped_process(RuntimeError("a bug"))
