@@ -110,7 +110,7 @@ def recipe_from_args(args):
 
     Raises ``ValueError`` (a malformed ``--set``, a bad value, a field given both as ``--set`` and as a flag with
     different values: neither silently wins) and ``KeyError`` (an unknown field or preset)."""
-    recipe = Recipe.load(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
+    recipe = _load_recipe(args.recipe) if args.recipe else preset(getattr(args, "preset", None) or "default")
     changes = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -129,6 +129,19 @@ def recipe_from_args(args):
             flag = f"--width {args.width:g}" if width else f"--{name.replace('_', '-')} {value!r}"
             raise ValueError(f"{name} is given twice, as --set {name}={changes[name]!r} and {flag}; give it once")
     return recipe.replace(**{**changes, **flags})
+
+
+def _load_recipe(path: str):
+    """``Recipe.load(path)``; a bad value in the file names the file (``--resume`` reads the run's own recipe.yaml
+    without being told, so "recipe.num_classes='nu'" alone pointed at nothing the user typed)."""
+    try:
+        return Recipe.load(path)
+    except (ValueError, KeyError) as err:
+        text = error_message(err)
+        if str(path) in text:
+            raise
+        raise ValueError(f"recipe file {str(path)!r}: {text}; fix or restore the file (a run's recipe.yaml: restore "
+                         "it from a copy, or pass --recipe with the recipe the run was trained with)") from err
 
 
 def run_train(args) -> int:

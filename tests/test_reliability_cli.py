@@ -250,3 +250,15 @@ def test_gloo_errors_of_a_stopped_peer_are_recognised(monkeypatch, text):
     monkeypatch.setattr(cli.dist, "is_initialized", lambda: True)
     assert cli.stopped_process(RuntimeError(text))
     assert not cli.stopped_process(RuntimeError("a bug"))
+
+
+def test_a_damaged_recipe_yaml_under_resume_is_named(tmp_path, capsys):
+    """--resume reads the run's own recipe.yaml; a cut one used to say "recipe.num_classes='nu': must be an integer"
+    without naming the file."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pth").write_bytes(b"")
+    (out / "recipe.yaml").write_text("model: ghostnetv3\nnum_classes: nu")
+    err = error_of(["train", "--out", str(out), "--data", str(tmp_path), "--resume", *TINY], capsys)
+    assert err.startswith(f"gv3lite train: error: recipe file '{out / 'recipe.yaml'}': recipe.num_classes='nu'"), err
+    assert "restore it from a copy, or pass --recipe" in err
