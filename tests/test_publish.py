@@ -13,6 +13,7 @@ from PIL import Image
 from gv3lite.cli import main
 from gv3lite.fingerprint import code_fingerprint
 from gv3lite.study import publish as publish_mod
+from gv3lite.study import readme as readme_mod
 from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
 from gv3lite.utils import repo_root
 
@@ -87,7 +88,7 @@ def _study(tmp_path, fingerprint):
 def test_publish_copies_only_a_finished_study_of_the_current_code(tmp_path, monkeypatch, capsys):
     rendered = []
     monkeypatch.setattr(publish_mod, "report", lambda folder, **kw: rendered.append(folder) or {"figures": []})
-    monkeypatch.setattr(publish_mod, "readme_results", lambda root: "block\n")
+    monkeypatch.setattr(readme_mod, "readme_results", lambda root: "block\n")  # (publish: render_readme)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
     args = dict(study=tmp_path / "study", results=tmp_path / "results", figures=tmp_path / "fig", readme=readme)

@@ -11,7 +11,7 @@ from gv3lite.cli import main
 from gv3lite.study import runner
 from gv3lite.study.plan import complete_grids, plan, recorded_grids
 from gv3lite.study.provenance import portable_command
-from gv3lite.study.readme import README_BEGIN, README_END, committed_study, readme_results, split_readme
+from gv3lite.study.readme import README_BEGIN, README_END, readme_results, render_readme, split_readme
 from gv3lite.study.records import CALL_COLUMNS, append_call, read_calls, read_verdicts
 from gv3lite.study.report import duration, sizing_note
 from gv3lite.study.runner import reproduce
@@ -37,8 +37,10 @@ def _results(tmp_path, budgets):
 
 
 def test_the_committed_readme_block_is_generated_from_the_committed_results():
-    _, block, _ = split_readme((repo_root() / "README.md").read_text())
+    text = (repo_root() / "README.md").read_text()
+    _, block, _ = split_readme(text)
     assert block == readme_results(COMMITTED), "README.md is stale: run `gv3lite readme` and commit it"
+    assert render_readme(text, COMMITTED) == text, "README.md's forest caption is stale: run `gv3lite readme`"
     assert "**quick budget**" in block
 
 
@@ -138,21 +140,6 @@ def test_an_interrupted_reproduce_call_is_logged(tmp_path, make_image_root, monk
     assert not (tmp_path / "smoke" / "runs.csv").exists()
 
 
-def test_committed_study_of_a_grid_needs_a_contrast(tmp_path):
-    """make main leaves the architectures grid out, but its GhostNetV2 cells share the recipe grid's runs: the loaded
-    study then has that one contrast; a folder with only one of its cells has none and reads as absent."""
-    committed = committed_study("quick", grids=["architectures"])
-    assert committed is not None and committed["budget"] == "quick"
-    assert set(committed["verdicts"]["grid"]) == {"architectures"}
-    assert list(committed["verdicts"]["cell"]) == ["ghostnetv2/ghostnetv3"]
-    runs = pd.read_csv(repo_root() / "results" / "quick" / "runs.csv")
-    (tmp_path / "quick").mkdir()
-    runs[runs["cell"] != "ghostnetv2/conventional"].to_csv(tmp_path / "quick" / "runs.csv", index=False)
-    assert committed_study("quick", results=tmp_path, grids=["architectures"]) is None
-    assert committed_study("quick", results=tmp_path, grids=["augment"]) is not None
-    assert committed_study("medium", results=tmp_path) is None  # no file
-
-
 def _committed_ids(items, runs):
     """``items`` (a plan) with each run id replaced by the committed study's run id of the same (grid, cell, seed):
     the plan the committed study was trained with, whose older recipes hash differently (issue 22 added the
@@ -213,4 +200,3 @@ def test_a_factorial_study_gets_its_claims_in_the_readme_block_checked_against_i
     assert main([*args, "--check"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "verdicts.csv: claim reparam: recorded diff" in err and "gv3lite report" in err
-    assert committed_study("quick", results=tmp_path / "results") is None  # notebooks: grid contrasts only

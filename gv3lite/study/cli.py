@@ -23,7 +23,7 @@ from gv3lite.study.plan import factorial_plan, plan
 from gv3lite.study.progress import claim_lines
 from gv3lite.study.publish import FIGURES, publish
 from gv3lite.study.records import folder_design
-from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
+from gv3lite.study.readme import CAPTION_BEGIN, CAPTION_END, README_BEGIN, README_END, render_readme
 from gv3lite.study.report import report
 from gv3lite.study.reproduction import summary_line, write_reproduction
 from gv3lite.study.runner import reproduce
@@ -98,7 +98,9 @@ def add_readme(subparsers) -> None:
     p = subparsers.add_parser("readme", help="regenerate README.md's Results block from the committed results/",
                               description="Replace the text between the lines '" + README_BEGIN + "' and '"
                                           + README_END + "' of README with the provenance and the verdict tables "
-                                          "of RESULTS/quick and RESULTS/medium (gv3lite.study.readme.readme_results). "
+                                          "of RESULTS/quick and RESULTS/medium (gv3lite.study.readme.readme_results), "
+                                          "and the forest plot's caption between '" + CAPTION_BEGIN + "' and '"
+                                          + CAPTION_END + "' with what RESULTS/quick's design draws. "
                                           "`make publish` runs it.")
     p.add_argument("--results", default="results", help="the results root (default: results)")
     p.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
@@ -112,17 +114,16 @@ def run_readme(args) -> int:
     if not readme.is_file():
         raise FileNotFoundError(f"{readme} does not exist; give the README with --readme")
     text = readme.read_text()
-    head, block, tail = split_readme(text, str(readme))
-    generated = readme_results(args.results)
-    if block == generated:
+    generated = render_readme(text, args.results, str(readme))
+    if text == generated:
         print(f"{readme}: the results block is up to date with {args.results}/")
         return 0
     if args.check:
-        diff = list(difflib.unified_diff(block.splitlines(), generated.splitlines(), "README block",
+        diff = list(difflib.unified_diff(text.splitlines(), generated.splitlines(), "README",
                                          f"gv3lite readme --results {args.results}", lineterm="", n=0))
         print(f"{readme}: the results block differs from what `gv3lite readme` generates from {args.results}/ "
               f"(differences below); run `gv3lite readme` and commit {readme}", file=sys.stderr)
-        unlabelled = [line for line in generated.splitlines() if line.startswith("**Trained by ") and line not in block]
+        unlabelled = [line for line in generated.splitlines() if line.startswith("**Trained by ") and line not in text]
         if unlabelled:  # the training code changed under a committed study: the README must say so
             print(f"{readme} shows a study trained by other code than the current one without saying so: "
                   + " / ".join(unlabelled) + " -- regenerate the study (make main, make publish) or run `gv3lite "
@@ -130,7 +131,7 @@ def run_readme(args) -> int:
         print("\n".join(diff[:40] + ([f"... {len(diff) - 40} more lines"] if len(diff) > 40 else [])),
               file=sys.stderr)
         return 1
-    write_atomic(readme, head + generated + tail)  # a reader never sees half a README
+    write_atomic(readme, generated)  # a reader never sees half a README
     print(f"{readme}: results block regenerated from {args.results}/")
     return 0
 

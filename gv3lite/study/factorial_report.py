@@ -29,7 +29,8 @@ from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.provenance import code_label
 from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, read_calls, wall_time
-from gv3lite.study.report import FLOAT_FORMAT, calls_note, duration, scope_note, study_command, study_commits
+from gv3lite.study.report import (FLOAT_FORMAT, calls_note, duration, scope_note, study_command, study_commits,
+                                  table_lines)
 from gv3lite.utils import write_atomic, write_csv
 
 RUNS_PER_BLOCK = 16
@@ -119,20 +120,28 @@ def with_ci95(claims: pd.DataFrame) -> pd.DataFrame:
     return claims.assign(low95=ci["low"], high95=ci["high"])
 
 
-def claim_lines(claims: pd.DataFrame) -> list[str]:
-    """The claim table (Markdown lines): effect, 95% interval and its half-width, the sequential interval and its
-    confidence, the look that decided it, the MDE, the source's number or claim (labelled by its kind), verdict."""
-    sources = claim_sources()
-    lines = ["| claim | claimed direction | effect (pp) | 95% CI | half-width (pp) | sequential interval "
-             "| its confidence | decided at look | MDE (pp) | source's claim (pp) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+CLAIM_HEADER = ("claim", "claimed direction", "effect (pp)", "95% CI", "half-width (pp)", "sequential interval",
+                "its confidence", "decided at look", "MDE (pp)", "source's claim (pp)", "verdict")
+
+
+def claim_rows(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claim table as text cells, one row per declared claim (columns `CLAIM_HEADER`): effect, 95% interval and
+    its half-width, the sequential interval and its confidence, the look that decided it, the MDE, the source's
+    number or claim (labelled by its kind), verdict (bold). What report.md and README's Results block show
+    (`claim_lines`), and what the notebooks display (``gv3lite.study.committed``)."""
+    sources, rows = claim_sources(), []
     for r in with_ci95(claims).itertuples():
         decided = int(r.decided_at_look) if r.decided_at_look == r.decided_at_look and r.decided_at_look else "—"
-        lines.append(f"| {r.claim} | {r.direction} | {_num(r.diff, '+.2f')} | [{_num(r.low95, '+.2f')}, "
-                     f"{_num(r.high95, '+.2f')}] | {_num((r.high95 - r.low95) / 2)} | [{_num(r.low, '+.2f')}, "
-                     f"{_num(r.high, '+.2f')}] | {1 - r.level:.4f} | {decided} | {_num(r.mde, '.1f')} "
-                     f"| {_source_text(sources.get(r.claim))} | **{r.verdict}** |")
-    return lines
+        rows.append(tuple(str(x) for x in (
+            r.claim, r.direction, _num(r.diff, "+.2f"), f"[{_num(r.low95, '+.2f')}, {_num(r.high95, '+.2f')}]",
+            _num((r.high95 - r.low95) / 2), f"[{_num(r.low, '+.2f')}, {_num(r.high, '+.2f')}]", f"{1 - r.level:.4f}",
+            decided, _num(r.mde, ".1f"), _source_text(sources.get(r.claim)), f"**{r.verdict}**")))
+    return pd.DataFrame(rows, columns=list(CLAIM_HEADER), dtype=str)
+
+
+def claim_lines(claims: pd.DataFrame) -> list[str]:
+    """`claim_rows` of ``claims`` as Markdown lines (report.md's and README's claim table)."""
+    return table_lines(claim_rows(claims))
 
 
 def target_note(claims: pd.DataFrame, budget: str, blocks: int, calls: pd.DataFrame | None = None) -> str:

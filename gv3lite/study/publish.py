@@ -21,7 +21,7 @@ import pandas as pd
 from gv3lite.fingerprint import fingerprint_status
 from gv3lite.study.completeness import read_study
 from gv3lite.study.factorial_report import report_factorial
-from gv3lite.study.readme import readme_results, split_readme
+from gv3lite.study.readme import render_readme
 from gv3lite.study.records import CALLS, DESIGN_FILE, PREDICTIONS, folder_design
 from gv3lite.study.report import report
 from gv3lite.utils import repo_root, write_atomic
@@ -81,12 +81,12 @@ def publish(budget: str, study="runs/study", results="results", figures=None, re
         rendered = report(results_dir, figures_dir=folder, out_dir=results_dir)
     removed = _remove_stale(results_dir, folder, design, rendered["figures"])
     readme = Path(readme)
-    head, block, tail = split_readme(readme.read_text(), str(readme))
-    generated = readme_results(Path(results))
-    if generated != block:
-        write_atomic(readme, head + generated + tail)
+    text = readme.read_text()
+    generated = render_readme(text, Path(results), str(readme))  # the Results block and the forest caption
+    if generated != text:
+        write_atomic(readme, generated)
     return {"results": results_dir, "figures": rendered["figures"], "copied": copied, "removed": removed,
-            "readme_changed": generated != block, "design": design}
+            "readme_changed": generated != text, "design": design}
 
 
 def _remove_stale(results_dir: Path, folder: Path, design: str, figures: list) -> list[Path]:

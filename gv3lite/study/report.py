@@ -87,18 +87,35 @@ def _paper(r) -> str:
     return f"paper: {r.claim}" if r.claim in ("better", "worse") else str(r.claim)
 
 
-def verdict_lines(table: pd.DataFrame) -> list[str]:
-    """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as Markdown lines: contrast (named by
-    ``gv3lite.verdicts.contrast_label``: composite ones marked), fields that differ, per-seed differences, diff, 95%
-    interval and its half-width, Holm p, MDE, paper, verdict."""
-    lines = ["| grid | contrast | differs in | per seed (pp) | diff (pp) | 95% CI | half-width (pp) | Holm p "
-             "| MDE (pp) | source's claim (pp) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+VERDICT_HEADER = ("grid", "contrast", "differs in", "per seed (pp)", "diff (pp)", "95% CI", "half-width (pp)",
+                  "Holm p", "MDE (pp)", "source's claim (pp)", "verdict")
+
+
+def table_lines(rows: pd.DataFrame) -> list[str]:
+    """A table of text cells (every value a ``str``) as Markdown lines: header, separator, one line per row."""
+    return (["| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
+            + ["| " + " | ".join(row) + " |" for row in rows.itertuples(index=False)])
+
+
+def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table (`verdicts`, or verdicts.csv read by `read_verdicts`) as text cells, one row per contrast
+    (columns `VERDICT_HEADER`): contrast (named by ``gv3lite.verdicts.contrast_label``: composite ones marked),
+    fields that differ, per-seed differences, diff, 95% interval and its half-width, Holm p, MDE, the source's
+    number or claim, verdict (bold). What report.md and README's Results block show (`verdict_lines`), and what the
+    notebooks display (``gv3lite.study.committed``)."""
+    rows = []
     for r in table.itertuples():
         per_seed = str(r.per_seed)
-        lines.append(f"| {r.grid} | {contrast_label(r.grid, r.cell, r.baseline)} | {r.differs or '—'} "
-                     f"| {per_seed if len(per_seed) < 60 else per_seed[:57] + '...'} | {_num(r.diff, '+.2f')} "
-                     f"| {_ci(r)} | {_num((r.high - r.low) / 2, '.2f')} | {_num(r.p_holm, '.3f')} "
-                     f"| {_mde(r.mde)} | {_paper(r)} | **{r.verdict}** |")
+        rows.append(tuple(str(x) for x in (
+            r.grid, contrast_label(r.grid, r.cell, r.baseline), r.differs or "—",
+            per_seed if len(per_seed) < 60 else per_seed[:57] + "...", _num(r.diff, "+.2f"), _ci(r),
+            _num((r.high - r.low) / 2, ".2f"), _num(r.p_holm, ".3f"), _mde(r.mde), _paper(r), f"**{r.verdict}**")))
+    return pd.DataFrame(rows, columns=list(VERDICT_HEADER), dtype=str)
+
+
+def verdict_lines(table: pd.DataFrame) -> list[str]:
+    """`verdict_rows` of ``table`` as Markdown lines (report.md's and README's verdict table)."""
+    lines = table_lines(verdict_rows(table))
     if table.empty:
         lines.append("| – | no grid has both a baseline and another cell in this run | | | | | | | | | |")
     return lines
