@@ -97,13 +97,29 @@ def git_commit() -> str:
         # refresh the index's file stats first (its exit code only says some files differ): without it, files whose
         # stats git cannot trust (e.g. checked out in the same second as the index was written) are passed through
         # the clean filter -- one nbstripout process per notebook -- on every call
-        subprocess.run(["git", "update-index", "-q", "--refresh"], cwd=repo_root(), capture_output=True, timeout=60)
+        _refresh_index()
         # `git diff` compares content through the clean filters (.gitattributes: nbstripout), so a notebook that was
         # only run or opened is not a change; `git status` may still list it (git's size check), see README
         changed = run("diff", "--name-only", "HEAD", "--", ".", ":!results", ":!figures", ":!README.md")
         return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+REFRESH_TIMEOUT = 60  # s: how long `git_commit` waits for ``git update-index --refresh``
+
+
+def _refresh_index() -> None:
+    """``git update-index -q --refresh``, given up after `REFRESH_TIMEOUT` seconds with SIGTERM, never SIGKILL: git
+    removes its ``index.lock`` when terminated, while a killed git leaves it behind and every later git command that
+    writes the index fails until the lock is deleted by hand."""
+    process = subprocess.Popen(["git", "update-index", "-q", "--refresh"], cwd=repo_root(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=REFRESH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.wait()
 
 
 class DeviceNotAvailableError(RuntimeError, ValueError):
