@@ -87,8 +87,11 @@ HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
 # The factorial study (gv3lite.study.design, issue 21) adds one block of 16 runs at a time (block b = seed b) and
 # looks after blocks first_look..max_blocks (gv3lite.sequential spends alpha over exactly these looks, declared here
 # before any run); it stops when every claim is decided, at max_blocks, or once the recorded wall time of its calls
-# reaches wall_minutes. One block at quick is ~16 x 280 s of 1-thread training (~37 min with --jobs 2 on 2 cores at
-# today's regime), so the quick maximum is sized for the shorter regime of issue 22; re-declare after measuring it.
+# reaches wall_minutes. One block at quick, measured (block 1, 2026-12-06, today's regime read with precise BN and
+# flip, `make main`'s command): 16 trainings, 113 min of 1-thread training (278-346 s without branches, 511-584 s with
+# them), 59 min of wall time with --jobs 2 on the 2 cores. quick's first look (2 blocks) therefore needs ~2 h, twice
+# its 60-minute target: the target needs runs of half this cost, or a first look after one block (error df from the
+# unassigned effects instead of replication), a change to be declared before the next block runs.
 # The effect SE is 2 sigma / sqrt(16 r): at sigma 3.0 pp, +-1.25 pp needs ~6 blocks.
 FACTORIAL_BLOCKS = {
     "smoke": dict(first_look=1, max_blocks=1, wall_minutes=10),
