@@ -20,7 +20,7 @@ from torch import nn
 
 from gv3lite.bn_stats import precise_bn
 from gv3lite.data import build_loader
-from gv3lite.train import deploy_form
+from gv3lite.train import deploy_form, evaluate
 
 TTA_VARIANTS = ("center", "flip")
 
@@ -42,22 +42,13 @@ def average_states(states: list[dict]) -> dict:
 @torch.no_grad()
 def evaluate_tta(model: nn.Module, eval_dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> dict:
     """Top-1 (%) of ``model`` over ``eval_dataset`` (an eval-transform ``ImageFolderDataset``) for the center crop
-    (``"center"``) and for the mean softmax of the center crop and its horizontal mirror (``"flip"``). The deploy
-    form is evaluated (`gv3lite.train.deploy_form`: the same function, faster). Raises ``FloatingPointError`` when
-    the logits are not finite. Runs on ``device``."""
+    (``"center"``) and for the mean softmax of the center crop and its horizontal mirror (``"flip"``): the training
+    loop's own reading (`gv3lite.train.evaluate`, ``flip=False`` / ``True``) of the deploy form
+    (`gv3lite.train.deploy_form`: the same function, faster). Raises `gv3lite.train.NonFiniteError` (a
+    ``FloatingPointError``) when the logits are not finite. Runs on ``device``."""
     model = deploy_form(model).eval().to(device)
-    correct = dict.fromkeys(TTA_VARIANTS, 0)
-    n = 0
-    for images, targets in build_loader(eval_dataset, batch_size, train=False):
-        images, targets = images.to(device), targets.to(device)
-        p = model(images).float()
-        q = model(torch.flip(images, dims=[3])).float()
-        if not bool(torch.isfinite(p).all() and torch.isfinite(q).all()):
-            raise FloatingPointError("the model's logits are not finite (NaN/inf); it diverged")
-        correct["center"] += int((p.argmax(1) == targets).sum())
-        correct["flip"] += int(((p.softmax(1) + q.softmax(1)).argmax(1) == targets).sum())
-        n += len(targets)
-    return {k: 100.0 * v / n for k, v in correct.items()}
+    loader = build_loader(eval_dataset, batch_size, train=False)
+    return {variant: evaluate(model, loader, device=device, flip=variant == "flip")["top1"] for variant in TTA_VARIANTS}
 
 
 def posthoc_top1(model: nn.Module, checkpoints: list[dict], train_dataset, eval_dataset,
