@@ -1,9 +1,10 @@
-"""`make publish` (`gv3lite.study.publish`): the committed results re-render byte for byte from their records (the
-committed one-factor study, and a factorial smoke study trained by the stand-in), a study is published only when it
+"""`make publish` (`gv3lite.study.publish`): the committed results re-render byte for byte from their records (each
+committed study, of either design, and a factorial smoke study trained by the stand-in), a study is published only when it
 is finished and trained by the current code, publishing one design removes what the other rendered, and README's
 Results block says visibly when a committed study was trained by other code (`gv3lite readme --check` fails until it
 does)."""
 import shutil
+from pathlib import Path
 
 import matplotlib
 import pandas as pd
@@ -14,11 +15,13 @@ from gv3lite.cli import main
 from gv3lite.fingerprint import code_fingerprint
 from gv3lite.study import publish as publish_mod
 from gv3lite.study import readme as readme_mod
+from gv3lite.study.provenance import code_label
 from gv3lite.study.readme import README_BEGIN, README_END, readme_results, split_readme
+from gv3lite.study.records import folder_design
 from gv3lite.utils import repo_root
 
 COMMITTED = repo_root() / "results"
-RENDERED = ("summary.csv", "summary.md", "verdicts.csv", "report.md")
+OFAT_QUICK = Path(__file__).parent / "fixtures" / "ofat_quick_542d4c2"  # a recorded one-factor quick study
 
 
 def _records(src, dst):
@@ -28,35 +31,37 @@ def _records(src, dst):
             shutil.copy(src / name, dst / name)
 
 
-def test_rerendering_the_committed_quick_study_gives_the_same_bytes(tmp_path):
-    _records(COMMITTED / "quick", tmp_path / "results" / "quick")
+@pytest.mark.parametrize("budget", ["quick", "medium"])
+def test_rerendering_a_committed_study_gives_the_same_bytes(tmp_path, budget):
+    _records(COMMITTED / budget, tmp_path / "results" / budget)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
-    done = publish_mod.publish("quick", results=tmp_path / "results", figures=tmp_path / "figures", readme=readme,
+    done = publish_mod.publish(budget, results=tmp_path / "results", figures=tmp_path / "figures", readme=readme,
                                render_only=True)
     assert done["copied"] == []
-    for name in RENDERED:
-        assert (tmp_path / "results" / "quick" / name).read_bytes() == (COMMITTED / "quick" / name).read_bytes(), \
-            f"results/quick/{name} is not what its records render to: run `make publish BUDGET=quick` " \
-            "(gv3lite publish --budget quick --render-only) and commit it"
-    committed_figures = sorted((repo_root() / "figures").glob("*.png"))
+    for name in publish_mod.RENDERED[folder_design(COMMITTED / budget)]:
+        assert (tmp_path / "results" / budget / name).read_bytes() == (COMMITTED / budget / name).read_bytes(), \
+            f"results/{budget}/{name} is not what its records render to: run `make publish BUDGET={budget}` " \
+            f"(gv3lite publish --budget {budget} --render-only) and commit it"
+    committed_figures = sorted((repo_root() / publish_mod.FIGURES[budget]).glob("*.png"))
     assert committed_figures
     software = Image.open(committed_figures[0]).text.get("Software", "")
     if matplotlib.__version__ not in software:
         pytest.skip(f"the committed figures were drawn by {software!r}, this is matplotlib {matplotlib.__version__}: "
                     "PNG bytes differ between versions (the text files above were compared)")
     for png in committed_figures:
-        assert (tmp_path / "figures" / png.name).read_bytes() == png.read_bytes(), f"figures/{png.name} differs"
+        assert (tmp_path / "figures" / png.name).read_bytes() == png.read_bytes(), \
+            f"{publish_mod.FIGURES[budget]}/{png.name} differs"
 
 
 def test_a_factorial_study_publishes_over_the_one_factor_one_and_rerenders_byte_for_byte(tmp_path, factorial_study):
     study = factorial_study(tmp_path / "study", "quick")
     results, figures = tmp_path / "results", tmp_path / "figures"
-    _records(COMMITTED / "quick", results / "quick")  # the committed one-factor study, rendered, is replaced
+    _records(OFAT_QUICK, results / "quick")  # a one-factor study, rendered, is replaced
     for name in ("summary.csv", "summary.md"):
-        shutil.copy(COMMITTED / "quick" / name, results / "quick" / name)
+        shutil.copy(OFAT_QUICK / name, results / "quick" / name)
     figures.mkdir()
-    shutil.copy(repo_root() / "figures" / "ablation_kd.png", figures / "ablation_kd.png")
+    shutil.copy(repo_root() / "figures" / "ablation_forest.png", figures / "ablation_kd.png")  # one of its figures
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{README_BEGIN}\n{README_END}\n")
     done = publish_mod.publish("quick", study=tmp_path / "study", results=results, figures=figures, readme=readme)
@@ -79,7 +84,7 @@ def test_a_factorial_study_publishes_over_the_one_factor_one_and_rerenders_byte_
 
 def _study(tmp_path, fingerprint):
     study = tmp_path / "study" / "quick"
-    _records(COMMITTED / "quick", study)
+    _records(OFAT_QUICK, study)
     runs = pd.read_csv(study / "runs.csv")
     runs.assign(code_fingerprint=fingerprint).to_csv(study / "runs.csv", index=False)
     return study
@@ -118,17 +123,19 @@ def test_publish_copies_only_a_finished_study_of_the_current_code(tmp_path, monk
 def _results(tmp_path, fingerprint=None):
     root = tmp_path / "results"
     (root / "quick").mkdir(parents=True)
-    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
+    runs = pd.read_csv(OFAT_QUICK / "runs.csv")
     if fingerprint:
         runs = runs.assign(code_fingerprint=fingerprint)
     runs.to_csv(root / "quick" / "runs.csv", index=False)
-    shutil.copy(COMMITTED / "quick" / "verdicts.csv", root / "quick" / "verdicts.csv")
+    shutil.copy(OFAT_QUICK / "verdicts.csv", root / "quick" / "verdicts.csv")
     return root
 
 
 def test_readme_check_fails_when_a_study_of_other_code_is_shown_without_its_label(tmp_path, capsys):
     _, block, _ = split_readme((repo_root() / "README.md").read_text())
-    assert block.count("**Trained by older code: commit ") == 2  # quick and medium predate fingerprints
+    older = [b for b in ("quick", "medium") if code_label(pd.read_csv(COMMITTED / b / "runs.csv"))]
+    assert older == ["medium"]  # the factorial quick study is of the current code; medium predates fingerprints
+    assert block.count("**Trained by older code: commit ") == len(older)
     root = _results(tmp_path, code_fingerprint())
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{README_BEGIN}\n{readme_results(root)}{README_END}\n")
@@ -147,7 +154,7 @@ def test_readme_check_fails_when_a_study_of_other_code_is_shown_without_its_labe
 
 def test_a_folder_that_mixes_designs_is_neither_published_nor_shown(tmp_path, factorial_study, capsys):
     study = factorial_study(tmp_path / "study", "quick")
-    ofat = pd.read_csv(COMMITTED / "quick" / "runs.csv").assign(code_fingerprint=code_fingerprint())
+    ofat = pd.read_csv(OFAT_QUICK / "runs.csv").assign(code_fingerprint=code_fingerprint())
     pd.concat([pd.read_csv(study / "runs.csv"), ofat]).to_csv(study / "runs.csv", index=False)
     args = ["--budget", "quick", "--study", str(tmp_path / "study"), "--results", str(tmp_path / "results")]
     assert main(["publish", *args]) == 2

@@ -2,6 +2,7 @@
 (calls.csv) it reads the wall time from. No training: the blocks are rendered from the committed results."""
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from gv3lite.study.runner import reproduce
 from gv3lite.utils import repo_root
 
 COMMITTED = repo_root() / "results"
+OFAT_QUICK = Path(__file__).parent / "fixtures" / "ofat_quick_542d4c2"  # a recorded one-factor quick study
 
 
 def _call(wall_seconds, interrupted=False, trained=3, started="2025-01-01T10:00:00+00:00"):
@@ -27,12 +29,13 @@ def _call(wall_seconds, interrupted=False, trained=3, started="2025-01-01T10:00:
 
 
 def _results(tmp_path, budgets):
-    """A results root whose budget folders hold copies of the committed quick runs.csv and verdicts.csv."""
+    """A results root whose budget folders hold copies of a recorded one-factor quick study's runs.csv and
+    verdicts.csv (the committed results/quick until the factorial replaced it)."""
     root = tmp_path / "results"
     for budget in budgets:
         (root / budget).mkdir(parents=True)
         for name in ("runs.csv", "verdicts.csv"):
-            shutil.copy(COMMITTED / "quick" / name, root / budget / name)
+            shutil.copy(OFAT_QUICK / name, root / budget / name)
     return root
 
 
@@ -94,7 +97,8 @@ def test_readme_command_replaces_the_block_and_check_detects_an_edit(tmp_path, c
     assert "differs from what `gv3lite readme` generates" in err and "-- hand-typed: 41 min 45 s" in err
     assert readme.read_text() == head + "- hand-typed: 41 min 45 s\n" + tail  # --check changes nothing
     assert main(args) == 0
-    assert readme.read_text() == head + readme_results(root) + tail  # only the block changed
+    # only the block changed, and the forest caption with it (it names the study's design)
+    assert readme.read_text() == render_readme(head + readme_results(root) + tail, root)
     assert main([*args, "--check"]) == 0
     assert main(args) == 0 and "up to date" in capsys.readouterr().out
     # a number edited by hand inside the block
@@ -149,7 +153,7 @@ def _committed_ids(items, runs):
 
 
 def test_a_grid_is_complete_only_when_all_its_planned_trainings_are_recorded():
-    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
+    runs = pd.read_csv(OFAT_QUICK / "runs.csv")
     made = ["recipe", "reparam", "kd", "kd_control", "augment", "schedule"]   # make main's grids
     items = _committed_ids(plan("quick"), runs)
     assert complete_grids(runs, "quick", items) == made  # architectures: only the rows shared with recipe
@@ -162,9 +166,9 @@ def test_a_grid_is_complete_only_when_all_its_planned_trainings_are_recorded():
 
 
 def test_sizing_note_gives_the_half_width_reached_and_the_seeds_the_target_needs():
-    runs = pd.read_csv(COMMITTED / "quick" / "runs.csv")
-    table = read_verdicts(COMMITTED / "quick" / "verdicts.csv")
-    calls = read_calls(COMMITTED / "quick")
+    runs = pd.read_csv(OFAT_QUICK / "runs.csv")
+    table = read_verdicts(OFAT_QUICK / "verdicts.csv")
+    calls = read_calls(OFAT_QUICK)
     note = sizing_note(table, "quick", runs, calls)
     between = table[~table["method"].str.startswith("within-run")]
     half = (between["high"] - between["low"]) / 2

@@ -1,8 +1,10 @@
 """A user's study beside the committed one (`gv3lite compare`, ``reproduction.md``), the study's provenance checks
 (`gv3lite.study.provenance`) and its live progress display. No training: studies are copies of the committed
-results/quick, edited."""
+one-factor quick study
+(tests/fixtures/ofat_quick_542d4c2: the committed results/quick until the factorial replaced it), edited."""
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -13,7 +15,7 @@ from gv3lite.fingerprint import code_fingerprint
 from gv3lite.study import progress, provenance, reproduction
 from gv3lite.utils import repo_root
 
-COMMITTED = repo_root() / "results" / "quick"
+COMMITTED = Path(__file__).parent / "fixtures" / "ofat_quick_542d4c2"  # a recorded one-factor study
 
 
 def _study(tmp_path, name, fingerprint=None):
