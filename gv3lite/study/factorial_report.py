@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.budgets import FACTORIAL_BLOCKS, HALF_WIDTH_TARGETS
-from gv3lite.figures import plot_claims, plot_learning_curves, savefig
+from gv3lite.figures import plot_claims, savefig
 from gv3lite.fingerprint import recorded_fingerprints
 from gv3lite.paper import difference_kind, paper_results
 from gv3lite.verdicts import ALPHA, DELTA, t_interval
@@ -29,8 +29,8 @@ from gv3lite.study.factorial import CLAIMS, FORMULA, effects_table
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.provenance import code_label
 from gv3lite.study.records import DESIGN_FILE, PREDICTIONS, read_calls, wall_time
-from gv3lite.study.report import (FLOAT_FORMAT, calls_note, duration, scope_note, study_command, study_commits,
-                                  table_lines)
+from gv3lite.study.report import (FLOAT_FORMAT, calls_note, duration, save_learning_curves, scope_note,
+                                  study_command, study_commits, table_lines)
 from gv3lite.utils import write_atomic, write_csv
 
 RUNS_PER_BLOCK = 16
@@ -255,13 +255,7 @@ def plot_factorial(claims: pd.DataFrame, runs: pd.DataFrame, budget: str, histor
                       f"{blocks} block{'s' if blocks != 1 else ''} of {RUNS_PER_BLOCK} runs (Imagenette)")
     paths.append(savefig(fig, "ablation_forest", budget=budget, command=command, commit=commit, folder=folder))
     plt.close(fig)
-    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
-        history is not None and len(history)) else None
-    if fig is not None:
-        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit,
-                             folder=folder))
-        plt.close(fig)
-    return paths
+    return paths + save_learning_curves(history, runs, budget, command, commit, folder)
 
 
 def report_factorial(results_dir, out_dir=None, figures_dir=None, figures: bool = True) -> dict:

@@ -311,6 +311,19 @@ def report(results_dir, figures_dir=None, pool: bool = True, out_dir=None) -> di
     return {"runs": runs, "summary": summary, "verdicts": table, "figures": paths}
 
 
+def save_learning_curves(history, runs, budget: str, command: str, commit: str, folder) -> list:
+    """``[path]`` of ``ablation_learning_curves.png`` (``gv3lite.figures.plot_learning_curves`` of ``history``, the
+    per-epoch ``history.csv`` of ``runs``) saved into ``folder`` with the study's ``command`` and ``commit`` in its
+    footer; ``[]`` when no run has a history. Used by both designs' figures."""
+    import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
+    if history is None or not len(history):
+        return []
+    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget")
+    path = savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit, folder=folder)
+    plt.close(fig)
+    return [path]
+
+
 def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, table: pd.DataFrame | None = None,
                history: pd.DataFrame | None = None, folder=None, command: str | None = None) -> list[Path]:
     """One figure per grid (``gv3lite.figures.plot_grid``), saved as ``ablation_<grid>.png`` by ``figures.savefig``;
@@ -321,13 +334,8 @@ def plot_grids(runs: pd.DataFrame, summary: pd.DataFrame, budget: str, table: pd
     command (or ``command``, e.g. a notebook's) and the commits its runs were trained at (`study_command`,
     `study_commits`), not the current checkout's: the same runs give the same bytes."""
     import matplotlib.pyplot as plt  # lazy: pyplot is slow to import and only figures need it
-    paths, command, commit = [], command or study_command(runs), study_commits(runs)
-    fig = plot_learning_curves(history, runs, title=f"learning curves — {budget} budget") if (
-        history is not None and len(history)) else None
-    if fig is not None:
-        paths.append(savefig(fig, "ablation_learning_curves", budget=budget, command=command, commit=commit,
-                                     folder=folder))
-        plt.close(fig)
+    command, commit = command or study_command(runs), study_commits(runs)
+    paths = save_learning_curves(history, runs, budget, command, commit, folder)
     if table is not None and len(table):
         seeds = int(runs["seed"].nunique())
         fig = plot_forest(table, title=f"the paper's claims — {budget} budget, {seeds} seed{'s' if seeds != 1 else ''}"
