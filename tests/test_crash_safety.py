@@ -1,9 +1,16 @@
 """Issue 26, crash safety: a kill right after any file a training writes leaves a run that the same command (with
 ``--resume`` once a ``last.pth`` exists) finishes into exactly the files of an uninterrupted run; nothing is lost.
-The kill is simulated by an exception raised right after the k-th atomic write (``os.replace``) of a tiny run."""
+The kill is simulated by an exception raised right after the k-th atomic write (``os.replace``) of a tiny run.
+A study call's row of calls.csv is also rewritten by a heartbeat while it trains: a real ``kill -9`` of a process
+holding a `CallLog` loses at most one heartbeat of its wall time."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
@@ -75,8 +82,12 @@ def atomic_training(fake_training, monkeypatch):
     """`fake_training` writing a run's files as a real training does: each through ``write_atomic`` (one
     ``os.replace``) in the real order (predictions.csv, metrics.csv, best.pth, last.pth, then result.json, the run's
     commit point), the same files each time a run is trained (a resumed training ends where an uninterrupted one
-    does). Used by both study runners' kill tests."""
+    does). Used by both study runners' kill tests, which list every write: calls.csv's heartbeat is set to an hour,
+    so none of its writes (timed, not tied to a training's) falls into a list."""
+    import gv3lite.study.records as records
     import gv3lite.study.workers as workers
+
+    monkeypatch.setattr(records, "HEARTBEAT_SECONDS", 3600.0)
 
     fake, trained = workers._train_run, {}
 
@@ -217,3 +228,84 @@ def test_a_kill_after_any_write_of_the_factorial_loses_nothing(tmp_path, monkeyp
         assert calls_before is None or calls.iloc[:len(calls_before)].equals(calls_before), name
         assert calls["interrupted"].astype(str).tolist()[:-1] == ["True"] * (len(calls) - 1), name
         assert calls["trained"].sum() in (15, 16), name  # every run counted once (a kill may lose the last one)
+
+
+# ------------------------------------------------------------------------------- calls.csv's heartbeat (CallLog)
+def _row(folder, command):
+    from gv3lite.study.records import read_calls
+
+    calls = read_calls(folder)
+    return calls[calls["command"] == command].iloc[0].to_dict()
+
+
+def test_a_training_call_s_row_grows_on_disk_between_its_writes_until_its_last(tmp_path):
+    """With a 0.2 s heartbeat, the row of calls.csv read back from disk grows while the call runs and nothing else
+    writes it (``interrupted`` True); two calls of one folder keep their own rows; the last write sets the true
+    values and nothing rewrites the row after it. A call that trains nothing writes no row and starts no thread."""
+    from gv3lite.study.records import CallLog, read_calls
+
+    def log(command, trains=True):
+        return CallLog(tmp_path, datetime.now(timezone.utc), command, "abc1234", 1, time.perf_counter(),
+                       {"trained": 0, "skipped": 2}, trains=trains, heartbeat=0.2)
+
+    idle = log("gv3lite reproduce --budget smoke", trains=False)
+    assert idle.write(interrupted=True) is None and idle._beat is None and read_calls(tmp_path) is None
+    first, second = log("gv3lite reproduce --grids reparam"), log("gv3lite reproduce --grids kd")
+    first.write(interrupted=True)
+    second.write(interrupted=True)
+    seen = []
+    for _ in range(4):
+        time.sleep(0.5)
+        seen.append([_row(tmp_path, c.fields["command"]) for c in (first, second)])
+    for rows in zip(*seen):  # each call's own row, read from disk: growing, interrupted, its own started/command
+        walls = [r["wall_seconds"] for r in rows]
+        assert walls == sorted(walls) and walls[-1] - walls[0] >= 1.0, walls
+        assert all(str(r["interrupted"]) == "True" for r in rows)
+    assert len(read_calls(tmp_path)) == 2
+    first.counts["trained"] = 2
+    final = first.write(interrupted=False)  # the last write: the true values, the heartbeat stopped first
+    assert not first._beat.is_alive() and str(final["interrupted"]) == "False"
+    time.sleep(0.6)  # three heartbeats: the second call's row still grows, the first's is as its last write left it
+    row = _row(tmp_path, first.fields["command"])
+    assert (row["wall_seconds"], row["trained"], str(row["interrupted"])) == (final["wall_seconds"], 2, "False")
+    assert _row(tmp_path, second.fields["command"])["wall_seconds"] > seen[-1][1]["wall_seconds"]
+    second.write(interrupted=True, final=True)  # a KeyboardInterrupt's last write: interrupted, nothing after it
+    assert not second._beat.is_alive() and len(read_calls(tmp_path)) == 2
+    with pytest.raises(ValueError, match="heartbeat=0: must be a positive number of seconds"):
+        CallLog(tmp_path, datetime.now(timezone.utc), "c", "abc1234", 1, 0.0, {}, heartbeat=0)
+
+
+HOLDER = """
+import sys, time
+from datetime import datetime, timezone
+from gv3lite.study.records import CallLog
+call = CallLog(sys.argv[1], datetime.now(timezone.utc), sys.argv[2], "abc1234", 1, time.perf_counter(),
+               {"trained": 0, "skipped": 0}, trains=True, heartbeat=float(sys.argv[3]))
+call.write(interrupted=True)
+print("written", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_kill_9_of_a_call_loses_at_most_one_heartbeat_of_its_wall_time(tmp_path):
+    """Two processes hold a `CallLog` of one folder (a 0.5 s heartbeat), each killed with SIGKILL after ~3 s: both
+    rows are on disk, interrupted, each with the wall time its process ran, less at most one heartbeat (and one
+    write: the machine's cores may be busy)."""
+    heartbeat, env = 0.5, {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holders = {}
+    for command in ("gv3lite reproduce --grids reparam", "gv3lite reproduce --grids kd"):
+        spawned = time.monotonic()  # CLOCK_MONOTONIC: the children's perf_counter clock on Linux
+        child = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), command, str(heartbeat)],
+                                 stdout=subprocess.PIPE, text=True, env=env)
+        assert child.stdout.readline().strip() == "written"  # its first row is on disk, its heartbeat started
+        holders[command] = (child, spawned, time.monotonic())
+    time.sleep(3.0)
+    for command, (child, spawned, written) in holders.items():
+        child.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        assert child.wait(timeout=30) == -signal.SIGKILL
+        row = _row(tmp_path, command)
+        assert str(row["interrupted"]) == "True"
+        ran_at_least, ran_at_most = killed - written, killed - spawned  # its t0 lies between spawn and first write
+        assert ran_at_least - heartbeat - 0.5 <= row["wall_seconds"] <= ran_at_most, (row, ran_at_least, ran_at_most)
+        child.stdout.close()

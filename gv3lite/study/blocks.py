@@ -13,8 +13,9 @@ Before anything trains, the folder is checked as the one-factor path checks it (
 (`check_folder`: the one-factor grids, or a factorial with other generators / ``--set``, are refused). The command is
 recorded without machine paths (``portable_command``). A call that trains has one row in ``calls.csv``
 (``gv3lite.study.records.CallLog``, as the one-factor runner): written before its first training and brought up to date
-after every run and when the trainings end, so a ``kill -9`` at any point keeps it (marked interrupted); a call that
-trains nothing adds none.
+after every run, every ``HEARTBEAT_SECONDS`` in between (a daemon thread, from the first training until the call's last
+write) and when the trainings end (also on ``KeyboardInterrupt``), so a ``kill -9`` at any point keeps it (marked
+interrupted) with at most one heartbeat of wall time lost; a call that trains nothing adds none.
 """
 from __future__ import annotations
 
@@ -93,8 +94,10 @@ def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int 
         result, blocks, runs, predictions = _run_blocks(budget, out_dir, root, command, counts, log, t0, changes,
                                                         generators, options, call)
     except KeyboardInterrupt:
-        call.write(interrupted=True)
+        call.write(interrupted=True, final=True)
         raise
+    finally:
+        call.stop()  # any other error: the heartbeat ends with the call, the row keeps its last update
     calls = call.calls if call.write(interrupted=False) else read_calls(out_dir)  # before the report and figures
     figures = []
     if result is not None:
@@ -142,8 +145,8 @@ def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, genera
 def _train_block(items, block, most, out_dir, root, command, budget, counts, log, call, progress=False, jobs=1,
                  **options) -> None:
     """Train the runs of ``block`` not yet finished, in the block's random order, with the live display; the
-    call's row of calls.csv (``call``, a `CallLog`) is written before the first training and brought up to date
-    after each."""
+    call's row of calls.csv (``call``, a `CallLog`) is written before the first training (which starts its heartbeat)
+    and brought up to date after each."""
     recorded = recorded_results(out_dir)
     recorded = {rid: r for rid, r in recorded.items() if not (out_dir / "runs" / rid).is_dir()}
     todo = {}

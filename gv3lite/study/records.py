@@ -3,10 +3,11 @@
 Layout: ``runs/<run_id>/`` (``gv3lite.train.fit``'s run directory plus ``result.json``), ``runs.csv`` (one row per grid,
 cell and seed: `collect`), ``history.csv`` and ``predictions.csv.gz`` (per-run files gathered: `gather_run_files`),
 ``verdicts.csv`` (`read_verdicts`), ``calls.csv`` (one row per ``reproduce`` call: command, commit, wall time;
-`CALL_COLUMNS`, `append_call`, `read_calls`; `CallLog` keeps a call's row up to date), ``design.json`` (`DESIGN_FILE`:
-the factorial's design). `recorded_results` reads the finished runs of a committed runs.csv, so a budget can be
-completed over several sittings without retraining what is recorded. A folder holds one design (`DESIGNS`):
-`folder_design` says which, and `check_design` refuses a folder, or a pair of folders, of another or mixed designs.
+`CALL_COLUMNS`, `append_call`, `read_calls`; `CallLog` keeps a call's row up to date, also every `HEARTBEAT_SECONDS`
+while it trains), ``design.json`` (`DESIGN_FILE`: the factorial's design). `recorded_results` reads the finished
+runs of a committed runs.csv, so a budget can be completed over several sittings without retraining what is recorded.
+A folder holds one design (`DESIGNS`): `folder_design` says which, and `check_design` refuses a folder, or a pair of
+folders, of another or mixed designs.
 
 Top-1 of a run = val top-1 after the last epoch, of the EMA weights when the recipe keeps an EMA (as the paper
 reports its EMA model), else of the raw weights; both are kept (``top1_raw``, ``top1_ema``).
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -60,32 +63,76 @@ def append_call(out_dir, row: dict, index: int | None = None) -> pd.DataFrame:
     return table  # what was written (the file is not read back: it is validated at every read)
 
 
+HEARTBEAT_SECONDS = 60.0  # a training call's row of calls.csv is rewritten at least this often (`CallLog`)
+
+
 class CallLog:
     """One study call's row of calls.csv (`CALL_COLUMNS`: ``started``, a UTC ``datetime``; ``command``; ``commit``;
     ``jobs``; the machine's CPU count; the wall time since ``t0`` (``time.perf_counter``) and the ``counts`` of trained
     and skipped runs at each write), shared by both runners
     (``gv3lite.study.runner.reproduce``, ``gv3lite.study.blocks.reproduce_factorial``): appended when the call's
-    trainings start, brought up to date after every finished run and when they end (``interrupted`` False). A kill
-    at any point leaves the row with the time up to its last update and ``interrupted`` True; nothing is lost. A call
-    that trains nothing (``trains`` False, until a runner sets it) writes no row: it only re-renders, adding nothing
-    to the study's wall time. ``calls``: the whole log after the last write (None before one)."""
+    trainings start, brought up to date after every finished run and when they end (``interrupted`` False).
+
+    Heartbeat: from its first write on, a daemon thread also rewrites the row every ``heartbeat`` seconds (default
+    `HEARTBEAT_SECONDS`; ``interrupted`` True) until the call's last write (``final``) or `stop`. So a ``kill -9`` or
+    a machine shutdown at any point leaves the row with the wall time up to at most one ``heartbeat`` (plus the
+    time of one write) before the kill, marked interrupted; the last row of a call that ends is exactly what it would
+    be without the heartbeat. Every write goes through `append_call` (atomic, under calls.csv's file lock; the row
+    found by its line, ``started`` and ``command``), so calls writing rows of one folder at once keep each other's.
+    A call that trains nothing (``trains`` False, until a runner sets it) writes no row and starts no thread: it only
+    re-renders, adding nothing to the study's wall time. ``calls``: the whole log after the last write (None before
+    one). Raises ``ValueError`` for a ``heartbeat`` that is not a positive number of seconds."""
 
     def __init__(self, out_dir, started, command: str, commit: str, jobs: int, t0: float, counts: dict,
-                 trains: bool = False):
+                 trains: bool = False, heartbeat: float | None = None):
         self.fields = {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
                        "jobs": jobs, "cpu_count": os.cpu_count()}
         self.out_dir, self.t0, self.counts, self.trains = Path(out_dir), t0, counts, trains
+        self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
+        if isinstance(self.heartbeat, bool) or not isinstance(self.heartbeat, (int, float)) or not self.heartbeat > 0:
+            raise ValueError(f"heartbeat={heartbeat!r}: must be a positive number of seconds (how often a training "
+                             "call's row of calls.csv is rewritten)")
         self.index, self.calls = None, None
+        self._lock, self._stopped, self._beat = threading.Lock(), threading.Event(), None
 
-    def write(self, interrupted: bool) -> dict | None:
-        """Write (or bring up to date) the row; returns it, or ``None`` for a call that trains nothing."""
+    def write(self, interrupted: bool, final: bool | None = None) -> dict | None:
+        """Write (or bring up to date) the row; returns it, or ``None`` for a call that trains nothing. ``final``
+        (default: ``not interrupted``): the call's last write, which first stops the heartbeat (so nothing rewrites
+        the row after it); any other write starts the heartbeat if it is not running."""
+        if final if final is not None else not interrupted:
+            self.stop()
         if not self.trains:
             return None
-        row = {**self.fields, "wall_seconds": round(time.perf_counter() - self.t0, 1),
-               "trained": self.counts["trained"], "skipped": self.counts["skipped"], "interrupted": interrupted}
-        self.calls = append_call(self.out_dir, {c: row[c] for c in CALL_COLUMNS}, self.index)
-        self.index = len(self.calls) - 1 if self.index is None else self.index
+        row = self._write(interrupted)
+        if self._beat is None and not self._stopped.is_set():
+            self._beat = threading.Thread(target=self._beating, name=f"calls.csv heartbeat ({self.out_dir})",
+                                          daemon=True)
+            self._beat.start()
         return row
+
+    def stop(self) -> None:
+        """End the heartbeat and wait for a write it is making; writes nothing (the row keeps its last update). Called
+        by the last write, and by the runners when a call ends in an error (no thread outlives its call)."""
+        self._stopped.set()
+        if self._beat is not None:
+            self._beat.join()
+
+    def _write(self, interrupted: bool) -> dict:
+        with self._lock:  # the heartbeat and the call's own writes, one at a time (they share the row's line)
+            row = {**self.fields, "wall_seconds": round(time.perf_counter() - self.t0, 1),
+                   "trained": self.counts["trained"], "skipped": self.counts["skipped"], "interrupted": interrupted}
+            self.calls = append_call(self.out_dir, {c: row[c] for c in CALL_COLUMNS}, self.index)
+            self.index = len(self.calls) - 1 if self.index is None else self.index
+        return row
+
+    def _beating(self) -> None:
+        while not self._stopped.wait(self.heartbeat):
+            try:
+                self._write(interrupted=True)
+            except (OSError, ValueError) as error:  # disk full, a damaged calls.csv: the call's next write says so
+                warnings.warn(f"{self.out_dir / CALLS}: the heartbeat of the call's row stopped: {error}",
+                              stacklevel=1)
+                return
 
 
 def read_calls(folder) -> pd.DataFrame | None:

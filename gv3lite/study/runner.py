@@ -3,11 +3,12 @@
 What a call does: plan the runs (``gv3lite.study.plan``), skip the finished ones (a ``result.json``, or a row of the
 committed ``runs.csv``: `gv3lite.study.records.recorded_results`), compute the teacher outputs once, train the rest
 (``gv3lite.study.workers.train_runs``: serial, a worker pool, or submitit jobs) while keeping its row of ``calls.csv``
-up to date (``gv3lite.study.records.CallLog``; also when interrupted: the wall time of a budget finished over several
-sittings comes from the rows), then write ``runs.csv``, ``history.csv``, ``predictions.csv.gz``,
-``summary.csv``/``.md``, ``verdicts.csv``, the figures and ``report.md``. Every file is written atomically and a run's
-``result.json`` last, so a kill at any point leaves finished runs and results files that the next call completes
-(``tests/test_crash_safety.py``).
+up to date (``gv3lite.study.records.CallLog``: written before the first training, after every finished run, every
+``HEARTBEAT_SECONDS`` in between and when the trainings end, also on ``KeyboardInterrupt``; a ``kill -9`` loses at most
+one heartbeat of wall time: the wall time of a budget finished over several sittings comes from the rows), then write
+``runs.csv``, ``history.csv``, ``predictions.csv.gz``, ``summary.csv``/``.md``, ``verdicts.csv``, the figures and
+``report.md``. Every file is written atomically and a run's ``result.json`` last, so a kill at any point leaves
+finished runs and results files that the next call completes (``tests/test_crash_safety.py``).
 """
 from __future__ import annotations
 
@@ -84,8 +85,10 @@ def reproduce(budget: str, seeds: int | None = None, out="runs/reproduce", grids
                        jobs=jobs, device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options,
                        log=say)
     except KeyboardInterrupt:
-        call.write(interrupted=True)
+        call.write(interrupted=True, final=True)
         raise
+    finally:
+        call.stop()  # any other error: the heartbeat ends with the call, the row keeps its last update
     row = call.write(interrupted=False)  # before the results files, which the next call rewrites if killed
     written = write_results(budget, items, out_dir, recorded, figures=figures, figures_dir=figures_dir)
     write_report(written["all_runs"], written["table"], out_dir / "report.md", budget, counts=counts,
