@@ -24,6 +24,10 @@ Trained by ``benchmarks/device_runs.py`` (a lent GPU) or here on a CPU::
 
     python benchmarks/scope_questions.py --seeds 0 1 2 3 --out results/scope_questions   # 32 trainings, hours on a CPU
     python benchmarks/scope_questions.py --analyse results/scope_questions/runs.csv        # the intervals only
+
+A re-run with the same ``--out`` resumes: the rows of ``runs.csv`` are kept (refused when they are of other training
+code) and their (cell, seed) pairs are not trained again. ``--cells`` trains a subset, so two calls with their own
+``--out`` can share 2 cores (``--analyse A/runs.csv B/runs.csv`` pools them).
 """
 from __future__ import annotations
 
@@ -137,23 +141,49 @@ def markdown(table: pd.DataFrame, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_rows(file: Path, fingerprint: str) -> pd.DataFrame:
+    """The rows of an earlier call's ``runs.csv`` (``file``), kept and extended by this call; an empty table when
+    there is none. Raises ``ValueError`` when they were trained by other training code (``code_fingerprint``), whose
+    numbers cannot be pooled with today's: move the folder away or give another ``--out``."""
+    if not file.is_file():
+        return pd.DataFrame()
+    rows = pd.read_csv(file)
+    other = sorted(set(rows["code_fingerprint"].astype(str)) - {fingerprint})
+    if other:
+        raise ValueError(f"{file} holds runs of other training code (fingerprint {', '.join(other)}; current "
+                         f"{fingerprint}): move {file.parent} away or give another --out")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="ImageFolder root (default: GV3LITE_DATA or the repo's data)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--cells", nargs="+", default=None, choices=list(cells(BASE)),
+                        help="train only these cells (default: all); e.g. two calls with their own --out at once")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--analyse", default=None, metavar="RUNS_CSV", help="analyse recorded runs; train nothing")
+    parser.add_argument("--analyse", default=None, nargs="+", metavar="RUNS_CSV",
+                        help="analyse recorded runs (one or more runs.csv, pooled); train nothing")
     parser.add_argument("--out", default="results/scope_questions")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.analyse:
-        table = analyse(pd.read_csv(args.analyse))
-        print(markdown(table, f"# Scope questions ({args.analyse})"))
+        table = analyse(pd.concat([pd.read_csv(f) for f in args.analyse], ignore_index=True))
+        print(markdown(table, f"# Scope questions ({', '.join(args.analyse)})"))
         return 0
     data, command = resolve_data_root(args.data), "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    rows, cache = [], {}
+    try:  # a re-run resumes: the recorded (cell, seed) pairs are kept and not trained again
+        recorded = recorded_rows(out / "runs.csv", code_fingerprint())
+    except ValueError as err:
+        print(f"scope_questions: error: {err}", file=sys.stderr)
+        return 2
+    rows = recorded.to_dict("records")
+    done = {(r["cell"], int(r["seed"])) for r in rows}
+    cache = {}
     for seed in args.seeds:
-        for cell in cells(BASE):
+        for cell in args.cells or cells(BASE):
+            if (cell, seed) in done:
+                continue
             recipe = recipe_of(cell, seed)
             if recipe.img_size not in cache:
                 cache[recipe.img_size] = datasets_for(recipe, data)
