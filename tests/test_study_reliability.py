@@ -5,17 +5,19 @@ wall time and overlapping calls count once; ``--jobs`` is capped. Fixtures: copi
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import gv3lite.study.workers as workers
 from gv3lite.cli import main
-from gv3lite.study.records import RUN_FILES, append_call, finished_run, read_calls, wall_time
+from gv3lite.study.records import RUN_FILES, append_call, finished_run, folder_design, read_calls, wall_time
 from gv3lite.study.report import calls_note
 from gv3lite.utils import repo_root, write_csv
 
 COMMITTED = repo_root() / "results"
+OFAT_QUICK = Path(__file__).parent / "fixtures" / "ofat_quick_542d4c2"  # a recorded one-factor quick study
 
 
 @pytest.fixture(autouse=True)
@@ -53,9 +55,9 @@ def test_a_damaged_calls_csv_is_named_not_a_type_error(tmp_path):
         read_calls(tmp_path)
 
 
-def _results(tmp_path):
+def _results(tmp_path, study=COMMITTED / "quick"):
     root = tmp_path / "results"
-    shutil.copytree(COMMITTED / "quick", root / "quick")
+    shutil.copytree(study, root / "quick")
     shutil.copy(repo_root() / "README.md", tmp_path / "README.md")
     assert main(["readme", "--results", str(root), "--readme", str(tmp_path / "README.md")]) == 0  # this root's block
     return root
@@ -81,7 +83,7 @@ def test_readme_check_fails_on_a_damaged_runs_csv(tmp_path, capsys, damage, prob
 
 
 def test_readme_check_recomputes_the_verdicts_from_runs_csv(tmp_path, capsys):
-    root = _results(tmp_path)
+    root = _results(tmp_path, OFAT_QUICK)  # a one-factor study: its contrasts are recomputed
     assert readme_check(tmp_path, root, capsys)[0] == 0
     runs = pd.read_csv(root / "quick" / "runs.csv")
     write_csv(runs.iloc[:-18], root / "quick" / "runs.csv")  # truncated at a line end: 27 of 45 rows
@@ -93,6 +95,22 @@ def test_readme_check_recomputes_the_verdicts_from_runs_csv(tmp_path, capsys):
     status, err = readme_check(tmp_path, root, capsys)
     assert status == 2 and err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'verdicts.csv'}: "
                                           "contrast "), err
+    assert "recomputed from runs.csv" in err and err.count("\n") == 1
+
+
+def test_readme_check_recomputes_a_factorial_studys_claims_from_runs_csv(tmp_path, capsys):
+    root = _results(tmp_path)
+    assert folder_design(root / "quick") == "factorial"  # the committed quick study
+    assert readme_check(tmp_path, root, capsys)[0] == 0
+    runs = pd.read_csv(root / "quick" / "runs.csv")
+    write_csv(runs.iloc[:-18], root / "quick" / "runs.csv")  # truncated at a line end
+    status, err = readme_check(tmp_path, root, capsys)
+    assert status == 2 and "runs.csv: lacks the rows of 18 training(s)" in err, err
+    runs.loc[0, "top1"] += 5.0  # one training's top-1 edited, still in range
+    write_csv(runs, root / "quick" / "runs.csv")
+    status, err = readme_check(tmp_path, root, capsys)
+    assert status == 2 and err.startswith(f"gv3lite readme: error: results file {root / 'quick' / 'verdicts.csv'}: "
+                                          "claim "), err
     assert "recomputed from runs.csv" in err and err.count("\n") == 1
 
 
