@@ -214,3 +214,78 @@ def test_a_damaged_design_json_is_named_with_its_fix(tmp_path, make_image_root, 
                                                     "(JSONDecodeError: "), err
     assert "delete it (the next `gv3lite reproduce --design factorial` on this folder writes it again" in err
     assert sorted(p.name for p in folder.iterdir()) == ["design.json"]
+
+
+_CTRL_C_DRIVER = """
+import sys
+
+import worker_stand_ins
+from gv3lite.cli import main
+from gv3lite.study import blocks, workers
+
+if __name__ == "__main__":  # spawned workers import this file again: only the parent runs the command
+    blocks.prepare_teachers = lambda *args, **kwargs: None  # no teacher pass: the trainings are stand-ins
+    workers._worker_train = worker_stand_ins.sleeps         # each spawned worker 'trains' for 10 minutes
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_in_a_terminal_stops_reproduce_jobs_2_and_its_workers_at_once(tmp_path, make_image_root):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the parent and its spawned workers.
+    The workers ignore it (`workers._worker_init`), the parent kills them and ends with its resume line, exit 130,
+    the call's row kept (interrupted); no worker is left training. Here the group is a new session of its own (so the
+    signal reaches no test process) with SIGINT's default action, as in a terminal: a command started with ``&`` by a
+    non-interactive shell ignores SIGINT, which is why ``kill -INT`` of such a call seemed to do nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
+    markers, out = tmp_path / "markers", tmp_path / "out"
+    markers.mkdir()
+    driver = tmp_path / "driver.py"
+    driver.write_text(_CTRL_C_DRIVER)
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "GV3LITE_TEST_MARKERS": str(markers), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tests), str(repo_root()), os.environ.get("PYTHONPATH", "")])}
+    env.pop("GV3LITE_DEBUG", None)
+    call = subprocess.Popen([sys.executable, str(driver), "reproduce", "--design", "factorial", "--budget", "smoke",
+                             "--jobs", "2", "--out", str(out), "--data", str(root)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 600  # two spawned workers import torch: minutes on a loaded 2-core machine
+        while len(list(markers.iterdir())) < 2 and call.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(list(markers.iterdir())) == 2, f"the workers did not start (exit {call.poll()}): {call.stderr.read() if call.poll() is not None else ''}"
+        os.killpg(call.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        stopped = time.monotonic()
+        _, err = call.communicate(timeout=120)
+        seconds = time.monotonic() - stopped
+    finally:
+        if call.poll() is None:
+            os.killpg(call.pid, signal.SIGKILL)
+            call.wait()
+    assert call.returncode == 130 and "Traceback" not in err, err
+    assert "gv3lite reproduce: interrupted; finished epochs and runs are kept" in err, err
+    assert "gv3lite reproduce --design factorial --budget smoke --jobs 2" in err.rstrip().splitlines()[-1], err
+    assert seconds < 60, f"{seconds:.0f} s from Ctrl-C to the end of the call"
+    for marker in markers.iterdir():  # each worker was killed, not left to finish its 10-minute training
+        for _ in range(40):
+            if not Path("/proc", marker.name).exists() or "Z" in _proc_state(marker.name):
+                break
+            time.sleep(0.25)
+        else:
+            pytest.fail(f"worker process {marker.name} still runs after Ctrl-C")
+    calls = read_calls(out / "smoke")
+    assert calls["interrupted"].tolist() == [True] and calls["trained"].tolist() == [0]
+
+
+def _proc_state(pid: str) -> str:
+    """The state letter of ``/proc/<pid>/stat`` (``Z``: a zombie, ended), or ``""`` when the process is gone."""
+    try:
+        return Path("/proc", pid, "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""
