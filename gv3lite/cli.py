@@ -119,7 +119,8 @@ def recipe_from_args(args):
         try:
             changes[key.strip()] = load_yaml(value)
         except yaml.YAMLError as err:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({err}); fix or quote it") from err
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({yaml_problem(err)}); fix or quote "
+                             "it") from err
     flags = {name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None}
     if args.width is not None:
         flags["model"] = WIDTHS[args.width]
@@ -137,11 +138,26 @@ def _load_recipe(path: str):
     try:
         return Recipe.load(path)
     except (ValueError, KeyError) as err:
+        if isinstance(err.__cause__, yaml.YAMLError):  # PyYAML's message spans 4-8 lines: one line instead
+            raise ValueError(f"recipe file {str(path)!r} is not valid YAML: {yaml_problem(err.__cause__)}; fix the "
+                             "file (or restore it from a copy)") from err
         text = error_message(err)
         if str(path) in text:
             raise
         raise ValueError(f"recipe file {str(path)!r}: {text}; fix or restore the file (a run's recipe.yaml: restore "
                          "it from a copy, or pass --recipe with the recipe the run was trained with)") from err
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML parse error: what is wrong and where (line and column, counted from 1), and what was being
+    parsed, without PyYAML's excerpt of the source (its own message spans 4-8 lines)."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return " ".join(str(err).split())
+
+    def at(mark) -> str:
+        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    text = f"{err.problem or 'malformed YAML'}{at(err.problem_mark)}"
+    return text + (f" ({err.context}{at(err.context_mark)})" if err.context else "")
 
 
 def run_train(args) -> int:

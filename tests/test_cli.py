@@ -75,7 +75,12 @@ def test_user_error_file_inputs(capsys, monkeypatch, tmp_path):
     assert "notes.pth is not a readable PyTorch checkpoint" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("epochs: [3\n")
     assert main(["train", "--recipe", str(tmp_path / "bad.yaml")]) == 2
-    assert "bad.yaml' is not valid YAML" in capsys.readouterr().err
+    err = capsys.readouterr().err  # one line: the problem and where, not PyYAML's 4-8 lines with a source excerpt
+    assert err.count("\n") == 1 and "bad.yaml' is not valid YAML: " in err and " at line 2, column 1 " in err, err
+    assert "(while parsing a flow sequence at line 1, column 9); fix the file" in err, err
+    assert main(["train", "--set", "lr=["]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at line 1, column 2" in err, err
     out_file = tmp_path / "out.txt"
     out_file.write_text("")  # --out is checked before the data root is even looked at
     assert main(["train", "--out", str(out_file), "--data", str(tmp_path / "no_data")]) == 2
