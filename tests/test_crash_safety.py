@@ -275,6 +275,36 @@ def test_a_training_call_s_row_grows_on_disk_between_its_writes_until_its_last(t
         CallLog(tmp_path, datetime.now(timezone.utc), "c", "abc1234", 1, 0.0, {}, heartbeat=0)
 
 
+def test_a_heartbeat_that_cannot_write_warns_once_naming_the_file_and_the_call_goes_on(tmp_path, monkeypatch):
+    """A full disk while the heartbeat rewrites the row: one warning naming calls.csv and the error, the thread ends
+    (no retry loop, nothing raised into the training), and the call's own next write still reaches the disk."""
+    import errno
+    import warnings
+
+    from gv3lite.study import records
+    from gv3lite.study.records import CallLog, read_calls
+
+    call = CallLog(tmp_path, datetime.now(timezone.utc), "gv3lite reproduce", "abc1234", 1, time.perf_counter(),
+                   {"trained": 0, "skipped": 0}, trains=True, heartbeat=0.1)
+    call.write(interrupted=True)  # the first row, then the heartbeat starts
+    real = records.append_call
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, f"No space left on device: {tmp_path / 'calls.csv'}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monkeypatch.setattr(records, "append_call", full_disk)
+        call._beat.join(timeout=5)  # the heartbeat's first failed write ends its thread
+        monkeypatch.setattr(records, "append_call", real)
+    assert not call._beat.is_alive()
+    messages = [str(w.message) for w in caught]
+    assert messages == [f"{tmp_path / 'calls.csv'}: the heartbeat of the call's row stopped: [Errno 28] No space left on device: "
+                        f"{tmp_path / 'calls.csv'}"], messages
+    call.counts["trained"] = 1
+    call.write(interrupted=False)  # the call's last write is not lost with the heartbeat
+    assert read_calls(tmp_path)[["trained", "interrupted"]].values.tolist() == [[1, False]]
+
+
 HOLDER = """
 import sys, time
 from datetime import datetime, timezone
