@@ -42,3 +42,14 @@ def test_the_committed_table_is_the_published_soft_labels_and_kd_control_uses_it
     at_preset = committed.set_index("temperature").loc[recipe.kd_temperature]
     control = {c.name: c for c in GRIDS["kd_control"]}["label_smoothing"]
     assert control.changes["label_smoothing"] == pytest.approx(at_preset["matching_label_smoothing"], abs=0.01)
+
+
+def test_notebook_04_quotes_the_committed_table():
+    import json
+
+    table = pd.read_csv(repo_root() / "results" / "kd_targets" / "imagenette_same_data.csv").set_index("temperature")
+    cells = json.loads((repo_root() / "notebooks" / "04_knowledge_distillation.ipynb").read_text())["cells"]
+    text = " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
+    quoted = (f"its mean probability of the true class is {table.loc[1.0, 'true_mass']:.2f} at T = 1 and only "
+              f"{table.loc[4.0, 'true_mass']:.2f} at T = 4, an entropy of {table.loc[4.0, 'entropy_nats']:.2f} nats")
+    assert quoted in text
