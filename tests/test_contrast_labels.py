@@ -98,7 +98,12 @@ def test_scope_note_is_read_from_the_runs():
                          "tuning": ["exclude"] * 2, "teacher": [None, "imagenette_same_data"]})
     note = scope_note(runs)
     assert "train for 10 epochs at 48 px on 300 training images per class (train/ minus the tuning split)" in note
-    assert "600 epochs at 224 px on ImageNet-1k" in note and "**agrees** does not confirm" in note
+    assert "ImageNet-1k (1.28 M images, 1,000 classes) at 224 px for 600 epochs (the length iFormer's Table 3 lists " \
+           "for GhostNetV3; not read in the paper itself)" in note and "**agrees** does not confirm" in note
+    assert "the *differs in* column" in note and "`architectures`" in note  # a one-factor study's composite grids
+    factorial = scope_note(runs.assign(grid="factorial"))  # the factorial's one composite claim, by its corners
+    assert "The claim marked *(composite)*, `recipe`, compares the design's two corners" in factorial
+    assert "differs in" not in factorial and "architectures" not in factorial
     assert "about 80 epochs" in note and "fastai/imagenette" in note and "*(composite)*" in note
     assert "outside data" not in note  # the same-data teacher
     older = scope_note(runs.drop(columns="tuning").assign(teacher="efficientnet_lite0", images_per_class_train=None))

@@ -78,7 +78,8 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
     current = len(planned & set(runs["run_id"]))
     older = runs["run_id"].nunique() - current
     coverage = (f"{current} of the {len(planned)} trainings the current plan has for its grids (`gv3lite reproduce "
-                f"--budget {budget} --list`) are recorded" + (f", `{make}` trains the missing ones"
+                f"--budget {budget} --list`) are recorded" + (f", `gv3lite reproduce --budget {budget}` trains the "
+                                                              f"missing ones (`{make}` trains the factorial instead)"
                                                               if current < len(planned) else "")
                 + (f"; {older} recorded trainings are of an earlier plan (other recipes or sizes)" if older else "")
                 + (f"; not in these results: the {', '.join(left_out)} grid(s) (`--grids`)"

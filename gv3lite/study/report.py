@@ -20,7 +20,7 @@ from gv3lite.study.completeness import read_study
 from gv3lite.study.grids import paper_key
 from gv3lite.study.plan import plan, recorded_grids
 from gv3lite.study.provenance import code_label, portable_command
-from gv3lite.study.records import PREDICTIONS, read_calls, wall_time
+from gv3lite.study.records import PREDICTIONS, design_of, read_calls, wall_time
 from gv3lite.teacher import PRETRAINED_TEACHERS
 from gv3lite.utils import write_atomic, write_csv
 
@@ -175,9 +175,11 @@ def scope_note(runs: pd.DataFrame) -> str:
     """One Markdown paragraph: what the study of ``runs`` (runs.csv) can and cannot say about the paper's claims.
     Its training length, resolution, images and teachers are read from the runs' recipe columns (``epochs``,
     ``img_size``, ``images_per_class_train``, ``tuning``, ``teacher``, ``precise_bn``, ``flip_tta``: which images
-    and which reading each top-1 comes from); the paper's setting is 600 epochs (as in
-    ``gv3lite.paper.DIFFERENCE_NOTES``) at 224 px on ImageNet-1k; the Mixup remark follows the Imagenette
-    README (fastai/imagenette, "Tips"). Composite contrasts: ``gv3lite.verdicts.COMPOSITE_GRIDS``."""
+    and which reading each top-1 comes from); the paper's setting is ImageNet-1k at 224 px for 600 epochs (the
+    length iFormer's Table 3 lists for GhostNetV3, a secondary source: ../shared/paper/recipe.json; as in
+    ``gv3lite.paper.DIFFERENCE_NOTES``); the Mixup remark follows the Imagenette README (fastai/imagenette, "Tips").
+    Composite contrasts: ``gv3lite.verdicts.COMPOSITE_GRIDS`` in a one-factor study (named by its *differs in*
+    column), the whole-recipe claim in a factorial one (its two corners; report.md's factor table)."""
     per_class = runs["images_per_class_train"] if "images_per_class_train" in runs else pd.Series([None])
     images = ("all training images" if per_class.isna().all()
               else f"{_values(runs, 'images_per_class_train')} training images per class")
@@ -195,17 +197,24 @@ def scope_note(runs: pd.DataFrame) -> str:
                "data**: 1.28 M images, among them 3,791 of the 3,925 Imagenette val images): they measure transfer "
                "from far more data, not the paper's setting, where teacher and student share one training set."
                if teachers else "")
+    if design_of(runs) == "factorial":
+        composite = ("The claim marked *(composite)*, `recipe`, compares the design's two corners (the GhostNetV3 "
+                     "recipe and the conventional one, report.md's factor table): it changes every factor at once, so "
+                     "its verdict is about the whole bundle, not about any one ingredient.")
+    else:
+        composite = (f"Contrasts marked *(composite)* ({', '.join(f'`{g}`' for g in COMPOSITE_GRIDS)}) change several "
+                     "fields at once (the *differs in* column): their verdict is about the whole bundle, not about any "
+                     "one ingredient.")
     return (f"**What this study can and cannot say.** Its runs train for {_values(runs, 'epochs')} epochs at "
             f"{_values(runs, 'img_size')} px on {images} of Imagenette's 10 classes; the paper's claims are about "
-            "compact models trained for 600 epochs at 224 px on ImageNet-1k (1.28 M images, 1,000 classes). A verdict "
+            "compact models trained on ImageNet-1k (1.28 M images, 1,000 classes) at 224 px for 600 epochs (the "
+            "length iFormer's Table 3 lists for GhostNetV3; not read in the paper itself). A verdict "
             "here is about short training of models that are still under-fitting: **agrees** does not confirm and "
             "**disagrees** does not refute a 600-epoch claim, and this study does not test whether an effect "
             "changes with the length of training. Mixup and CutMix are known to hurt under-fitted models (the "
             "Imagenette README, fastai/imagenette: Mixup-style augmentation tends to pay off only after about 80 "
             "epochs), so a penalty measured here may come from the short training rather than from the model being "
-            f"compact.{outside}{reading} Contrasts marked *(composite)* ({', '.join(f'`{g}`' for g in COMPOSITE_GRIDS)}) "
-            "change several fields at once (the *differs in* column): their verdict is about the whole bundle, not "
-            "about any one ingredient.")
+            f"compact.{outside}{reading} {composite}")
 
 
 def study_command(runs: pd.DataFrame) -> str:
