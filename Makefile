@@ -76,8 +76,8 @@ TEST_WORKERS ?= 2
 test: install
 	GV3LITE_BUDGET=smoke OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-# the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: ~2 min on 2 cores;
-# quick takes about an hour), then every page opened in headless Chromium (tests/test_book.py)
+# the course as a static HTML site: every notebook executed at BOOK_BUDGET (default smoke: 2-12 min on 2 cores;
+# quick takes hours: 07 trains its grid), then every page opened in headless Chromium (tests/test_book.py)
 BOOK_BUDGET ?= smoke
 book: install
 	rm -rf build/book
