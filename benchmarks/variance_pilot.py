@@ -140,7 +140,8 @@ def _datasets(recipe, data, cache: dict, tuning: bool):
                                      images_per_class_train=recipe.images_per_class_train,
                                      images_per_class_val=recipe.images_per_class_val, seed=recipe.data_seed,
                                      auto_augment=recipe.auto_augment, random_erasing=recipe.random_erasing,
-                                     scale=(recipe.min_crop_scale, 1.0), tuning="only")
+                                     scale=(recipe.min_crop_scale, 1.0), tuning="only",
+                                     return_crop_info=bool(recipe.teacher))  # cached KD reads each crop's box
                       if tuning else recipe_datasets(recipe, data))
     return cache[key]
 
@@ -259,6 +260,27 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         for target in TARGETS:
             row[f"seeds_for_{target:g}pp"] = _seeds_needed(math.sqrt(2) * blocked["residual_sd"], target)
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_with_base(runs: pd.DataFrame, base: str = "base") -> pd.DataFrame:
+    """Per configuration other than ``base``: its EMA top-1 minus the base's on the seeds both have (paired by seed:
+    the same initial weights and batches), the mean difference (pp) with its 95% t interval and the one-sided p of
+    a paired t-test that the configuration is better (scipy). Empty when there is no base or no shared seeds."""
+    if base not in set(runs["config"]):
+        return pd.DataFrame()
+    by_seed = runs.pivot_table(index="seed", columns="config", values="top1_ema", aggfunc="first")
+    rows = []
+    for name in dict.fromkeys(runs["config"]):
+        if name == base:
+            continue
+        diff = (by_seed[name] - by_seed[base]).dropna()
+        if len(diff) < 2:
+            continue
+        test = scipy.stats.ttest_1samp(diff, 0.0, alternative="greater")
+        half = scipy.stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        rows.append({"config": name, "vs": base, "seeds": len(diff), "diff_mean": diff.mean(),
+                     "low95": diff.mean() - half, "high95": diff.mean() + half, "p_better": float(test.pvalue)})
     return pd.DataFrame(rows)
 
 
@@ -405,6 +427,9 @@ def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped
     if args.cost_csv and len(runs):
         runs = cpu_from_cost(runs, pd.read_csv(args.cost_csv))
     summary = (regime_summary(runs) if args.regimes else summarize(runs)) if len(runs) else pd.DataFrame()
+    paired = paired_with_base(runs) if len(runs) and not args.regimes else pd.DataFrame()
+    if len(paired):
+        paired.to_csv(out / "paired.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     pick = choose(summary) if args.regimes and len(summary) else None
     chosen = ("" if pick is None else f"\nChosen (lowest SD x sqrt(min/run), mean not lower, >= 6 seeds): regime "
@@ -420,7 +445,9 @@ def _write(out: Path, runs: pd.DataFrame, args, command: str, t0: float, stopped
         "# Variance pilot (benchmarks/variance_pilot.py)\n\n"
         f"Command: `{command}`  \nCommit: {args.commit}  \nCode fingerprint: {args.fingerprint}  \n{elsewhere}{costs}"
         f"Top-1 read on: {args.eval_on}  \nWall time of this call: {(time.perf_counter() - t0) / 60:.1f} min\n\n"
-        + _trained_by(runs) + "\n" + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen)
+        + _trained_by(runs) + "\n" + (_markdown(summary) if len(summary) else "no finished runs") + "\n" + chosen
+        + ("" if args.regimes or not len(paired) else "\nEach configuration minus the base, paired by seed (EMA top-1, "
+           "pp; 95% t interval; one-sided paired t-test that it is better):\n\n" + _markdown(paired) + "\n"))
     meta = {"command": command, "git_commit": args.commit, "code_fingerprint": args.fingerprint,
             "wall_seconds": time.perf_counter() - t0, "max_minutes": args.max_minutes, "stopped_by_cap": stopped,
             "seeds": args.seeds, "eval_on": args.eval_on, "configs": {k: v[0] for k, v in args.configs.items()},
