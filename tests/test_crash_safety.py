@@ -3,6 +3,7 @@
 The kill is simulated by an exception raised right after the k-th atomic write (``os.replace``) of a tiny run.
 A study call's row of calls.csv is also rewritten by a heartbeat while it trains: a real ``kill -9`` of a process
 holding a `CallLog` loses at most one heartbeat of its wall time."""
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -77,6 +79,25 @@ def test_a_kill_after_any_write_of_a_training_loses_nothing(tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------------------------------ the study (reproduce)
+@contextlib.contextmanager
+def snapshot_each_write(monkeypatch, out: Path):
+    """While active, every atomic write (``gv3lite.utils``' ``os.replace``) is followed by a copy of the study root
+    ``out`` to a sibling ``kill_<k>`` folder: the state a ``kill -9`` right after the k-th write leaves. Yields the
+    list of ``(copy, the written file's path relative to <out>/smoke)``, filled as the writes happen."""
+    real_replace, snapshots = os.replace, []
+
+    def snapshot(src, dst):
+        real_replace(src, dst)
+        copy = out.parent / f"kill_{len(snapshots) + 1}"
+        shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
+        snapshots.append((copy, os.path.relpath(dst, out / "smoke")))
+    monkeypatch.setattr(utils.os, "replace", snapshot)
+    try:
+        yield snapshots
+    finally:
+        monkeypatch.setattr(utils.os, "replace", real_replace)
+
+
 @pytest.fixture
 def atomic_training(fake_training, monkeypatch):
     """`fake_training` writing a run's files as a real training does: each through ``write_atomic`` (one
@@ -140,18 +161,10 @@ def test_a_kill_after_any_write_of_reproduce_loses_nothing(tmp_path, monkeypatch
     from gv3lite.study.runner import reproduce
 
     root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
-    real_replace, snapshots = os.replace, []
-
-    def snapshot(src, dst):  # the folder as a kill right after this write leaves it
-        real_replace(src, dst)
-        copy = tmp_path / f"kill_{len(snapshots) + 1}"
-        shutil.copytree(tmp_path / "clean", copy, ignore=shutil.ignore_patterns("*.lock"))
-        snapshots.append((copy, os.path.relpath(dst, tmp_path / "clean" / "smoke")))
-    monkeypatch.setattr(utils.os, "replace", snapshot)
     call = dict(budget="smoke", grids=["reparam"], data=root, log=lambda *a: None,
                 command="gv3lite reproduce --budget smoke --grids reparam")
-    reproduce(out=tmp_path / "clean", **call)
-    monkeypatch.setattr(utils.os, "replace", real_replace)
+    with snapshot_each_write(monkeypatch, tmp_path / "clean") as snapshots:
+        reproduce(out=tmp_path / "clean", **call)
     clean, runs = tmp_path / "clean" / "smoke", list(dict.fromkeys(it["run_id"] for it in plan("smoke", ["reparam"])))
     run_files = ["predictions.csv", "metrics.csv", "best.pth", "last.pth", "result.json"]
     assert [name for _, name in snapshots] == [  # the call's row first, kept up to date after every run and at the
@@ -193,17 +206,9 @@ def test_a_kill_after_any_write_of_the_factorial_loses_nothing(tmp_path, monkeyp
     monkeypatch.setattr(blocks, "plot_factorial", lambda claims, runs, budget, history=None, folder=None, **k: [
         utils.write_atomic(folder / "ablation_forest.png", "forest")])  # matplotlib: seconds per call
     root = make_image_root(classes=("n01440764", "n02102040", "n02979186"), per_class=2, size=(24, 24))
-    real_replace, snapshots = os.replace, []
-
-    def snapshot(src, dst):  # the folder as a kill right after this write leaves it
-        real_replace(src, dst)
-        copy = tmp_path / f"kill_{len(snapshots) + 1}"
-        shutil.copytree(tmp_path / "clean", copy, ignore=shutil.ignore_patterns("*.lock"))
-        snapshots.append((copy, os.path.relpath(dst, tmp_path / "clean" / "smoke")))
-    monkeypatch.setattr(utils.os, "replace", snapshot)
     call = dict(data=root, log=lambda *a: None, command="gv3lite reproduce --design factorial --budget smoke")
-    blocks.reproduce_factorial("smoke", out=tmp_path / "clean", **call)
-    monkeypatch.setattr(utils.os, "replace", real_replace)
+    with snapshot_each_write(monkeypatch, tmp_path / "clean") as snapshots:
+        blocks.reproduce_factorial("smoke", out=tmp_path / "clean", **call)
     clean, names = tmp_path / "clean" / "smoke", [name for _, name in snapshots]
     runs = [name.split("/")[1] for name in names if name.endswith("/result.json")]
     assert len(set(runs)) == 16
@@ -308,6 +313,7 @@ def test_a_heartbeat_that_cannot_write_warns_once_naming_the_file_and_the_call_g
 HOLDER = """
 import sys, time
 from datetime import datetime, timezone
+from pathlib import Path
 from gv3lite.study.records import CallLog
 call = CallLog(sys.argv[1], datetime.now(timezone.utc), sys.argv[2], "abc1234", 1, time.perf_counter(),
                {"trained": 0, "skipped": 0}, trains=True, heartbeat=float(sys.argv[3]))
