@@ -90,12 +90,7 @@ def _readme_budget(folder: Path, budget: str, make: str) -> str:
              f"Command {commands}; code at commit {commits}; {runs['run_id'].nunique()} trainings, "
              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {calls_note(calls)}; "
              f"{coverage}. Verdicts of the {len(table)} contrasts: {verdict_counts or 'none'}.", ""]
-    label = code_label(runs, make=make)  # a study trained by other code than the current one says so, visibly
-    lines += [label, ""] if label else []
-    lines += [scope_note(runs), "", *verdict_lines(table), ""]
-    sizing = sizing_note(table, budget, runs, calls)
-    lines += [sizing, ""] if sizing else []
-    return "\n".join(lines)
+    return _block_tail(lines, runs, make, verdict_lines(table), sizing_note(table, budget, runs, calls))
 
 
 def _readme_factorial(folder: Path, budget: str, make: str, study: dict) -> str:
@@ -114,12 +109,16 @@ def _readme_factorial(folder: Path, budget: str, make: str, study: dict) -> str:
              f"{'stopped' if stopped else 'not finished'}: {reason}. Command `{study_command(runs)}`; code at commit "
              f"{study_commits(runs)}; {runs['run_id'].nunique()} trainings; {calls_note(calls)}. Verdicts of the "
              f"{len(claims)} declared claims: " + ", ".join(f"{n} **{v}**" for v, n in counted.items()) + ".", ""]
+    return _block_tail(lines, runs, make, claim_lines(claims), target_note(claims, budget, blocks, calls))
+
+
+def _block_tail(lines: list[str], runs: pd.DataFrame, make: str, table: list[str], note: str | None) -> str:
+    """A budget's part of the Results block: its first ``lines`` (provenance), the bold label of a study trained by
+    other code than the current one (`code_label`), what the study can and cannot say (`scope_note`), its ``table``
+    lines and the half-width ``note`` (when there is one)."""
     label = code_label(runs, make=make)  # a study trained by other code than the current one says so, visibly
-    lines += [label, ""] if label else []
-    lines += [scope_note(runs), "", *claim_lines(claims), ""]
-    note = target_note(claims, budget, blocks, calls)
-    lines += [note, ""] if note else []
-    return "\n".join(lines)
+    return "\n".join([*lines, *([label, ""] if label else []), scope_note(runs), "", *table, "",
+                      *([note, ""] if note else [])])
 
 
 def check_claims(folder: Path, runs: pd.DataFrame, claims: pd.DataFrame, predictions: pd.DataFrame | None) -> dict:
