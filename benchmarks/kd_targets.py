@@ -64,6 +64,14 @@ def target_table(logits: torch.Tensor, labels: torch.Tensor, temperatures: list[
     return pd.DataFrame(rows)
 
 
+def whole_image_logits(soft: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, K), labels (N,))`` of published soft labels (`gv3lite.soft_labels.read_soft_labels`): each
+    image's logit map averaged over its cells, and its class index from its file name ``<class>/<name>``."""
+    classes = list(soft["classes"])
+    labels = torch.tensor([classes.index(f.split("/")[0]) for f in soft["files"]])
+    return soft["maps"].float().mean(dim=(2, 3)), labels
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="imagenette_same_data", choices=sorted(SOFT_LABEL_TEACHERS),
@@ -74,15 +82,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     recipe = preset(args.preset)
     soft = read_soft_labels(args.teacher)
-    classes = list(soft["classes"])
-    labels = torch.tensor([classes.index(f.split("/")[0]) for f in soft["files"]])
-    logits = soft["maps"].float().mean(dim=(2, 3))  # (N, K): each image's whole map
+    logits, labels = whole_image_logits(soft)
     table = target_table(logits, labels, args.temperatures, recipe.kd_alpha, recipe.label_smoothing)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / f"{args.teacher}.csv")
     meta = {"command": "python benchmarks/kd_targets.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "teacher": args.teacher, "images": len(labels), "classes": len(classes), "preset": args.preset,
+            "teacher": args.teacher, "images": len(labels), "classes": logits.shape[1], "preset": args.preset,
             "kd_alpha": recipe.kd_alpha, "label_smoothing": recipe.label_smoothing,
             "kd_temperature_of_preset": recipe.kd_temperature, "git_commit": git_commit(),
             "code_fingerprint": code_fingerprint(),

@@ -71,7 +71,7 @@ from gv3lite.experiment import build_model, recipe_datasets, run
 from gv3lite.posthoc import posthoc_top1
 from gv3lite.recipe import preset
 from gv3lite.stats import BlockedModel
-from gv3lite.verdicts import seeds_for_half_width
+from gv3lite.verdicts import seeds_for_half_width, t_interval
 from gv3lite.utils import git_commit
 
 BASE = dict(teacher=None, images_per_class_train=300, images_per_class_val=None, img_size=48, epochs=10,
@@ -278,9 +278,9 @@ def paired_with_base(runs: pd.DataFrame, base: str = "base") -> pd.DataFrame:
         if len(diff) < 2:
             continue
         test = scipy.stats.ttest_1samp(diff, 0.0, alternative="greater")
-        half = scipy.stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        ci = t_interval(diff.mean(), diff.std(ddof=1) / math.sqrt(len(diff)), len(diff) - 1)
         rows.append({"config": name, "vs": base, "seeds": len(diff), "diff_mean": diff.mean(),
-                     "low95": diff.mean() - half, "high95": diff.mean() + half, "p_better": float(test.pvalue)})
+                     "low95": float(ci["low"]), "high95": float(ci["high"]), "p_better": float(test.pvalue)})
     return pd.DataFrame(rows)
 
 

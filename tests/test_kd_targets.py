@@ -1,5 +1,6 @@
 """benchmarks/kd_targets.py: the KD target's true-class mass per temperature and the label smoothing that matches it
 (the kd_control grid's calibration), on synthetic logits with known answers and on the published soft labels."""
+import json
 import sys
 
 import pandas as pd
@@ -12,7 +13,7 @@ from gv3lite.study.grids import GRIDS
 from gv3lite.utils import repo_root
 
 sys.path.insert(0, str(repo_root() / "benchmarks"))
-from kd_targets import target_table  # noqa: E402  (a script, not a package)
+from kd_targets import target_table, whole_image_logits  # noqa: E402  (a script, not a package)
 
 
 def test_known_targets_give_known_masses_and_the_matching_label_smoothing():
@@ -32,12 +33,9 @@ def test_known_targets_give_known_masses_and_the_matching_label_smoothing():
 
 def test_the_committed_table_is_the_published_soft_labels_and_kd_control_uses_its_label_smoothing():
     committed = pd.read_csv(repo_root() / "results" / "kd_targets" / "imagenette_same_data.csv")
-    soft = read_soft_labels("imagenette_same_data")
-    classes = list(soft["classes"])
-    labels = torch.tensor([classes.index(f.split("/")[0]) for f in soft["files"]])
+    logits, labels = whole_image_logits(read_soft_labels("imagenette_same_data"))
     recipe = preset("ghostnetv3")
-    again = target_table(soft["maps"].float().mean(dim=(2, 3)), labels, list(committed["temperature"]),
-                         recipe.kd_alpha, recipe.label_smoothing)
+    again = target_table(logits, labels, list(committed["temperature"]), recipe.kd_alpha, recipe.label_smoothing)
     pd.testing.assert_frame_equal(again, committed, check_dtype=False)
     at_preset = committed.set_index("temperature").loc[recipe.kd_temperature]
     control = {c.name: c for c in GRIDS["kd_control"]}["label_smoothing"]
@@ -45,8 +43,6 @@ def test_the_committed_table_is_the_published_soft_labels_and_kd_control_uses_it
 
 
 def test_notebook_04_quotes_the_committed_table():
-    import json
-
     table = pd.read_csv(repo_root() / "results" / "kd_targets" / "imagenette_same_data.csv").set_index("temperature")
     cells = json.loads((repo_root() / "notebooks" / "04_knowledge_distillation.ipynb").read_text())["cells"]
     text = " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
