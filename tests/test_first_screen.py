@@ -1,6 +1,7 @@
 """README.md's first screen (everything above ``## Notebooks``) is what a newcomer needs, and every number it quotes
 comes from a committed file; the reference material lives in docs/reference.md, and quotes the factorial's blocks
 as `gv3lite.budgets` declares them; `make main` / `make medium` run the factorial, then compare."""
+import json
 import re
 
 import pandas as pd
@@ -42,9 +43,18 @@ def test_the_first_screen_quotes_only_recorded_times_and_labels_a_study_of_other
     else:  # the committed study is what make main trains today: its recorded wall time is make main's
         assert f"`make main` as it is now: {total} of wall time (the committed quick study, `results/quick/calls.csv`" \
             in screen
-    assert "`make test`: not yet measured" in screen  # no recorded time: the screen says so instead of guessing
+    record = ROOT / "results" / "test_time" / "record.json"
+    if record.is_file():  # benchmarks/test_command_time.py timed a passing `make test`: the screen quotes that record
+        test = json.loads(record.read_text())
+        assert test["exit_status"] == 0 and re.match(r"\d+ passed", test["summary"])
+        tested = duration(test["wall_seconds"])
+        assert f"`make test`: {tested} (`results/test_time/record.json`: {test['summary'].split(' in ')[0]}, " \
+               f"commit {test['git_commit']}, {test['started_utc'][:10]})" in screen
+    else:  # no recorded time: the screen says so instead of guessing
+        tested = None
+        assert "`make test`: not yet measured" in screen
     times = re.findall(r"\d+ (?:h \d+ min|min \d+ s)", screen)
-    assert times == [total]  # no other duration on the first screen
+    assert times == [t for t in (total, tested) if t]  # no other duration on the first screen
     if code_label(runs):  # the committed quick study was not trained by the current code: the caption says so
         assert code_label(runs).strip("*") in screen  # (the caption is generated: gv3lite.study.readme.forest_caption)
     else:
