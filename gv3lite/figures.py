@@ -11,7 +11,8 @@ Owns:
 * `plot_forest(table)`: all claims as paired differences with 95% intervals beside the source's differences, each
   labelled derived or checkpoint (``gv3lite.paper.difference_kind``) and the paper's directions;
 * `plot_claims(claims, sources)`: the factorial's declared claims as model effects with their 95% intervals (and the
-  wider interval at the look's sequential level that the verdict uses), beside the source's numbers by their kind.
+  wider interval at the look's strictest sequential Holm level: it excludes 0 only for a decided claim), beside the
+  source's numbers by their kind.
 
 Committed figures in ``figures/`` must come from real runs of the package's own commands.
 """
@@ -214,7 +215,7 @@ def _claims_legend(ax, delta: float, n_rows: int, kinds: set) -> None:
     handles = [Line2D([], [], color="0.88", lw=8, label=f"no practical effect (±{delta:g} pp)"),
                Line2D([], [], color="C0", lw=3, marker="o", label="ours: effect (OLS with block terms), 95% interval"),
                Line2D([], [], color="C0", lw=0.8, marker="|", alpha=0.7,
-                      label="ours: interval at the look's sequential level (what the verdict uses)")]
+                      label="ours: interval at the look's strictest sequential Holm level")]
     if "derived" in kinds:
         handles.append(Line2D([], [], color="C3", ls="", marker=MARKERS["derived"], mfc="none",
                               label="derived: two published ImageNet top-1 subtracted by us (not stated by the paper)"))
@@ -233,7 +234,7 @@ def plot_claims(claims, sources: dict | None = None, title: str | None = None, d
     `savefig`).
 
     ``claims``: one row per claim with ``claim``, ``diff``, ``se``, ``df`` (the model's effect, its standard error and
-    degrees of freedom, pp), ``low``/``high`` (the interval at the look's sequential level) and ``verdict``
+    degrees of freedom, pp), ``low``/``high`` (the interval at the look's strictest sequential Holm level) and ``verdict``
     (``gv3lite.study.looks.analyse_looks``' claims, or a factorial verdicts.csv). Drawn per claim: the effect with
     its 95% t interval (thick) and, just above, the sequential interval (thin), the +-``delta`` band of no practical
     effect (default ``gv3lite.verdicts.DELTA``), the verdict at the right, and the source's number from ``sources``

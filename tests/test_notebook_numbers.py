@@ -34,7 +34,7 @@ def test_a_factorial_study_shows_report_md_s_and_the_readme_s_claims(tmp_path, f
     rows = committed["table"].itertuples(index=False)
     for row, r, low, high in zip(rows, claims.itertuples(), ci["low"], ci["high"]):
         assert row[2] == _pp(r.diff) and row[3] == f"[{_pp(low)}, {_pp(high)}]"             # effect, 95% interval
-        assert row[5] == f"[{_pp(r.low)}, {_pp(r.high)}]" and row[6] == f"{1 - r.level:.4f}"  # sequential, its level
+        assert row[5] == f"[{_pp(r.low)}, {_pp(r.high)}]" and row[6] == f"{100 * (1 - r.level):.3f}%"  # sequential, its level
         assert row[-1] == f"**{r.verdict}**"
     assert committed_study("quick", results=tmp_path / "results", grids=["architectures"]) is None  # no grids
     caption = forest_caption(tmp_path / "results")  # README's first screen: what this design's forest plot draws

@@ -1,6 +1,7 @@
 """The factorial study's stopping rule (gv3lite.sequential) keeps its promises, shown by simulation with the rule in
-place: 95% coverage of the reported intervals and at most 5% family-wise false calls, under the null and at the
-minimum detectable effect, at the measured spreads (residual SD 3.0 pp at medium; per-cell SDs 2.3-5.1 pp).
+place: 95% coverage of the reported intervals (all five at once) and at most 5% family-wise false calls, under the
+null and at the minimum detectable effect, at the measured spreads (residual SD 3.0 pp at medium; per-cell SDs
+2.3-5.1 pp).
 
 The simulation fits the same model as gv3lite.study.factorial (block terms, six main effects, the seven two-factor
 chains; ±1 coding) by least squares on thousands of simulated studies at once, tests the five declared claims at
@@ -69,7 +70,8 @@ def simulate(effects: dict, sd, budget: str = "medium", n: int = 4000, seed: int
                               np.stack(levels))
     stop = np.where(out["decided_all"].any(1), out["decided_all"].argmax(1), len(per_look) - 1)
     pick = lambda a: a[np.arange(n), stop]  # noqa: E731
-    est, se, q = pick(stack(0)), pick(stack(1)), sps.t.isf(np.array(levels)[stop, -1] / 2, np.array(
+    # the reported interval: at the stopping look's strictest Holm level (gv3lite.study.looks)
+    est, se, q = pick(stack(0)), pick(stack(1)), sps.t.isf(np.array(levels)[stop, 0] / 2, np.array(
         [look[2] for look in per_look])[stop])[:, None]
     covered = (est - q * se <= truth) & (truth <= est + q * se)
     return {"verdict": out["verdict"], "covered": covered, "stop": stop + first, "truth": truth}
@@ -95,8 +97,10 @@ def test_null_false_calls_and_coverage(sd, budget):
     sim = simulate({}, sd, budget)
     rate, coverage = false_calls(sim).mean(), sim["covered"].mean(0)
     mc = 2.5 * np.sqrt(0.05 * 0.95 / len(sim["stop"]))
-    print(f"{budget}, null, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage {np.round(coverage, 4)}")
-    assert rate <= 0.05 + mc and (coverage >= 0.95 - mc).all()
+    together = sim["covered"].all(1).mean()
+    print(f"{budget}, null, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage {np.round(coverage, 4)}"
+          f", all five at once {together:.4f}")
+    assert rate <= 0.05 + mc and together >= 0.95 - mc
 
 
 @pytest.mark.parametrize("budget", ["quick", "medium"])
@@ -111,8 +115,9 @@ def test_at_the_minimum_detectable_effect(sd, budget):
     agrees = (sim["verdict"][:, :4] == "agrees").mean(0)
     mc = 2.5 * np.sqrt(0.05 * 0.95 / len(sim["stop"]))
     print(f"{budget}, at the MDE {mde:.2f} pp, sd {np.round(np.mean(sd), 2)}: false-call rate {rate:.4f}, coverage "
-          f"{np.round(coverage, 4)}, agrees {np.round(agrees, 3)}, mean blocks {sim['stop'].mean():.2f}")
-    assert rate <= 0.05 + mc and (coverage >= 0.95 - mc).all()
+          f"{np.round(coverage, 4)} (all five at once {sim['covered'].all(1).mean():.4f}), agrees {np.round(agrees, 3)}, "
+          f"mean blocks {sim['stop'].mean():.2f}")
+    assert rate <= 0.05 + mc and sim["covered"].all(1).mean() >= 0.95 - mc
     assert (agrees >= 0.6).all()  # the rule still detects effects of the size the design is built for
 
 

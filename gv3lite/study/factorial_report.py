@@ -115,7 +115,7 @@ def _source_text(source: dict | None) -> str:
 
 def with_ci95(claims: pd.DataFrame) -> pd.DataFrame:
     """``claims`` with ``low95``/``high95``: the model's plain 95% t interval of each effect (from ``diff``, ``se``,
-    ``df``), beside the sequential interval (``low``/``high`` at the look's level) that the verdict uses."""
+    ``df``), beside the sequential interval (``low``/``high`` at the look's strictest Holm level, `gv3lite.study.looks`)."""
     ci = t_interval(claims["diff"], claims["se"], claims["df"])
     return claims.assign(low95=ci["low"], high95=ci["high"])
 
@@ -134,7 +134,8 @@ def claim_rows(claims: pd.DataFrame) -> pd.DataFrame:
         decided = int(r.decided_at_look) if r.decided_at_look == r.decided_at_look and r.decided_at_look else "—"
         rows.append(tuple(str(x) for x in (
             r.claim, r.direction, _num(r.diff, "+.2f"), f"[{_num(r.low95, '+.2f')}, {_num(r.high95, '+.2f')}]",
-            _num((r.high95 - r.low95) / 2), f"[{_num(r.low, '+.2f')}, {_num(r.high, '+.2f')}]", f"{1 - r.level:.4f}",
+            _num((r.high95 - r.low95) / 2), f"[{_num(r.low, '+.2f')}, {_num(r.high, '+.2f')}]",
+            f"{100 * (1 - r.level):.3f}%",
             decided, _num(r.mde, ".1f"), _source_text(sources.get(r.claim)), f"**{r.verdict}**")))
     return pd.DataFrame(rows, columns=list(CLAIM_HEADER), dtype=str)
 
@@ -229,8 +230,11 @@ def write_factorial_report(result: dict, record: dict, out_dir, budget: str, run
              f"Claims (declared before any run, the same at every budget; Holm across the {len(CLAIMS)} at every "
              f"look, alpha spent over the looks by an O'Brien-Fleming-type Lan-DeMets function: "
              f"`gv3lite.sequential`). δ = {DELTA:g} pp; family-wise alpha {ALPHA:g}. A verdict is final at the look "
-             "that makes it; it is judged on the sequential interval (the last look's, at its level: repeated "
-             "confidence intervals); the 95% interval beside it is the model's plain one. The source's claim is "
+             "that makes it. The sequential interval is the last look's at the level of Holm's strictest share (alpha / "
+             f"{len(CLAIMS)} spent over the looks: repeated confidence intervals that cover the {len(CLAIMS)} true "
+             "effects at once with 95%): one that excludes 0 always comes with agrees or disagrees, and one inside "
+             f"±{DELTA:g} pp with no effect; Holm's later steps may decide a claim whose interval still touches 0. "
+             "The 95% interval beside it is the model's plain one. The source's claim is "
              "labelled by what it is (`paper:` a direction the paper states; `derived:` two published ImageNet "
              "top-1 subtracted by us, not stated by the paper).", "", scope_note(runs), "",
              *claim_lines(result["claims"]), "",

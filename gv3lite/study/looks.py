@@ -39,7 +39,8 @@ def analyse_looks(runs: pd.DataFrame, budget: str, predictions: pd.DataFrame | N
 
     Returns ``dict(looks, claims, fit, blocks, stopped, reason)``: ``looks`` one row per look and claim
     (`LOOK_COLUMNS`), ``claims`` the claim table of the last look with its sequential ``verdict``,
-    ``decided_at_look`` (0 if undecided), ``level`` and ``mde`` (80% power at the look's strictest Holm level);
+    ``decided_at_look`` (0 if undecided), ``level`` (the look's strictest Holm level: the share alpha / m spent over
+    the looks; ``low``/``high`` are at it) and ``mde`` (80% power at that level);
     ``fit`` the last look's model
     (``factorial.fit_model``), ``blocks`` the complete blocks analysed, ``stopped`` whether no further block is due
     (every claim decided, or the maximum reached) and ``reason``. Raises like ``factorial.design_table`` for bad
@@ -60,8 +61,11 @@ def analyse_looks(runs: pd.DataFrame, budget: str, predictions: pd.DataFrame | N
         part = table[table["block"] < b]
         fit = fit_model(part)
         levels = look_levels(b, first, most, m)
-        claims = claim_table(fit, correct_of(predictions, part["run_id"]), level=levels[-1])
-        claims["look"], claims["blocks"], claims["fraction"], claims["level"] = b - first + 1, b, b / most, levels[-1]
+        # the reported interval is at Holm's strictest share (alpha / m spent over the looks): one that excludes 0
+        # always comes with a decision (Holm's later steps, at larger levels, may decide a claim whose interval
+        # still touches 0), and the m intervals cover the m true effects at once with 1 - alpha
+        claims = claim_table(fit, correct_of(predictions, part["run_id"]), level=levels[0])
+        claims["look"], claims["blocks"], claims["fraction"], claims["level"] = b - first + 1, b, b / most, levels[0]
         stats.append((claims, levels))
         rows.append(claims)
     p = np.stack([c["p"].to_numpy() for c, _ in stats])
@@ -75,7 +79,7 @@ def analyse_looks(runs: pd.DataFrame, budget: str, predictions: pd.DataFrame | N
                                                                    looks["decided_at_look"], looks["look"])]
     final = stats[-1][0].copy()
     final["verdict"], final["decided_at_look"] = result["verdict"], result["look"]
-    final["mde"] = [min_detectable_effect(se, df, final["level"].iloc[0] / m, POWER) for se, df in
+    final["mde"] = [min_detectable_effect(se, df, final["level"].iloc[0], POWER) for se, df in
                     zip(final["se"], final["df"])]
     decided = bool(result["decided_all"][-1])
     reason = ("every claim decided" if decided else f"the declared maximum of {most} blocks" if blocks >= most

@@ -98,7 +98,7 @@ class StudyProgress:
 def claim_lines(table: pd.DataFrame) -> list[str]:
     """One line per claim of a verdict table: a one-factor study's (``gv3lite.study.analysis.verdicts``: contrast,
     named by ``gv3lite.verdicts.contrast_label``, so a composite one says so) or a factorial study's (its declared
-    ``claim``, the interval at the look's level that the verdict uses); the diff and interval (pp), the verdict."""
+    ``claim``, the sequential interval at the look's strictest Holm level); the diff and interval (pp), the verdict."""
     lines = []
     for r in table.itertuples():
         interval = f" [{r.low:+.2f}, {r.high:+.2f}]".replace("-0.00", "+0.00") if r.low == r.low else ""

@@ -108,7 +108,7 @@ def designs_differ_text(user_dir: Path, committed_dir: Path, mine: str, theirs: 
             f"design (`gv3lite reproduce --design {theirs} ...`); maintainers make yours the committed one with "
             "`make publish`.")
     lines = [f"# Reproduction: `{user_dir.name}` beside the committed `{committed_dir}`", "", note, "",
-             "## Your claims (diff and the interval its verdict uses, pp)", "", "| claim | yours | your verdict |",
+             "## Your claims (diff and the sequential interval, pp)", "", "| claim | yours | your verdict |",
              "|---|---|---|"]
     table = _verdict_table(user_dir, mine)
     labelled = compare_claims(table, table)
@@ -172,7 +172,7 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
     for r in runs.itertuples():
         lines.append(f"| {r.run_id} | {r.cells} | {r.seed} | {_pct(r.top1_user)} | {_pct(r.top1_committed)} "
                      f"| {'—' if r.diff != r.diff else f'{r.diff:+.2f}'} | {r.status} |")
-    interval = "95% interval" if design == "ofat" else "the interval its verdict uses"
+    interval = "95% interval" if design == "ofat" else "the sequential interval"
     lines += ["", f"## Claim by claim (diff and {interval}, pp)", "",
               "| claim | yours | committed | your verdict | committed verdict | agree |", "|---|---|---|---|---|---|"]
     for r in claims.itertuples():
