@@ -45,20 +45,24 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def run_and_record(command: list[str], out: Path, cwd: Path) -> int:
     """Run ``command`` in ``cwd``, echo its output, and write ``out/record.json`` when it exits 0 with a pytest
     summary line. Returns the command's exit status (1 when it exited 0 without a summary line)."""
     record = {"command": " ".join(shlex.quote(a) for a in command), "git_commit": git_commit(),
               "code_fingerprint": code_fingerprint(), "started_utc": _now(),
               "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-              "load_before": [round(x, 2) for x in os.getloadavg()]}
+              "load_before": _load()}
     t0, lines = time.perf_counter(), []
     with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:  # shown as it runs, kept for the summary line
             sys.stdout.write(line)
             lines.append(line)
     record |= {"wall_seconds": round(time.perf_counter() - t0, 1), "exit_status": proc.returncode,
-               "summary": summary_line("".join(lines)), "load_after": [round(x, 2) for x in os.getloadavg()]}
+               "summary": summary_line("".join(lines)), "load_after": _load()}
     if proc.returncode != 0 or record["summary"] is None:
         print(f"test_command_time.py: `{record['command']}` exited with {proc.returncode} "
               f"({record['summary'] or 'no pytest summary line'}): no record written; fix the failing tests first",

@@ -213,7 +213,7 @@ def forest_caption(results_root) -> str:
                 f"{'s' if blocks != 1 else ''} of {RUNS_PER_BLOCK} trainings): each of the {len(CLAIMS)} declared "
                 f"claims ({', '.join(c.name.split(' (')[0] for c in CLAIMS)}) as the model's effect (top-1, pp) "
                 "with its 95% interval and, above it, the wider sequential interval at Holm's strictest level (alpha "
-                "/ 5 spent over the looks): it excludes 0 only for a claim the verdict decides.")
+                f"/ {len(CLAIMS)} spent over the looks): it excludes 0 only for a claim the verdict decides.")
     else:
         seeds = int(runs["seed"].nunique())
         what = (f"The committed quick study, one factor at a time ({seeds} seed{'s' if seeds != 1 else ''} per "
