@@ -2,8 +2,8 @@
 notebooks' sizes.
 
 Owns: `BUDGET_NAMES` (``smoke`` CI minutes, ``quick`` a 2-core CPU, ~1 h per factorial block, ``medium`` all of
-Imagenette on a 2-core CPU, ~2 h 15 min per block, ``full`` a GPU), `budget` (the budget named by ``GV3LITE_BUDGET``), `BUDGETS` (the study's sizes,
-applied on top of every cell's recipe by ``gv3lite.study``), `NOT_RECIPE_FIELDS`, `HALF_WIDTH_TARGETS` (pp, declared
+Imagenette on a 2-core CPU, ~2 h 15 min per block, ``full`` a GPU), `budget` (the budget named by
+``GV3LITE_BUDGET``), `BUDGETS` (the study's sizes, applied on top of every cell's recipe by ``gv3lite.study``), `NOT_RECIPE_FIELDS`, `HALF_WIDTH_TARGETS` (pp, declared
 before the runs), `FACTORIAL_BLOCKS` (the factorial's looks and time), `NOTEBOOK_SIZES` / `notebook_sizes` (what
 each notebook in ``notebooks/`` computes at each budget).
 Nothing else defines a budget: the notebooks, the Makefile's targets and the tests read them from here. Imports no
@@ -19,7 +19,8 @@ BUDGET_NAMES = ("smoke", "quick", "medium", "full")
 def budget() -> str:
     """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a 2-core CPU,
     ~1 h per block of the factorial study: its first look, 2 blocks, took 1 h 57 min), ``medium`` (all of Imagenette
-    on a 2-core CPU, ~2 h 15 min per block, over one or more sittings: 2 blocks took 4 h 30 min) or ``full`` (a GPU). Raises ``ValueError`` for any other value."""
+    on a 2-core CPU, ~2 h 15 min per block, over one or more sittings: 2 blocks took 4 h 30 min) or ``full`` (a
+    GPU). Raises ``ValueError`` for any other value."""
     value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
     if value not in BUDGET_NAMES:
         raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGET_NAMES}")

@@ -95,8 +95,8 @@ def pytest_xdist_make_scheduler(config, log):
     """``make test`` (``-n 2 --dist loadfile``): pytest-xdist sends each test file to one worker whole (its module
     fixtures, such as test_ablation's smoke study, are built once), except that every run of a notebook, nbval's
     cells of every notebook and tests/test_browser.py's Run All, is one unit for one worker: the notebooks write fixed
-    folders of the repository (runs/nb06/<code fingerprint> to runs/nb09, runs/figures/<budget>; notebook 09 wipes runs/nb09), so no two
-    runs of a notebook may overlap, and the browser tests share one JupyterLab and one Chromium. (xdist's
+    folders of the repository (runs/nb06/<code fingerprint> to runs/nb09, runs/figures/<budget>; notebook 09 wipes
+    runs/nb09), so no two runs of a notebook may overlap, and the browser tests share one JupyterLab and one Chromium. (xdist's
     ``loadgroup`` marks do not group anything under pytest 9.2: pytest-xdist issue 1386.) Other ``--dist`` modes
     are xdist's own."""
     if config.getvalue("dist") != "loadfile":
