@@ -26,7 +26,7 @@ Trained by ``benchmarks/device_runs.py`` (a lent GPU) or here on a CPU::
     python benchmarks/scope_questions.py --analyse results/scope_questions/runs.csv        # the intervals only
 
 A re-run with the same ``--out`` resumes: the rows of ``runs.csv`` are kept (refused when they are of other training
-code) and their (cell, seed) pairs are not trained again. ``--cells`` trains a subset, so two calls with their own
+code, ``gv3lite.fingerprint``, or of another recipe, the row's ``run_id``) and their (cell, seed) pairs are not trained again. ``--cells`` trains a subset, so two calls with their own
 ``--out`` can share 2 cores (``--analyse A/runs.csv B/runs.csv`` pools them).
 """
 from __future__ import annotations
@@ -42,12 +42,14 @@ import statsmodels.formula.api as smf
 
 from gv3lite.data import build_datasets, resolve_data_root
 from gv3lite.experiment import run
+from gv3lite.fingerprint import code_fingerprint
 from gv3lite.recipe import preset
 from gv3lite.study.grids import PLAIN
+from gv3lite.study.plan import run_id
 from gv3lite.utils import git_commit, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variance_pilot import BASE, code_fingerprint  # noqa: E402  (a sibling script, not a package)
+from variance_pilot import BASE  # noqa: E402  (a sibling script, not a package)
 
 LONG = 4  # the long cells train this many times the base's epochs (and optimizer steps)
 MIX = dict(mixup_alpha=0.8, cutmix_alpha=1.0)
@@ -143,8 +145,9 @@ def markdown(table: pd.DataFrame, header: str) -> str:
 
 def recorded_rows(file: Path, fingerprint: str) -> pd.DataFrame:
     """The rows of an earlier call's ``runs.csv`` (``file``), kept and extended by this call; an empty table when
-    there is none. Raises ``ValueError`` when they were trained by other training code (``code_fingerprint``), whose
-    numbers cannot be pooled with today's: move the folder away or give another ``--out``."""
+    there is none. Raises ``ValueError`` when they were trained by other training code (`code_fingerprint` of
+    ``gv3lite.fingerprint``, the study's) or by another recipe than `recipe_of` gives today (the row's ``run_id``),
+    whose numbers cannot be pooled with today's: move the folder away or give another ``--out``."""
     if not file.is_file():
         return pd.DataFrame()
     rows = pd.read_csv(file)
@@ -152,6 +155,11 @@ def recorded_rows(file: Path, fingerprint: str) -> pd.DataFrame:
     if other:
         raise ValueError(f"{file} holds runs of other training code (fingerprint {', '.join(other)}; current "
                          f"{fingerprint}): move {file.parent} away or give another --out")
+    changed = [f"{r.cell} seed {r.seed}" for r in rows.itertuples()
+               if r.cell not in cells(BASE) or str(r.run_id) != run_id(recipe_of(r.cell, int(r.seed)))]
+    if changed:
+        raise ValueError(f"{file} holds runs whose recipe is no longer this script's ({', '.join(changed)}): "
+                         f"move {file.parent} away or give another --out")
     return rows
 
 
@@ -173,7 +181,8 @@ def main(argv=None) -> int:
         return 0
     data, command = resolve_data_root(args.data), "python " + " ".join(shlex.quote(a) for a in sys.argv)
     try:  # a re-run resumes: the recorded (cell, seed) pairs are kept and not trained again
-        recorded = recorded_rows(out / "runs.csv", code_fingerprint())
+        fingerprint = code_fingerprint()  # of the code this call runs, read at its start
+        recorded = recorded_rows(out / "runs.csv", fingerprint)
     except ValueError as err:
         print(f"scope_questions: error: {err}", file=sys.stderr)
         return 2
@@ -188,8 +197,8 @@ def main(argv=None) -> int:
             if recipe.img_size not in cache:
                 cache[recipe.img_size] = datasets_for(recipe, data)
             result = train_cell(recipe, data, cache[recipe.img_size], args.device)
-            rows.append({"cell": cell, "seed": seed, **result, "git_commit": git_commit(),
-                         "code_fingerprint": code_fingerprint(), "command": command})
+            rows.append({"cell": cell, "seed": seed, **result, "run_id": run_id(recipe), "git_commit": git_commit(),
+                         "code_fingerprint": fingerprint, "command": command})
             write_csv(pd.DataFrame(rows), out / "runs.csv")
             print(f"{cell:16s} seed {seed}: EMA top-1 {result['top1_ema']:.2f}%", flush=True)
     print(markdown(analyse(pd.DataFrame(rows)), "# Scope questions"))

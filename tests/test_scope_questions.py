@@ -1,5 +1,5 @@
 """benchmarks/scope_questions.py without training: a re-run resumes (recorded rows kept, their cells not trained
-again), rows of other training code are refused in one line (exit 2), and the analysis pools several runs.csv and
+again), rows of other training code or of a changed recipe are refused in one line (exit 2), and the analysis pools several runs.csv and
 finds a known interaction. The trainings are replaced by a stand-in with known effects."""
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def test_a_rerun_resumes_and_other_code_is_refused(scope, tmp_path, monkeypatch,
     assert err.count("\n") == 1 and "other training code (fingerprint 0123456789ab" in err and "move " in err
     assert len(trained) == 12  # nothing trained, and the recorded rows are as they were
     assert pd.read_csv(tmp_path / "b" / "runs.csv")["code_fingerprint"].eq("0123456789ab").all()
+    runs.assign(run_id=["ffffffffffff"] + list(runs["run_id"][1:])).to_csv(out / "runs.csv", index=False)
+    assert scope.main(["--seeds", "0", "--out", str(out)]) == 2  # a recipe changed since: refused, nothing trained
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"recipe is no longer this script's ({runs['cell'][0]} seed" in err
+    assert len(trained) == 12
 
 
 def test_the_analysis_pools_runs_and_finds_the_interaction(scope, tmp_path, monkeypatch, capsys):
