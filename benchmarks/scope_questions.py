@@ -12,7 +12,8 @@ The paper's claims are about 600-epoch training of compact models; the study tra
 Every cell is the ``ghostnetv3`` preset at the quick budget's size (`variance_pilot.BASE`: 300 train images per
 class, 48 px, batch 32, lr 2e-3) without a teacher, so the contrasts measure the ingredient, not transfer from a
 teacher. Students train on ``train/`` minus the tuning split and every number is top-1 of the EMA weights on all of
-``val/`` (no setting of these runs was chosen on val). A longer cell scales the warm-up and the EMA horizon with its
+``val/``, read as the study reads (`READING`: BN statistics recomputed over the training images, softmax averaged
+over each image and its mirror); no setting of these runs was chosen on val. A longer cell scales the warm-up and the EMA horizon with its
 length (`LONG`). Seeds pair the cells: seed s of every cell shares its initial weights and batch order.
 
 The analysis (`analyse`) fits, per question, ``top1 ~ C(seed) + a * b`` by OLS (statsmodels) on the 2 x 2 cells with
@@ -53,6 +54,7 @@ from variance_pilot import BASE  # noqa: E402  (a sibling script, not a package)
 
 LONG = 4  # the long cells train this many times the base's epochs (and optimizer steps)
 MIX = dict(mixup_alpha=0.8, cutmix_alpha=1.0)
+READING = dict(precise_bn=True, flip_tta=True)  # the study's reading of a run (gv3lite.budgets: quick and medium)
 BRANCHES = {}  # the ghostnetv3 preset: 3 conv branches, scale and identity branch
 
 
@@ -84,7 +86,7 @@ QUESTIONS = {
 
 def recipe_of(cell: str, seed: int, sets: dict | None = None):
     """The resolved Recipe of ``cell`` at ``seed`` (the base with ``sets`` applied first, e.g. a smoke size)."""
-    base = {**BASE, **(sets or {})}
+    base = {**BASE, **READING, **(sets or {})}
     return preset("ghostnetv3", **{**base, **cells(base)[cell]}).replace(seed=seed)
 
 
