@@ -25,6 +25,7 @@ Trained by ``benchmarks/device_runs.py`` (a lent GPU) or here on a CPU::
 
     python benchmarks/scope_questions.py --seeds 0 1 2 3 --out results/scope_questions   # 32 trainings, hours on a CPU
     python benchmarks/scope_questions.py --analyse results/scope_questions/runs.csv        # the intervals only
+    python benchmarks/scope_questions.py --analyse A/runs.csv B/runs.csv --report results/scope_questions/report.md
 
 A re-run with the same ``--out`` resumes: the rows of ``runs.csv`` are kept (refused when they are of other training
 code, ``gv3lite.fingerprint``, or of another recipe, the row's ``run_id``) and their (cell, seed) pairs are not trained again. ``--cells`` trains a subset, so two calls with their own
@@ -47,7 +48,7 @@ from gv3lite.fingerprint import code_fingerprint
 from gv3lite.recipe import preset
 from gv3lite.study.grids import PLAIN
 from gv3lite.study.plan import run_id
-from gv3lite.utils import git_commit, write_csv
+from gv3lite.utils import git_commit, write_atomic, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from variance_pilot import BASE  # noqa: E402  (a sibling script, not a package)
@@ -145,6 +146,35 @@ def markdown(table: pd.DataFrame, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(runs: pd.DataFrame, files: list[str], seeds: int = 4) -> str:
+    """The committed report of recorded ``runs`` (pooled from ``files``): what was trained out of the declared
+    ``seeds`` x 8 cells, each cell's EMA top-1 (n, mean, SD), the intervals of `analyse`, and the provenance (the
+    commands, commits and code fingerprints of the rows, and their training hours)."""
+    per_cell = runs.groupby("cell").agg(n=("seed", "nunique"), mean_top1_ema=("top1_ema", "mean"),
+                                        sd_top1_ema=("top1_ema", "std"), mean_minutes=("train_seconds", "mean"))
+    per_cell = per_cell.assign(mean_minutes=per_cell["mean_minutes"] / 60).reindex(list(cells(BASE))).reset_index()
+    per_cell = per_cell.assign(n=per_cell["n"].fillna(0).astype(int))
+    table = analyse(runs)
+    complete = table.groupby("question")["seeds"].first()
+    lines = ["# Scope questions (issue 22, item 4)", "",
+             f"Trainings recorded: {len(runs)} of the declared {seeds * len(cells(BASE))} ({seeds} seeds x "
+             f"{len(cells(BASE))} cells). Complete seeds per question: "
+             + ", ".join(f"{q} {int(n)}" for q, n in complete.items())
+             + " (a question needs 2 complete seeds for an interval; NaN until then).", "",
+             "Every number is EMA top-1 (%) on all of Imagenette's val/ (3,925 images), read with precise BN and "
+             "flip averaging; students train on 300 images per class of train/ minus the tuning split, at 48 px, "
+             "without a teacher (benchmarks/scope_questions.py's docstring gives the design).", "",
+             markdown(per_cell, "## Cells").rstrip(), "", markdown(table, "## Effects (pp), 95% intervals").rstrip(),
+             "", "## Provenance", "",
+             f"Recorded in: {', '.join(files)}  ",
+             f"Commits: {', '.join(sorted(set(runs['git_commit'].astype(str))))}  ",
+             f"Code fingerprints: {', '.join(sorted(set(runs['code_fingerprint'].astype(str))))}  ",
+             f"Training time: {runs['train_seconds'].sum() / 3600:.2f} h of single-thread processes "
+             f"(mean per cell above, in minutes)  ", "Commands:", ""]
+    lines += [f"    {c}" for c in sorted(set(runs["command"].astype(str)))]
+    return "\n".join(lines) + "\n"
+
+
 def recorded_rows(file: Path, fingerprint: str) -> pd.DataFrame:
     """The rows of an earlier call's ``runs.csv`` (``file``), kept and extended by this call; an empty table when
     there is none. Raises ``ValueError`` when they were trained by other training code (`code_fingerprint` of
@@ -174,12 +204,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--analyse", default=None, nargs="+", metavar="RUNS_CSV",
                         help="analyse recorded runs (one or more runs.csv, pooled); train nothing")
+    parser.add_argument("--report", default=None, metavar="MD", help="with --analyse: also write the report there")
     parser.add_argument("--out", default="results/scope_questions")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.analyse:
-        table = analyse(pd.concat([pd.read_csv(f) for f in args.analyse], ignore_index=True))
-        print(markdown(table, f"# Scope questions ({', '.join(args.analyse)})"))
+        runs = pd.concat([pd.read_csv(f) for f in args.analyse], ignore_index=True)
+        print(markdown(analyse(runs), f"# Scope questions ({', '.join(args.analyse)})"))
+        if args.report:
+            write_atomic(args.report, report(runs, args.analyse, seeds=len(args.seeds)))
+            print(f"wrote {args.report}")
         return 0
     data, command = resolve_data_root(args.data), "python " + " ".join(shlex.quote(a) for a in sys.argv)
     try:  # a re-run resumes: the recorded (cell, seed) pairs are kept and not trained again

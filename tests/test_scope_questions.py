@@ -76,3 +76,8 @@ def test_the_analysis_pools_runs_and_finds_the_interaction(scope, tmp_path, monk
     capsys.readouterr()
     assert scope.main(["--analyse", str(tmp_path / "x" / "runs.csv"), str(tmp_path / "y" / "runs.csv")]) == 0
     assert "| 4a reparam x length | interaction branches x long | 3 |" in capsys.readouterr().out
+    files = [str(tmp_path / d / "runs.csv") for d in "xy"]
+    assert scope.main(["--analyse", *files, "--report", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "Trainings recorded: 12 of the declared 32" in text and "4a reparam x length 3" in text
+    assert "| branches/short | 3 |" in text and "| mix/short | 0 | nan |" in text  # untrained cells stay visible
