@@ -24,14 +24,22 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from gv3lite.fingerprint import UNKNOWN
+from gv3lite.fingerprint import UNKNOWN, code_fingerprint
 from gv3lite.schemas import FACTORIAL_VERDICTS, read_results
 from gv3lite.study.design import FACTORIAL_GRID
-from gv3lite.utils import write_csv
+from gv3lite.utils import repo_root, write_csv
 
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
 RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "code_fingerprint",
                  "command")
+
+
+def notebook_runs(notebook: str) -> Path:
+    """``runs/<notebook>/<code fingerprint>/`` under the repository (git-ignored): where a notebook that trains a
+    study (``"nb06"``, ``"nb07"``) trains it by default. One folder per version of the training code
+    (`gv3lite.fingerprint.code_fingerprint`): a study never mixes code versions, so trainings of older code (before a
+    ``git pull``) stay in their own folder instead of stopping the notebook."""
+    return repo_root() / "runs" / notebook / code_fingerprint()
 
 
 CALLS = "calls.csv"  # one row per `reproduce` call, beside its runs.csv
