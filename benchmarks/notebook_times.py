@@ -26,10 +26,7 @@ Wall times depend on the machine and its load: each call records the load averag
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shlex
 import signal
 import sys
@@ -43,9 +40,12 @@ from gv3lite.budgets import check_budget
 from gv3lite.fingerprint import code_fingerprint
 from gv3lite.utils import git_commit, write_atomic, write_csv
 
-# the browser harness is test tooling (tests/browser.py), not part of the package: imported from its file's folder
+# the browser harness is test tooling (tests/browser.py), not part of the package: imported from its file's folder,
+# as is machine.py from this script's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser  # noqa: E402
+from machine import load_average, machine, utc_now  # noqa: E402
 
 COLUMNS = ["notebook", "budget", "threads", "seconds", "status", "cells_run", "code_cells", "error", "stderr",
            "started_utc", "git_commit"]
@@ -100,7 +100,7 @@ def measure(notebooks: list[Path], budget: str, threads: int, timeout: float, sh
                 try:
                     for nb in notebooks:
                         row = {"notebook": nb.stem, "budget": budget, "threads": threads,
-                               "started_utc": _now(), "git_commit": commit}
+                               "started_utc": utc_now(), "git_commit": commit}
                         print(f"{nb.stem} ({budget}, {threads} thread(s)) ...", flush=True)
                         try:
                             row |= outcome(browser.run_notebook(lab, chromium, nb.name, timeout, shots))
@@ -116,14 +116,6 @@ def measure(notebooks: list[Path], budget: str, threads: int, timeout: float, sh
                     chromium.close()
         finally:
             lab.close()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _stop(signum, frame):
@@ -162,9 +154,9 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     call = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "git_commit": git_commit(),
-            "code_fingerprint": code_fingerprint(), "started_utc": _now(), "budget": budget,
+            "code_fingerprint": code_fingerprint(), "started_utc": utc_now(), "budget": budget,
             "threads": args.threads, "timeout_s": args.timeout_s, "notebooks": [nb.stem for nb in notebooks],
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_before": _load()}
+            "machine": machine(), "load_before": load_average()}
     t0, code = time.perf_counter(), 0
     try:
         call["chromium"] = measure(notebooks, budget, args.threads, args.timeout_s,
@@ -172,7 +164,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as err:
         call["stopped"] = f"stopped early ({err or 'interrupted'}) after {len(rows)} notebook(s)"
         code = 130
-    call |= {"wall_seconds": round(time.perf_counter() - t0, 1), "load_after": _load(),
+    call |= {"wall_seconds": round(time.perf_counter() - t0, 1), "load_after": load_average(),
              "measured": [r["notebook"] for r in rows]}
     calls = json.loads(calls_path.read_text())["calls"] if calls_path.is_file() else []
     write_atomic(calls_path, json.dumps({"calls": calls + [call]}, indent=1) + "\n")

@@ -18,10 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import shlex
 import subprocess
@@ -32,6 +29,9 @@ from pathlib import Path
 from gv3lite.fingerprint import code_fingerprint
 from gv3lite.utils import git_commit, repo_root, write_atomic
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import load_average, machine, utc_now  # noqa: E402  (a sibling script, not a package)
+
 SUMMARY = re.compile(r"^=*\s*(\d+ (?:passed|failed|error).* in [\d.]+s(?: \([\d:]+\))?)\s*=*$")
 
 
@@ -41,28 +41,20 @@ def summary_line(output: str) -> str | None:
     return found[-1] if found else None
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def run_and_record(command: list[str], out: Path, cwd: Path) -> int:
     """Run ``command`` in ``cwd``, echo its output, and write ``out/record.json`` when it exits 0 with a pytest
     summary line. Returns the command's exit status (1 when it exited 0 without a summary line)."""
     record = {"command": " ".join(shlex.quote(a) for a in command), "git_commit": git_commit(),
-              "code_fingerprint": code_fingerprint(), "started_utc": _now(),
-              "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-              "load_before": _load()}
+              "code_fingerprint": code_fingerprint(), "started_utc": utc_now(),
+              "machine": machine(),
+              "load_before": load_average()}
     t0, lines = time.perf_counter(), []
     with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:  # shown as it runs, kept for the summary line
             sys.stdout.write(line)
             lines.append(line)
     record |= {"wall_seconds": round(time.perf_counter() - t0, 1), "exit_status": proc.returncode,
-               "summary": summary_line("".join(lines)), "load_after": _load()}
+               "summary": summary_line("".join(lines)), "load_after": load_average()}
     if proc.returncode != 0 or record["summary"] is None:
         print(f"test_command_time.py: `{record['command']}` exited with {proc.returncode} "
               f"({record['summary'] or 'no pytest summary line'}): no record written; fix the failing tests first",

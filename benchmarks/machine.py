@@ -1,0 +1,22 @@
+"""What the benchmark records say about the machine and the moment of a measurement: the UTC time, the load
+average and the cores. Shared by ``notebook_times.py`` and ``test_command_time.py`` (sibling scripts import it)."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+
+def utc_now() -> str:
+    """The current UTC time as ``YYYY-MM-DD HH:MM:SS``."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (``os.getloadavg``), rounded to 2 decimals."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> str:
+    """``"<architecture>, <n> cores"``: the cores this process may run on (``os.sched_getaffinity``)."""
+    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"
