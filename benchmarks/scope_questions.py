@@ -169,8 +169,9 @@ def report(runs: pd.DataFrame, files: list[str], seeds: int = 4) -> str:
              f"Recorded in: {', '.join(files)}  ",
              f"Commits: {', '.join(sorted(set(runs['git_commit'].astype(str))))}  ",
              f"Code fingerprints: {', '.join(sorted(set(runs['code_fingerprint'].astype(str))))}  ",
-             f"Training time: {runs['train_seconds'].sum() / 3600:.2f} h of single-thread processes "
-             f"(mean per cell above, in minutes)  ", "Commands:", ""]
+             f"Training time: {runs['train_seconds'].sum() / 3600:.2f} h summed over the trainings (the wall time of "
+             "each; the per-cell mean above, in minutes; trainings may have shared cores)  ",
+             "Commands (each trained into its own --out; the rows were pooled here):", ""]
     lines += [f"    {c}" for c in sorted(set(runs["command"].astype(str)))]
     return "\n".join(lines) + "\n"
 

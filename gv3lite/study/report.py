@@ -214,7 +214,9 @@ def scope_note(runs: pd.DataFrame) -> str:
             "changes with the length of training. Mixup and CutMix are known to hurt under-fitted models (the "
             "Imagenette README, fastai/imagenette: Mixup-style augmentation tends to pay off only after about 80 "
             "epochs), so a penalty measured here may come from the short training rather than from the model being "
-            f"compact.{outside}{reading} {composite}")
+            "compact. Two such questions are tested outside the study, at 4x the training length and at width 1.3x "
+            "(`benchmarks/scope_questions.py`, results/scope_questions/report.md: re-parameterization x length, "
+            f"Mixup/CutMix x width and x length).{outside}{reading} {composite}")
 
 
 def study_command(runs: pd.DataFrame) -> str:
