@@ -1,7 +1,7 @@
 # gv3lite: two commands for a new user (see README.md).
 #   make main    -- the main job: trains the paper's claims at the quick budget as a replicated 2^(6-2) fractional
 #                   factorial (gv3lite reproduce --design factorial: blocks of 16 trainings until every claim is
-#                   decided, the budget's blocks or its hour are spent) into the git-ignored runs/study/quick/
+#                   decided, the budget's blocks are spent or its hour would be) into the git-ignored runs/study/quick/
 #                   (resumable there: run make main again) and compares it with the committed results/quick, run by
 #                   run and claim by claim (runs/study/quick/reproduction.md); writes no tracked file
 #   make medium  -- the same on all of Imagenette into runs/study/medium/ (resumable over sittings)

@@ -88,7 +88,8 @@ HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
 # The factorial study (gv3lite.study.design, issue 21) adds one block of 16 runs at a time (block b = seed b) and
 # looks after blocks first_look..max_blocks (gv3lite.sequential spends alpha over exactly these looks, declared here
 # before any run); it stops when every claim is decided, at max_blocks, or once the recorded wall time of its calls
-# reaches wall_minutes. One block at quick, measured (block 1, 2026-12-06, today's regime read with precise BN and
+# reaches wall_minutes or another block, at the mean time per block so far, would end past it (from the first look
+# on). One block at quick, measured (block 1, 2026-12-06, today's regime read with precise BN and
 # flip, `make main`'s command): 16 trainings, 113 min of 1-thread training (278-346 s without branches, 511-584 s with
 # them), 59 min of wall time with --jobs 2 on the 2 cores. quick's first look (2 blocks) therefore needs ~2 h, twice
 # its 60-minute target: the target needs runs of half this cost, or a first look after one block (error df from the

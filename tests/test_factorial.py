@@ -11,6 +11,7 @@ from gv3lite import budgets
 from gv3lite.cli import main
 from gv3lite.study import blocks, design, progress, workers
 from gv3lite.study.factorial import CLAIMS, claim_table, design_table, fit_model
+from gv3lite.study.factorial_report import out_of_time
 from gv3lite.study.plan import cell_recipe, factorial_plan
 from gv3lite.utils import repo_root
 
@@ -186,6 +187,22 @@ def test_missing_run_and_mixed_designs_are_refused_without_loss(tmp_path, capsys
     assert (folder / "runs.csv").read_bytes() == before
     assert (tmp_path / "g" / "smoke" / "runs.csv").read_bytes() == recorded
     assert pd.read_csv(factorial / "runs.csv").equals(runs)
+
+
+def test_a_block_that_would_end_past_the_wall_time_is_not_started(monkeypatch):
+    monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "quick", dict(first_look=2, max_blocks=3, wall_minutes=60))
+
+    def calls(*minutes):  # two sittings of the given wall minutes, an hour apart (no overlap)
+        return pd.DataFrame({"started": ["2026-12-07T07:00:00+00:00", "2026-12-07T09:00:00+00:00"][:len(minutes)],
+                             "wall_seconds": [60.0 * m for m in minutes]})
+    assert out_of_time("quick", calls(38), 2) is None  # 38 min + 19 per block: the third block ends at 57 min
+    assert out_of_time("quick", calls(20, 22), 2) == ("another block would end past the budget's 60 min of wall "
+                                                       "time (42 min 00 s spent over 2 blocks, calls.csv)")
+    assert out_of_time("quick", calls(45), 3) is None  # ends exactly at 60 min: it fits
+    assert out_of_time("quick", calls(61), 2) == "the budget's 60 min of wall time spent (calls.csv)"
+    assert out_of_time("quick", None, 2) is None and out_of_time("quick", calls(38).iloc[:0], 2) is None
+    monkeypatch.setitem(budgets.FACTORIAL_BLOCKS, "quick", dict(first_look=2, max_blocks=3, wall_minutes=None))
+    assert out_of_time("quick", calls(500), 2) is None  # no wall time: only the claims and max_blocks end it
 
 
 def test_the_wall_time_ends_a_study_only_from_its_first_look_on(tmp_path, factorial_study, monkeypatch):

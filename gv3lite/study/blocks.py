@@ -3,10 +3,12 @@
 After each block (16 runs, block b with seed b, in the random order drawn from the seed) the results files are
 written, and from the budget's first look on the claims are tested (``gv3lite.study.looks``). The study stops when
 every claim is decided, at the budget's declared maximum of blocks, or when the wall time recorded in ``calls.csv``
-(all sittings) reaches the budget's ``wall_minutes`` (``gv3lite.budgets.FACTORIAL_BLOCKS``) -- the wall time ends a
-study only from its first look on, so a slow machine still gets the blocks the first look needs. Re-running resumes: a
-finished run is never retrained, an interrupted one continues from its checkpoint, and the looks are recomputed from
-the recorded runs, so they are the same whatever the sittings were. ``design.json`` records the design.
+(all sittings) reaches the budget's ``wall_minutes`` (``gv3lite.budgets.FACTORIAL_BLOCKS``) or another block, at the
+mean wall time per block so far, would end past it (``gv3lite.study.factorial_report.out_of_time``) -- the wall time
+ends a study only from its first look on, so a slow machine still gets the blocks the first look needs. Re-running
+resumes: a finished run is never retrained, an interrupted one continues from its checkpoint, and the looks are
+recomputed from the recorded runs, so they are the same whatever the sittings were. ``design.json`` records the
+design.
 
 Before anything trains, the folder is checked as the one-factor path checks it (``gv3lite.study.provenance
 .check_study``: another budget's study, a damaged ``result.json``, runs of other training code) and for its design
@@ -33,14 +35,14 @@ from gv3lite.data import resolve_data_root
 from gv3lite.launch import cap_jobs
 from gv3lite.recipe import Recipe
 from gv3lite.study.factorial import effects_table
-from gv3lite.study.factorial_report import (check_design_file, design_record, plot_factorial, stop_state,
+from gv3lite.study.factorial_report import (check_design_file, design_record, out_of_time, plot_factorial, stop_state,
                                             write_factorial_report)
 from gv3lite.study.looks import analyse_looks, correct_of
 from gv3lite.study.plan import factorial_plan
 from gv3lite.study.progress import StudyProgress
 from gv3lite.study.provenance import check_study, portable_command
 from gv3lite.study.records import (DESIGN_FILE, PREDICTIONS, CallLog, check_design, collect, finished_run,
-                                   gather_run_files, read_calls, recorded_results, wall_time)
+                                   gather_run_files, read_calls, recorded_results)
 from gv3lite.study.workers import prepare_teachers, train_runs
 from gv3lite.utils import git_commit, write_atomic, write_csv
 
@@ -91,7 +93,7 @@ def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int 
     options = dict(jobs=jobs, device=device, quiet=quiet, submitit=submitit, submitit_options=submitit_options,
                    progress=progress)
     try:  # an interrupted call that trained is logged too: its time counts towards the budget's wall time
-        result, blocks, runs, predictions = _run_blocks(budget, out_dir, root, command, counts, log, t0, changes,
+        result, blocks, runs, predictions = _run_blocks(budget, out_dir, root, command, counts, log, changes,
                                                         generators, options, call)
     except KeyboardInterrupt:
         call.write(interrupted=True, final=True)
@@ -112,12 +114,10 @@ def reproduce_factorial(budget: str, out="runs/reproduce", data=None, jobs: int 
             "claims": result["claims"] if result else None, "figures": figures}
 
 
-def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, generators, options, call) -> tuple:
+def _run_blocks(budget, out_dir, root, command, counts, log, changes, generators, options, call) -> tuple:
     """Train block after block until the study stops (``call``: the call's `CallLog`); returns ``(last look's
     result or None, blocks trained, runs.csv table, predictions or None)``."""
     settings = FACTORIAL_BLOCKS[budget]
-    calls = read_calls(out_dir)
-    spent = 0.0 if calls is None else wall_time(calls)  # earlier sittings count towards the budget's wall time
     result, runs, predictions = None, None, None
     for blocks in range(1, settings["max_blocks"] + 1):
         items = factorial_plan(budget, blocks, changes, generators)
@@ -134,10 +134,11 @@ def _run_blocks(budget, out_dir, root, command, counts, log, t0, changes, genera
                                                               zip(claims["claim"], claims["verdict"])))
             if result["stopped"]:
                 break
-        spent_all = settings["wall_minutes"] and spent + time.perf_counter() - t0 >= 60 * settings["wall_minutes"]
-        if spent_all and result is not None:  # the wall time ends a study only once it has had its first look
-            log(f"the budget's {settings['wall_minutes']} min of wall time are spent: stopping after block "
-                f"{blocks - 1}")
+        # the call's row brought up to date first (as its heartbeat does), so the records hold this sitting's time
+        calls = call.calls if call.write(interrupted=True, final=False) else read_calls(out_dir)
+        late = result is not None and out_of_time(budget, calls, blocks)
+        if late:  # the wall time ends a study only once it has had its first look
+            log(f"{late}: stopping after block {blocks - 1}")
             break
     return result, blocks, runs, predictions
 

@@ -173,13 +173,29 @@ def target_note(claims: pd.DataFrame, budget: str, blocks: int, calls: pd.DataFr
     return text + "."
 
 
+def out_of_time(budget: str, calls: pd.DataFrame | None, blocks: int) -> str | None:
+    """Why the budget's wall time (``FACTORIAL_BLOCKS[budget]["wall_minutes"]``) ends a study after ``blocks``
+    blocks, or None when another block fits. From the records: the wall time of the calls in ``calls`` (calls.csv,
+    `gv3lite.study.records.wall_time`) is spent, or another block, at the mean wall time per block so far, would end
+    past it. None when the budget has no wall time or nothing is recorded."""
+    minutes = FACTORIAL_BLOCKS[budget]["wall_minutes"]
+    if not minutes or calls is None or not len(calls) or blocks < 1:
+        return None
+    spent = wall_time(calls)
+    if spent >= 60 * minutes:
+        return f"the budget's {minutes} min of wall time spent (calls.csv)"
+    if spent + spent / blocks > 60 * minutes:
+        return (f"another block would end past the budget's {minutes} min of wall time ({duration(spent)} spent "
+                f"over {blocks} block{'s' if blocks != 1 else ''}, calls.csv)")
+    return None
+
+
 def stop_state(result: dict, budget: str, calls: pd.DataFrame | None) -> tuple[bool, str]:
     """``(stopped, reason)`` of a study, from the records: `analyse_looks`' (every claim decided, or the declared
-    maximum of blocks), or stopped because the calls recorded in ``calls`` spent the budget's wall time first."""
-    minutes = FACTORIAL_BLOCKS[budget]["wall_minutes"]
-    if not result["stopped"] and minutes and calls is not None and len(calls) and wall_time(calls) >= 60 * minutes:
-        return True, f"the budget's {minutes} min of wall time spent (calls.csv)"
-    return bool(result["stopped"]), result["reason"]
+    maximum of blocks), or stopped by the budget's wall time (`out_of_time`: spent, or another block would not end
+    within it)."""
+    late = None if result["stopped"] else out_of_time(budget, calls, result["blocks"])
+    return (True, late) if late else (bool(result["stopped"]), result["reason"])
 
 
 def _fields(levels: dict) -> str:
