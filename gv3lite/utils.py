@@ -1,12 +1,13 @@
 """Small helpers shared by the data, training and CLI modules.
 
 Owns: seeding (`seed_everything`), the user cache directory (`cache_dir`), repository paths (`repo_root`,
-`default_data_root`), `git_commit`, `resolve_device` (`DeviceNotAvailableError`), the notebooks' torch thread count
-(`set_torch_threads`), `ddp_timeout` (``GV3LITE_DDP_TIMEOUT_MIN``), `check_splits_apart` (val/ must not reach train/'s
-images), `check_output_dir` (an output folder is writable, checked before any work; `output_dir`: removed again when the
-work is refused while it is empty) and the one atomic writer every file the project writes goes through (`write_atomic`,
-`write_csv`: a temporary file in the same folder, fsync, ``os.replace``; the umask's mode; disk full names the path;
-stale temporary files of killed writers removed by `remove_stale_temp_files`). Nothing here imports torchvision or timm.
+`default_data_root`), `git_commit`, `cpu_identity` (which CPU kernels a run used), `resolve_device`
+(`DeviceNotAvailableError`), the notebooks' torch thread count (`set_torch_threads`), `ddp_timeout`
+(``GV3LITE_DDP_TIMEOUT_MIN``), `check_splits_apart` (val/ must not reach train/'s images), `check_output_dir` (an
+output folder is writable, checked before any work; `output_dir`: removed again when the work is refused while it is
+empty) and the one atomic writer every file the project writes goes through (`write_atomic`, `write_csv`: a temporary
+file in the same folder, fsync, ``os.replace``; the umask's mode; disk full names the path; stale temporary files of
+killed writers removed by `remove_stale_temp_files`). Nothing here imports torchvision or timm.
 The budgets: `gv3lite.budgets`.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import glob
 import gzip
 import io
 import os
+import platform
 import random
 import subprocess
 import tempfile
@@ -69,6 +71,18 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("GV3LITE_CACHE") or Path.home() / ".cache" / "gv3lite").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cpu_identity() -> str:
+    """``"<CPU model>, <instruction set>"``, e.g. ``"AMD EPYC, AVX512"``: the model name from ``/proc/cpuinfo``
+    (``platform.processor()`` elsewhere, ``"unknown CPU"`` when neither says) and the vector instruction set torch's
+    CPU kernels run with (``torch.backends.cpu.get_cpu_capability()``). Trainings on CPUs that differ here may round
+    differently and drift apart, so a study records it (``gv3lite.study.records.CallLog``)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return f"{model or platform.processor() or 'unknown CPU'}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def repo_root() -> Path:

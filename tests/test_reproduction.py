@@ -12,7 +12,7 @@ import pytest
 
 from gv3lite.cli import main
 from gv3lite.fingerprint import code_fingerprint
-from gv3lite.study import progress, provenance, reproduction
+from gv3lite.study import progress, provenance, records, reproduction
 from gv3lite.utils import repo_root
 
 COMMITTED = Path(__file__).parent / "fixtures" / "ofat_quick_542d4c2"  # a recorded one-factor study
@@ -40,6 +40,24 @@ def test_the_same_code_reproduces_every_run_and_verdict(tmp_path, capsys):
     assert line in out
     text = (user / "reproduction.md").read_text()
     assert line in text and "Same training code" in text and text.count("| identical |") == n
+
+
+def test_the_comparison_names_both_cpus_and_expects_identical_top1_only_on_the_same_one(tmp_path):
+    current = code_fingerprint()
+    user, committed = _study(tmp_path, "user", current), _study(tmp_path, "committed", current)
+    row = {"started": "2026-12-07T07:00:00+00:00", "command": "make main", "git_commit": "abc1234",
+           "wall_seconds": 60.0, "trained": 1, "skipped": 0, "jobs": 2, "cpu_count": 2, "interrupted": False}
+    old_log = pd.DataFrame([row])  # a log written before calls.csv had a cpu column
+    old_log.to_csv(committed / "calls.csv", index=False)
+    records.append_call(user, {**row, "cpu": "AMD EPYC, AVX512"})
+    assert reproduction.recorded_cpus(user) == ["AMD EPYC, AVX512"] and reproduction.recorded_cpus(committed) == []
+    text = reproduction.reproduction_text(user, committed)[0]
+    assert "CPU: yours AMD EPYC, AVX512; the committed study's not recorded." in text
+    assert "on another CPU (or one not recorded) torch's kernels may round differently" in text
+    records.append_call(committed, {**row, "started": "2026-12-07T09:00:00+00:00", "cpu": "AMD EPYC, AVX512"})
+    assert reproduction.recorded_cpus(committed) == ["AMD EPYC, AVX512"]  # the older row's empty cpu is not one
+    text = reproduction.reproduction_text(user, committed)[0]
+    assert "Same training code and CPU: with the same data every top-1 should be identical" in text
 
 
 def test_differences_are_shown_run_by_run_and_claim_by_claim(tmp_path):

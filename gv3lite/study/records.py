@@ -27,7 +27,7 @@ from filelock import FileLock
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint
 from gv3lite.schemas import FACTORIAL_VERDICTS, read_results
 from gv3lite.study.design import FACTORIAL_GRID
-from gv3lite.utils import repo_root, write_csv
+from gv3lite.utils import cpu_identity, repo_root, write_csv
 
 PREDICTIONS = "predictions.csv.gz"  # per-image predictions of every run of a budget, beside its runs.csv
 RESULT_FIELDS = ("top1_raw", "top1_ema", "top5", "train_seconds", "cpu_seconds", "git_commit", "code_fingerprint",
@@ -47,16 +47,16 @@ DESIGN_FILE = "design.json"  # the design a factorial results folder was trained
 DESIGNS = {"factorial": "the 2^(6-2) fractional factorial (--design factorial)",
            "ofat": "the one-factor-at-a-time grids (--design ofat)"}
 CALL_COLUMNS = ("started", "command", "git_commit", "wall_seconds", "trained", "skipped", "jobs", "cpu_count",
-                "interrupted")
+                "interrupted", "cpu")
 
 
 def append_call(out_dir, row: dict, index: int | None = None) -> pd.DataFrame:
     """Append ``row`` (`CALL_COLUMNS`: ``started`` UTC ISO time, ``command``, ``git_commit``, ``wall_seconds``,
-    ``trained``/``skipped`` runs, ``jobs``, ``cpu_count``, ``interrupted``) to ``<out_dir>/calls.csv`` (created with
-    its header) and return the whole log (`read_calls`); the row is line ``index`` of the log. Given the ``index``
-    an earlier append returned for the same call (same ``started`` and ``command``), that row is brought up to date
-    instead: a call keeps its row current while it trains, so a ``kill -9`` leaves its row with the time until its
-    last update (and ``interrupted`` True)."""
+    ``trained``/``skipped`` runs, ``jobs``, ``cpu_count``, ``interrupted``, ``cpu``: `gv3lite.utils.cpu_identity`; empty
+    in rows of older logs) to ``<out_dir>/calls.csv`` (created with its header) and return the whole log (`read_calls`);
+    the row is line ``index`` of the log. Given the ``index`` an earlier append returned for the same call (same
+    ``started`` and ``command``), that row is brought up to date instead: a call keeps its row current while it trains,
+    so a ``kill -9`` leaves its row with the time until its last update (and ``interrupted`` True)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir / CALLS) + ".lock"):  # two calls ending at once: both rows kept
@@ -76,8 +76,8 @@ HEARTBEAT_SECONDS = 60.0  # a training call's row of calls.csv is rewritten at l
 
 class CallLog:
     """One study call's row of calls.csv (`CALL_COLUMNS`: ``started``, a UTC ``datetime``; ``command``; ``commit``;
-    ``jobs``; the machine's CPU count; the wall time since ``t0`` (``time.perf_counter``) and the ``counts`` of trained
-    and skipped runs at each write), shared by both runners
+    ``jobs``; the machine's CPU count and `gv3lite.utils.cpu_identity`; the wall time since ``t0``
+    (``time.perf_counter``) and the ``counts`` of trained and skipped runs at each write), shared by both runners
     (``gv3lite.study.runner.reproduce``, ``gv3lite.study.blocks.reproduce_factorial``): appended when the call's
     trainings start, brought up to date after every finished run and when they end (``interrupted`` False).
 
@@ -94,7 +94,7 @@ class CallLog:
     def __init__(self, out_dir, started, command: str, commit: str, jobs: int, t0: float, counts: dict,
                  trains: bool = False, heartbeat: float | None = None):
         self.fields = {"started": started.isoformat(timespec="seconds"), "command": command, "git_commit": commit,
-                       "jobs": jobs, "cpu_count": os.cpu_count()}
+                       "jobs": jobs, "cpu_count": os.cpu_count(), "cpu": cpu_identity()}
         self.out_dir, self.t0, self.counts, self.trains = Path(out_dir), t0, counts, trains
         self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
         if isinstance(self.heartbeat, bool) or not isinstance(self.heartbeat, (int, float)) or not self.heartbeat > 0:

@@ -2,8 +2,11 @@
 two 95% intervals, and whether the verdicts agree); ``reproduction.md``, written by ``gv3lite compare`` at the end
 of ``make main`` / ``make medium`` beside the user's results (``runs/study/<budget>/``).
 
-On a CPU, training is deterministic: the same training code (`gv3lite.fingerprint`) on the same data gives the same
-top-1 to the last digit, so a run is *reproduced* only when its top-1 (raw and EMA weights) is identical. A run id is
+On a CPU, training is deterministic: the same training code (`gv3lite.fingerprint`) on the same data and the same CPU
+(model and instruction set, `gv3lite.utils.cpu_identity`, recorded per call in calls.csv) gives the same top-1 to the
+last digit, so a run is *reproduced* only when its top-1 (raw and EMA weights) is identical. On another CPU torch's
+kernels may round differently and a training drifts from its first steps: there differences up to the run-to-run
+spread are expected, and the comparison names both CPUs. A run id is
 the hash of the trained recipe, so runs are paired by id; runs of a plan that changed since the committed study have
 no partner and are listed as such. Both designs are compared the same way (claims of the one-factor grids by contrast,
 the factorial's by declared claim); two studies of different designs are not compared (one line naming both and the
@@ -16,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint, fingerprint_status, recorded_fingerprints
-from gv3lite.study.records import DESIGNS, design_of, read_claims, read_verdicts
+from gv3lite.study.records import DESIGNS, design_of, read_calls, read_claims, read_verdicts
 from gv3lite.utils import write_atomic
 from gv3lite.verdicts import contrast_label
 
@@ -124,16 +127,33 @@ def _interval(diff, low, high) -> str:
     return f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]" if low == low else f"{diff:+.2f}"
 
 
-def _code_line(user: pd.DataFrame, committed: pd.DataFrame, current: str) -> tuple[str, bool]:
-    """The paragraph on which code trained each study, and whether identical top-1 is to be expected."""
+def recorded_cpus(folder) -> list[str]:
+    """The CPUs (`gv3lite.utils.cpu_identity`) that the calls of ``<folder>/calls.csv`` trained on; empty when none
+    is recorded (no calls.csv, or rows of a log older than the column)."""
+    calls = read_calls(folder)
+    if calls is None or "cpu" not in calls:
+        return []
+    return sorted(set(calls["cpu"].dropna().astype(str)) - {""})
+
+
+def _code_line(user: pd.DataFrame, committed: pd.DataFrame, current: str, cpus: tuple[list, list] = ([], [])
+               ) -> tuple[str, bool]:
+    """The paragraph on which code and CPU trained each study (``cpus``: yours, the committed study's), and whether
+    identical top-1 is to be expected."""
     mine, theirs = fingerprint_status(user, current), fingerprint_status(committed, current)
     commits = ", ".join(sorted(set(committed["git_commit"].dropna().astype(str)))) or "unknown"
     same_code = mine["reproducible"] and theirs["reproducible"]
     line = (f"Code: your runs {', '.join(recorded_fingerprints(user))} (fingerprint of the training code, "
             f"`gv3lite.fingerprint`); the committed runs {', '.join(recorded_fingerprints(committed))} at commit "
             f"{commits}; the current code {current}. ")
-    if same_code:
-        line += ("Same training code: on a CPU with the same data every top-1 should be identical to the last digit.")
+    named = [", ".join(c) if c else "not recorded" for c in cpus]
+    line += f"CPU: yours {named[0]}; the committed study's {named[1]}. "
+    if same_code and cpus[0] and cpus[0] == cpus[1]:
+        line += "Same training code and CPU: with the same data every top-1 should be identical to the last digit."
+    elif same_code:
+        line += ("Same training code: on the same CPU with the same data every top-1 would be identical to the last "
+                 "digit; on another CPU (or one not recorded) torch's kernels may round differently and trainings "
+                 "drift apart, so differences up to the run-to-run spread can appear.")
     elif theirs["unknown"]:
         line += ("The committed study was trained by older code whose fingerprint was not recorded (known not to "
                  "reproduce exactly): differences are expected until it is regenerated with the current code "
@@ -160,7 +180,8 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
         return designs_differ_text(user_dir, committed_dir, design, theirs)
     runs = compare_runs(user, committed)
     claims = compare_claims(_verdict_table(user_dir, design), _verdict_table(committed_dir, design))
-    code, same_code = _code_line(user, committed, current or code_fingerprint())
+    code, same_code = _code_line(user, committed, current or code_fingerprint(),
+                                 (recorded_cpus(user_dir), recorded_cpus(committed_dir)))
     common, shared = runs[runs["status"].isin(["identical", "differs"])], claims.dropna(subset=["diff_user",
                                                                                               "diff_committed"])
     summary = {"runs": len(common), "identical": int(common["identical"].sum()),
