@@ -5,8 +5,8 @@ of ``make main`` / ``make medium`` beside the user's results (``runs/study/<budg
 On a CPU, training is deterministic: the same training code (`gv3lite.fingerprint`) on the same data and the same CPU
 (model and instruction set, `gv3lite.utils.cpu_identity`, recorded per call in calls.csv) gives the same top-1 to the
 last digit, so a run is *reproduced* only when its top-1 (raw and EMA weights) is identical. On another CPU torch's
-kernels may round differently and a training drifts from its first steps: there differences up to the run-to-run
-spread are expected, and the comparison names both CPUs. A run id is
+kernels may round differently (as may another build of Pillow's JPEG decoder) and a training drifts from its first
+steps: there differences up to the run-to-run spread are expected, and the comparison names both CPUs. A run id is
 the hash of the trained recipe, so runs are paired by id; runs of a plan that changed since the committed study have
 no partner and are listed as such. Both designs are compared the same way (claims of the one-factor grids by contrast,
 the factorial's by declared claim); two studies of different designs are not compared (one line naming both and the
@@ -152,8 +152,9 @@ def _code_line(user: pd.DataFrame, committed: pd.DataFrame, current: str, cpus: 
         line += "Same training code and CPU: with the same data every top-1 should be identical to the last digit."
     elif same_code:
         line += ("Same training code: on the same CPU with the same data every top-1 would be identical to the last "
-                 "digit; on another CPU (or one not recorded) torch's kernels may round differently and trainings "
-                 "drift apart, so differences up to the run-to-run spread can appear.")
+                 "digit; on another CPU (or one not recorded) torch's kernels may round differently (as may another "
+                 "build of Pillow's JPEG decoder) and trainings drift apart, so differences up to the run-to-run "
+                 "spread can appear.")
     elif theirs["unknown"]:
         line += ("The committed study was trained by older code whose fingerprint was not recorded (known not to "
                  "reproduce exactly): differences are expected until it is regenerated with the current code "

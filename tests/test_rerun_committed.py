@@ -1,0 +1,54 @@
+"""benchmarks/rerun_committed.py without training: a committed training is found in today's plan and compared to the
+last digit (a stand-in worker returns the committed or a shifted top-1), and bad input is refused in one line."""
+from __future__ import annotations
+
+import importlib.util
+
+import pandas as pd
+import pytest
+
+from gv3lite.utils import repo_root
+
+
+@pytest.fixture(scope="module")
+def rerun():
+    spec = importlib.util.spec_from_file_location("rerun_committed", repo_root() / "benchmarks" / "rerun_committed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_committed_training_is_retrained_from_its_plan_and_compared(rerun, tmp_path, monkeypatch, capsys):
+    committed = pd.read_csv(repo_root() / "results" / "quick" / "runs.csv").set_index("run_id")
+    trained = []
+
+    def run_one(recipe, run_dir, root):  # the committed top-1, or 0.25 pp more for the third training
+        rid = run_dir.name
+        trained.append((rid, recipe.seed))
+        shift = 0.25 * (len(trained) == 3)
+        return {"top1_raw": float(committed.loc[rid, "top1_raw"]) + shift,
+                "top1_ema": float(committed.loc[rid, "top1_ema"]), "train_seconds": 1.0}
+    monkeypatch.setattr(rerun, "run_one", run_one)
+    monkeypatch.setattr(rerun, "resolve_data_root", lambda data: tmp_path)
+    cheapest = committed["train_seconds"].idxmin()
+    assert rerun.main(["--out", str(tmp_path)]) == 0
+    assert trained == [(cheapest, int(committed.loc[cheapest, "seed"]))]  # the default: the cheapest training
+    assert "1 of 1 retrained top-1 identical to the committed study" in capsys.readouterr().out
+    one, two = committed.index[committed.index != cheapest][:2]
+    assert rerun.main(["--run-ids", one, two, two, "--out", str(tmp_path / "b")]) == 0  # an id twice: once
+    table = pd.read_csv(tmp_path / "b" / "quick" / "rerun.csv")
+    assert table["run_id"].tolist() == [one, two] and table["identical"].tolist() == [True, False]
+    assert table["cpu"].str.contains(",").all() and len(trained) == 3
+    assert "1 of 2 retrained top-1 identical" in capsys.readouterr().out
+
+
+def test_unknown_run_ids_and_other_training_code_are_refused(rerun, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(rerun, "run_one", lambda *a: pytest.fail("nothing may train"))
+    assert rerun.main(["--run-ids", "ffffffffffff", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ffffffffffff are not in results/quick/runs.csv" in err
+    monkeypatch.setattr(rerun, "code_fingerprint", lambda: "0123456789ab")
+    assert rerun.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained by other training code" in err and "current 0123456789ab" in err
+    assert not (tmp_path / "quick").exists()
