@@ -18,5 +18,7 @@ def load_average() -> list[float]:
 
 
 def machine() -> str:
-    """``"<architecture>, <n> cores"``: the cores this process may run on (``os.sched_getaffinity``)."""
-    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"
+    """``"<architecture>, <n> cores"``: the cores this process may run on (``os.sched_getaffinity`` where the system
+    has it, else ``os.cpu_count``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.machine()}, {cores} cores"

@@ -9,12 +9,13 @@ The paper's claims are about 600-epoch training of compact models; the study tra
   CutMix (alpha 1.0, timm switches between them per batch) against neither, for GhostNetV3 0.5x and 1.3x at 10
   epochs (an interaction with width) and for 0.5x at 10 and 40 epochs (an interaction with length).
 
-Every cell is the ``ghostnetv3`` preset at the quick budget's size (`variance_pilot.BASE`: 300 train images per
-class, 48 px, batch 32, lr 2e-3) without a teacher, so the contrasts measure the ingredient, not transfer from a
-teacher. Students train on ``train/`` minus the tuning split and every number is top-1 of the EMA weights on all of
-``val/``, read as the study reads (`READING`: BN statistics recomputed over the training images, softmax averaged
-over each image and its mirror); no setting of these runs was chosen on val. A longer cell scales the warm-up and the EMA horizon with its
-length (`LONG`). Seeds pair the cells: seed s of every cell shares its initial weights and batch order.
+Every cell is the ``ghostnetv3`` preset at the quick budget's size (`variance_pilot.BASE`: 300 train images per class,
+48 px, batch 32, lr 2e-3) without a teacher, so the contrasts measure the ingredient, not transfer from a teacher.
+Students train on ``train/`` minus the tuning split and every number is top-1 of the EMA weights on all of ``val/``,
+read as the study reads (`READING`: BN statistics recomputed over the training images, softmax averaged over each
+image and its mirror); no setting of these runs was chosen on val. A longer cell scales the warm-up and the EMA
+horizon with its length (`LONG`). Seeds pair the cells: seed s of every cell shares its initial weights and batch
+order.
 
 The analysis (`analyse`) fits, per question, ``top1 ~ C(seed) + a * b`` by OLS (statsmodels) on the 2 x 2 cells with
 0/1 indicators: ``a`` the ingredient (branches; Mixup/CutMix), ``b`` the condition (40 epochs; width 1.3x). It reports
@@ -28,8 +29,9 @@ Trained by ``benchmarks/device_runs.py`` (a lent GPU) or here on a CPU::
     python benchmarks/scope_questions.py --analyse A/runs.csv B/runs.csv --report results/scope_questions/report.md
 
 A re-run with the same ``--out`` resumes: the rows of ``runs.csv`` are kept (refused when they are of other training
-code, ``gv3lite.fingerprint``, or of another recipe, the row's ``run_id``) and their (cell, seed) pairs are not trained again. ``--cells`` trains a subset, so two calls with their own
-``--out`` can share 2 cores (``--analyse A/runs.csv B/runs.csv`` pools them).
+code, ``gv3lite.fingerprint``, or of another recipe, the row's ``run_id``) and their (cell, seed) pairs are not
+trained again. ``--cells`` trains a subset, so two calls with their own ``--out`` can share 2 cores (``--analyse
+A/runs.csv B/runs.csv`` pools them).
 """
 from __future__ import annotations
 
@@ -188,8 +190,9 @@ def recorded_rows(file: Path, fingerprint: str) -> pd.DataFrame:
     if other:
         raise ValueError(f"{file} holds runs of other training code (fingerprint {', '.join(other)}; current "
                          f"{fingerprint}): move {file.parent} away or give another --out")
-    changed = [f"{r.cell} seed {r.seed}" for r in rows.itertuples()
-               if r.cell not in cells(BASE) or str(r.run_id) != run_id(recipe_of(r.cell, int(r.seed)))]
+    ids = rows["run_id"].astype(str) if "run_id" in rows else pd.Series("", index=rows.index)  # older rows: none
+    changed = [f"{r.cell} seed {r.seed}" for r, rid in zip(rows.itertuples(), ids)
+               if r.cell not in cells(BASE) or rid != run_id(recipe_of(r.cell, int(r.seed)))]
     if changed:
         raise ValueError(f"{file} holds runs whose recipe is no longer this script's ({', '.join(changed)}): "
                          f"move {file.parent} away or give another --out")
@@ -209,8 +212,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/scope_questions")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.report and not args.analyse:
+        parser.error("--report goes with --analyse (it reports recorded runs)")
     if args.analyse:
         runs = pd.concat([pd.read_csv(f) for f in args.analyse], ignore_index=True)
+        twice = runs[runs.duplicated(["cell", "seed"], keep=False)][["cell", "seed"]].drop_duplicates()
+        if len(twice):
+            print(f"scope_questions: error: {', '.join(f'{c} seed {s}' for c, s in twice.itertuples(index=False))} "
+                  "recorded more than once in the pooled files: give each training's runs.csv once", file=sys.stderr)
+            return 2
         print(markdown(analyse(runs), f"# Scope questions ({', '.join(args.analyse)})"))
         if args.report:
             write_atomic(args.report, report(runs, args.analyse, seeds=len(args.seeds)))

@@ -1,6 +1,6 @@
 """benchmarks/scope_questions.py without training: a re-run resumes (recorded rows kept, their cells not trained
-again), rows of other training code or of a changed recipe are refused in one line (exit 2), and the analysis pools several runs.csv and
-finds a known interaction. The trainings are replaced by a stand-in with known effects."""
+again), rows of other training code or of a changed recipe are refused in one line (exit 2), and the analysis pools
+several runs.csv and finds a known interaction. The trainings are replaced by a stand-in with known effects."""
 from __future__ import annotations
 
 import importlib.util
@@ -81,3 +81,5 @@ def test_the_analysis_pools_runs_and_finds_the_interaction(scope, tmp_path, monk
     text = (tmp_path / "report.md").read_text()
     assert "Trainings recorded: 12 of the declared 32" in text and "4a reparam x length 3" in text
     assert "| branches/short | 3 |" in text and "| mix/short | 0 | nan |" in text  # untrained cells stay visible
+    assert scope.main(["--analyse", files[0], files[0]]) == 2  # a file given twice would count its runs twice
+    assert "branches/short seed 0, " in capsys.readouterr().err

@@ -129,7 +129,8 @@ def _interval(diff, low, high) -> str:
 
 def recorded_cpus(folder) -> list[str]:
     """The CPUs (`gv3lite.utils.cpu_identity`) that the calls of ``<folder>/calls.csv`` trained on; empty when none
-    is recorded (no calls.csv, or rows of a log older than the column)."""
+    is recorded (no calls.csv, or rows of a log older than the column). Raises
+    ``gv3lite.schemas.ResultsFileError`` (one line, with the fix) for a damaged calls.csv (`read_calls`)."""
     calls = read_calls(folder)
     if calls is None or "cpu" not in calls:
         return []
