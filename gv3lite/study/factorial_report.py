@@ -177,7 +177,9 @@ def out_of_time(budget: str, calls: pd.DataFrame | None, blocks: int) -> str | N
     """Why the budget's wall time (``FACTORIAL_BLOCKS[budget]["wall_minutes"]``) ends a study after ``blocks``
     blocks, or None when another block fits. From the records: the wall time of the calls in ``calls`` (calls.csv,
     `gv3lite.study.records.wall_time`) is spent, or another block, at the mean wall time per block so far, would end
-    past it. None when the budget has no wall time or nothing is recorded."""
+    past it. None when the budget has no wall time or nothing is recorded. The mean counts every recorded second
+    (a teacher's pass, a block begun in a sitting that was stopped), so it errs towards stopping: a block left
+    unfinished by an interrupted sitting is not continued once the estimate says it would not end in time."""
     minutes = FACTORIAL_BLOCKS[budget]["wall_minutes"]
     if not minutes or calls is None or not len(calls) or blocks < 1:
         return None
