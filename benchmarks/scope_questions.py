@@ -136,7 +136,8 @@ def analyse(runs: pd.DataFrame, column: str = "top1_ema") -> pd.DataFrame:
                 row.update(estimate=float(test.effect[0]), lo95=float(lo), hi95=float(hi),
                            p=float(test.pvalue), residual_sd=float(fit.mse_resid ** 0.5), df=int(fit.df_resid))
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table.astype({"df": "Int64"}) if "df" in table else table  # whole numbers, <NA> without a fit
 
 
 def markdown(table: pd.DataFrame, header: str) -> str:
