@@ -83,3 +83,9 @@ def test_the_analysis_pools_runs_and_finds_the_interaction(scope, tmp_path, monk
     assert "| branches/short | 3 |" in text and "| mix/short | 0 | nan |" in text  # untrained cells stay visible
     assert scope.main(["--analyse", files[0], files[0]]) == 2  # a file given twice would count its runs twice
     assert "branches/short seed 0, " in capsys.readouterr().err
+
+
+def test_the_committed_report_is_what_the_committed_runs_give(scope):
+    folder = repo_root() / "results" / "scope_questions"
+    runs = pd.read_csv(folder / "runs.csv")
+    assert scope.report(runs, ["results/scope_questions/runs.csv"]) == (folder / "report.md").read_text()
