@@ -2,19 +2,15 @@
 outputs become the row's status and first error (the Run All itself is the browser test's harness, tests/browser.py)."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from browser import REPO, RunAll
+from cli_helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def notebook_times():
-    spec = importlib.util.spec_from_file_location("notebook_times", REPO / "benchmarks" / "notebook_times.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("notebook_times")
 
 
 @pytest.mark.parametrize("args, says", [

@@ -2,7 +2,6 @@
 last digit (a stand-in worker returns the committed or a shifted top-1), and bad input is refused in one line."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pandas as pd
@@ -11,13 +10,12 @@ import pytest
 from gv3lite.study import records
 from gv3lite.utils import repo_root
 
+from cli_helpers import load_benchmark
+
 
 @pytest.fixture(scope="module")
 def rerun():
-    spec = importlib.util.spec_from_file_location("rerun_committed", repo_root() / "benchmarks" / "rerun_committed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("rerun_committed")
 
 
 @pytest.fixture(autouse=True)

@@ -3,20 +3,17 @@ again), rows of other training code or of a changed recipe are refused in one li
 several runs.csv and finds a known interaction. The trainings are replaced by a stand-in with known effects."""
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
 from gv3lite.utils import repo_root
 
+from cli_helpers import load_benchmark
+
 
 @pytest.fixture(scope="module")
 def scope():
-    spec = importlib.util.spec_from_file_location("scope_questions", repo_root() / "benchmarks" / "scope_questions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scope_questions")
 
 
 def _stand_in(trained):

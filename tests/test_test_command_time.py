@@ -2,22 +2,17 @@
 command's time, and writes nothing for a failing one (the first screen quotes only a passing suite's time)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import pytest
 
-from gv3lite.utils import repo_root
+from cli_helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def timer():
-    spec = importlib.util.spec_from_file_location("test_command_time",
-                                                  repo_root() / "benchmarks" / "test_command_time.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("test_command_time")
 
 
 def test_the_summary_line_is_pytest_s_last_one(timer):
