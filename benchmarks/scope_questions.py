@@ -165,8 +165,9 @@ def report(runs: pd.DataFrame, files: list[str], seeds: int = 4) -> str:
              + ", ".join(f"{q} {int(n)}" for q, n in complete.items())
              + " (a question needs 2 complete seeds for an interval; NaN until then).", "",
              "Every number is EMA top-1 (%) on all of Imagenette's val/ (3,925 images), read with precise BN and "
-             "flip averaging; students train on 300 images per class of train/ minus the tuning split, at 48 px, "
-             "without a teacher (benchmarks/scope_questions.py's docstring gives the design).", "",
+             f"flip averaging; students train on {BASE['images_per_class_train']} images per class of train/ minus "
+             f"the tuning split, at {BASE['img_size']} px, without a teacher (benchmarks/scope_questions.py's "
+             "docstring gives the design).", "",
              markdown(per_cell, "## Cells").rstrip(), "", markdown(table, "## Effects (pp), 95% intervals").rstrip(),
              "", "## Provenance", "",
              f"Recorded in: {', '.join(files)}  ",
