@@ -81,6 +81,18 @@ def test_differences_are_shown_run_by_run_and_claim_by_claim(tmp_path):
     assert "older code whose fingerprint was not recorded" in text and not summary["same_code"]
 
 
+def test_the_differences_are_sized_against_the_spread_a_change_of_seed_gives():
+    # two recipes with two seeds each: committed top-1 10, 12 (variance 2) and 20, 21 (variance 0.5)
+    runs = pd.DataFrame({"cells": ["g/a", "g/a", "g/b", "g/b"], "status": ["differs"] * 4,
+                         "top1_committed": [10.0, 12.0, 20.0, 21.0], "diff": [1.0, -1.0, 2.0, 0.0]})
+    line = reproduction.spread_line(runs)
+    # mean 0.5, SD sqrt(5/3) = 1.29, t(0.975, 3) = 3.182: half-width 2.05; pooled SD sqrt(1.25) = 1.12, x sqrt(2) = 1.58
+    assert "Differences over the 4 trainings in common: mean +0.50 pp (95% t interval [-1.55, +2.55]), SD 1.29 pp." in line
+    assert "differ with SD 1.58 pp (√2 × its pooled within-recipe SD 1.12 pp, 2 df)" in line
+    assert reproduction.spread_line(runs.assign(cells=["g/a", "g/b", "g/c", "g/d"])).endswith("SD 1.29 pp.")
+    assert reproduction.spread_line(runs.assign(status=["identical"] * 3 + ["differs"])) == ""
+
+
 def test_compare_refuses_a_folder_that_is_not_a_study(tmp_path, capsys):
     committed = _study(tmp_path, "committed")
     assert main(["compare", str(tmp_path / "missing"), str(committed)]) == 2

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint, fingerprint_status, recorded_fingerprints
 from gv3lite.study.records import DESIGNS, design_of, read_calls, read_claims, read_verdicts
@@ -190,8 +192,12 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
                "max_abs_diff": float(common["diff"].abs().max()) if len(common) else float("nan"),
                "claims": len(shared), "agree": int(shared["agree"].sum()), "same_code": same_code}
     lines = [f"# Reproduction: `{user_dir.name}` beside the committed `{committed_dir}`", "", code, "",
-             summary_line(summary), "", "## Run by run (top-1 %, EMA weights where the run keeps an EMA)", "",
-             "| run id | cells | seed | yours | committed | diff (pp) | |", "|---|---|---|---|---|---|---|"]
+             summary_line(summary), ""]
+    spread = spread_line(runs)
+    if spread:
+        lines += [spread, ""]
+    lines += ["## Run by run (top-1 %, EMA weights where the run keeps an EMA)", "",
+              "| run id | cells | seed | yours | committed | diff (pp) | |", "|---|---|---|---|---|---|---|"]
     for r in runs.itertuples():
         lines.append(f"| {r.run_id} | {r.cells} | {r.seed} | {_pct(r.top1_user)} | {_pct(r.top1_committed)} "
                      f"| {'—' if r.diff != r.diff else f'{r.diff:+.2f}'} | {r.status} |")
@@ -208,6 +214,30 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
     if figures:
         lines += ["", "## Your figures", "", *[f"![{p.stem}](figures/{p.name})" for p in figures]]
     return "\n".join(lines) + "\n", summary
+
+
+def spread_line(runs: pd.DataFrame) -> str:
+    """How large the run-by-run differences are, beside the spread a change of seed gives. ``runs``: the
+    `compare_runs` table. The differences (yours − committed, pp, over the trainings in common): their mean with a 95%
+    t interval (one that excludes 0 says your machine shifts top-1 one way) and their SD. The scale: two trainings of
+    one recipe with different seeds in the committed study differ with SD √2·s, s the pooled within-recipe SD of its
+    top-1 over seeds (recipes grouped by ``cells``; df = trainings − recipes). Empty when fewer than 2 trainings in
+    common differ; the scale is left out when no recipe has 2 seeds."""
+    common = runs[runs["status"].isin(["identical", "differs"])]
+    if (common["status"] == "differs").sum() < 2:
+        return ""
+    diff = common["diff"].to_numpy(float)
+    n, mean, sd = len(diff), diff.mean(), diff.std(ddof=1)
+    half = sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    line = (f"Differences over the {n} trainings in common: mean {mean:+.2f} pp (95% t interval "
+            f"[{mean - half:+.2f}, {mean + half:+.2f}]), SD {sd:.2f} pp.")
+    by_recipe = runs.dropna(subset=["top1_committed"]).groupby("cells")["top1_committed"]
+    df = int((by_recipe.size() - 1).sum())
+    if df > 0:
+        within = float(np.sqrt((by_recipe.var(ddof=1).fillna(0) * (by_recipe.size() - 1)).sum() / df))
+        line += (f" For scale: in the committed study two trainings of one recipe with different seeds differ with SD "
+                 f"{np.sqrt(2) * within:.2f} pp (√2 × its pooled within-recipe SD {within:.2f} pp, {df} df).")
+    return line
 
 
 def _pct(value) -> str:
