@@ -18,9 +18,9 @@ BUDGET_NAMES = ("smoke", "quick", "medium", "full")
 
 def budget() -> str:
     """The run budget from ``GV3LITE_BUDGET``: ``smoke`` (CI, minutes; the default), ``quick`` (a 2-core CPU,
-    ~1 h per block of the factorial study: its first look, 2 blocks, took 1 h 57 min), ``medium`` (all of Imagenette
-    on a 2-core CPU, ~2 h 15 min per block, over one or more sittings: 2 blocks took 4 h 30 min) or ``full`` (a
-    GPU). Raises ``ValueError`` for any other value."""
+    20-60 min per block of the factorial study, by the machine: its first look, 2 blocks, took 41 min on the committed
+    study's machine), ``medium`` (all of Imagenette on a 2-core CPU, ~2 h 15 min per block, over one or more sittings:
+    2 blocks took 4 h 30 min) or ``full`` (a GPU). Raises ``ValueError`` for any other value."""
     value = os.environ.get("GV3LITE_BUDGET", "smoke").strip().lower()
     if value not in BUDGET_NAMES:
         raise ValueError(f"GV3LITE_BUDGET={value!r} is not a budget; set it to one of {BUDGET_NAMES}")
@@ -93,10 +93,13 @@ HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
 # flip, `make main`'s command): 16 trainings, 113 min of 1-thread training (278-346 s without branches, 511-584 s with
 # them), 59 min of wall time with --jobs 2 on the 2 cores. quick's first look (2 blocks) therefore needs ~2 h, twice
 # its 60-minute target: the target needs runs of half this cost, or a first look after one block (error df from the
-# unassigned effects instead of replication), a change to be declared before the next block runs.
-# The committed quick study (results/quick, trained at 2f93ba1) ran both blocks this way and stopped at its first look,
-# its 60 min spent: 32 trainings, 1 h 57 min of wall time over 3 sittings; half-widths 1.82-1.87 pp for the four
-# single-ingredient claims (target 2.0 met), 5.15 pp for the composite recipe contrast.
+# unassigned effects instead of replication), a change to be declared before the next block runs. On that machine
+# the first committed quick study (trained at 2f93ba1) stopped at its first look, its 60 min spent: 32 trainings,
+# 1 h 57 min of wall time over 3 sittings; half-widths 1.82-1.87 pp for the four single-ingredient claims.
+# The committed quick study (results/quick) was retrained at 2be104e by `make main` in a fresh clone on a ~2.4x faster
+# 2-core machine (AMD EPYC, AVX512): 2 blocks in 40 min 53 s, one call; it stopped because a third block, at ~20 min,
+# would end past 60 min. Half-widths 2.22-2.26 pp for the four single-ingredient claims (target 2.0 not met), 6.28 pp
+# for the composite.
 # The effect SE is 2 sigma / sqrt(16 r): at sigma 3.0 pp, +-1.25 pp needs ~6 blocks.
 FACTORIAL_BLOCKS = {
     "smoke": dict(first_look=1, max_blocks=1, wall_minutes=10),
