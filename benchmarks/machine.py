@@ -1,10 +1,12 @@
 """What the benchmark records say about the machine and the moment of a measurement: the UTC time, the load
-average and the cores. Shared by ``notebook_times.py`` and ``test_command_time.py`` (sibling scripts import it)."""
+average, the cores and the CPU. Shared by ``notebook_times.py`` and ``test_command_time.py`` (sibling scripts import it)."""
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+
+from gv3lite.utils import cpu_identity
 
 
 def utc_now() -> str:
@@ -18,7 +20,8 @@ def load_average() -> list[float]:
 
 
 def machine() -> str:
-    """``"<architecture>, <n> cores"``: the cores this process may run on (``os.sched_getaffinity`` where the system
-    has it, else ``os.cpu_count``)."""
+    """``"<architecture>, <n> cores, <CPU model>, <instruction set>"``: the cores this process may run on
+    (``os.sched_getaffinity`` where the system has it, else ``os.cpu_count``) and the CPU
+    (`gv3lite.utils.cpu_identity`), so that times from different machines are not mixed up."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.machine()}, {cores} cores"
+    return f"{platform.machine()}, {cores} cores, {cpu_identity()}"

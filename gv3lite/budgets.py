@@ -1,7 +1,7 @@
 """Every budget of the project, in one place: names, the study's run sizes, their half-width targets, and the
 notebooks' sizes.
 
-Owns: `BUDGET_NAMES` (``smoke`` CI minutes, ``quick`` a 2-core CPU, ~1 h per factorial block, ``medium`` all of
+Owns: `BUDGET_NAMES` (``smoke`` CI minutes, ``quick`` a 2-core CPU, 20-60 min per factorial block, ``medium`` all of
 Imagenette on a 2-core CPU, ~2 h 15 min per block, ``full`` a GPU), `budget` (the budget named by
 ``GV3LITE_BUDGET``), `BUDGETS` (the study's sizes, applied on top of every cell's recipe by ``gv3lite.study``), `NOT_RECIPE_FIELDS`, `HALF_WIDTH_TARGETS` (pp, declared
 before the runs), `FACTORIAL_BLOCKS` (the factorial's looks and time), `NOTEBOOK_SIZES` / `notebook_sizes` (what
@@ -96,10 +96,10 @@ HALF_WIDTH_TARGETS = {"quick": 2.0, "medium": 1.25}
 # unassigned effects instead of replication), a change to be declared before the next block runs. On that machine
 # the first committed quick study (trained at 2f93ba1) stopped at its first look, its 60 min spent: 32 trainings,
 # 1 h 57 min of wall time over 3 sittings; half-widths 1.82-1.87 pp for the four single-ingredient claims.
-# The committed quick study (results/quick) was retrained at 2be104e by `make main` in a fresh clone on a ~2.4x faster
-# 2-core machine (AMD EPYC, AVX512): 2 blocks in 40 min 53 s, one call; it stopped because a third block, at ~20 min,
-# would end past 60 min. Half-widths 2.22-2.26 pp for the four single-ingredient claims (target 2.0 not met), 6.28 pp
-# for the composite.
+# The committed quick study (results/quick) was retrained at 2be104e by `make main` in a fresh clone on a faster
+# 2-core machine (an AMD EPYC with AVX512; each training ~2.9x faster, by the train_seconds of the two studies):
+# 2 blocks in 40 min 53 s, one call; it stopped because a third block, at ~20 min, would end past 60 min.
+# Half-widths 2.22-2.26 pp for the four single-ingredient claims (target 2.0 not met), 6.28 pp for the composite.
 # The effect SE is 2 sigma / sqrt(16 r): at sigma 3.0 pp, +-1.25 pp needs ~6 blocks.
 FACTORIAL_BLOCKS = {
     "smoke": dict(first_look=1, max_blocks=1, wall_minutes=10),

@@ -46,7 +46,8 @@ def _same(a: pd.Series, b: pd.Series) -> pd.Series:
 
 
 def compare_runs(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
-    """One row per training (run id) of either study: ``cells`` (grid/cell names), ``seed``, ``top1_user``,
+    """One row per training (run id) of either study: ``cells`` (grid/cell names; yours where you trained it) and
+    ``cells_committed`` (the committed study's, empty where it lacks the run), ``seed``, ``top1_user``,
     ``top1_committed``, ``diff`` (user − committed, pp), ``identical`` (raw and EMA top-1 both equal, to the last
     digit), ``status`` (``identical``, ``differs``, ``only in yours``, ``only committed``)."""
     def per_run(runs):
@@ -70,8 +71,8 @@ def compare_runs(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
     table.loc[table["top1_user"].isna(), "status"] = "only committed"
     table["identical"] &= table["status"] == "identical"
     order = list(dict.fromkeys([*mine.index, *theirs.index]))
-    return table.loc[order, ["cells", "seed", "top1_user", "top1_committed", "diff", "identical", "status"]
-                     ].rename_axis("run_id").reset_index()
+    return table.loc[order, ["cells", "cells_committed", "seed", "top1_user", "top1_committed", "diff", "identical",
+                             "status"]].rename_axis("run_id").reset_index()
 
 
 def compare_claims(user: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
@@ -217,11 +218,12 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
 
 
 def spread_line(runs: pd.DataFrame) -> str:
-    """How large the run-by-run differences are, beside the spread a change of seed gives. ``runs``: the
-    `compare_runs` table. The differences (yours − committed, pp, over the trainings in common): their mean with a 95%
-    t interval (one that excludes 0 says your machine shifts top-1 one way) and their SD. The scale: two trainings of
-    one recipe with different seeds in the committed study differ with SD √2·s, s the pooled within-recipe SD of its
-    top-1 over seeds (recipes grouped by ``cells``; df = trainings − recipes). Empty when fewer than 2 trainings in
+    """How large the run-by-run differences are, beside the spread a change of seed gives; one line of Markdown.
+    ``runs``: the `compare_runs` table. The differences (yours − committed, pp, over every training in common,
+    identical ones counting 0): their mean with a Student t 95% interval (one that excludes 0 says your machine shifts
+    top-1 one way) and their SD. The scale: two trainings of one recipe with different seeds in the committed study
+    differ with SD √2·s, s the pooled within-recipe SD of its top-1 over seeds, as in a one-way ANOVA (recipes grouped
+    by the committed study's ``cells_committed``; df = trainings − recipes). Empty when fewer than 2 trainings in
     common differ; the scale is left out when no recipe has 2 seeds."""
     common = runs[runs["status"].isin(["identical", "differs"])]
     if (common["status"] == "differs").sum() < 2:
@@ -231,7 +233,7 @@ def spread_line(runs: pd.DataFrame) -> str:
     half = sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
     line = (f"Differences over the {n} trainings in common: mean {mean:+.2f} pp (95% t interval "
             f"[{mean - half:+.2f}, {mean + half:+.2f}]), SD {sd:.2f} pp.")
-    by_recipe = runs.dropna(subset=["top1_committed"]).groupby("cells")["top1_committed"]
+    by_recipe = runs.dropna(subset=["top1_committed"]).groupby("cells_committed")["top1_committed"]
     df = int((by_recipe.size() - 1).sum())
     if df > 0:
         within = float(np.sqrt((by_recipe.var(ddof=1).fillna(0) * (by_recipe.size() - 1)).sum() / df))
