@@ -75,10 +75,12 @@ class ResultsFileError(ValueError):
 
 
 def results_error(path, problem: str, fix: str | None = None) -> ResultsFileError:
-    """The one-line error for ``path``: ``<path>: <problem>; <fix>`` (default fix: restore it from git or rewrite it
-    with ``gv3lite reproduce`` / ``gv3lite report``)."""
-    fix = fix or (f"restore it (git checkout -- {path}) or rewrite it: `gv3lite reproduce` with the same --out "
-                  "re-trains or rebuilds what is missing")
+    """The one-line error for ``path``: ``<path>: <problem>; <fix>``. The default fix names both cases: a committed
+    file (no run folders beside it) is restored from git or a backup; in a study of your own (``runs/study/...``,
+    git-ignored, its ``runs/<id>/`` folders kept) the file is moved away and ``gv3lite reproduce`` rebuilds it."""
+    fix = fix or (f"restore it (git checkout -- {path} if it is committed, or a backup) or, in a study whose run "
+                  "folders runs/<id>/ remain, move it away: `gv3lite reproduce` with the same --out rebuilds it and "
+                  "re-trains what is missing")
     return ResultsFileError(f"results file {path}: {problem}; {fix}")
 
 

@@ -40,9 +40,9 @@ def test_a_whole_study_passes_and_report_names_a_runs_csv_cut_short(study, capsy
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"gv3lite report: error: results file {study / 'runs.csv'}: lacks the rows of 3 "
                           "training(s) that history.csv holds (run "), err
-    assert err.endswith("it was cut short or edited; restore it (git checkout -- "
-                        f"{study / 'runs.csv'}) or rewrite it: `gv3lite reproduce` with the same --out re-trains or "
-                        "rebuilds what is missing\n")
+    assert err.endswith(f"it was cut short or edited; restore it (git checkout -- {study / 'runs.csv'} if it is "
+                        "committed, or a backup) or, in a study whose run folders runs/<id>/ remain, move it away: "
+                        "`gv3lite reproduce` with the same --out rebuilds it and re-trains what is missing\n")
 
 
 @pytest.mark.parametrize("name, change, problem", [

@@ -25,8 +25,9 @@ def problem(path) -> str:
         read_results(path)
     message = str(err.value)
     assert message.startswith(f"results file {path}: ") and "\n" not in message
-    assert message.endswith(f"restore it (git checkout -- {path}) or rewrite it: `gv3lite reproduce` with the same "
-                            "--out re-trains or rebuilds what is missing")
+    assert message.endswith(f"restore it (git checkout -- {path} if it is committed, or a backup) or, in a study "
+                            "whose run folders runs/<id>/ remain, move it away: `gv3lite reproduce` with the same "
+                            "--out rebuilds it and re-trains what is missing")
     return message[len(f"results file {path}: "):].split("; restore it")[0]
 
 

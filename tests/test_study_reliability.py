@@ -136,8 +136,9 @@ def test_report_names_a_truncated_predictions_file(tmp_path, capsys):
     assert main(["report", str(root / "quick"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err == (f"gv3lite report: error: results file {gz}: is truncated (its compressed data ends early); restore "
-                   f"it (git checkout -- {gz}) or rewrite it: `gv3lite reproduce` with the same --out re-trains or "
-                   "rebuilds what is missing\n")
+                   f"it (git checkout -- {gz} if it is committed, or a backup) or, in a study whose run folders "
+                   "runs/<id>/ remain, move it away: `gv3lite reproduce` with the same --out rebuilds it and re-trains "
+                   "what is missing\n")
 
 
 def test_a_damaged_combined_copy_that_a_run_needs_names_those_runs_and_restoring_as_the_fix(tmp_path):
@@ -152,8 +153,8 @@ def test_a_damaged_combined_copy_that_a_run_needs_names_those_runs_and_restoring
     assert table["run_id"].tolist() == ["aaaaaaaaaaaa"]
     with pytest.raises(ValueError, match=re.escape(
             f"results file {tmp_path / 'history.csv'}: is truncated (its last line, line 2, is incomplete); restore "
-            f"it (git checkout -- {tmp_path / 'history.csv'}, or a backup): the rows of 1 run(s) whose folder "
-            "runs/<id> is gone (bbbbbbbbbbbb) are only there")):
+            f"it (git checkout -- {tmp_path / 'history.csv'} if it is committed, or a backup): the rows of 1 run(s) "
+            "whose folder runs/<id> is gone (bbbbbbbbbbbb) are only there")):
         gather_run_files(tmp_path, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], "metrics.csv", "history.csv")
 
 

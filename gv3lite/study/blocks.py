@@ -171,7 +171,7 @@ def _train_block(items, block, most, out_dir, root, command, budget, counts, log
                 counts["busy"] += 1
             elif not result.get("finished_elsewhere"):
                 counts["trained"] += 1
-                say(f"[block {block}: {k}/{len(todo)}] run {rid}: top-1 {result['top1']:.2f}%")
+                say(f"[block {block + 1}: {k}/{len(todo)}] run {rid}: top-1 {result['top1']:.2f}%")
             call.write(interrupted=True)
         call.trains = True  # this call trains: from now on it has its row (also when killed)
         call.write(interrupted=True)

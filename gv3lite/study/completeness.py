@@ -116,5 +116,6 @@ def _rows_of_the_plan(file: Path, runs: pd.DataFrame, budget: str) -> None:
                 raise results_error(file, f"holds {len(planned) - len(absent)} of the {len(planned)} cells of grid "
                                           f"{grid!r} for seed {seed} (missing: {_examples(absent)}); `gv3lite "
                                           "reproduce` records whole grids, so it was cut short or edited",
-                                    f"restore it (git checkout -- {file}) or rewrite it: `gv3lite reproduce --budget "
-                                    f"{budget}` with the same --out trains the missing cells and rewrites it")
+                                    f"restore it (git checkout -- {file} if it is committed, or a backup) or move it "
+                                    f"away: `gv3lite reproduce --budget {budget}` with the same --out trains the "
+                                    "missing cells and rewrites it")
