@@ -125,12 +125,12 @@ def _run_blocks(budget, out_dir, root, command, counts, log, changes, generators
                      **options)
         runs, predictions = _write_runs(items, out_dir, budget)
         if counts["busy"]:
-            log(f"{counts['busy']} run(s) of block {blocks - 1} are trained by another process: stopping here")
+            log(f"{counts['busy']} run(s) of block {blocks} are trained by another process: stopping here")
             break
         if blocks >= settings["first_look"]:
             result = analyse_looks(runs, budget, predictions)
             claims = result["claims"]
-            log(f"look after block {blocks - 1}: " + ", ".join(f"{c} {v}" for c, v in
+            log(f"look after block {blocks}: " + ", ".join(f"{c} {v}" for c, v in
                                                               zip(claims["claim"], claims["verdict"])))
             if result["stopped"]:
                 break
@@ -138,7 +138,7 @@ def _run_blocks(budget, out_dir, root, command, counts, log, changes, generators
         calls = call.calls if call.write(interrupted=True, final=False) else read_calls(out_dir)
         late = result is not None and out_of_time(budget, calls, blocks)
         if late:  # the wall time ends a study only once it has had its first look
-            log(f"{late}: stopping after block {blocks - 1}")
+            log(f"{late}: stopping after block {blocks}")
             break
     return result, blocks, runs, predictions
 
