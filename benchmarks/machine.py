@@ -1,5 +1,6 @@
 """What the benchmark records say about the machine and the moment of a measurement: the UTC time, the load
-average, the cores and the CPU. Shared by ``notebook_times.py`` and ``test_command_time.py`` (sibling scripts import it)."""
+average, the cores and the CPU. Shared by ``notebook_times.py`` and ``test_command_time.py`` (sibling scripts import
+it)."""
 from __future__ import annotations
 
 import datetime

@@ -7,11 +7,11 @@ recipe, seed, data and reading), and prints, per training, the committed and the
 weights and whether they are identical, with this machine's CPU (``gv3lite.utils.cpu_identity``) and the torch
 threads per training (``--threads``, default 1: what ``make main`` gives each of its 2 jobs, ``OMP_NUM_THREADS=2``
 split over ``--jobs 2``; a reduction split over other thread counts may round differently). It is a check of minutes
-where ``make main`` takes from 40 min to 2 h, by the machine: identical top-1 means ``make main`` here reproduces the committed runs to
-the last digit; a difference means this machine's arithmetic differs (another CPU, or other builds of torch or of
-Pillow's JPEG decoder; see ``gv3lite.study.reproduction``), or ``--data`` is not the committed study's data. Refuses,
-exit 2, when the committed study was trained by other training code (``gv3lite.fingerprint``), when a training kept
-in ``--out`` was (delete it), or while another process trains it.
+where ``make main`` takes from 40 min to 2 h, by the machine: identical top-1 means ``make main`` here reproduces the
+committed runs to the last digit; a difference means this machine's arithmetic differs (another CPU, or other builds
+of torch or of Pillow's JPEG decoder; see ``gv3lite.study.reproduction``), or ``--data`` is not the committed study's
+data. Refuses, exit 2, when the committed study was trained by other training code (``gv3lite.fingerprint``), when a
+training kept in ``--out`` was (delete it), or while another process trains it.
 
 Usage::
 

@@ -88,7 +88,8 @@ def test_the_differences_are_sized_against_the_spread_a_change_of_seed_gives():
                          "status": ["differs"] * 4, "top1_committed": [10.0, 12.0, 20.0, 21.0],
                          "diff": [1.0, -1.0, 2.0, 0.0]})
     line = reproduction.spread_line(runs)
-    # mean 0.5, SD sqrt(5/3) = 1.29, t(0.975, 3) = 3.182: half-width 2.05; pooled SD sqrt(1.25) = 1.12, x sqrt(2) = 1.58
+    # mean 0.5, SD sqrt(5/3) = 1.29, t(0.975, 3) = 3.182: half-width 2.05;
+    # pooled SD sqrt(1.25) = 1.12, x sqrt(2) = 1.58
     assert ("Differences over the 4 trainings in common: mean +0.50 pp (95% t interval [-1.55, +2.55]), SD 1.29 pp."
             in line)
     assert "differ with SD 1.58 pp (√2 × its pooled within-recipe SD 1.12 pp, 2 df)" in line
