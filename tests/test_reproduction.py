@@ -84,9 +84,10 @@ def test_differences_are_shown_run_by_run_and_claim_by_claim(tmp_path):
 def test_the_differences_are_sized_against_the_spread_a_change_of_seed_gives():
     # two recipes with two seeds each: committed top-1 10, 12 (variance 2) and 20, 21 (variance 0.5)
     # the user's cells name the recipes differently (a user study of other grids): the committed names group them
-    runs = pd.DataFrame({"cells": ["x/1", "y/1", "x/2", "y/2"], "cells_committed": ["g/a", "g/a", "g/b", "g/b"],
-                         "status": ["differs"] * 4, "top1_committed": [10.0, 12.0, 20.0, 21.0],
-                         "diff": [1.0, -1.0, 2.0, 0.0]})
+    runs = pd.DataFrame({"run_id": ["r1", "r2", "r3", "r4"], "cells": ["x/1", "y/1", "x/2", "y/2"],
+                         "cells_committed": ["g/a", "g/a", "g/b", "g/b"], "status": ["differs"] * 4,
+                         "top1_committed": [10.0, 12.0, 20.0, 21.0], "top1_user": [11.0, 11.0, 22.0, 21.0]})
+    runs["diff"] = runs["top1_user"] - runs["top1_committed"]  # 1, -1, 2, 0
     line = reproduction.spread_line(runs)
     # mean 0.5, SD sqrt(5/3) = 1.29, t(0.975, 3) = 3.182: half-width 2.05;
     # pooled SD sqrt(1.25) = 1.12, x sqrt(2) = 1.58

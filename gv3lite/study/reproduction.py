@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint, fingerprint_status, recorded_fingerprints
+from gv3lite.stats import within_run
 from gv3lite.study.records import DESIGNS, design_of, read_calls, read_claims, read_verdicts
 from gv3lite.utils import write_atomic
-from gv3lite.verdicts import contrast_label
+from gv3lite.verdicts import contrast_label, t_interval
 
 REPRODUCTION = "reproduction.md"
 
@@ -220,19 +220,19 @@ def reproduction_text(user_dir, committed_dir, current: str | None = None) -> tu
 def spread_line(runs: pd.DataFrame) -> str:
     """How large the run-by-run differences are, beside the spread a change of seed gives; one line of Markdown.
     ``runs``: the `compare_runs` table. The differences (yours − committed, pp, over every training in common,
-    identical ones counting 0): their mean with a Student t 95% interval (one that excludes 0 says your machine shifts
-    top-1 one way) and their SD. The scale: two trainings of one recipe with different seeds in the committed study
+    identical ones counting 0): their mean with a Student t 95% interval (`gv3lite.stats.within_run`, the paired
+    comparison of two readings of the same trainings, and `gv3lite.verdicts.t_interval`; one that excludes 0 says your
+    machine shifts top-1 one way) and their SD. The scale: two trainings of one recipe with different seeds in the committed study
     differ with SD √2·s, s the pooled within-recipe SD of its top-1 over seeds, as in a one-way ANOVA (recipes grouped
     by the committed study's ``cells_committed``; df = trainings − recipes). Empty when fewer than 2 trainings in
     common differ; the scale is left out when no recipe has 2 seeds."""
     common = runs[runs["status"].isin(["identical", "differs"])]
     if (common["status"] == "differs").sum() < 2:
         return ""
-    diff = common["diff"].to_numpy(float)
-    n, mean, sd = len(diff), diff.mean(), diff.std(ddof=1)
-    half = sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
-    line = (f"Differences over the {n} trainings in common: mean {mean:+.2f} pp (95% t interval "
-            f"[{mean - half:+.2f}, {mean + half:+.2f}]), SD {sd:.2f} pp.")
+    paired = within_run(common, "top1_user", "top1_committed")
+    ci = t_interval(paired["diff"], paired["se"], paired["df"])
+    line = (f"Differences over the {paired['n']} trainings in common: mean {paired['diff']:+.2f} pp (95% t interval "
+            f"[{float(ci['low']):+.2f}, {float(ci['high']):+.2f}]), SD {paired['diffs'].std(ddof=1):.2f} pp.")
     by_recipe = runs.dropna(subset=["top1_committed"]).groupby("cells_committed")["top1_committed"]
     df = int((by_recipe.size() - 1).sum())
     if df > 0:
