@@ -74,13 +74,18 @@ class ResultsFileError(ValueError):
     repeated header line, or is truncated / not a CSV: the message names the file, the problem and the fix."""
 
 
+def restore_it(path) -> str:
+    """The first half of every damaged-results fix: ``restore it (git checkout -- <path> if it is committed, or a
+    backup)`` (a study of your own lives in the git-ignored ``runs/``, so git cannot restore it there)."""
+    return f"restore it (git checkout -- {path} if it is committed, or a backup)"
+
+
 def results_error(path, problem: str, fix: str | None = None) -> ResultsFileError:
     """The one-line error for ``path``: ``<path>: <problem>; <fix>``. The default fix names both cases: a committed
     file (no run folders beside it) is restored from git or a backup; in a study of your own (``runs/study/...``,
     git-ignored, its ``runs/<id>/`` folders kept) the file is moved away and ``gv3lite reproduce`` rebuilds it."""
-    fix = fix or (f"restore it (git checkout -- {path} if it is committed, or a backup) or, in a study whose run "
-                  "folders runs/<id>/ remain, move it away: `gv3lite reproduce` with the same --out rebuilds it and "
-                  "re-trains what is missing")
+    fix = fix or (f"{restore_it(path)} or, in a study whose run folders runs/<id>/ remain, move it away: "
+                  "`gv3lite reproduce` with the same --out rebuilds it and re-trains what is missing")
     return ResultsFileError(f"results file {path}: {problem}; {fix}")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from gv3lite.budgets import BUDGETS
-from gv3lite.schemas import read_results, results_error
+from gv3lite.schemas import read_results, restore_it, results_error
 from gv3lite.study.design import FACTORIAL_GRID
 from gv3lite.study.plan import plan
 from gv3lite.study.records import PREDICTIONS
@@ -116,6 +116,5 @@ def _rows_of_the_plan(file: Path, runs: pd.DataFrame, budget: str) -> None:
                 raise results_error(file, f"holds {len(planned) - len(absent)} of the {len(planned)} cells of grid "
                                           f"{grid!r} for seed {seed} (missing: {_examples(absent)}); `gv3lite "
                                           "reproduce` records whole grids, so it was cut short or edited",
-                                    f"restore it (git checkout -- {file} if it is committed, or a backup) or move it "
-                                    f"away: `gv3lite reproduce --budget {budget}` with the same --out trains the "
-                                    "missing cells and rewrites it")
+                                    f"{restore_it(file)} or move it away: `gv3lite reproduce --budget {budget}` "
+                                    "with the same --out trains the missing cells and rewrites it")

@@ -25,7 +25,7 @@ import pandas as pd
 from filelock import FileLock
 
 from gv3lite.fingerprint import UNKNOWN, code_fingerprint
-from gv3lite.schemas import FACTORIAL_VERDICTS, read_results
+from gv3lite.schemas import FACTORIAL_VERDICTS, read_results, restore_it
 from gv3lite.study.design import FACTORIAL_GRID
 from gv3lite.utils import cpu_identity, repo_root, write_csv
 
@@ -198,9 +198,8 @@ def gather_run_files(out_dir, run_ids, name: str, combined: str) -> pd.DataFrame
             continue
         if old is None:
             where = out_dir / combined
-            fix = (f"restore it (git checkout -- {where} if it is committed, or a backup): the rows of {len(gone)} "
-                   f"run(s) whose folder runs/<id> is gone ({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}) "
-                   "are only there")
+            fix = (f"{restore_it(where)}: the rows of {len(gone)} run(s) whose folder runs/<id> is gone "
+                   f"({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}) are only there")
             old = read_results(where, fix=fix) if where.is_file() else pd.DataFrame(columns=["run_id"])
         parts.append(old[old["run_id"] == rid])
     parts = [p for p in parts if len(p)]
